@@ -1,0 +1,272 @@
+//! The `stepup` command line: `serve`, `check` and `eval`.
+//!
+//! Exit codes: 0 success; 1 the policy set is invalid; 2 usage errors or
+//! unusable input (flags, config file, context file).
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::cache::CacheConfig;
+use crate::config::{LogFormat, Overrides};
+use crate::engine::Engine;
+use crate::policy::{PolicySet, Report};
+use crate::proto::v1::DecideRequest;
+use crate::server::convert;
+
+/// Success.
+pub const EXIT_OK: u8 = 0;
+/// The policy set is invalid.
+pub const EXIT_INVALID_POLICY: u8 = 1;
+/// Usage error or unusable input.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Policy decision sidecar for step-up authentication.
+///
+/// Answers "may this request go ahead?" over gRPC with ALLOW, CHALLENGE (step
+/// up: RFC 9470 acr_values and max_age) or DENY, from risk signals and rules
+/// written in CEL.
+#[derive(Debug, Parser)]
+#[command(name = "stepup", version, propagate_version = true, after_help = EXIT_HELP)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXIT_HELP: &str = "Exit codes: 0 success, 1 the policy set is invalid, 2 usage error or unusable input.";
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve decisions over gRPC (DecisionService, health, reflection).
+    Serve(ServeArgs),
+    /// Validate a policy set and print every diagnostic.
+    Check(CheckArgs),
+    /// Decide one request context (the JSON form of DecideRequest) and print
+    /// the DecideResponse as JSON.
+    Eval(EvalArgs),
+}
+
+/// `stepup serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Directory of policy files (*.yaml, *.yml, searched recursively).
+    #[arg(long, env = "STEPUP_POLICIES", value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:7171].
+    #[arg(long, env = "STEPUP_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Config file (TOML); flags and STEPUP_* variables override it.
+    #[arg(long, env = "STEPUP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Decision cache entries; 0 turns the cache off [default: 100000].
+    #[arg(long, env = "STEPUP_CACHE_SIZE", value_name = "N")]
+    pub cache_size: Option<u64>,
+    /// Decision cache entry lifetime, e.g. 30s, 5m [default: 60s].
+    #[arg(long, env = "STEPUP_CACHE_TTL", value_name = "DURATION")]
+    pub cache_ttl: Option<String>,
+    /// Log filter: a level (info, debug) or a RUST_LOG-style directive
+    /// [default: info; RUST_LOG is used when neither flag nor file sets it].
+    #[arg(long, env = "STEPUP_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, env = "STEPUP_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl ServeArgs {
+    /// The flag and environment values, for [`crate::config::Config::resolve`].
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            policies: self.policies.clone(),
+            listen: self.listen.clone(),
+            cache_size: self.cache_size,
+            cache_ttl: self.cache_ttl.clone(),
+            log_level: self.log_level.clone().or_else(|| std::env::var("RUST_LOG").ok()),
+            log_format: self.log_format,
+        }
+    }
+}
+
+/// Output format of `check`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Diagnostics with source lines and carets.
+    #[default]
+    Text,
+    /// A JSON object: `valid`, `errors`, `warnings`, `diagnostics`.
+    Json,
+}
+
+/// `stepup check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Directory of policy files.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `stepup eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// Directory of policy files.
+    #[arg(long, env = "STEPUP_POLICIES", value_name = "DIR")]
+    pub policies: PathBuf,
+    /// The request context: a file holding the JSON form of DecideRequest,
+    /// or `-` for standard input.
+    #[arg(long, value_name = "FILE")]
+    pub context: PathBuf,
+    /// The decision's clock (RFC 3339, e.g. 2026-01-31T12:00:00Z); the
+    /// context's `time` wins when set.
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<DateTime<Utc>>,
+    /// Add, per signal and rule, whether it fired and why (`trace`).
+    #[arg(long)]
+    pub explain: bool,
+}
+
+/// An error ending a command, with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// What to print on standard error.
+    pub message: String,
+    /// The exit code.
+    pub code: u8,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: EXIT_USAGE,
+        }
+    }
+
+    fn policy(report: &Report) -> Self {
+        Self {
+            message: format!(
+                "{report}\n\nerror: the policy set is invalid ({} error{})",
+                report.error_count(),
+                if report.error_count() == 1 { "" } else { "s" }
+            ),
+            code: EXIT_INVALID_POLICY,
+        }
+    }
+}
+
+/// Loads a policy set for a command, printing warnings to standard error.
+pub fn load_policies(dir: &Path) -> Result<PolicySet, Failure> {
+    match PolicySet::load(dir) {
+        Ok((set, warnings)) => {
+            if !warnings.diagnostics.is_empty() {
+                eprintln!("{warnings}\n");
+            }
+            Ok(set)
+        }
+        Err(report) => Err(Failure::policy(&report)),
+    }
+}
+
+/// `stepup check`: prints the report; the exit code says whether the set is
+/// valid.
+pub fn check(args: &CheckArgs) -> Result<String, Failure> {
+    let result = PolicySet::load(&args.dir);
+    let (report, summary) = match &result {
+        Ok((set, report)) => (
+            report,
+            format!(
+                "ok: `{}` is valid: {} levels, {} signals, {} rules, revision {}",
+                args.dir.display(),
+                set.levels.len(),
+                set.signals.len(),
+                set.rules.len(),
+                set.revision
+            ),
+        ),
+        Err(report) => (report, String::new()),
+    };
+    match args.format {
+        Format::Json => {
+            let out = serde_json::json!({
+                "valid": result.is_ok(),
+                "revision": result.as_ref().ok().map(|(s, _)| s.revision.to_string()),
+                "errors": report.error_count(),
+                "warnings": report.warning_count(),
+                "diagnostics": report.diagnostics,
+            });
+            let text = serde_json::to_string_pretty(&out).unwrap_or_default();
+            if result.is_ok() {
+                Ok(text)
+            } else {
+                Err(Failure {
+                    message: text,
+                    code: EXIT_INVALID_POLICY,
+                })
+            }
+        }
+        Format::Text => match &result {
+            Ok(_) if report.diagnostics.is_empty() => Ok(summary),
+            Ok(_) => Ok(format!("{report}\n\n{summary}")),
+            Err(report) => Err(Failure::policy(report)),
+        },
+    }
+}
+
+/// `stepup eval`: the DecideResponse as pretty JSON.
+pub fn eval(args: &EvalArgs) -> Result<String, Failure> {
+    let text = if args.context.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| Failure::usage(format!("error: cannot read the context from standard input: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(&args.context).map_err(|e| {
+            Failure::usage(format!(
+                "error: cannot read context file `{}`: {e}",
+                args.context.display()
+            ))
+        })?
+    };
+    let name = if args.context.as_os_str() == "-" {
+        "<stdin>".to_owned()
+    } else {
+        args.context.display().to_string()
+    };
+    let req: DecideRequest = serde_json::from_str(&text).map_err(|e| {
+        Failure::usage(format!(
+            "error: {name}:{}:{}: not a DecideRequest in JSON form: {e}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let now = convert::validate(&req, args.now.unwrap_or_else(Utc::now))
+        .map_err(|e| Failure::usage(format!("error: {name}: invalid request: {e}")))?;
+    let policy = load_policies(&args.policies)?;
+    let engine = Engine::new(policy, CacheConfig { capacity: 0, ..CacheConfig::default() });
+    let decision = engine.decide(&req, now, args.explain);
+    let response = convert::response(&decision);
+    serde_json::to_string_pretty(&response)
+        .map_err(|e| Failure::usage(format!("error: cannot print the response: {e}")))
+}
+
+/// Builds the engine for `serve` from resolved settings.
+pub fn engine_for(config: &crate::config::Config) -> Result<Arc<Engine>, Failure> {
+    let policy = load_policies(&config.policies)?;
+    tracing::info!(
+        revision = %policy.revision,
+        levels = policy.levels.len(),
+        signals = policy.signals.len(),
+        rules = policy.rules.len(),
+        dir = %config.policies.display(),
+        "policy set loaded"
+    );
+    Ok(Arc::new(Engine::new(policy, config.cache)))
+}

@@ -1,0 +1,252 @@
+//! Settings for `stepup serve`: flags > `STEPUP_*` environment variables >
+//! config file (TOML) > defaults. Every field is parsed and every bad one
+//! reported before failing once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cache::CacheConfig;
+use crate::duration::parse_duration;
+
+/// The default gRPC listen address: loopback, since a sidecar shares its
+/// pod's network namespace with the service it serves.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7171";
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The config file: every key optional, unknown keys rejected.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Policy directory.
+    pub policies: Option<PathBuf>,
+    /// gRPC listen address.
+    pub listen: Option<String>,
+    /// Decision cache.
+    #[serde(default)]
+    pub cache: FileCache,
+    /// Logging.
+    #[serde(default)]
+    pub log: FileLog,
+}
+
+/// `[cache]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCache {
+    /// Maximum entries (0 turns the cache off).
+    pub size: Option<u64>,
+    /// Entry lifetime, e.g. `60s`.
+    pub ttl: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    /// A `tracing` filter, e.g. `info` or `stepup=debug`.
+    pub level: Option<String>,
+    /// `text` or `json`.
+    pub format: Option<LogFormat>,
+}
+
+/// Values given on the command line or in the environment (clap fills both).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--policies` / `STEPUP_POLICIES`.
+    pub policies: Option<PathBuf>,
+    /// `--listen` / `STEPUP_LISTEN`.
+    pub listen: Option<String>,
+    /// `--cache-size` / `STEPUP_CACHE_SIZE`.
+    pub cache_size: Option<u64>,
+    /// `--cache-ttl` / `STEPUP_CACHE_TTL`.
+    pub cache_ttl: Option<String>,
+    /// `--log-level` / `STEPUP_LOG_LEVEL`.
+    pub log_level: Option<String>,
+    /// `--log-format` / `STEPUP_LOG_FORMAT`.
+    pub log_format: Option<LogFormat>,
+}
+
+/// The resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Policy directory.
+    pub policies: PathBuf,
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Decision cache.
+    pub cache: CacheConfig,
+    /// Log filter.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Why the settings are unusable: every problem, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    /// Each names the setting and where it came from.
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Resolves the settings from `overrides` (flags and environment), the
+    /// config file at `file` if any, and the defaults.
+    pub fn resolve(overrides: Overrides, file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let from_file = match file {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => match toml::from_str::<FileConfig>(&text) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let at = e
+                            .span()
+                            .map(|s| {
+                                let line = text.get(..s.start).map_or(0, |t| t.matches('\n').count()) + 1;
+                                format!(":{line}")
+                            })
+                            .unwrap_or_default();
+                        problems.push(format!(
+                            "{}{at}: {}",
+                            path.display(),
+                            e.message().trim_end_matches('.')
+                        ));
+                        FileConfig::default()
+                    }
+                },
+                Err(e) => {
+                    problems.push(format!("cannot read config file `{}`: {e}", path.display()));
+                    FileConfig::default()
+                }
+            },
+            None => FileConfig::default(),
+        };
+
+        let policies = overrides.policies.or(from_file.policies);
+        if policies.is_none() {
+            problems.push(
+                "no policy directory: pass --policies DIR, set STEPUP_POLICIES, or set `policies` in the config file"
+                    .to_owned(),
+            );
+        }
+        let listen_text = overrides
+            .listen
+            .or(from_file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = match listen_text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                problems.push(format!(
+                    "listen address `{listen_text}` is not IP:PORT (e.g. `{DEFAULT_LISTEN}`)"
+                ));
+                None
+            }
+        };
+        let defaults = CacheConfig::default();
+        let capacity = overrides.cache_size.or(from_file.cache.size).unwrap_or(defaults.capacity);
+        let ttl = match overrides.cache_ttl.or(from_file.cache.ttl) {
+            Some(t) => match parse_duration(&t) {
+                Ok(d) if d > Duration::ZERO => Some(d),
+                Ok(_) => {
+                    problems.push("cache ttl must be positive (use cache size 0 to turn the cache off)".to_owned());
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("cache ttl `{t}`: {e}"));
+                    None
+                }
+            },
+            None => Some(defaults.ttl),
+        };
+        let log_level = overrides
+            .log_level
+            .or(from_file.log.level)
+            .unwrap_or_else(|| "info".to_owned());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            problems.push(format!("log level `{log_level}`: {e}"));
+        }
+        let log_format = overrides.log_format.or(from_file.log.format).unwrap_or_default();
+
+        match (policies, listen, ttl) {
+            (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
+                policies,
+                listen,
+                cache: CacheConfig { capacity, ttl },
+                log_level,
+                log_format,
+            }),
+            _ => Err(ConfigError { problems }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stepup.toml");
+        std::fs::write(
+            &file,
+            "policies = \"/from/file\"\nlisten = \"127.0.0.1:9000\"\n[cache]\nsize = 5\nttl = \"2m\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(
+            Overrides {
+                listen: Some("0.0.0.0:7000".into()),
+                ..Default::default()
+            },
+            Some(&file),
+        )
+        .unwrap();
+        assert_eq!(c.policies, PathBuf::from("/from/file"));
+        assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(c.cache.capacity, 5);
+        assert_eq!(c.cache.ttl, Duration::from_secs(120));
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn reports_every_bad_field() {
+        let err = Config::resolve(
+            Overrides {
+                listen: Some("localhost".into()),
+                cache_ttl: Some("5 minutes".into()),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.problems,
+            [
+                "no policy directory: pass --policies DIR, set STEPUP_POLICIES, or set `policies` in the config file",
+                "listen address `localhost` is not IP:PORT (e.g. `127.0.0.1:7171`)",
+                "cache ttl `5 minutes`: unknown unit ` minutes`",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_are_named_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "policies = \"p\"\n[cache]\nsise = 3\n").unwrap();
+        let err = Config::resolve(Overrides::default(), Some(&file)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("c.toml:3: unknown field `sise`"), "{text}");
+    }
+}

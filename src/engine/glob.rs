@@ -1,0 +1,111 @@
+//! Action patterns (`payments.refund`, `payments.*`, `*`) and the index that
+//! finds the rules an action can match without looking at the others.
+
+use std::collections::HashMap;
+
+/// Why `pattern` is not a valid action pattern, if it is not.
+pub fn check(pattern: &str) -> Option<&'static str> {
+    if pattern.is_empty() {
+        return Some("empty pattern");
+    }
+    if pattern.chars().any(char::is_whitespace) {
+        return Some("patterns contain no whitespace");
+    }
+    if pattern.contains("**") {
+        return Some("`**` is not supported: `*` already matches across dots");
+    }
+    None
+}
+
+/// Whether `action` matches `pattern`, where `*` matches any run of
+/// characters (dots included).
+pub fn matches(pattern: &str, action: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return false;
+    };
+    let Some(mut rest) = action.strip_prefix(first) else {
+        return false;
+    };
+    let mut parts: Vec<&str> = parts.collect();
+    let Some(last) = parts.pop() else {
+        return rest.is_empty(); // no `*`: exact match
+    };
+    for part in parts {
+        match rest.find(part) {
+            Some(at) => rest = rest.get(at + part.len()..).unwrap_or(""),
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Finds the rules whose `actions` can match an action: exact names by hash
+/// lookup, patterns by a scan of the (few) patterns.
+#[derive(Debug, Default)]
+pub struct ActionIndex {
+    exact: HashMap<String, Vec<usize>>,
+    patterns: Vec<(String, usize)>,
+}
+
+impl ActionIndex {
+    /// Indexes rule `rule` under each of its action patterns.
+    pub fn insert(&mut self, pattern: &str, rule: usize) {
+        if pattern.contains('*') {
+            self.patterns.push((pattern.to_owned(), rule));
+        } else {
+            self.exact.entry(pattern.to_owned()).or_default().push(rule);
+        }
+    }
+
+    /// The rules that match `action`, in ascending order, into `out`.
+    pub fn lookup(&self, action: &str, out: &mut Vec<usize>) {
+        out.clear();
+        if let Some(rules) = self.exact.get(action) {
+            out.extend_from_slice(rules);
+        }
+        for (pattern, rule) in &self.patterns {
+            if matches(pattern, action) {
+                out.push(*rule);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_across_dots() {
+        assert!(matches("payments.*", "payments.refund"));
+        assert!(matches("payments.*", "payments.transfer.create"));
+        assert!(!matches("payments.*", "payments"));
+        assert!(!matches("payments.*", "paymentsx.refund"));
+        assert!(matches("*", "anything"));
+        assert!(matches("account.*.change", "account.email.change"));
+        assert!(!matches("account.*.change", "account.email.delete"));
+        assert!(matches("payments.refund", "payments.refund"));
+        assert!(!matches("payments.refund", "payments.refunds"));
+        assert!(matches("*.delete", "env.delete"));
+        assert!(!matches("a*a", "a"));
+    }
+
+    #[test]
+    fn index_returns_sorted_unique_rules() {
+        let mut index = ActionIndex::default();
+        index.insert("payments.refund", 2);
+        index.insert("payments.*", 0);
+        index.insert("payments.refund", 0);
+        index.insert("admin.*", 1);
+        let mut out = Vec::new();
+        index.lookup("payments.refund", &mut out);
+        assert_eq!(out, [0, 2]);
+        index.lookup("admin.grant", &mut out);
+        assert_eq!(out, [1]);
+        index.lookup("other", &mut out);
+        assert!(out.is_empty());
+    }
+}

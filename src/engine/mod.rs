@@ -1,0 +1,556 @@
+//! The decision: signals -> risk -> rules -> requirements -> satisfied by the
+//! session? [`Engine::decide`] is total: it always returns a [`Decision`];
+//! a condition that fails to evaluate is recorded in it and fails closed.
+//!
+//! The engine takes the prost `DecideRequest` by reference rather than a
+//! domain copy of it: the request is plain data, and borrowing it is what
+//! keeps a decision free of per-field copies (see [`vals`]).
+
+pub mod glob;
+pub mod vals;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+
+use crate::cache::{self, CacheConfig, DecisionCache};
+use crate::policy::{Condition, Effect, PolicySet};
+use crate::proto::v1::DecideRequest;
+use vals::Variables;
+
+/// How far in the future a session's `auth_time` may lie (clock skew between
+/// the identity provider and us) and still count.
+pub const AUTH_TIME_SKEW: Duration = Duration::from_secs(300);
+
+/// The verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Go ahead.
+    Allow,
+    /// Step up first.
+    Challenge,
+    /// Refuse.
+    Deny,
+}
+
+/// The result of one condition.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CondResult {
+    /// It evaluated to true.
+    True,
+    /// It evaluated to false.
+    False,
+    /// It failed; the message says why.
+    Error(Arc<str>),
+    /// Not evaluated yet: volatile, evaluated per decision.
+    Pending,
+}
+
+/// Condition results of one action's signals and candidate rules: what the
+/// cache stores. Volatile conditions are `Pending` in a cached entry.
+#[derive(Debug)]
+pub struct Evaluated {
+    signals: Vec<CondResult>,
+    /// (rule index, result) for the rules whose actions match.
+    rules: Vec<(usize, CondResult)>,
+    /// The finished assessment when nothing is pending.
+    assessment: Option<Arc<Assessment>>,
+}
+
+/// A signal or rule whose condition failed.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct EvalError {
+    /// The signal's or rule's id.
+    pub id: Arc<str>,
+    /// What went wrong.
+    pub message: Arc<str>,
+}
+
+/// One line of an explanation.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TraceEntry {
+    /// `signal` or `rule`.
+    pub kind: &'static str,
+    /// Its id.
+    pub id: Arc<str>,
+    /// Whether it fired or matched.
+    pub fired: bool,
+    /// Why.
+    pub detail: String,
+}
+
+/// What the signals and rules found, before the session is compared with the
+/// requirements. Shared between cached decisions.
+#[derive(Debug, PartialEq)]
+pub struct Assessment {
+    /// 0..=100.
+    pub risk_score: u32,
+    /// Ids of the signals that fired.
+    pub signals: Vec<Arc<str>>,
+    /// Indices of the rules that matched, in policy order.
+    pub matched: Vec<usize>,
+    /// Conditions that failed.
+    pub errors: Vec<EvalError>,
+}
+
+/// A decision.
+#[derive(Debug)]
+pub struct Decision {
+    /// The verdict.
+    pub outcome: Outcome,
+    /// What the signals and rules found.
+    pub assessment: Arc<Assessment>,
+    /// Matched challenge rules the session does not satisfy yet (indices).
+    pub unmet: Vec<usize>,
+    /// The merged challenge's level (the strongest any unmet rule asks for).
+    pub challenge_level: Option<usize>,
+    /// The merged challenge's freshness (the smallest unmet `max_age`).
+    pub max_age: Option<Duration>,
+    /// Unique, time-sortable id.
+    pub id: uuid::Uuid,
+    /// The policy set that decided.
+    pub policy: Arc<PolicySet>,
+    /// Whether the time-independent part came from the cache.
+    pub cache_hit: bool,
+    /// Filled when an explanation was asked for.
+    pub trace: Vec<TraceEntry>,
+}
+
+impl Decision {
+    /// The ids, effects and messages of the matched rules.
+    pub fn reasons(&self) -> impl Iterator<Item = (&Arc<str>, Effect, &Arc<str>)> {
+        self.assessment
+            .matched
+            .iter()
+            .filter_map(|i| self.policy.rules.get(*i))
+            .map(|r| (&r.id, r.effect, &r.message))
+    }
+
+    /// The merged challenge's acr values.
+    pub fn acr_values(&self) -> &[Arc<str>] {
+        self.challenge_level
+            .and_then(|l| self.policy.levels.get(l))
+            .map_or(&[], |l| &l.acr)
+    }
+
+    /// The RFC 9470 `WWW-Authenticate` value for a challenge.
+    pub fn www_authenticate(&self) -> Option<String> {
+        if self.outcome != Outcome::Challenge {
+            return None;
+        }
+        let description = self
+            .unmet
+            .first()
+            .and_then(|i| self.policy.rules.get(*i))
+            .map_or("step-up authentication required", |r| &r.message);
+        let mut v = String::with_capacity(160);
+        v.push_str("Bearer error=\"insufficient_user_authentication\", error_description=\"");
+        push_quoted(&mut v, description);
+        v.push('"');
+        let acr = self.acr_values();
+        if !acr.is_empty() {
+            v.push_str(", acr_values=\"");
+            for (i, a) in acr.iter().enumerate() {
+                if i > 0 {
+                    v.push(' ');
+                }
+                push_quoted(&mut v, a);
+            }
+            v.push('"');
+        }
+        if let Some(max_age) = self.max_age {
+            v.push_str(&format!(", max_age=\"{}\"", max_age.as_secs()));
+        }
+        Some(v)
+    }
+}
+
+/// Appends `s` as the content of an RFC 6750 quoted-string: only the
+/// characters RFC 6750 allows in `error_description` (printable ASCII but
+/// `"` and `\`) are kept; others become `?`, so a policy message can never
+/// break the header.
+fn push_quoted(out: &mut String, s: &str) {
+    out.extend(s.chars().map(|c| match c {
+        ' ' | '!' | '#'..='[' | ']'..='~' => c,
+        _ => '?',
+    }));
+}
+
+/// The decision engine: the current policy set (swapped atomically on
+/// reload; readers never lock) and the decision cache.
+pub struct Engine {
+    policy: ArcSwap<PolicySet>,
+    cache: Option<DecisionCache>,
+}
+
+impl Engine {
+    /// An engine deciding with `policy`.
+    pub fn new(policy: PolicySet, cache: CacheConfig) -> Self {
+        Self {
+            policy: ArcSwap::from_pointee(policy),
+            cache: DecisionCache::new(cache),
+        }
+    }
+
+    /// The current policy set.
+    pub fn policy(&self) -> Arc<PolicySet> {
+        self.policy.load_full()
+    }
+
+    /// Replaces the policy set. Decisions in flight finish on the set they
+    /// started with; cached entries of the old set can never be served (the
+    /// key holds the set's generation) and are dropped.
+    pub fn replace_policy(&self, policy: PolicySet) {
+        self.policy.store(Arc::new(policy));
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+    }
+
+    /// The cache, when on.
+    pub fn cache(&self) -> Option<&DecisionCache> {
+        self.cache.as_ref()
+    }
+
+    /// Decides `req` at `now`. `explain` adds a trace and bypasses the cache.
+    pub fn decide(&self, req: &DecideRequest, now: DateTime<Utc>, explain: bool) -> Decision {
+        let policy = self.policy.load_full();
+        let cache = if explain { None } else { self.cache.as_ref() };
+        decide_with(policy, cache, req, now, explain)
+    }
+}
+
+/// Decides `req` under `policy`, through `cache` when given.
+pub fn decide_with(
+    policy: Arc<PolicySet>,
+    cache: Option<&DecisionCache>,
+    req: &DecideRequest,
+    now: DateTime<Utc>,
+    explain: bool,
+) -> Decision {
+    let now_fixed = now.fixed_offset();
+    let mut candidates = Vec::new();
+    policy.index.lookup(&req.action, &mut candidates);
+
+    let (assessment, cache_hit) = match cache {
+        Some(cache) => {
+            let key = cache::key(&policy, req);
+            let (stable, hit) = match cache.get(&key) {
+                Some(e) => (e, true),
+                None => {
+                    let e = Arc::new(evaluate(&policy, req, now_fixed, &candidates, None, true));
+                    cache.insert(key, Arc::clone(&e));
+                    (e, false)
+                }
+            };
+            let assessment = match &stable.assessment {
+                Some(a) => Arc::clone(a),
+                None => {
+                    let full = evaluate(&policy, req, now_fixed, &candidates, Some(&stable), false);
+                    full.assessment.unwrap_or_else(|| Arc::new(assess(&policy, &full.signals, &full.rules)))
+                }
+            };
+            (assessment, hit)
+        }
+        None => {
+            let full = evaluate(&policy, req, now_fixed, &candidates, None, false);
+            let a = full
+                .assessment
+                .unwrap_or_else(|| Arc::new(assess(&policy, &full.signals, &full.rules)));
+            (a, false)
+        }
+    };
+
+    let trace = if explain {
+        explain_trace(&policy, req, now_fixed, &candidates)
+    } else {
+        Vec::new()
+    };
+    conclude(policy, assessment, req, now, cache_hit, trace)
+}
+
+/// Evaluates the conditions of the signals and of the rules in `candidates`.
+/// With `stable_only`, volatile conditions are left `Pending`; results in
+/// `prior` are reused.
+fn evaluate(
+    policy: &PolicySet,
+    req: &DecideRequest,
+    now: DateTime<chrono::FixedOffset>,
+    candidates: &[usize],
+    prior: Option<&Evaluated>,
+    stable_only: bool,
+) -> Evaluated {
+    let vars = Variables {
+        request: req,
+        now,
+        risk: None,
+    };
+    let mut ctx = cel::Context::with_env(Arc::clone(policy.env()));
+    ctx.set_variable_resolver(&vars);
+
+    let signals: Vec<CondResult> = policy
+        .signals
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            match prior.and_then(|p| p.signals.get(i)) {
+                Some(r) if *r != CondResult::Pending => return r.clone(),
+                _ => {}
+            }
+            if stable_only && s.when.volatile {
+                CondResult::Pending
+            } else {
+                run(&s.when, &ctx)
+            }
+        })
+        .collect();
+
+    let risk = if signals.contains(&CondResult::Pending) {
+        None
+    } else {
+        Some(risk_of(policy, &signals))
+    };
+    let fired = risk.as_ref().map(|(_, f)| f.as_slice()).unwrap_or(&[]);
+    let rule_vars = Variables {
+        request: req,
+        now,
+        risk: risk.as_ref().map(|(score, _)| (i64::from(*score), fired)),
+    };
+    let mut rule_ctx = cel::Context::with_env(Arc::clone(policy.env()));
+    rule_ctx.set_variable_resolver(&rule_vars);
+
+    let rules: Vec<(usize, CondResult)> = candidates
+        .iter()
+        .map(|&i| {
+            if let Some(r) = prior.and_then(|p| p.rules.iter().find(|(j, _)| *j == i)) {
+                if r.1 != CondResult::Pending {
+                    return r.clone();
+                }
+            }
+            let result = match policy.rules.get(i).and_then(|r| r.when.as_ref()) {
+                None => CondResult::True,
+                Some(c) if stable_only && c.volatile => CondResult::Pending,
+                Some(c) => run(c, &rule_ctx),
+            };
+            (i, result)
+        })
+        .collect();
+
+    let complete = !signals.contains(&CondResult::Pending) && rules.iter().all(|(_, r)| *r != CondResult::Pending);
+    let assessment = complete.then(|| Arc::new(assess(policy, &signals, &rules)));
+    Evaluated {
+        signals,
+        rules,
+        assessment,
+    }
+}
+
+fn risk_of(policy: &PolicySet, signals: &[CondResult]) -> (u32, Vec<Arc<str>>) {
+    let mut score: i64 = 0;
+    let mut fired = Vec::new();
+    for (s, r) in policy.signals.iter().zip(signals) {
+        if *r == CondResult::True {
+            score += s.score;
+            fired.push(Arc::clone(&s.id));
+        }
+    }
+    (u32::try_from(score.clamp(0, 100)).unwrap_or(0), fired)
+}
+
+fn assess(policy: &PolicySet, signals: &[CondResult], rules: &[(usize, CondResult)]) -> Assessment {
+    let (risk_score, fired) = risk_of(policy, signals);
+    let mut errors = Vec::new();
+    for (s, r) in policy.signals.iter().zip(signals) {
+        if let CondResult::Error(e) = r {
+            errors.push(EvalError {
+                id: Arc::clone(&s.id),
+                message: Arc::clone(e),
+            });
+        }
+    }
+    let mut matched = Vec::new();
+    for (i, r) in rules {
+        match r {
+            CondResult::True => matched.push(*i),
+            // Fail closed: a rule that cannot be evaluated counts as matched.
+            CondResult::Error(e) => {
+                matched.push(*i);
+                if let Some(rule) = policy.rules.get(*i) {
+                    errors.push(EvalError {
+                        id: Arc::clone(&rule.id),
+                        message: Arc::clone(e),
+                    });
+                }
+            }
+            CondResult::False | CondResult::Pending => {}
+        }
+    }
+    Assessment {
+        risk_score,
+        signals: fired,
+        matched,
+        errors,
+    }
+}
+
+fn run(cond: &Condition, ctx: &cel::Context<'_, '_>) -> CondResult {
+    match cond.program.execute(ctx) {
+        Ok(cel::Value::Bool(true)) => CondResult::True,
+        Ok(cel::Value::Bool(false)) => CondResult::False,
+        Ok(other) => CondResult::Error(Arc::from(format!(
+            "condition must be a bool, got {:?}",
+            other.type_of()
+        ))),
+        Err(e) => CondResult::Error(Arc::from(error_text(&e))),
+    }
+}
+
+/// Run-time CEL errors in our message style (lowercase, names in backticks).
+fn error_text(e: &cel::ExecutionError) -> String {
+    match e {
+        cel::ExecutionError::NoSuchKey(k) => format!("no such key: `{k}`"),
+        cel::ExecutionError::UndeclaredReference(r) => format!("undeclared reference to `{r}`"),
+        other => {
+            let s = other.to_string();
+            let mut c = s.chars();
+            match c.next() {
+                Some(first) => first.to_lowercase().chain(c).collect(),
+                None => s,
+            }
+        }
+    }
+}
+
+/// Compares the session with each matched challenge rule's requirement.
+fn conclude(
+    policy: Arc<PolicySet>,
+    assessment: Arc<Assessment>,
+    req: &DecideRequest,
+    now: DateTime<Utc>,
+    cache_hit: bool,
+    trace: Vec<TraceEntry>,
+) -> Decision {
+    let mut denied = false;
+    let mut unmet = Vec::new();
+    let mut challenge_level: Option<usize> = None;
+    let mut max_age: Option<Duration> = None;
+    let session = req.session.as_ref();
+    let session_level = session.and_then(|s| policy.level_of_acr(&s.acr));
+    let age = session.and_then(|s| s.auth_time.as_ref()).and_then(|t| {
+        let at = DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)?;
+        let age = now.signed_duration_since(at);
+        if age < -chrono::Duration::from_std(AUTH_TIME_SKEW).ok()? {
+            None // from the future: not a usable authentication time
+        } else {
+            Some(age.to_std().unwrap_or(Duration::ZERO))
+        }
+    });
+    for &i in &assessment.matched {
+        let Some(rule) = policy.rules.get(i) else { continue };
+        match rule.effect {
+            Effect::Deny => denied = true,
+            Effect::Challenge => {
+                let Some(r) = &rule.requirement else { continue };
+                let level_ok = r.level.is_none_or(|need| session_level.is_some_and(|have| have >= need));
+                let methods_ok = r.methods.is_empty()
+                    || session.is_some_and(|s| s.amr.iter().any(|m| r.methods.iter().any(|x| **x == **m)));
+                let fresh = r.max_age.is_none_or(|limit| age.is_some_and(|a| a <= limit));
+                if !(level_ok && methods_ok && fresh) {
+                    unmet.push(i);
+                    if r.level > challenge_level {
+                        challenge_level = r.level;
+                    }
+                    if let Some(m) = r.max_age {
+                        max_age = Some(max_age.map_or(m, |cur| cur.min(m)));
+                    }
+                }
+            }
+        }
+    }
+    let outcome = if denied {
+        Outcome::Deny
+    } else if !unmet.is_empty() {
+        Outcome::Challenge
+    } else {
+        Outcome::Allow
+    };
+    if outcome != Outcome::Challenge {
+        unmet.clear();
+        challenge_level = None;
+        max_age = None;
+    }
+    Decision {
+        outcome,
+        assessment,
+        unmet,
+        challenge_level,
+        max_age,
+        id: uuid::Uuid::now_v7(),
+        policy,
+        cache_hit,
+        trace,
+    }
+}
+
+/// Per signal and rule: whether it fired and why.
+fn explain_trace(
+    policy: &PolicySet,
+    req: &DecideRequest,
+    now: DateTime<chrono::FixedOffset>,
+    candidates: &[usize],
+) -> Vec<TraceEntry> {
+    let full = evaluate(policy, req, now, candidates, None, false);
+    let mut out = Vec::new();
+    for (s, r) in policy.signals.iter().zip(&full.signals) {
+        let (fired, detail) = describe(r, &s.when.source);
+        out.push(TraceEntry {
+            kind: "signal",
+            id: Arc::clone(&s.id),
+            fired,
+            detail: if fired { format!("{detail}; adds {}", s.score) } else { detail },
+        });
+    }
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let entry = match full.rules.iter().find(|(j, _)| *j == i) {
+            Some((_, r)) => match &rule.when {
+                Some(w) => {
+                    let (fired, detail) = describe(r, &w.source);
+                    let detail = if matches!(r, CondResult::Error(_)) {
+                        format!("{detail}; counts as matched (fail closed)")
+                    } else {
+                        detail
+                    };
+                    (fired || matches!(r, CondResult::Error(_)), detail)
+                }
+                None => (true, format!("action `{}` matches and the rule has no `when`", req.action)),
+            },
+            None => (
+                false,
+                format!("not considered: action `{}` matches none of {:?}", req.action, rule.actions),
+            ),
+        };
+        out.push(TraceEntry {
+            kind: "rule",
+            id: Arc::clone(&rule.id),
+            fired: entry.0,
+            detail: entry.1,
+        });
+    }
+    out
+}
+
+fn describe(r: &CondResult, source: &str) -> (bool, String) {
+    match r {
+        CondResult::True => (true, format!("`{source}` is true")),
+        CondResult::False => (false, format!("`{source}` is false")),
+        CondResult::Error(e) => (false, format!("`{source}` failed: {e}")),
+        CondResult::Pending => (false, format!("`{source}` was not evaluated")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

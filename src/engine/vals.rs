@@ -1,0 +1,221 @@
+//! The request context as CEL values, built lazily and borrowing the request:
+//! a decision copies no request data into CEL. `device.trusted` resolves
+//! `device` to a [`NodeVal`] over `&Device`, then reads the field on access;
+//! strings are handed to CEL as borrowed `&str`.
+
+use std::sync::Arc;
+
+use cel::ExecutionError;
+use cel::common::traits::{Container, Indexer, Sizer};
+use cel::common::types::{
+    self as types, CelBool, CelDouble, CelInt, CelList, CelNull, CelString, CelTimestamp, Type,
+};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
+use chrono::{DateTime, FixedOffset};
+use pbjson_types::value::Kind;
+
+use super::view::{self, Node};
+use crate::proto::v1::DecideRequest;
+
+/// The variables of one decision: the request, `now`, and (for rules) `risk`.
+pub struct Variables<'a> {
+    /// The request.
+    pub request: &'a DecideRequest,
+    /// The decision's clock.
+    pub now: DateTime<FixedOffset>,
+    /// `risk.score` and `risk.signals`, once the signals have run.
+    pub risk: Option<(i64, &'a [Arc<str>])>,
+}
+
+impl VariableResolver for Variables<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        match variable {
+            "now" => Some(CowVal::owned(CelTimestamp::from(self.now))),
+            "risk" => self.risk.map(|(score, signals)| CowVal::owned(RiskVal { score, signals })),
+            name => view::variable(self.request, name).map(to_val),
+        }
+    }
+}
+
+/// A message, attributes map or struct value of the request, read on access.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeVal<'a>(Node<'a>);
+
+/// Converts a request node to a CEL value: scalars to CEL's own types
+/// (strings borrowed), containers to a lazy [`NodeVal`].
+pub fn to_val<'a>(node: Node<'a>) -> CowVal<'a, 'a> {
+    match node {
+        Node::Str(s) => CowVal::owned(CelString::from(s)),
+        Node::Bool(b) => CowVal::owned(CelBool::from(b)),
+        Node::Int(i) => CowVal::owned(CelInt::from(i)),
+        Node::Time(t) => {
+            let (secs, nanos) = t.map_or((0, 0), |t| (t.seconds, t.nanos));
+            let utc = DateTime::from_timestamp(secs, u32::try_from(nanos).unwrap_or(0)).unwrap_or_default();
+            CowVal::owned(CelTimestamp::from(utc.fixed_offset()))
+        }
+        Node::StrList(list) => {
+            let items: Vec<Box<dyn Val + 'a>> = list
+                .iter()
+                .map(|s| Box::new(CelString::from(s.as_str())) as Box<dyn Val + 'a>)
+                .collect();
+            CowVal::owned(CelList::from(items))
+        }
+        Node::Value(v) => match &v.kind {
+            None | Some(Kind::NullValue(_)) => CowVal::owned(CelNull),
+            Some(Kind::NumberValue(n)) => CowVal::owned(CelDouble::from(*n)),
+            Some(Kind::StringValue(s)) => CowVal::owned(CelString::from(s.as_str())),
+            Some(Kind::BoolValue(b)) => CowVal::owned(CelBool::from(*b)),
+            Some(Kind::StructValue(_)) => CowVal::owned(NodeVal(node)),
+            Some(Kind::ListValue(l)) => {
+                let items: Vec<Box<dyn Val + 'a>> =
+                    l.values.iter().map(|v| to_val(Node::Value(v)).into_owned()).collect();
+                CowVal::owned(CelList::from(items))
+            }
+        },
+        Node::Map(_) | Node::Msg(_) => CowVal::owned(NodeVal(node)),
+    }
+}
+
+fn key_of(idx: &dyn Val) -> Result<&str, ExecutionError> {
+    idx.downcast_ref::<CelString>()
+        .map(CelString::inner)
+        .ok_or_else(|| ExecutionError::UnexpectedType {
+            got: idx.get_type().name().to_owned(),
+            want: "string".to_owned(),
+        })
+}
+
+impl Val for NodeVal<'_> {
+    fn get_type(&self) -> &Type {
+        &types::MAP_TYPE
+    }
+
+    fn cel_type() -> &'static Type {
+        &types::MAP_TYPE
+    }
+
+    fn as_indexer<'b, 'v>(&'b self) -> Option<&'b (dyn Indexer + 'v)>
+    where
+        Self: 'v,
+    {
+        Some(self)
+    }
+
+    fn as_container(&self) -> Option<&dyn Container> {
+        Some(self)
+    }
+
+    fn as_sizer(&self) -> Option<&dyn Sizer> {
+        Some(self)
+    }
+
+    fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v>
+    where
+        Self: 'v,
+    {
+        Box::new(*self)
+    }
+}
+
+impl<'a> Indexer for NodeVal<'a> {
+    fn get<'b, 'v>(&'b self, idx: &dyn Val) -> Result<CowVal<'b, 'v>, ExecutionError>
+    where
+        Self: 'v,
+    {
+        let key = key_of(idx)?;
+        match self.0.member(key) {
+            Some(node) => Ok(to_val(node)),
+            None => Err(ExecutionError::no_such_key(key)),
+        }
+    }
+
+    fn steal<'v>(self: Box<Self>, idx: &dyn Val) -> Result<Box<dyn Val + 'v>, ExecutionError>
+    where
+        Self: 'v,
+    {
+        let key = key_of(idx)?;
+        match self.0.member(key) {
+            Some(node) => Ok(to_val(node).into_owned()),
+            None => Err(ExecutionError::no_such_key(key)),
+        }
+    }
+}
+
+impl Container for NodeVal<'_> {
+    fn contains(&self, value: &dyn Val) -> Result<bool, ExecutionError> {
+        Ok(self.0.member(key_of(value)?).is_some())
+    }
+}
+
+impl Sizer for NodeVal<'_> {
+    fn size(&self) -> CelInt {
+        let n = match self.0 {
+            Node::Map(m) => m.len(),
+            Node::Value(pbjson_types::Value {
+                kind: Some(Kind::StructValue(s)),
+            }) => s.fields.len(),
+            Node::Msg(m) => m.field_names().len(),
+            _ => 0,
+        };
+        CelInt::from(i64::try_from(n).unwrap_or(i64::MAX))
+    }
+}
+
+/// `risk`: the score and the ids of the signals that fired.
+#[derive(Clone, Copy, Debug)]
+struct RiskVal<'a> {
+    score: i64,
+    signals: &'a [Arc<str>],
+}
+
+impl Val for RiskVal<'_> {
+    fn get_type(&self) -> &Type {
+        &types::MAP_TYPE
+    }
+
+    fn cel_type() -> &'static Type {
+        &types::MAP_TYPE
+    }
+
+    fn as_indexer<'b, 'v>(&'b self) -> Option<&'b (dyn Indexer + 'v)>
+    where
+        Self: 'v,
+    {
+        Some(self)
+    }
+
+    fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v>
+    where
+        Self: 'v,
+    {
+        Box::new(*self)
+    }
+}
+
+impl Indexer for RiskVal<'_> {
+    fn get<'b, 'v>(&'b self, idx: &dyn Val) -> Result<CowVal<'b, 'v>, ExecutionError>
+    where
+        Self: 'v,
+    {
+        match key_of(idx)? {
+            "score" => Ok(CowVal::owned(CelInt::from(self.score))),
+            "signals" => {
+                let items: Vec<Box<dyn Val + 'v>> = self
+                    .signals
+                    .iter()
+                    .map(|s| Box::new(CelString::from(&**s)) as Box<dyn Val + 'v>)
+                    .collect();
+                Ok(CowVal::owned(CelList::from(items)))
+            }
+            other => Err(ExecutionError::no_such_key(other)),
+        }
+    }
+
+    fn steal<'v>(self: Box<Self>, idx: &dyn Val) -> Result<Box<dyn Val + 'v>, ExecutionError>
+    where
+        Self: 'v,
+    {
+        self.get(idx).map(CowVal::into_owned)
+    }
+}

@@ -1,0 +1,95 @@
+//! The `stepup` binary: parses the command line, sets up logging, calls into
+//! the library and maps failures to exit codes (see `stepup --help`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use stepup::cli::{self, Cli, Command, Failure};
+use stepup::config::{Config, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => cli::check(&args),
+        Command::Eval(args) => cli::eval(&args),
+        Command::Serve(args) => serve(&args),
+    };
+    match result {
+        Ok(out) => {
+            if !out.is_empty() {
+                println!("{out}");
+            }
+            ExitCode::from(cli::EXIT_OK)
+        }
+        Err(Failure { message, code }) => {
+            eprintln!("{message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn serve(args: &cli::ServeArgs) -> Result<String, Failure> {
+    let config = Config::resolve(args.overrides(), args.config.as_deref()).map_err(|e| Failure {
+        message: e
+            .problems
+            .iter()
+            .map(|p| format!("error: {p}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        code: cli::EXIT_USAGE,
+    })?;
+    init_logging(&config);
+    let engine = cli::engine_for(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            message: format!("error: cannot start the runtime: {e}"),
+            code: 1,
+        })?;
+    runtime
+        .block_on(async {
+            let listener = stepup::server::bind(config.listen).await?;
+            stepup::server::serve(engine, listener, shutdown_signal()).await
+        })
+        .map_err(|e| Failure {
+            message: format!("error: {e}"),
+            code: cli::EXIT_USAGE,
+        })?;
+    Ok(String::new())
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(&config.log_level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Completes on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

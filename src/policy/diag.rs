@@ -1,0 +1,284 @@
+//! Policy diagnostics: what is wrong, where (file, line, column, rule id),
+//! and how to fix it, rendered rustc-style with the offending source line and
+//! a caret, or as JSON for editors and CI.
+
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How bad a diagnostic is. Errors reject the policy set; warnings do not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// A likely mistake that does not stop the set from loading.
+    Warning,
+    /// The policy set cannot be used.
+    Error,
+}
+
+/// A loaded policy file's text, kept for diagnostics.
+#[derive(Debug)]
+pub struct SourceFile {
+    /// The path as given (relative to the policy directory's parent when the
+    /// directory was given relatively).
+    pub path: PathBuf,
+    /// The file's contents.
+    pub text: String,
+}
+
+impl SourceFile {
+    /// The text of 1-based `line`, without its line ending.
+    pub fn line(&self, line: usize) -> Option<&str> {
+        self.text.lines().nth(line.checked_sub(1)?)
+    }
+}
+
+/// A position in a source file: 1-based line, 1-based column (in characters),
+/// and how many characters to underline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Location {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, counted in characters.
+    pub column: usize,
+    /// Characters to underline (at least one caret is always drawn).
+    pub len: usize,
+}
+
+/// One problem found in a policy set.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
+    /// What is wrong: lowercase, one line, user input in backticks.
+    pub message: String,
+    /// The file, when the problem is in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Where in the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// The signal or rule the problem is in, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<String>,
+    /// How to fix it, when a fix is likely.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+    /// The source line, for rendering (not serialized: JSON consumers have
+    /// the file).
+    #[serde(skip)]
+    pub source_line: Option<Arc<str>>,
+}
+
+impl Diagnostic {
+    /// An error with no location yet.
+    pub fn error(message: impl Into<String>) -> Self {
+        Self::new(Severity::Error, message)
+    }
+
+    /// A warning with no location yet.
+    pub fn warning(message: impl Into<String>) -> Self {
+        Self::new(Severity::Warning, message)
+    }
+
+    fn new(severity: Severity, message: impl Into<String>) -> Self {
+        Self {
+            severity,
+            message: message.into(),
+            file: None,
+            location: None,
+            rule_id: None,
+            help: None,
+            source_line: None,
+        }
+    }
+
+    /// Places the diagnostic in `file` at `location`.
+    pub fn at(mut self, file: &SourceFile, location: Location) -> Self {
+        self.source_line = file.line(location.line).map(Arc::from);
+        self.file = Some(file.path.clone());
+        self.location = Some(location);
+        self
+    }
+
+    /// Names the file without a position (e.g. it could not be read).
+    pub fn in_file(mut self, path: &Path) -> Self {
+        self.file = Some(path.to_path_buf());
+        self
+    }
+
+    /// Names the signal or rule the problem is in.
+    pub fn rule(mut self, id: impl Into<String>) -> Self {
+        self.rule_id = Some(id.into());
+        self
+    }
+
+    /// Adds advice.
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Adds advice when there is some.
+    pub fn maybe_help(self, help: Option<String>) -> Self {
+        match help {
+            Some(help) => self.help(help),
+            None => self,
+        }
+    }
+
+    /// Whether this diagnostic rejects the set.
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    /// Renders like rustc: the message, `--> file:line:col`, the source line
+    /// with a caret under the problem, and `= help:`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{label}: {}", self.message)?;
+        if let Some(id) = &self.rule_id {
+            write!(f, " (in `{id}`)")?;
+        }
+        let gutter = self
+            .location
+            .map(|l| l.line.to_string().len())
+            .unwrap_or(1);
+        let pad = " ".repeat(gutter);
+        match (&self.file, self.location) {
+            (Some(file), Some(loc)) => {
+                write!(f, "\n{pad}--> {}:{}:{}", file.display(), loc.line, loc.column)?;
+                if let Some(line) = &self.source_line {
+                    let mut caret = String::new();
+                    // Keep tabs so the caret lines up under them.
+                    for c in line.chars().take(loc.column.saturating_sub(1)) {
+                        caret.push(if c == '\t' { '\t' } else { ' ' });
+                    }
+                    for _ in 0..loc.len.max(1) {
+                        caret.push('^');
+                    }
+                    write!(f, "\n{pad} |\n{} | {line}\n{pad} | {caret}", loc.line)?;
+                }
+            }
+            (Some(file), None) => write!(f, "\n{pad}--> {}", file.display())?,
+            _ => {}
+        }
+        if let Some(help) = &self.help {
+            write!(f, "\n{pad} = help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every diagnostic of a load or check, errors and warnings.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(transparent)]
+pub struct Report {
+    /// In the order found: file by file, top to bottom.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    /// Adds a diagnostic.
+    pub fn push(&mut self, diagnostic: Diagnostic) {
+        self.diagnostics.push(diagnostic);
+    }
+
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// How many errors.
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    /// How many warnings.
+    pub fn warning_count(&self) -> usize {
+        self.diagnostics.len() - self.error_count()
+    }
+
+    /// The errors only.
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_error())
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        for d in &self.diagnostics {
+            let _ = writeln!(out, "{d}\n");
+        }
+        f.write_str(out.trim_end())
+    }
+}
+
+/// The candidate closest to `word` by edit distance, when close enough to be a
+/// likely typo: the basis of every "did you mean" help.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let max = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (levenshtein(word, c), c))
+        .filter(|(d, _)| *d <= max)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| format!("did you mean `{c}`?"))
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        let mut row = Vec::with_capacity(b.len() + 1);
+        row.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
+            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
+            let ins = row.last().copied().unwrap_or(0) + 1;
+            row.push(sub.min(del).min(ins));
+        }
+        cur = row;
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev.last().copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        let fields = ["device", "session", "subject"];
+        assert_eq!(
+            did_you_mean("devce", fields).as_deref(),
+            Some("did you mean `device`?")
+        );
+        assert_eq!(did_you_mean("network", fields), None);
+    }
+
+    #[test]
+    fn renders_caret_under_the_span() {
+        let file = SourceFile {
+            path: PathBuf::from("p.yaml"),
+            text: "rules:\n  - when: \"devce.trusted\"\n".into(),
+        };
+        let d = Diagnostic::error("unknown variable `devce`")
+            .at(&file, Location { line: 2, column: 12, len: 5 })
+            .rule("r1")
+            .help("did you mean `device`?");
+        let text = d.to_string();
+        assert_eq!(
+            text,
+            "error: unknown variable `devce` (in `r1`)\n --> p.yaml:2:12\n  |\n2 |   - when: \"devce.trusted\"\n  |            ^^^^^\n  = help: did you mean `device`?"
+        );
+    }
+}

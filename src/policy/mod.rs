@@ -1,0 +1,510 @@
+//! Policies: load YAML files, validate them (a [`Report`] of every error and
+//! warning, with file, line and caret), and compile them into a
+//! [`PolicySet`]: CEL programs compiled once, rules indexed by action, and the
+//! request paths the set reads (the decision cache key).
+
+pub mod diag;
+pub mod load;
+pub mod schema;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+pub use diag::{Diagnostic, Location, Report, Severity, SourceFile};
+pub use load::Effect;
+use load::{Definitions, Sources, Spanned};
+use schema::{ReadPath, Scope};
+
+use crate::engine::glob::ActionIndex;
+
+/// A level of the assurance ladder.
+#[derive(Debug)]
+pub struct Level {
+    /// Its name, e.g. `aal2`.
+    pub name: Arc<str>,
+    /// The acr values that count as this level, the first being the one to
+    /// ask an identity provider for.
+    pub acr: Arc<[Arc<str>]>,
+}
+
+/// What a challenge rule asks of the session.
+#[derive(Debug)]
+pub struct Requirement {
+    /// Index into [`PolicySet::levels`] (higher is stronger).
+    pub level: Option<usize>,
+    /// Acceptable amr values, any one suffices; empty means any.
+    pub methods: Arc<[Arc<str>]>,
+    /// How recent `auth_time` must be.
+    pub max_age: Option<Duration>,
+}
+
+/// A compiled CEL condition and what it reads.
+#[derive(Debug)]
+pub struct Condition {
+    /// The expression as written.
+    pub source: Arc<str>,
+    /// The compiled program.
+    pub program: cel::Program,
+    /// Whether its value may change with time alone (it reads `now`, or
+    /// `risk` while a signal reads `now`): such conditions are evaluated on
+    /// every decision, never cached.
+    pub volatile: bool,
+}
+
+/// A risk signal.
+#[derive(Debug)]
+pub struct Signal {
+    /// Unique id.
+    pub id: Arc<str>,
+    /// For people.
+    pub description: Option<Arc<str>>,
+    /// When it fires.
+    pub when: Condition,
+    /// What it adds to the risk score.
+    pub score: i64,
+}
+
+/// A rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// Unique id.
+    pub id: Arc<str>,
+    /// For people.
+    pub description: Option<Arc<str>>,
+    /// Action names or globs.
+    pub actions: Vec<String>,
+    /// Optional condition; absent means always.
+    pub when: Option<Condition>,
+    /// Challenge or deny.
+    pub effect: Effect,
+    /// For challenge rules.
+    pub requirement: Option<Requirement>,
+    /// For the end user (falls back to the description, then the id).
+    pub message: Arc<str>,
+}
+
+/// A validated, compiled policy set: immutable, shared by every decision
+/// through an `Arc` and replaced whole on reload.
+pub struct PolicySet {
+    /// `sha256:` + hex of the set's files (paths and contents).
+    pub revision: Arc<str>,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// Unique per compiled set in this process (part of the cache key, so
+    /// no answer of one set can be served under another).
+    pub generation: u64,
+    /// The assurance ladder, weakest first.
+    pub levels: Vec<Level>,
+    /// Signals in policy order.
+    pub signals: Vec<Signal>,
+    /// Rules in policy order.
+    pub rules: Vec<Rule>,
+    /// Rules by action.
+    pub index: ActionIndex,
+    /// Every request path any condition reads: the decision cache key.
+    pub read_paths: Vec<ReadPath>,
+    /// Whether any signal is volatile (then rules reading `risk` are too).
+    pub volatile_signals: bool,
+    acr_levels: HashMap<Arc<str>, usize>,
+    env: Arc<cel::Env>,
+}
+
+impl PolicySet {
+    /// Loads, validates and compiles every policy file under `dir`. On
+    /// success the report holds the warnings; on failure, every error.
+    pub fn load(dir: &Path) -> Result<(Self, Report), Report> {
+        let mut report = Report::default();
+        let defs = load::read_dir(dir, &mut report);
+        let set = compile(defs, dir, &mut report);
+        match set {
+            Some(set) if !report.has_errors() => Ok((set, report)),
+            _ => Err(report),
+        }
+    }
+
+    /// Compiles a set from one in-memory document stream (tests, tools).
+    pub fn from_str(path: &str, text: &str) -> Result<(Self, Report), Report> {
+        let mut report = Report::default();
+        let defs = load::read_str(path, text, &mut report);
+        let set = compile(defs, Path::new(""), &mut report);
+        match set {
+            Some(set) if !report.has_errors() => Ok((set, report)),
+            _ => Err(report),
+        }
+    }
+
+    /// The level an acr value maps to, if any.
+    pub fn level_of_acr(&self, acr: &str) -> Option<usize> {
+        self.acr_levels.get(acr).copied()
+    }
+
+    /// The CEL environment the programs were compiled for.
+    pub fn env(&self) -> &Arc<cel::Env> {
+        &self.env
+    }
+}
+
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl std::fmt::Debug for PolicySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicySet")
+            .field("revision", &self.revision)
+            .field("levels", &self.levels.len())
+            .field("signals", &self.signals.len())
+            .field("rules", &self.rules.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicySet> {
+    let Definitions {
+        sources,
+        levels,
+        signals,
+        rules,
+    } = defs;
+    if sources.files.is_empty() {
+        return None;
+    }
+    let env = Arc::new(cel::Env::stdlib());
+
+    // The ladder: exactly one Levels document.
+    let mut ladder = Vec::new();
+    let mut acr_levels: HashMap<Arc<str>, usize> = HashMap::new();
+    let mut level_names: HashMap<String, usize> = HashMap::new();
+    match levels.as_slice() {
+        [] => report.push(
+            Diagnostic::error("the policy set has no `kind: Levels` document")
+                .help("add one listing the assurance levels, weakest first, with their acr values"),
+        ),
+        [first, rest @ ..] => {
+            for extra in rest {
+                report.push(
+                    sources
+                        .error_at(&extra.at, "a second `kind: Levels` document")
+                        .help(format!(
+                            "a set has exactly one ladder; the first is in `{}`",
+                            file_name(&sources, first.at.file)
+                        )),
+                );
+            }
+            for level in &first.levels {
+                if level_names.contains_key(&level.name.value) {
+                    report.push(sources.error_at(&level.name, format!("duplicate level `{}`", level.name.value)));
+                    continue;
+                }
+                if level.acr.is_empty() {
+                    report.push(
+                        sources
+                            .error_at(&level.name, format!("level `{}` has no acr values", level.name.value))
+                            .help("list the acr values that count as this level"),
+                    );
+                }
+                let rank = ladder.len();
+                for acr in &level.acr {
+                    let key: Arc<str> = Arc::from(acr.value.as_str());
+                    if let Some(other) = acr_levels.insert(key, rank) {
+                        let other = ladder.get(other).map_or("", |l: &Level| &l.name);
+                        report.push(
+                            sources
+                                .error_at(acr, format!("acr value `{}` is already level `{other}`", acr.value))
+                                .help("an acr value maps to exactly one level"),
+                        );
+                    }
+                }
+                level_names.insert(level.name.value.clone(), rank);
+                ladder.push(Level {
+                    name: Arc::from(level.name.value.as_str()),
+                    acr: level.acr.iter().map(|a| Arc::from(a.value.as_str())).collect(),
+                });
+            }
+        }
+    }
+
+    let mut ids: HashMap<String, Spanned<String>> = HashMap::new();
+    let mut check_id = |id: &Spanned<String>, report: &mut Report| {
+        if let Some(first) = ids.get(&id.value) {
+            report.push(
+                sources
+                    .error_at(id, format!("duplicate id `{}`", id.value))
+                    .help(format!(
+                        "ids are unique across signals and rules; `{}` is first used at {}:{}",
+                        id.value,
+                        file_name(&sources, first.file),
+                        first.location.line
+                    )),
+            );
+        } else {
+            ids.insert(id.value.clone(), id.clone());
+        }
+    };
+
+    let mut read_paths: HashSet<ReadPath> = HashSet::new();
+    let mut compiled_signals = Vec::with_capacity(signals.len());
+    for s in signals {
+        check_id(&s.id, report);
+        if let Some((cond, reads)) = condition(&env, &sources, &s.when, &s.id.value, Scope::Signal, report) {
+            read_paths.extend(reads.paths);
+            compiled_signals.push(Signal {
+                id: Arc::from(s.id.value.as_str()),
+                description: s.description.map(Arc::from),
+                when: Condition {
+                    volatile: reads.now,
+                    ..cond
+                },
+                score: s.score,
+            });
+        }
+    }
+    let volatile_signals = compiled_signals.iter().any(|s| s.when.volatile);
+
+    let mut compiled_rules = Vec::with_capacity(rules.len());
+    let mut index = ActionIndex::default();
+    for r in rules {
+        check_id(&r.id, report);
+        let when = match &r.when {
+            Some(w) => match condition(&env, &sources, w, &r.id.value, Scope::Rule, report) {
+                Some((cond, reads)) => {
+                    read_paths.extend(reads.paths);
+                    Some(Condition {
+                        volatile: reads.now || (reads.risk && volatile_signals),
+                        ..cond
+                    })
+                }
+                None => continue,
+            },
+            None => None,
+        };
+        let requirement = match r.require {
+            Some(req) => {
+                let level = match &req.level {
+                    Some(name) => match level_names.get(&name.value) {
+                        Some(rank) => Some(*rank),
+                        None => {
+                            report.push(
+                                sources
+                                    .error_at(name, format!("unknown level `{}`", name.value))
+                                    .rule(&r.id.value)
+                                    .maybe_help(
+                                        diag::did_you_mean(&name.value, level_names.keys().map(String::as_str))
+                                            .or_else(|| {
+                                                let mut names: Vec<&str> =
+                                                    ladder.iter().map(|l| &*l.name).collect();
+                                                names.sort_unstable();
+                                                Some(format!("the levels are {}", names.join(", ")))
+                                            }),
+                                    ),
+                            );
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
+                Some(Requirement {
+                    level,
+                    methods: req.methods.iter().map(|m| Arc::from(m.as_str())).collect(),
+                    max_age: req.max_age,
+                })
+            }
+            None => None,
+        };
+        let rank = compiled_rules.len();
+        for a in &r.actions {
+            index.insert(&a.value, rank);
+        }
+        let message = r
+            .message
+            .clone()
+            .or_else(|| r.description.clone())
+            .unwrap_or_else(|| r.id.value.clone());
+        compiled_rules.push(Rule {
+            id: Arc::from(r.id.value.as_str()),
+            description: r.description.map(Arc::from),
+            actions: r.actions.into_iter().map(|a| a.value).collect(),
+            when,
+            effect: r.effect,
+            requirement,
+            message: Arc::from(message.as_str()),
+        });
+    }
+
+    let mut read_paths: Vec<ReadPath> = read_paths.into_iter().collect();
+    read_paths.sort();
+    // A path already covered by a shorter one (`device` covers
+    // `device.trusted`) adds nothing to the key.
+    let mut covered: Vec<ReadPath> = Vec::with_capacity(read_paths.len());
+    for p in read_paths {
+        if !covered.iter().any(|c| p.starts_with(c)) {
+            covered.push(p);
+        }
+    }
+
+    if report.has_errors() {
+        return None;
+    }
+    Some(PolicySet {
+        revision: revision(&sources, dir),
+        loaded_at: SystemTime::now(),
+        generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        levels: ladder,
+        signals: compiled_signals,
+        rules: compiled_rules,
+        index,
+        read_paths: covered,
+        volatile_signals,
+        acr_levels,
+        env,
+    })
+}
+
+fn file_name(sources: &Sources, file: usize) -> String {
+    sources
+        .files
+        .get(file)
+        .map(|f| f.path.display().to_string())
+        .unwrap_or_default()
+}
+
+/// Compiles and schema-checks one expression, reporting problems at their
+/// column in the policy file.
+fn condition(
+    env: &cel::Env,
+    sources: &Sources,
+    when: &Spanned<String>,
+    id: &str,
+    scope: Scope,
+    report: &mut Report,
+) -> Option<(Condition, schema::Reads)> {
+    let program = match env.compile(&when.value) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in errors.errors {
+                // `pos` is (1-based line, 0-based column) in the expression.
+                let line = usize::try_from(e.pos.0).unwrap_or(1).max(1);
+                let col = usize::try_from(e.pos.1).unwrap_or(0);
+                let offset = char_offset_of(&when.value, line, col);
+                let loc = locate(sources, when, offset, 1);
+                report.push(
+                    sources
+                        .place(Diagnostic::error(format!("invalid CEL: {}", e.msg)), when.file, loc)
+                        .rule(id),
+                );
+            }
+            return None;
+        }
+    };
+    match schema::check(program.expression(), scope) {
+        Ok(reads) => Some((
+            Condition {
+                source: Arc::from(when.value.as_str()),
+                program,
+                volatile: false,
+            },
+            reads,
+        )),
+        Err(errors) => {
+            for e in errors {
+                let (start, stop) = program.source_info().offset_for(e.expr_id).unwrap_or((0, 0));
+                let start = usize::try_from(start).unwrap_or(0);
+                let len = usize::try_from(stop).unwrap_or(0).saturating_sub(start).max(1);
+                let loc = locate(sources, when, start, len);
+                report.push(
+                    sources
+                        .place(Diagnostic::error(e.message), when.file, loc)
+                        .rule(id)
+                        .maybe_help(e.help),
+                );
+            }
+            None
+        }
+    }
+}
+
+/// The char offset of (1-based `line`, 0-based `col`) in `text`.
+fn char_offset_of(text: &str, line: usize, col: usize) -> usize {
+    let before: usize = text.split_inclusive('\n').take(line - 1).map(|l| l.chars().count()).sum();
+    before + col
+}
+
+/// Finds where char `offset` of the expression `when` sits in its file: the
+/// expression's lines are looked up in the source from the scalar's position
+/// on, which works for plain, quoted and block scalars alike. When the text
+/// cannot be found verbatim (escapes in a quoted scalar), the scalar's start
+/// is used.
+fn locate(sources: &Sources, when: &Spanned<String>, offset: usize, len: usize) -> Location {
+    let fallback = Location {
+        len: 1,
+        ..when.location
+    };
+    let Some(file) = sources.files.get(when.file) else {
+        return fallback;
+    };
+    let mut remaining = offset;
+    let mut target_line = 0;
+    let mut target_col = 0;
+    for (k, l) in when.value.split('\n').enumerate() {
+        let n = l.chars().count();
+        if remaining <= n {
+            target_line = k;
+            target_col = remaining;
+            break;
+        }
+        remaining -= n + 1;
+        target_line = k + 1;
+    }
+    let mut search_from_line = when.location.line;
+    let mut min_col = when.location.column.saturating_sub(1);
+    for (k, expr_line) in when.value.split('\n').enumerate() {
+        let needle = expr_line.trim_end();
+        let mut found = None;
+        for line_no in search_from_line..=file.text.lines().count() {
+            let Some(src) = file.line(line_no) else { break };
+            let start_byte = src.char_indices().nth(min_col).map_or(src.len(), |(b, _)| b);
+            if let Some(at) = src.get(start_byte..).and_then(|s| s.find(needle)) {
+                let col_chars = src.get(..start_byte + at).map_or(0, |s| s.chars().count());
+                found = Some((line_no, col_chars));
+                break;
+            }
+            min_col = 0;
+        }
+        let Some((line_no, col)) = found else {
+            return fallback;
+        };
+        if k == target_line {
+            return Location {
+                line: line_no,
+                column: col + target_col + 1,
+                len,
+            };
+        }
+        search_from_line = line_no + 1;
+        min_col = 0;
+    }
+    fallback
+}
+
+fn revision(sources: &Sources, dir: &Path) -> Arc<str> {
+    let mut h = Sha256::new();
+    for f in &sources.files {
+        let rel = f.path.strip_prefix(dir).unwrap_or(&f.path);
+        h.update(rel.to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update(f.text.as_bytes());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    let mut hex = String::with_capacity(7 + 64);
+    hex.push_str("sha256:");
+    for b in digest {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    Arc::from(hex)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,426 @@
+//! The request context as CEL sees it, and the static check of expressions
+//! against it. The `cel` crate has no type checker, so this walks the AST:
+//! unknown variables (`devce`) and unknown fields of known messages
+//! (`session.amr_list`) are load-time errors with a did-you-mean, and the
+//! request paths an expression reads are collected for the decision cache key.
+
+use cel::IdedExpr;
+use cel::common::ast::{Expr, LiteralValue};
+
+use super::diag::did_you_mean;
+
+/// The static type of a context value, as far as the schema knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ty {
+    /// A string.
+    String,
+    /// A bool.
+    Bool,
+    /// A 64-bit signed integer.
+    Int,
+    /// A timestamp.
+    Timestamp,
+    /// A list of strings.
+    StringList,
+    /// A map with string keys and any values (the `attributes` maps): any
+    /// key may be read, a missing one is a run-time error unless guarded
+    /// with `has()`.
+    Map,
+    /// Anything (values inside attribute maps, comprehension variables).
+    Dyn,
+    /// A message with a fixed set of fields.
+    Message(&'static Message),
+}
+
+/// A message of the context: a name for messages and its fields.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message {
+    /// How the message is called in diagnostics, e.g. `device`.
+    pub name: &'static str,
+    /// Field names and types.
+    pub fields: &'static [(&'static str, Ty)],
+}
+
+impl Message {
+    fn field(&self, name: &str) -> Option<Ty> {
+        self.fields.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+    }
+}
+
+/// `subject`.
+pub static SUBJECT: Message = Message {
+    name: "subject",
+    fields: &[
+        ("id", Ty::String),
+        ("tenant", Ty::String),
+        ("roles", Ty::StringList),
+        ("attributes", Ty::Map),
+    ],
+};
+/// `session`.
+pub static SESSION: Message = Message {
+    name: "session",
+    fields: &[
+        ("id", Ty::String),
+        ("acr", Ty::String),
+        ("amr", Ty::StringList),
+        ("auth_time", Ty::Timestamp),
+    ],
+};
+/// `device`.
+pub static DEVICE: Message = Message {
+    name: "device",
+    fields: &[
+        ("id", Ty::String),
+        ("trusted", Ty::Bool),
+        ("platform", Ty::String),
+        ("attributes", Ty::Map),
+    ],
+};
+/// `network`.
+pub static NETWORK: Message = Message {
+    name: "network",
+    fields: &[
+        ("ip", Ty::String),
+        ("country", Ty::String),
+        ("asn", Ty::Int),
+        ("attributes", Ty::Map),
+    ],
+};
+/// `resource`.
+pub static RESOURCE: Message = Message {
+    name: "resource",
+    fields: &[
+        ("type", Ty::String),
+        ("id", Ty::String),
+        ("attributes", Ty::Map),
+    ],
+};
+/// `risk` (rules only).
+pub static RISK: Message = Message {
+    name: "risk",
+    fields: &[("score", Ty::Int), ("signals", Ty::StringList)],
+};
+
+/// Variables every expression may read.
+const REQUEST_VARIABLES: &[(&str, Ty)] = &[
+    ("action", Ty::String),
+    ("subject", Ty::Message(&SUBJECT)),
+    ("session", Ty::Message(&SESSION)),
+    ("device", Ty::Message(&DEVICE)),
+    ("network", Ty::Message(&NETWORK)),
+    ("resource", Ty::Message(&RESOURCE)),
+    ("attributes", Ty::Map),
+    ("now", Ty::Timestamp),
+];
+
+/// Where an expression is used: rules may also read `risk`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// A signal's `when`.
+    Signal,
+    /// A rule's `when`.
+    Rule,
+}
+
+/// A path into the request an expression reads, e.g. `resource.attributes.amount`.
+pub type ReadPath = Vec<String>;
+
+/// A problem found in an expression, positioned by CEL node id.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SchemaError {
+    /// The node the problem is at (for its source offset).
+    pub expr_id: u64,
+    /// What is wrong.
+    pub message: String,
+    /// Did-you-mean or other advice.
+    pub help: Option<String>,
+}
+
+/// What an expression reads, found by [`check`].
+#[derive(Debug, Default)]
+pub struct Reads {
+    /// Request paths read (duplicates removed).
+    pub paths: Vec<ReadPath>,
+    /// Whether the expression reads `now` (its value changes with time, so it
+    /// is evaluated on every decision, cached or not).
+    pub now: bool,
+    /// Whether the expression reads `risk` (so it depends on the signals).
+    pub risk: bool,
+}
+
+/// Checks `expr` against the context schema for `scope`, returning what it
+/// reads, or every problem found.
+pub fn check(expr: &IdedExpr, scope: Scope) -> Result<Reads, Vec<SchemaError>> {
+    let mut walker = Walker {
+        scope,
+        locals: Vec::new(),
+        reads: Reads::default(),
+        errors: Vec::new(),
+    };
+    walker.walk(expr);
+    if walker.errors.is_empty() {
+        walker.reads.paths.sort();
+        walker.reads.paths.dedup();
+        Ok(walker.reads)
+    } else {
+        Err(walker.errors)
+    }
+}
+
+struct Walker {
+    scope: Scope,
+    /// Comprehension variables in scope, innermost last.
+    locals: Vec<String>,
+    reads: Reads,
+    errors: Vec<SchemaError>,
+}
+
+impl Walker {
+    fn variables(&self) -> impl Iterator<Item = (&'static str, Ty)> {
+        let risk = (self.scope == Scope::Rule).then_some(("risk", Ty::Message(&RISK)));
+        REQUEST_VARIABLES.iter().copied().chain(risk)
+    }
+
+    fn variable(&self, name: &str) -> Option<Ty> {
+        self.variables().find(|(n, _)| *n == name).map(|(_, t)| t)
+    }
+
+    /// Walks `expr`, returning its static type where known.
+    fn walk(&mut self, expr: &IdedExpr) -> Ty {
+        if let Some(ty) = self.walk_path(expr) {
+            return ty;
+        }
+        match &expr.expr {
+            Expr::Ident(name) => {
+                if self.locals.iter().any(|l| l == name) {
+                    return Ty::Dyn;
+                }
+                // A bare variable outside a select chain (walk_path handles
+                // known ones); only unknown names reach here.
+                let help = did_you_mean(name, self.variables().map(|(n, _)| n)).or_else(|| {
+                    (name == "risk" && self.scope == Scope::Signal)
+                        .then(|| "signals cannot read `risk`: it is computed from them".to_owned())
+                });
+                self.errors.push(SchemaError {
+                    expr_id: expr.id,
+                    message: format!("unknown variable `{name}`"),
+                    help: help.or_else(|| {
+                        Some(format!(
+                            "the variables are {}",
+                            self.variables()
+                                .map(|(n, _)| format!("`{n}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    }),
+                });
+                Ty::Dyn
+            }
+            Expr::Select(select) => {
+                let operand = self.walk(&select.operand);
+                self.select(expr.id, operand, &select.field)
+            }
+            Expr::Call(call) => {
+                if let Some(target) = &call.target {
+                    self.walk(target);
+                }
+                for arg in &call.args {
+                    self.walk(arg);
+                }
+                Ty::Dyn
+            }
+            Expr::Comprehension(c) => {
+                self.walk(&c.iter_range);
+                self.walk(&c.accu_init);
+                self.locals.push(c.iter_var.clone());
+                if let Some(v) = &c.iter_var2 {
+                    self.locals.push(v.clone());
+                }
+                self.locals.push(c.accu_var.clone());
+                self.walk(&c.loop_cond);
+                self.walk(&c.loop_step);
+                self.walk(&c.result);
+                self.locals.truncate(self.locals.len() - 2 - usize::from(c.iter_var2.is_some()));
+                Ty::Dyn
+            }
+            Expr::List(list) => {
+                for e in &list.elements {
+                    self.walk(e);
+                }
+                Ty::Dyn
+            }
+            Expr::Map(map) => {
+                for entry in &map.entries {
+                    if let cel::common::ast::EntryExpr::MapEntry(e) = &entry.expr {
+                        self.walk(&e.key);
+                        self.walk(&e.value);
+                    }
+                }
+                Ty::Dyn
+            }
+            Expr::Struct(s) => {
+                for entry in &s.entries {
+                    if let cel::common::ast::EntryExpr::StructField(f) = &entry.expr {
+                        self.walk(&f.value);
+                    }
+                }
+                Ty::Dyn
+            }
+            Expr::Literal(_) | Expr::Unspecified => Ty::Dyn,
+        }
+    }
+
+    /// A select or index chain rooted at a context variable, such as
+    /// `resource.attributes["amount"]`: checked field by field and recorded as
+    /// one read path. `None` when `expr` is not such a chain.
+    fn walk_path(&mut self, expr: &IdedExpr) -> Option<Ty> {
+        let mut steps = Vec::new();
+        let mut cur = expr;
+        loop {
+            match &cur.expr {
+                Expr::Select(s) => {
+                    steps.push((cur.id, s.field.as_str()));
+                    cur = &s.operand;
+                }
+                Expr::Call(c) if c.func_name == "_[_]" && c.target.is_none() && c.args.len() == 2 => {
+                    let (Some(operand), Some(key)) = (c.args.first(), c.args.get(1)) else {
+                        return None;
+                    };
+                    let Expr::Literal(LiteralValue::String(key)) = &key.expr else {
+                        return None;
+                    };
+                    steps.push((cur.id, key.inner()));
+                    cur = operand;
+                }
+                Expr::Ident(name) => {
+                    if self.locals.iter().any(|l| l == name) {
+                        return None;
+                    }
+                    let ty = self.variable(name)?;
+                    let mut path = vec![name.clone()];
+                    let mut ty = ty;
+                    for (id, field) in steps.iter().rev() {
+                        ty = self.select(*id, ty, field);
+                        path.push((*field).to_owned());
+                    }
+                    self.record(path);
+                    return Some(ty);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn record(&mut self, path: ReadPath) {
+        match path.first().map(String::as_str) {
+            Some("now") => self.reads.now = true,
+            Some("risk") => self.reads.risk = true,
+            _ => self.reads.paths.push(path),
+        }
+    }
+
+    /// The type of `operand.field`, reporting a field a message does not have.
+    fn select(&mut self, id: u64, operand: Ty, field: &str) -> Ty {
+        match operand {
+            Ty::Message(m) => match m.field(field) {
+                Some(ty) => ty,
+                None => {
+                    self.errors.push(SchemaError {
+                        expr_id: id,
+                        message: format!("`{}` has no field `{field}`", m.name),
+                        help: did_you_mean(field, m.fields.iter().map(|(n, _)| *n)).or_else(|| {
+                            Some(format!(
+                                "the fields of `{}` are {}",
+                                m.name,
+                                m.fields
+                                    .iter()
+                                    .map(|(n, _)| format!("`{n}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ))
+                        }),
+                    });
+                    Ty::Dyn
+                }
+            },
+            Ty::Map | Ty::Dyn => Ty::Dyn,
+            Ty::String | Ty::Bool | Ty::Int | Ty::Timestamp | Ty::StringList => {
+                self.errors.push(SchemaError {
+                    expr_id: id,
+                    message: format!("cannot select `{field}`: the value is a {}", ty_name(operand)),
+                    help: None,
+                });
+                Ty::Dyn
+            }
+        }
+    }
+}
+
+fn ty_name(ty: Ty) -> &'static str {
+    match ty {
+        Ty::String => "string",
+        Ty::Bool => "bool",
+        Ty::Int => "int",
+        Ty::Timestamp => "timestamp",
+        Ty::StringList => "list of strings",
+        Ty::Map => "map",
+        Ty::Dyn => "value",
+        Ty::Message(m) => m.name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reads(src: &str, scope: Scope) -> Result<Reads, Vec<SchemaError>> {
+        let program = cel::Program::compile(src).map_err(|_| Vec::new())?;
+        check(program.expression(), scope)
+    }
+
+    #[test]
+    fn collects_read_paths() {
+        let r = reads(
+            r#"!device.trusted && resource.attributes["amount"] > 10.0 && has(network.attributes.tor) && now > session.auth_time"#,
+            Scope::Rule,
+        )
+        .unwrap();
+        let paths: Vec<String> = r.paths.iter().map(|p| p.join(".")).collect();
+        assert_eq!(
+            paths,
+            [
+                "device.trusted",
+                "network.attributes.tor",
+                "resource.attributes.amount",
+                "session.auth_time"
+            ]
+        );
+        assert!(r.now);
+        assert!(!r.risk);
+    }
+
+    #[test]
+    fn comprehension_variables_are_not_context() {
+        let r = reads(r#"subject.roles.exists(r, r == "admin")"#, Scope::Rule).unwrap();
+        assert_eq!(r.paths, vec![vec!["subject".to_owned(), "roles".to_owned()]]);
+    }
+
+    #[test]
+    fn unknown_variable_and_field_have_did_you_mean() {
+        let errs = reads("devce.trusted || session.amr_list == []", Scope::Rule).unwrap_err();
+        let msgs: Vec<(String, Option<String>)> =
+            errs.into_iter().map(|e| (e.message, e.help)).collect();
+        assert_eq!(msgs[0].0, "unknown variable `devce`");
+        assert_eq!(msgs[0].1.as_deref(), Some("did you mean `device`?"));
+        assert_eq!(msgs[1].0, "`session` has no field `amr_list`");
+        assert_eq!(msgs[1].1.as_deref(), Some("did you mean `amr`?"));
+    }
+
+    #[test]
+    fn signals_cannot_read_risk() {
+        let errs = reads("risk.score > 10", Scope::Signal).unwrap_err();
+        assert_eq!(errs[0].message, "unknown variable `risk`");
+        assert!(reads("risk.score > 10", Scope::Rule).unwrap().risk);
+    }
+}

@@ -1,0 +1,335 @@
+//! Conversions between the wire types and the engine's, as small pure
+//! functions: request validation (bad input -> `INVALID_ARGUMENT` naming the
+//! field) and `Decision` -> `DecideResponse`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use pbjson_types::value::Kind;
+use pbjson_types::{Timestamp, Value};
+
+use crate::engine::{Decision, Outcome};
+use crate::policy::Effect;
+use crate::proto::v1 as pb;
+
+/// Longest accepted string field, in bytes.
+pub const MAX_STRING_BYTES: usize = 1024;
+/// Most entries in a repeated field or attributes map.
+pub const MAX_ENTRIES: usize = 64;
+/// Deepest nesting of attribute values.
+pub const MAX_DEPTH: usize = 8;
+
+/// A request that cannot be decided: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}`: {problem}")]
+pub struct InvalidRequest {
+    /// The field's path, e.g. `subject.id` or `resource.attributes.amount`.
+    pub field: String,
+    /// What is wrong, e.g. `required`.
+    pub problem: String,
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> InvalidRequest {
+    InvalidRequest {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Checks a request and returns the decision's "now": `time` when set, else
+/// `clock`.
+pub fn validate(req: &pb::DecideRequest, clock: DateTime<Utc>) -> Result<DateTime<Utc>, InvalidRequest> {
+    if req.action.is_empty() {
+        return Err(invalid("action", "required"));
+    }
+    string("action", &req.action)?;
+    let Some(subject) = &req.subject else {
+        return Err(invalid("subject.id", "required"));
+    };
+    if subject.id.is_empty() {
+        return Err(invalid("subject.id", "required"));
+    }
+    string("subject.id", &subject.id)?;
+    string("subject.tenant", &subject.tenant)?;
+    strings("subject.roles", &subject.roles)?;
+    attributes("subject.attributes", &subject.attributes)?;
+    if let Some(s) = &req.session {
+        string("session.id", &s.id)?;
+        string("session.acr", &s.acr)?;
+        strings("session.amr", &s.amr)?;
+        if let Some(t) = &s.auth_time {
+            timestamp("session.auth_time", t)?;
+        }
+    }
+    if let Some(d) = &req.device {
+        string("device.id", &d.id)?;
+        string("device.platform", &d.platform)?;
+        attributes("device.attributes", &d.attributes)?;
+    }
+    if let Some(n) = &req.network {
+        string("network.ip", &n.ip)?;
+        if !n.ip.is_empty() && n.ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid("network.ip", format!("`{}` is not an IP address", truncate(&n.ip))));
+        }
+        string("network.country", &n.country)?;
+        if !n.country.is_empty() && !(n.country.len() == 2 && n.country.bytes().all(|b| b.is_ascii_uppercase())) {
+            return Err(invalid(
+                "network.country",
+                format!("`{}` is not an ISO 3166-1 alpha-2 code (two capital letters)", truncate(&n.country)),
+            ));
+        }
+        attributes("network.attributes", &n.attributes)?;
+    }
+    if let Some(r) = &req.resource {
+        string("resource.type", &r.r#type)?;
+        string("resource.id", &r.id)?;
+        attributes("resource.attributes", &r.attributes)?;
+    }
+    attributes("attributes", &req.attributes)?;
+    match &req.time {
+        Some(t) => timestamp("time", t),
+        None => Ok(clock),
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => s.get(..i).unwrap_or(s),
+        None => s,
+    }
+}
+
+fn string(field: &str, s: &str) -> Result<(), InvalidRequest> {
+    if s.len() > MAX_STRING_BYTES {
+        return Err(invalid(field, format!("longer than {MAX_STRING_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+fn strings(field: &str, list: &[String]) -> Result<(), InvalidRequest> {
+    if list.len() > MAX_ENTRIES {
+        return Err(invalid(field, format!("more than {MAX_ENTRIES} entries")));
+    }
+    for (i, s) in list.iter().enumerate() {
+        string(&format!("{field}[{i}]"), s)?;
+    }
+    Ok(())
+}
+
+fn attributes(field: &str, map: &HashMap<String, Value>) -> Result<(), InvalidRequest> {
+    if map.len() > MAX_ENTRIES {
+        return Err(invalid(field, format!("more than {MAX_ENTRIES} entries")));
+    }
+    for (k, v) in map {
+        if k.len() > MAX_STRING_BYTES {
+            return Err(invalid(field, format!("a key is longer than {MAX_STRING_BYTES} bytes")));
+        }
+        value(&format!("{field}.{k}"), v, 1)?;
+    }
+    Ok(())
+}
+
+fn value(field: &str, v: &Value, depth: usize) -> Result<(), InvalidRequest> {
+    if depth > MAX_DEPTH {
+        return Err(invalid(field, format!("nested deeper than {MAX_DEPTH} levels")));
+    }
+    match &v.kind {
+        Some(Kind::StringValue(s)) => string(field, s),
+        Some(Kind::NumberValue(n)) if !n.is_finite() => Err(invalid(field, "not a finite number")),
+        Some(Kind::StructValue(s)) => {
+            if s.fields.len() > MAX_ENTRIES {
+                return Err(invalid(field, format!("more than {MAX_ENTRIES} entries")));
+            }
+            for (k, v) in &s.fields {
+                string(field, k)?;
+                value(&format!("{field}.{k}"), v, depth + 1)?;
+            }
+            Ok(())
+        }
+        Some(Kind::ListValue(l)) => {
+            if l.values.len() > MAX_ENTRIES {
+                return Err(invalid(field, format!("more than {MAX_ENTRIES} entries")));
+            }
+            for (i, v) in l.values.iter().enumerate() {
+                value(&format!("{field}[{i}]"), v, depth + 1)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Timestamps must lie in 0001-01-01..=9999-12-31 with nanos in range, as
+/// protobuf's Timestamp documents.
+fn timestamp(field: &str, t: &Timestamp) -> Result<DateTime<Utc>, InvalidRequest> {
+    const MIN: i64 = -62_135_596_800;
+    const MAX: i64 = 253_402_300_799;
+    if !(MIN..=MAX).contains(&t.seconds) {
+        return Err(invalid(field, "seconds out of range (0001-01-01 to 9999-12-31)"));
+    }
+    let nanos = u32::try_from(t.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)
+        .ok_or_else(|| invalid(field, "nanos must be in 0..=999999999"))?;
+    DateTime::from_timestamp(t.seconds, nanos).ok_or_else(|| invalid(field, "not a valid time"))
+}
+
+fn duration(d: Duration) -> pbjson_types::Duration {
+    pbjson_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn effect(e: Effect) -> pb::Effect {
+    match e {
+        Effect::Challenge => pb::Effect::Challenge,
+        Effect::Deny => pb::Effect::Deny,
+    }
+}
+
+/// The wire form of a decision.
+pub fn response(d: &Decision) -> pb::DecideResponse {
+    let policy = &d.policy;
+    let requirements = d
+        .unmet
+        .iter()
+        .filter_map(|i| policy.rules.get(*i))
+        .filter_map(|rule| {
+            let r = rule.requirement.as_ref()?;
+            let level = r.level.and_then(|l| policy.levels.get(l));
+            Some(pb::Requirement {
+                rule_id: rule.id.to_string(),
+                level: level.map(|l| l.name.to_string()).unwrap_or_default(),
+                acr_values: level.map(|l| l.acr.iter().map(|a| a.to_string()).collect()).unwrap_or_default(),
+                methods: r.methods.iter().map(|m| m.to_string()).collect(),
+                max_age: r.max_age.map(duration),
+            })
+        })
+        .collect();
+    let a = &d.assessment;
+    pb::DecideResponse {
+        outcome: match d.outcome {
+            Outcome::Allow => pb::Outcome::Allow,
+            Outcome::Challenge => pb::Outcome::Challenge,
+            Outcome::Deny => pb::Outcome::Deny,
+        } as i32,
+        requirements,
+        acr_values: d.acr_values().iter().map(|a| a.to_string()).collect(),
+        max_age: d.max_age.map(duration),
+        www_authenticate: d.www_authenticate().unwrap_or_default(),
+        risk: Some(pb::Risk {
+            score: a.risk_score,
+            signals: a.signals.iter().map(|s| s.to_string()).collect(),
+        }),
+        reasons: d
+            .reasons()
+            .map(|(id, e, message)| pb::Reason {
+                rule_id: id.to_string(),
+                effect: effect(e) as i32,
+                message: message.to_string(),
+            })
+            .collect(),
+        errors: a
+            .errors
+            .iter()
+            .map(|e| pb::EvaluationError {
+                rule_id: e.id.to_string(),
+                message: e.message.to_string(),
+            })
+            .collect(),
+        decision_id: d.id.to_string(),
+        policy_revision: policy.revision.to_string(),
+        trace: d
+            .trace
+            .iter()
+            .map(|t| pb::TraceEntry {
+                kind: t.kind.to_owned(),
+                id: t.id.to_string(),
+                fired: t.fired,
+                detail: t.detail.clone(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> pb::DecideRequest {
+        pb::DecideRequest {
+            action: "payments.refund".into(),
+            subject: Some(pb::Subject {
+                id: "u1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let now = Utc::now();
+        let mut r = req();
+        r.action.clear();
+        assert_eq!(validate(&r, now).unwrap_err().to_string(), "`action`: required");
+
+        let mut r = req();
+        r.subject = None;
+        assert_eq!(validate(&r, now).unwrap_err().to_string(), "`subject.id`: required");
+
+        let mut r = req();
+        r.time = Some(Timestamp { seconds: 0, nanos: -1 });
+        assert_eq!(
+            validate(&r, now).unwrap_err().to_string(),
+            "`time`: nanos must be in 0..=999999999"
+        );
+
+        let mut r = req();
+        r.network = Some(pb::Network {
+            ip: "999.1.1.1".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            validate(&r, now).unwrap_err().to_string(),
+            "`network.ip`: `999.1.1.1` is not an IP address"
+        );
+
+        let mut r = req();
+        r.resource = Some(pb::Resource {
+            attributes: [("note".to_owned(), Value::from("x".repeat(2000)))].into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            validate(&r, now).unwrap_err().to_string(),
+            "`resource.attributes.note`: longer than 1024 bytes"
+        );
+
+        let mut r = req();
+        r.session = Some(pb::Session {
+            amr: vec!["otp".into(); 65],
+            ..Default::default()
+        });
+        assert_eq!(
+            validate(&r, now).unwrap_err().to_string(),
+            "`session.amr`: more than 64 entries"
+        );
+    }
+
+    #[test]
+    fn time_defaults_to_the_clock() {
+        let now = Utc::now();
+        assert_eq!(validate(&req(), now), Ok(now));
+        let mut r = req();
+        r.time = Some(Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5,
+        });
+        assert_eq!(
+            validate(&r, now).map(|t| t.timestamp()),
+            Ok(1_700_000_000)
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! `stepup.v1.DecisionService` over the [`Engine`].
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, InvalidRequest};
+use crate::engine::Engine;
+use crate::proto::v1::decision_service_server::DecisionService;
+use crate::proto::v1::{DecideRequest, DecideResponse};
+
+/// The Decide API.
+pub struct DecisionApi {
+    engine: Arc<Engine>,
+}
+
+impl DecisionApi {
+    /// Serves decisions from `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+}
+
+/// Every error a call can return, mapped to a `Status` here and only here.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The request is malformed.
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
+}
+
+/// The `Status` for an error: bad input is `INVALID_ARGUMENT` naming the
+/// field; nothing of the policy is ever put in a status.
+pub fn status(e: CallError) -> Status {
+    match e {
+        CallError::Invalid(e) => Status::invalid_argument(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl DecisionService for DecisionApi {
+    async fn decide(&self, request: Request<DecideRequest>) -> Result<Response<DecideResponse>, Status> {
+        let req = request.into_inner();
+        let now = convert::validate(&req, Utc::now()).map_err(|e| status(e.into()))?;
+        let decision = self.engine.decide(&req, now, req.explain);
+        tracing::debug!(
+            action = %req.action,
+            outcome = ?decision.outcome,
+            decision_id = %decision.id,
+            cache_hit = decision.cache_hit,
+            risk = decision.assessment.risk_score,
+            "decided"
+        );
+        Ok(Response::new(convert::response(&decision)))
+    }
+}

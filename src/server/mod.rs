@@ -1,0 +1,91 @@
+//! The gRPC server: `stepup.v1.DecisionService`, `grpc.health.v1.Health` and
+//! server reflection (v1 and v1alpha) on one port. Errors become a `Status`
+//! in one place ([`grpc::status`]).
+
+pub mod convert;
+pub mod grpc;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::engine::Engine;
+use crate::proto::v1::decision_service_server::DecisionServiceServer;
+
+/// Largest accepted gRPC message. A `DecideRequest` within the field limits
+/// of [`convert`] is far smaller.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on `{addr}`: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Reflection could not be set up (a build defect).
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("gRPC transport failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Binds `addr` (port 0 picks a free port; the bound address is in the
+/// returned listener).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Serves on `listener` until `shutdown` completes, then stops accepting and
+/// lets in-flight calls finish.
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<DecisionServiceServer<grpc::DecisionApi>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let decisions = DecisionServiceServer::new(grpc::DecisionApi::new(engine))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+    let local = listener.local_addr().ok();
+    tracing::info!(addr = ?local, "serving gRPC");
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(decisions)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight calls");
+        })
+        .await?;
+    Ok(())
+}
