@@ -224,12 +224,26 @@ impl fmt::Display for Report {
 /// likely typo: the basis of every "did you mean" help.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let max = (word.chars().count() / 3).max(1);
-    candidates
+    let scored: Vec<(usize, &str)> = candidates
         .into_iter()
-        .map(|c| (levenshtein(word, c), c))
+        .map(|c| {
+            // `amr_list` for `amr`: a prefix is a likely mix-up too.
+            let prefix = c.len().min(word.len()) >= 3 && (word.starts_with(c) || c.starts_with(word));
+            let d = levenshtein(word, c);
+            (if prefix { d.min(max) } else { d }, c)
+        })
         .filter(|(d, _)| *d <= max)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| format!("did you mean `{c}`?"))
+        .collect();
+    let best = scored.iter().map(|(d, _)| *d).min()?;
+    let mut names: Vec<&str> = scored.iter().filter(|(d, _)| *d == best).map(|(_, c)| *c).collect();
+    names.sort_unstable();
+    names.dedup();
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    Some(match quoted.as_slice() {
+        [one] => format!("did you mean {one}?"),
+        [init @ .., last] => format!("did you mean {} or {last}?", init.join(", ")),
+        [] => return None,
+    })
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -263,6 +277,10 @@ mod tests {
             Some("did you mean `device`?")
         );
         assert_eq!(did_you_mean("network", fields), None);
+        assert_eq!(
+            did_you_mean("aal4", ["aal1", "aal2", "aal3"]).as_deref(),
+            Some("did you mean `aal1`, `aal2` or `aal3`?")
+        );
     }
 
     #[test]

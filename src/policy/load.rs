@@ -70,10 +70,13 @@ pub struct LevelsDef {
 pub struct SignalDef {
     /// Unique id.
     pub id: Spanned<String>,
-    /// CEL condition.
-    pub when: Spanned<String>,
+    /// CEL condition (absent only when the definition has errors).
+    pub when: Option<Spanned<String>>,
     /// Score added when `when` is true (may be negative).
     pub score: i64,
+    /// False when the definition had errors (already reported): it is still
+    /// checked further, so that one pass reports everything, but not used.
+    pub valid: bool,
     /// For people.
     pub description: Option<String>,
 }
@@ -97,6 +100,8 @@ pub struct RequireDef {
     pub methods: Vec<String>,
     /// Freshness.
     pub max_age: Option<Duration>,
+    /// False when a field had errors (already reported).
+    pub valid: bool,
 }
 
 /// A rule.
@@ -116,6 +121,9 @@ pub struct RuleDef {
     pub require: Option<RequireDef>,
     /// For the end user.
     pub message: Option<String>,
+    /// False when the definition had errors (already reported): it is still
+    /// checked further, so that one pass reports everything, but not used.
+    pub valid: bool,
 }
 
 /// Everything read from a policy directory, before compilation.
@@ -551,8 +559,9 @@ impl Reader<'_> {
             .and_then(|(_, n)| self.string(n, "`description`", rule));
         Some(SignalDef {
             id,
-            when: when?,
-            score: score?,
+            valid: when.is_some() && score.is_some(),
+            when,
+            score: score.unwrap_or(0),
             description,
         })
     }
@@ -628,24 +637,29 @@ impl Reader<'_> {
             (None, _) => None,
             (Some(Effect::Deny), None) => None,
         };
-        if effect == Some(Effect::Challenge) && require.is_none() {
-            return None;
-        }
+        let valid = actions.is_some()
+            && effect.is_some()
+            && (effect != Some(Effect::Challenge) || require.is_some())
+            && require.as_ref().is_none_or(|r| r.valid);
         Some(RuleDef {
             id,
             description,
-            actions: actions?,
+            actions: actions.unwrap_or_default(),
             when,
-            effect: effect?,
+            effect: effect.unwrap_or(Effect::Deny),
             require,
             message,
+            valid,
         })
     }
 
     fn require(&mut self, node: &Node<'_>, rule_id: &str) -> Option<RequireDef> {
         let rule = Some(rule_id);
         let entries = self.mapping(node, "`require`", &["level", "methods", "max_age"], rule)?;
-        let mut req = RequireDef::default();
+        let mut req = RequireDef {
+            valid: true,
+            ..RequireDef::default()
+        };
         let mut ok = true;
         for (key, v) in entries {
             match key {
@@ -693,7 +707,8 @@ impl Reader<'_> {
             self.push(d);
             return None;
         }
-        ok.then_some(req)
+        req.valid = ok;
+        Some(req)
     }
 }
 

@@ -248,7 +248,11 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
     let mut compiled_signals = Vec::with_capacity(signals.len());
     for s in signals {
         check_id(&s.id, report);
-        if let Some((cond, reads)) = condition(&env, &sources, &s.when, &s.id.value, Scope::Signal, report) {
+        let Some(when) = &s.when else { continue };
+        if let Some((cond, reads)) = condition(&env, &sources, when, &s.id.value, Scope::Signal, report) {
+            if !s.valid {
+                continue;
+            }
             read_paths.extend(reads.paths);
             compiled_signals.push(Signal {
                 id: Arc::from(s.id.value.as_str()),
@@ -270,17 +274,20 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
         let when = match &r.when {
             Some(w) => match condition(&env, &sources, w, &r.id.value, Scope::Rule, report) {
                 Some((cond, reads)) => {
-                    read_paths.extend(reads.paths);
+                    if r.valid {
+                        read_paths.extend(reads.paths);
+                    }
                     Some(Condition {
                         volatile: reads.now || (reads.risk && volatile_signals),
                         ..cond
                     })
                 }
-                None => continue,
+                // Reported; go on checking the rest of the rule.
+                None => None,
             },
             None => None,
         };
-        let requirement = match r.require {
+        let requirement = match &r.require {
             Some(req) => {
                 let level = match &req.level {
                     Some(name) => match level_names.get(&name.value) {
@@ -313,6 +320,9 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
             }
             None => None,
         };
+        if !r.valid || (r.when.is_some() && when.is_none()) {
+            continue;
+        }
         let rank = compiled_rules.len();
         for a in &r.actions {
             index.insert(&a.value, rank);
@@ -384,9 +394,9 @@ fn condition(
         Ok(p) => p,
         Err(errors) => {
             for e in errors.errors {
-                // `pos` is (1-based line, 0-based column) in the expression.
+                // `pos` is (1-based line, 1-based column) in the expression.
                 let line = usize::try_from(e.pos.0).unwrap_or(1).max(1);
-                let col = usize::try_from(e.pos.1).unwrap_or(0);
+                let col = usize::try_from(e.pos.1).unwrap_or(1).saturating_sub(1);
                 let offset = char_offset_of(&when.value, line, col);
                 let loc = locate(sources, when, offset, 1);
                 report.push(
@@ -411,7 +421,11 @@ fn condition(
             for e in errors {
                 let (start, stop) = program.source_info().offset_for(e.expr_id).unwrap_or((0, 0));
                 let start = usize::try_from(start).unwrap_or(0);
-                let len = usize::try_from(stop).unwrap_or(0).saturating_sub(start).max(1);
+                // `stop` is inclusive; a select's node sits at its dot.
+                let (start, len) = match &e.field {
+                    Some(field) => (start + 1, field.chars().count()),
+                    None => (start, usize::try_from(stop).unwrap_or(0).saturating_sub(start) + 1),
+                };
                 let loc = locate(sources, when, start, len);
                 report.push(
                     sources
@@ -431,11 +445,13 @@ fn char_offset_of(text: &str, line: usize, col: usize) -> usize {
     before + col
 }
 
-/// Finds where char `offset` of the expression `when` sits in its file: the
-/// expression's lines are looked up in the source from the scalar's position
-/// on, which works for plain, quoted and block scalars alike. When the text
-/// cannot be found verbatim (escapes in a quoted scalar), the scalar's start
-/// is used.
+/// Finds where char `offset` of the expression `when` sits in its file. The
+/// text at the offset is looked up in the source from the scalar's start,
+/// skipping as many earlier occurrences as the expression has before the
+/// offset: this works for plain, quoted, literal and folded scalars alike
+/// (folding turns newlines into spaces, so line-by-line matching would not).
+/// When the text cannot be found (escapes in a quoted scalar), the scalar's
+/// start is used.
 fn locate(sources: &Sources, when: &Spanned<String>, offset: usize, len: usize) -> Location {
     let fallback = Location {
         len: 1,
@@ -444,46 +460,35 @@ fn locate(sources: &Sources, when: &Spanned<String>, offset: usize, len: usize) 
     let Some(file) = sources.files.get(when.file) else {
         return fallback;
     };
-    let mut remaining = offset;
-    let mut target_line = 0;
-    let mut target_col = 0;
-    for (k, l) in when.value.split('\n').enumerate() {
-        let n = l.chars().count();
-        if remaining <= n {
-            target_line = k;
-            target_col = remaining;
-            break;
-        }
-        remaining -= n + 1;
-        target_line = k + 1;
+    let expr: Vec<char> = when.value.chars().collect();
+    let end = (offset + len.max(1)).min(expr.len());
+    let Some(needle) = expr.get(offset..end).map(|c| c.iter().collect::<String>()) else {
+        return fallback;
+    };
+    if needle.trim().is_empty() {
+        return fallback;
     }
-    let mut search_from_line = when.location.line;
+    let before: String = expr.iter().take(offset).collect();
+    let mut skip = before.matches(needle.as_str()).count();
+    let first_line = when.location.line;
     let mut min_col = when.location.column.saturating_sub(1);
-    for (k, expr_line) in when.value.split('\n').enumerate() {
-        let needle = expr_line.trim_end();
-        let mut found = None;
-        for line_no in search_from_line..=file.text.lines().count() {
-            let Some(src) = file.line(line_no) else { break };
-            let start_byte = src.char_indices().nth(min_col).map_or(src.len(), |(b, _)| b);
-            if let Some(at) = src.get(start_byte..).and_then(|s| s.find(needle)) {
-                let col_chars = src.get(..start_byte + at).map_or(0, |s| s.chars().count());
-                found = Some((line_no, col_chars));
-                break;
-            }
-            min_col = 0;
-        }
-        let Some((line_no, col)) = found else {
-            return fallback;
-        };
-        if k == target_line {
-            return Location {
-                line: line_no,
-                column: col + target_col + 1,
-                len,
-            };
-        }
-        search_from_line = line_no + 1;
+    for line_no in first_line..=file.text.lines().count() {
+        let Some(src) = file.line(line_no) else { break };
+        let mut from_byte = src.char_indices().nth(min_col).map_or(src.len(), |(b, _)| b);
         min_col = 0;
+        while let Some(at) = src.get(from_byte..).and_then(|s| s.find(needle.as_str())) {
+            let abs = from_byte + at;
+            if skip == 0 {
+                let column = src.get(..abs).map_or(0, |s| s.chars().count()) + 1;
+                return Location {
+                    line: line_no,
+                    column,
+                    len: needle.chars().count(),
+                };
+            }
+            skip -= 1;
+            from_byte = abs + needle.len();
+        }
     }
     fallback
 }

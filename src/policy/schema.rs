@@ -135,6 +135,9 @@ pub struct SchemaError {
     pub message: String,
     /// Did-you-mean or other advice.
     pub help: Option<String>,
+    /// For a bad field of a select (`x.field`): the field, so the
+    /// diagnostic underlines it rather than the dot.
+    pub field: Option<String>,
 }
 
 /// What an expression reads, found by [`check`].
@@ -205,6 +208,7 @@ impl Walker {
                 self.errors.push(SchemaError {
                     expr_id: expr.id,
                     message: format!("unknown variable `{name}`"),
+                    field: None,
                     help: help.or_else(|| {
                         Some(format!(
                             "the variables are {}",
@@ -329,6 +333,7 @@ impl Walker {
                     self.errors.push(SchemaError {
                         expr_id: id,
                         message: format!("`{}` has no field `{field}`", m.name),
+                        field: Some(field.to_owned()),
                         help: did_you_mean(field, m.fields.iter().map(|(n, _)| *n)).or_else(|| {
                             Some(format!(
                                 "the fields of `{}` are {}",
@@ -350,6 +355,7 @@ impl Walker {
                     expr_id: id,
                     message: format!("cannot select `{field}`: the value is a {}", ty_name(operand)),
                     help: None,
+                    field: Some(field.to_owned()),
                 });
                 Ty::Dyn
             }

@@ -1,0 +1,223 @@
+//! Load-time validation: every problem is found in one pass and reported
+//! with file, line, caret and help. The message text is part of the
+//! contract, so it is asserted whole.
+
+use super::*;
+
+const LEVELS: &str = "apiVersion: stepup/v1
+kind: Levels
+levels:
+  - name: aal1
+    acr: [\"urn:aal1\"]
+  - name: aal2
+    acr: [\"urn:aal2\"]
+";
+
+/// The rendered diagnostics of a set made of the levels and `policy`.
+fn errors(policy: &str) -> Vec<String> {
+    let text = format!("{LEVELS}---\n{policy}");
+    match PolicySet::from_str("p.yaml", &text) {
+        Ok(_) => Vec::new(),
+        Err(report) => report.diagnostics.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn one_error(policy: &str) -> String {
+    let errs = errors(policy);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    errs.into_iter().next().unwrap_or_default()
+}
+
+const HEAD: &str = "apiVersion: stepup/v1\nkind: Policy\nname: t\n";
+
+#[test]
+fn unknown_variable_with_caret_and_did_you_mean() {
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: \"!devce.trusted\"\n    effect: deny\n"
+    ));
+    assert_eq!(
+        e,
+        "error: unknown variable `devce` (in `r1`)\n  --> p.yaml:15:13\n   |\n15 |     when: \"!devce.trusted\"\n   |             ^^^^^\n   = help: did you mean `device`?"
+    );
+}
+
+#[test]
+fn unknown_request_field() {
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: session.amr_list == []\n    effect: deny\n"
+    ));
+    assert_eq!(
+        e,
+        "error: `session` has no field `amr_list` (in `r1`)\n  --> p.yaml:15:19\n   |\n15 |     when: session.amr_list == []\n   |                   ^^^^^^^^\n   = help: did you mean `amr`?"
+    );
+}
+
+#[test]
+fn field_error_in_a_folded_block_scalar_points_at_its_line() {
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: >-\n      device.trusted &&\n      device.trusetd\n    effect: deny\n"
+    ));
+    assert!(e.contains("--> p.yaml:17:14"), "{e}");
+    assert!(e.contains("did you mean `trusted`?"), "{e}");
+}
+
+#[test]
+fn cel_syntax_error() {
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: \"1 > && true\"\n    effect: deny\n"
+    ));
+    assert!(e.starts_with("error: invalid CEL: Syntax error: extraneous input '&&'"), "{e}");
+    assert!(e.contains("(in `r1`)\n  --> p.yaml:15:16\n"), "{e}");
+}
+
+#[test]
+fn unknown_key_has_did_you_mean() {
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    effect: deny\n    mesage: hi\n"
+    ));
+    assert_eq!(
+        e,
+        "error: unknown key `mesage` in a rule\n  --> p.yaml:16:5\n   |\n16 |     mesage: hi\n   |     ^^^^^^\n   = help: did you mean `message`?"
+    );
+}
+
+#[test]
+fn unknown_level_lists_close_names() {
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    effect: challenge\n    require: {{ level: aal3 }}\n"
+    ));
+    assert_eq!(
+        e,
+        "error: unknown level `aal3` (in `r1`)\n  --> p.yaml:16:23\n   |\n16 |     require: { level: aal3 }\n   |                       ^^^^\n   = help: did you mean `aal1` or `aal2`?"
+    );
+}
+
+#[test]
+fn bad_durations() {
+    let errs = errors(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    effect: challenge\n    require: {{ max_age: 5 }}\n  - id: r2\n    actions: [a]\n    effect: challenge\n    require: {{ max_age: 5 minutes }}\n"
+    ));
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].starts_with("error: `max_age` needs a unit: `5` (in `r1`)"), "{}", errs[0]);
+    assert!(errs[0].ends_with("= help: write `5s` for seconds, or use m, h, d"));
+    assert!(
+        errs[1].starts_with("error: invalid duration `5 minutes`: unknown unit ` minutes` (in `r2`)"),
+        "{}",
+        errs[1]
+    );
+}
+
+#[test]
+fn duplicate_ids_across_signals_and_rules() {
+    let e = one_error(&format!(
+        "{HEAD}signals:\n  - {{ id: x, when: \"true\", score: 1 }}\nrules:\n  - {{ id: x, actions: [a], effect: deny }}\n"
+    ));
+    assert!(e.starts_with("error: duplicate id `x`\n  --> p.yaml:15:11"), "{e}");
+    assert!(e.ends_with("= help: ids are unique across signals and rules; `x` is first used at p.yaml:13"), "{e}");
+}
+
+#[test]
+fn every_error_is_reported_in_one_pass() {
+    let errs = errors(&format!(
+        "{HEAD}signals:\n  - {{ id: s, when: \"risk.score > 1\", score: 500 }}\nrules:\n  - id: r\n    actions: []\n    when: \"devce\"\n    effect: challenge\n    require: {{ level: nope, max_age: 1y }}\n"
+    ));
+    let firsts: Vec<&str> = errs.iter().map(|e| e.lines().next().unwrap_or("")).collect();
+    assert_eq!(
+        firsts,
+        [
+            "error: `score` must be a whole number from -100 to 100 (in `s`)",
+            "error: `actions` is empty: the rule would never match (in `r`)",
+            "error: invalid duration `1y`: unknown unit `y` (in `r`)",
+            "error: unknown variable `risk` (in `s`)",
+            "error: unknown variable `devce` (in `r`)",
+            "error: unknown level `nope` (in `r`)",
+        ]
+    );
+}
+
+#[test]
+fn structure_errors() {
+    let e = one_error("apiVersion: stepup/v2\nkind: Policy\nname: t\n");
+    assert!(e.starts_with("error: unsupported apiVersion `stepup/v2`"), "{e}");
+    assert!(e.ends_with("= help: use `apiVersion: stepup/v1`"), "{e}");
+
+    let e = one_error("apiVersion: stepup/v1\nkind: Polcy\n");
+    assert!(e.starts_with("error: unknown kind `Polcy`"), "{e}");
+
+    let e = one_error(&format!("{HEAD}rules:\n  - id: r\n    actions: [a]\n    effect: challenge\n"));
+    assert!(e.starts_with("error: challenge rule is missing `require` (in `r`)"), "{e}");
+
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r\n    actions: [a]\n    effect: deny\n    require: {{ level: aal1 }}\n"
+    ));
+    assert!(e.starts_with("error: a deny rule takes no `require` (in `r`)"), "{e}");
+
+    // The broken file also holds the levels, hence a second error.
+    let e = errors("kind: Policy\napiVersion: stepup/v1\nname: t\nrules: [ {id: r, actions: [a], effect: deny\n").remove(0);
+    assert!(e.starts_with("error: invalid YAML:"), "{e}");
+    assert!(e.contains("--> p.yaml:"), "{e}");
+}
+
+#[test]
+fn exactly_one_levels_document() {
+    let report = PolicySet::from_str("p.yaml", "apiVersion: stepup/v1\nkind: Policy\nname: t\n").unwrap_err();
+    assert_eq!(
+        report.diagnostics[0].to_string(),
+        "error: the policy set has no `kind: Levels` document\n  = help: add one listing the assurance levels, weakest first, with their acr values"
+    );
+    let e = one_error(LEVELS);
+    assert!(e.starts_with("error: a second `kind: Levels` document"), "{e}");
+}
+
+#[test]
+fn acr_maps_to_one_level() {
+    let report = PolicySet::from_str(
+        "p.yaml",
+        "apiVersion: stepup/v1\nkind: Levels\nlevels:\n  - { name: a, acr: [x] }\n  - { name: b, acr: [x] }\n",
+    )
+    .unwrap_err();
+    assert!(
+        report.diagnostics[0]
+            .to_string()
+            .starts_with("error: acr value `x` is already level `a`"),
+        "{report}"
+    );
+}
+
+#[test]
+fn read_paths_and_volatility() {
+    let text = format!(
+        "{LEVELS}---\n{HEAD}signals:\n  - {{ id: night, when: 'now.getHours() < 6', score: 10 }}\n  - {{ id: d, when: '!device.trusted', score: 10 }}\nrules:\n  - {{ id: r, actions: [a], when: 'risk.score > 5', effect: deny }}\n  - {{ id: q, actions: [a], when: 'resource.attributes.amount > 1.0 && device.trusted', effect: deny }}\n"
+    );
+    let (set, warnings) = PolicySet::from_str("p.yaml", &text).unwrap();
+    assert!(warnings.diagnostics.is_empty());
+    let paths: Vec<String> = set.read_paths.iter().map(|p| p.join(".")).collect();
+    assert_eq!(paths, ["device.trusted", "resource.attributes.amount"]);
+    assert!(set.signals[0].when.volatile);
+    assert!(!set.signals[1].when.volatile);
+    assert!(set.rules[0].when.as_ref().unwrap().volatile, "reads risk while a signal reads now");
+    assert!(!set.rules[1].when.as_ref().unwrap().volatile);
+}
+
+#[test]
+fn example_policies_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    match PolicySet::load(&dir) {
+        Ok((set, warnings)) => {
+            assert!(warnings.diagnostics.is_empty(), "{warnings}");
+            assert!(set.rules.len() >= 10);
+        }
+        Err(report) => panic!("{report}"),
+    }
+}
+
+#[test]
+fn revision_is_a_content_hash() {
+    let a = PolicySet::from_str("p.yaml", LEVELS).unwrap().0;
+    let b = PolicySet::from_str("p.yaml", LEVELS).unwrap().0;
+    let c = PolicySet::from_str("p.yaml", &format!("{LEVELS}# changed\n")).unwrap().0;
+    assert_eq!(a.revision, b.revision);
+    assert_ne!(a.revision, c.revision);
+    assert_ne!(a.generation, b.generation, "every compiled set has its own cache generation");
+    assert!(a.revision.starts_with("sha256:") && a.revision.len() == 7 + 64);
+}
