@@ -1,1 +1,88 @@
-fn main() {}
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+#![expect(clippy::expect_used, reason = "a bench with bad fixtures should stop at once")]
+//! Decision cost over the example policy set (`policies/`): the engine alone,
+//! with the cache off, on a cache hit, and the response conversion the gRPC
+//! server adds. Run: `cargo bench --bench decide`.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use criterion::{Criterion, criterion_group, criterion_main};
+use stepup::cache::CacheConfig;
+use stepup::engine::Engine;
+use stepup::proto::v1::DecideRequest;
+use stepup::server::convert;
+use stepup::PolicySet;
+
+fn request(json: &str) -> DecideRequest {
+    serde_json::from_str(json).expect("bench request is valid JSON")
+}
+
+/// A refund above the limit from an aal1 session on an untrusted device: a
+/// CHALLENGE that evaluates every signal and three rules.
+const REFUND: &str = r#"{
+  "action": "payments.refund",
+  "subject": { "id": "user-123", "tenant": "acme", "roles": ["support"],
+               "attributes": { "usual_countries": ["DE", "FR"], "timezone": "Europe/Berlin" } },
+  "session": { "id": "s-1", "acr": "urn:stepup:aal1", "amr": ["pwd"], "authTime": "2026-11-27T09:00:00Z" },
+  "device": { "id": "d-9", "trusted": false, "platform": "web" },
+  "network": { "ip": "203.0.113.7", "country": "DE", "asn": 3320 },
+  "resource": { "type": "refund", "id": "r-42", "attributes": { "amount": 2500, "currency": "EUR" } },
+  "attributes": { "fraud_score": 0.2 }
+}"#;
+
+/// A plain read from a trusted device: ALLOW, only the catch-all deny rule
+/// is a candidate.
+const READ: &str = r#"{
+  "action": "orders.list",
+  "subject": { "id": "user-123" },
+  "session": { "acr": "urn:stepup:aal1", "amr": ["pwd"], "authTime": "2026-11-27T09:00:00Z" },
+  "device": { "id": "d-1", "trusted": true },
+  "network": { "ip": "203.0.113.7", "country": "DE" }
+}"#;
+
+fn engine(cache: u64) -> Engine {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let (policy, _) = PolicySet::load(&dir).expect("example policies are valid");
+    Engine::new(
+        policy,
+        CacheConfig {
+            capacity: cache,
+            ..CacheConfig::default()
+        },
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let now = Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).single().expect("valid time");
+    let off = Arc::new(engine(0));
+    let on = Arc::new(engine(100_000));
+    for (name, json) in [("refund_challenge", REFUND), ("read_allow", READ)] {
+        let req = request(json);
+        let mut g = c.benchmark_group(format!("decide/{name}"));
+        g.bench_function("cache_off", |b| {
+            b.iter(|| black_box(off.decide(black_box(&req), now, false)))
+        });
+        // Warm the entry, then measure hits.
+        let _ = on.decide(&req, now, false);
+        g.bench_function("cache_hit", |b| {
+            b.iter(|| {
+                let d = on.decide(black_box(&req), now, false);
+                debug_assert!(d.cache_hit);
+                black_box(d)
+            })
+        });
+        g.bench_function("cache_off+response", |b| {
+            b.iter(|| {
+                let d = off.decide(black_box(&req), now, false);
+                black_box(convert::response(&d))
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -326,10 +326,10 @@ fn evaluate(
     let rules: Vec<(usize, CondResult)> = candidates
         .iter()
         .map(|&i| {
-            if let Some(r) = prior.and_then(|p| p.rules.iter().find(|(j, _)| *j == i)) {
-                if r.1 != CondResult::Pending {
-                    return r.clone();
-                }
+            if let Some(r) = prior.and_then(|p| p.rules.iter().find(|(j, _)| *j == i))
+                && r.1 != CondResult::Pending
+            {
+                return r.clone();
             }
             let result = match policy.rules.get(i).and_then(|r| r.when.as_ref()) {
                 None => CondResult::True,

@@ -142,11 +142,13 @@ pub struct Definitions {
 /// Lists the policy files under `dir`, sorted, skipping hidden entries
 /// (Kubernetes ConfigMap mounts keep old copies under `..data` siblings) and
 /// test suites (`*_test.yaml`).
-pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, Box<Diagnostic>> {
     let mut out = Vec::new();
     walk(dir, &mut out).map_err(|e| {
-        Diagnostic::error(format!("cannot read policy directory `{}`: {e}", dir.display()))
-            .help("pass a directory of *.yaml policy files with --policies")
+        Box::new(
+            Diagnostic::error(format!("cannot read policy directory `{}`: {e}", dir.display()))
+                .help("pass a directory of *.yaml policy files with --policies"),
+        )
     })?;
     out.sort();
     Ok(out)
@@ -182,7 +184,7 @@ pub fn read_dir(dir: &Path, report: &mut Report) -> Definitions {
     let files = match policy_files(dir) {
         Ok(files) => files,
         Err(d) => {
-            report.push(d);
+            report.push(*d);
             return defs;
         }
     };
@@ -400,13 +402,13 @@ impl Reader<'_> {
         let get = |k: &str| entries.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
         match get("apiVersion") {
             Some(v) => {
-                if let Some(s) = self.string(v, "`apiVersion`", None) {
-                    if s != API_VERSION {
-                        let d = self
-                            .error(v, format!("unsupported apiVersion `{s}`"))
-                            .help(format!("use `apiVersion: {API_VERSION}`"));
-                        self.push(d);
-                    }
+                if let Some(s) = self.string(v, "`apiVersion`", None)
+                    && s != API_VERSION
+                {
+                    let d = self
+                        .error(v, format!("unsupported apiVersion `{s}`"))
+                        .help(format!("use `apiVersion: {API_VERSION}`"));
+                    self.push(d);
                 }
             }
             None => {

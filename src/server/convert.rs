@@ -73,7 +73,8 @@ pub fn validate(req: &pb::DecideRequest, clock: DateTime<Utc>) -> Result<DateTim
             return Err(invalid("network.ip", format!("`{}` is not an IP address", truncate(&n.ip))));
         }
         string("network.country", &n.country)?;
-        if !n.country.is_empty() && !(n.country.len() == 2 && n.country.bytes().all(|b| b.is_ascii_uppercase())) {
+        let alpha2 = n.country.len() == 2 && n.country.bytes().all(|b| b.is_ascii_uppercase());
+        if !n.country.is_empty() && !alpha2 {
             return Err(invalid(
                 "network.country",
                 format!("`{}` is not an ISO 3166-1 alpha-2 code (two capital letters)", truncate(&n.country)),
