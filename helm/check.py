@@ -1,0 +1,997 @@
+#!/usr/bin/env python3
+"""Validate the stepup Helm chart, its example application chart and the Dockerfile.
+
+Run through helm/check.sh, which provides the pinned tools. For every values file
+in helm/stepup/ci/ it lints the chart strictly with Helm v4's own SDK, validates
+the values against values.schema.json, renders the chart, validates every
+manifest with `kubernetes-validate --strict` (the ServiceMonitor, a CRD, against
+helm/schemas/servicemonitor-v1.schema.json), and asserts what matters in the
+output. The sidecar values are also rendered through helm/examples/payments-app.
+Then come negative tests (values the schema or the templates must reject), a
+mutation self-test (a deliberately broken copy of the chart must fail these
+checks), and the Dockerfile (hadolint, BuildKit's parser, and the contract).
+
+Output: one PASS/FAIL/SKIP line per check, then a summary line; exit 1 on any
+failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dockerfile
+import grpc
+import helm_python as helm
+import jsonschema
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+HELM_DIR = Path(__file__).resolve().parent
+ROOT = HELM_DIR.parent
+CHART = HELM_DIR / "stepup"
+EXAMPLE = HELM_DIR / "examples" / "payments-app"
+SERVICEMONITOR_SCHEMA = HELM_DIR / "schemas" / "servicemonitor-v1.schema.json"
+
+RELEASE = "ci"
+NAMESPACE = "stepup-ci"
+# The chart's floor (Chart.yaml kubeVersion) and the newest schemas
+# kubernetes-validate ships. A values file can narrow this with a first-line
+# comment `# check: kube-versions=1.31.0,1.37.0`.
+KUBE_VERSIONS = ["1.29.0", "1.37.0"]
+
+GRPC_PORT = 7171
+UID = 65532
+READY_SERVICE = "stepup.v1.DecisionService"
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class Report:
+    """Collects results; prints them unless quiet (the mutation self-test)."""
+
+    quiet: bool = False
+    # Run the stepup binary (`check`, `serve`) when one is built; the
+    # mutation self-test turns this off: its mutants break the chart, not the
+    # binary's view of it.
+    use_binary: bool = True
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def ok(self, name: str) -> None:
+        self.passed += 1
+        if not self.quiet:
+            print(f"PASS {name}", flush=True)
+
+    def fail(self, name: str, detail: str) -> None:
+        self.failed += 1
+        self.failures.append(f"{name}: {detail}")
+        if not self.quiet:
+            detail = detail.strip().replace("\n", "\n     ")
+            print(f"FAIL {name}: {detail}", flush=True)
+
+    def skip(self, name: str, why: str) -> None:
+        self.skipped += 1
+        if not self.quiet:
+            print(f"SKIP {name}: {why}", flush=True)
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def check(self, name: str, cond: bool, detail: str = "") -> bool:
+        if cond:
+            self.ok(name)
+        else:
+            self.fail(name, detail or "assertion failed")
+        return cond
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run fn; an AssertionError or HelmError is this check's FAIL."""
+        try:
+            result = fn()
+        except (AssertionError, helm.HelmError, ValueError, KeyError, TypeError) as exc:
+            self.fail(name, f"{type(exc).__name__}: {exc}")
+            return None
+        self.ok(name)
+        return result
+
+
+def expect(cond: bool, message: str) -> None:
+    if not cond:
+        raise AssertionError(message)
+
+
+def dig(obj: Any, *path: str | int, default: Any = None) -> Any:
+    for key in path:
+        if isinstance(obj, dict) and isinstance(key, str):
+            obj = obj.get(key, default)
+        elif isinstance(obj, list) and isinstance(key, int) and 0 <= key < len(obj):
+            obj = obj[key]
+        else:
+            return default
+    return obj
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@dataclass
+class Rendered:
+    """One render: manifests by template path, parsed documents, NOTES text."""
+
+    files: dict[str, str]
+    docs: list[dict[str, Any]]
+    notes: str
+
+    def kinds(self) -> list[str]:
+        return sorted(d["kind"] for d in self.docs)
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d.get("kind") == kind]
+
+    def one(self, kind: str, name: str | None = None) -> dict[str, Any]:
+        found = [d for d in self.of_kind(kind) if name is None or d["metadata"]["name"] == name]
+        expect(len(found) == 1, f"expected one {kind}{' ' + name if name else ''}, found {len(found)}")
+        return found[0]
+
+
+def render(chart_dir: Path, values: dict[str, Any]) -> Rendered:
+    with helm.Chart.load(chart_dir) as chart:
+        files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs: list[dict[str, Any]] = []
+    notes = ""
+    for path, text in sorted(files.items()):
+        if path.endswith("NOTES.txt"):
+            if path.count("/charts/") == 0:
+                notes = text
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc.setdefault("__source", path)
+                docs.append(doc)
+    return Rendered(files, docs, notes)
+
+
+def clean(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != "__source"}
+
+
+def load_values_file(path: Path) -> tuple[dict[str, Any], list[str]]:
+    text = path.read_text()
+    values = helm.values_from_yaml(text) or {}
+    versions = list(KUBE_VERSIONS)
+    first = text.splitlines()[0] if text else ""
+    match = re.match(r"#\s*check:\s*kube-versions=([0-9.,]+)", first)
+    if match:
+        versions = match.group(1).split(",")
+    return values, versions
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def lint(report: Report, label: str, chart_dir: Path, values: dict[str, Any], versions: list[str]) -> None:
+    for version in versions:
+        name = f"{label}: helm lint --strict (kube {version})"
+        result = helm.lint(
+            chart_dir, values, strict=True, with_subcharts=True, kube_version=f"v{version}"
+        )
+        # Severity: 1 info, 2 warning, 3 error. Strict: warnings fail too.
+        bad = [m for m in result["messages"] if m["severity"] >= 2]
+        if bad or result["errors"]:
+            detail = "\n".join(f"[{m['severity']}] {m['path']}: {m['error'].strip()}" for m in bad)
+            report.fail(name, detail or "\n".join(result["errors"]))
+        else:
+            report.ok(name)
+
+
+def kube_validate(report: Report, label: str, rendered: Rendered, versions: list[str], tmp: Path) -> None:
+    """kubernetes-validate --strict on every built-in kind; CRDs by their own schema."""
+    out_dir = Path(tempfile.mkdtemp(prefix="manifests-", dir=tmp))
+    builtin: list[Path] = []
+    custom: list[dict[str, Any]] = []
+    for i, doc in enumerate(rendered.docs):
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            custom.append(doc)
+            continue
+        path = out_dir / f"{i:02d}-{doc['kind'].lower()}-{doc['metadata']['name']}.yaml"
+        path.write_text(yaml.safe_dump(clean(doc), sort_keys=False))
+        builtin.append(path)
+    tool = Path(sys.executable).with_name("kubernetes-validate")
+    for version in versions:
+        name = f"{label}: kubernetes-validate --strict, {len(builtin)} manifests (kube {version})"
+        proc = subprocess.run(
+            [str(tool), "--strict", "--quiet", "-k", version, *map(str, builtin)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        output = (proc.stdout + proc.stderr).strip()
+        # --quiet prints only problems; a WARN means no schema for a kind we
+        # expected to be built in, which is a failure here too.
+        if proc.returncode != 0 or output:
+            report.fail(name, output or f"exit {proc.returncode}")
+        else:
+            report.ok(name)
+    if custom:
+        schema = json.loads(SERVICEMONITOR_SCHEMA.read_text())
+        validator = jsonschema.Draft202012Validator(schema)
+        for doc in custom:
+            name = f"{label}: {doc['kind']} {doc['metadata']['name']} against {SERVICEMONITOR_SCHEMA.name}"
+            if doc["kind"] != "ServiceMonitor":
+                report.fail(name, f"no schema for custom kind {doc['apiVersion']}/{doc['kind']}")
+                continue
+            errors = sorted(validator.iter_errors(clean(doc)), key=lambda e: list(e.path))
+            if errors:
+                report.fail(name, "\n".join(f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors))
+            else:
+                report.ok(name)
+
+
+# --------------------------------------------------------------------------- assertions
+
+
+def pod_specs(rendered: Rendered) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    for doc in rendered.of_kind("Deployment"):
+        yield doc, doc["spec"]["template"]
+
+
+def find_stepup(pod_template: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    spec = pod_template["spec"]
+    for where in ("containers", "initContainers"):
+        for container in spec.get(where) or []:
+            if container["name"] == "stepup":
+                return container, where
+    raise AssertionError("no container named stepup in the pod")
+
+
+def selector_matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def fullname(values: dict[str, Any]) -> str:
+    if values.get("fullnameOverride"):
+        return values["fullnameOverride"]
+    name = values.get("nameOverride") or "stepup"
+    return RELEASE if name in RELEASE else f"{RELEASE}-{name}"
+
+
+def expected_image(values: dict[str, Any], app_version: str) -> str:
+    image = values["image"]
+    if image.get("digest"):
+        return f"{image['repository']}@{image['digest']}"
+    return f"{image['repository']}:{image.get('tag') or app_version}"
+
+
+def assert_hardened(container: dict[str, Any]) -> None:
+    sc = container.get("securityContext") or {}
+    expect(sc.get("runAsNonRoot") is True, "securityContext.runAsNonRoot must be true")
+    expect(sc.get("runAsUser") == UID, f"securityContext.runAsUser must be {UID}, got {sc.get('runAsUser')}")
+    expect(sc.get("allowPrivilegeEscalation") is False, "securityContext.allowPrivilegeEscalation must be false")
+    expect(sc.get("privileged") in (None, False), "securityContext.privileged must be false")
+    expect(sc.get("readOnlyRootFilesystem") is True, "securityContext.readOnlyRootFilesystem must be true")
+    expect(dig(sc, "capabilities", "drop") == ["ALL"], f"capabilities.drop must be [ALL], got {dig(sc, 'capabilities', 'drop')}")
+    expect(not dig(sc, "capabilities", "add"), "no capabilities may be added")
+    expect(dig(sc, "seccompProfile", "type") == "RuntimeDefault", "seccompProfile.type must be RuntimeDefault")
+
+
+def assert_resources(container: dict[str, Any]) -> None:
+    res = container.get("resources") or {}
+    for key in ("cpu", "memory"):
+        expect(dig(res, "requests", key) not in (None, ""), f"resources.requests.{key} must be set")
+    expect(dig(res, "limits", "memory") not in (None, ""), "resources.limits.memory must be set")
+
+
+def assert_grpc_probes(container: dict[str, Any]) -> None:
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        spec = container.get(probe)
+        expect(spec is not None, f"{probe} missing")
+        expect(set(spec) & {"httpGet", "exec", "tcpSocket"} == set(), f"{probe} must be a grpc probe, got {sorted(spec)}")
+        expect(dig(spec, "grpc", "port") == GRPC_PORT, f"{probe}.grpc.port must be {GRPC_PORT}")
+    expect(dig(container, "livenessProbe", "grpc", "service") in (None, ""), "liveness asks for the server (service \"\")")
+    for probe in ("startupProbe", "readinessProbe"):
+        got = dig(container, probe, "grpc", "service")
+        expect(got == READY_SERVICE, f"{probe}.grpc.service must be {READY_SERVICE}, got {got!r}")
+
+
+def assert_container(
+    container: dict[str, Any], values: dict[str, Any], app_version: str, listen: str, probes: bool
+) -> None:
+    expect(container["image"] == expected_image(values, app_version),
+           f"image {container['image']!r} != {expected_image(values, app_version)!r}")
+    args = container.get("args") or []
+    mount_path = values["policies"]["mountPath"]
+    expect(args[:5] == ["serve", "--policies", mount_path, "--listen", listen],
+           f"args must start with serve --policies {mount_path} --listen {listen}, got {args}")
+    expect(("--config" in args) == bool(values["config"]), "--config passed iff config is set")
+    expect(("--admin" in args) == bool(values["metrics"]["enabled"]), "--admin passed iff metrics.enabled")
+    env = {e["name"]: e.get("value") for e in container.get("env") or []}
+    expect(env.get("STEPUP_LOG_LEVEL") == values["log"]["level"], "STEPUP_LOG_LEVEL from log.level")
+    expect(env.get("STEPUP_LOG_FORMAT") == values["log"]["format"], "STEPUP_LOG_FORMAT from log.format")
+    size = values["cache"].get("size")
+    expect(env.get("STEPUP_CACHE_SIZE") == (None if size is None else str(size)), "STEPUP_CACHE_SIZE from cache.size")
+    expect(env.get("STEPUP_CACHE_TTL") == (values["cache"].get("ttl") or None), "STEPUP_CACHE_TTL from cache.ttl")
+    assert_hardened(container)
+    assert_resources(container)
+    if probes:
+        assert_grpc_probes(container)
+        ports = {p["name"]: p["containerPort"] for p in container.get("ports") or []}
+        expect(ports.get("grpc") == GRPC_PORT, f"container port grpc must be {GRPC_PORT}")
+    else:
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            expect(probe not in container, f"{probe} on a loopback listener can never succeed (kubelet dials the pod IP)")
+        expect(all(p["name"] != "grpc" for p in container.get("ports") or []), "no grpc port for a loopback listener")
+
+
+def assert_policy_mount(rendered: Rendered, pod: dict[str, Any], container: dict[str, Any], values: dict[str, Any]) -> None:
+    mount_path = values["policies"]["mountPath"]
+    mounts = [m for m in container.get("volumeMounts") or [] if m["mountPath"] == mount_path]
+    expect(len(mounts) == 1, f"one volumeMount at {mount_path}, found {len(mounts)}")
+    expect(mounts[0].get("readOnly") is True, "the policy mount must be readOnly")
+    expect("subPath" not in mounts[0], "no subPath: kubelet does not update subPath mounts")
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+    volume = volumes.get(mounts[0]["name"])
+    expect(volume is not None, f"pod has no volume {mounts[0]['name']}")
+    cm_name = values["policies"]["existingConfigMap"] or f"{fullname(values)}-policies"
+    expect(dig(volume, "configMap", "name") == cm_name, f"policy volume must be ConfigMap {cm_name}, got {volume}")
+    if values["policies"]["existingConfigMap"]:
+        expect(not any(d["metadata"]["name"].endswith("-policies") for d in rendered.of_kind("ConfigMap")),
+               "no policy ConfigMap is rendered with existingConfigMap")
+    else:
+        cm = rendered.one("ConfigMap", cm_name)
+        data = cm.get("data") or {}
+        expect(data, "the policy ConfigMap has no files")
+        if values["policies"]["inline"]:
+            expect(set(data) == set(values["policies"]["inline"]), "policy ConfigMap keys == policies.inline keys")
+        levels = 0
+        for file, text in data.items():
+            expect(re.fullmatch(r"[-._a-zA-Z0-9]+\.ya?ml", file) is not None, f"policy file name {file!r}")
+            for doc in yaml.safe_load_all(text):
+                expect(isinstance(doc, dict) and doc.get("apiVersion") == "stepup/v1", f"{file}: apiVersion stepup/v1")
+                levels += doc.get("kind") == "Levels"
+        expect(levels == 1, f"exactly one Levels document in the policy set, found {levels}")
+    if values["config"]:
+        config_mounts = [m for m in container.get("volumeMounts") or [] if m["mountPath"] == "/etc/stepup/config"]
+        expect(len(config_mounts) == 1 and config_mounts[0].get("readOnly") is True, "config mounted read-only at /etc/stepup/config")
+        config_cm = rendered.one("ConfigMap", f"{fullname(values)}-config")
+        expect(dig(config_cm, "data", "config.toml") == values["config"], "config.toml holds the config value")
+
+
+def checksum_expected(values: dict[str, Any]) -> bool:
+    return bool(values["policies"]["rolloutOnChange"]) and (
+        bool(values["config"]) or not values["policies"]["existingConfigMap"]
+    )
+
+
+def assert_notes(notes: str, service: str, port: int) -> None:
+    for needle in ("extensionProviders", "envoyExtAuthzGrpc", f"service: {service}", f"port: {port}", "AuthorizationPolicy"):
+        expect(needle in notes, f"NOTES.txt lacks {needle!r}")
+
+
+def assert_standalone(rendered: Rendered, values: dict[str, Any], app_version: str) -> None:
+    name = fullname(values)
+    deployment = rendered.one("Deployment", name)
+    pod = deployment["spec"]["template"]
+    pod_labels = pod["metadata"]["labels"]
+    expect(selector_matches(deployment["spec"]["selector"]["matchLabels"], pod_labels), "Deployment selector matches its pods")
+    container, where = find_stepup(pod)
+    expect(where == "containers", "standalone: stepup is a regular container")
+    assert_container(container, values, app_version, f"0.0.0.0:{GRPC_PORT}", probes=True)
+    assert_policy_mount(rendered, pod, container, values)
+    psc = pod["spec"].get("securityContext") or {}
+    expect(psc.get("runAsNonRoot") is True, "pod securityContext.runAsNonRoot")
+    expect(dig(psc, "seccompProfile", "type") == "RuntimeDefault", "pod seccompProfile RuntimeDefault")
+    expect(pod["spec"].get("automountServiceAccountToken") is False, "no service account token in the pod")
+    annotations = pod["metadata"].get("annotations") or {}
+    expect(("checksum/stepup-config" in annotations) == checksum_expected(values), "checksum/stepup-config annotation iff tracked config")
+
+    service = rendered.one("Service", name)
+    expect(selector_matches(service["spec"]["selector"], pod_labels), "Service selector matches the pods")
+    grpc = [p for p in service["spec"]["ports"] if p["name"] == "grpc"]
+    expect(len(grpc) == 1 and grpc[0]["port"] == values["service"]["port"] and grpc[0]["targetPort"] == "grpc",
+           f"Service port grpc {values['service']['port']} -> grpc, got {grpc}")
+    expect(dig(grpc, 0, "appProtocol") == "grpc", "Service port appProtocol grpc")
+
+    sa = values["serviceAccount"]
+    if sa["create"]:
+        account = rendered.one("ServiceAccount", sa["name"] or name)
+        expect(account.get("automountServiceAccountToken") is False, "ServiceAccount does not automount tokens")
+        expect(pod["spec"]["serviceAccountName"] == account["metadata"]["name"], "pod uses the ServiceAccount")
+
+    autoscaling = values["autoscaling"]["enabled"]
+    hpas = rendered.of_kind("HorizontalPodAutoscaler")
+    expect(len(hpas) == int(autoscaling), f"HorizontalPodAutoscaler present iff autoscaling.enabled ({len(hpas)})")
+    expect(("replicas" in deployment["spec"]) != autoscaling, "Deployment.replicas is left to the HPA iff autoscaling")
+    if autoscaling:
+        target = hpas[0]["spec"]["scaleTargetRef"]
+        expect(target == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}, f"HPA targets the Deployment, got {target}")
+        expect(hpas[0]["spec"]["minReplicas"] == values["autoscaling"]["minReplicas"], "HPA minReplicas")
+    else:
+        expect(deployment["spec"]["replicas"] == values["replicaCount"], "Deployment.replicas from replicaCount")
+
+    pdbs = rendered.of_kind("PodDisruptionBudget")
+    expect(len(pdbs) == int(values["podDisruptionBudget"]["enabled"]), "PodDisruptionBudget present iff enabled")
+    for pdb in pdbs:
+        expect(selector_matches(pdb["spec"]["selector"]["matchLabels"], pod_labels), "PDB selects the pods")
+        expect(("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"]), "PDB sets one of minAvailable/maxUnavailable")
+
+    policies = rendered.of_kind("NetworkPolicy")
+    expect(len(policies) == int(values["networkPolicy"]["enabled"]), "NetworkPolicy present iff enabled")
+    for policy in policies:
+        expect(selector_matches(policy["spec"]["podSelector"]["matchLabels"], pod_labels), "NetworkPolicy selects the pods")
+        expect(policy["spec"]["policyTypes"] == ["Ingress"], "NetworkPolicy restricts ingress")
+        ports = [p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports") or []]
+        expect("grpc" in ports, "NetworkPolicy admits the grpc port")
+        expect(("metrics" in ports) == bool(values["metrics"]["enabled"]), "NetworkPolicy admits metrics iff enabled")
+        grpc_rule = next((r for r in policy["spec"]["ingress"] if any(p["port"] == "grpc" for p in r.get("ports") or [])), {})
+        expect(grpc_rule.get("from"), "the grpc ingress rule names its peers (never open to all)")
+
+    monitors = rendered.of_kind("ServiceMonitor")
+    expect(len(monitors) == int(values["serviceMonitor"]["enabled"]), "ServiceMonitor present iff enabled")
+    for monitor in monitors:
+        expect(selector_matches(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"]), "ServiceMonitor selects the Service")
+        service_ports = {p["name"] for p in service["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            expect(endpoint["port"] in service_ports, f"ServiceMonitor port {endpoint['port']} is a Service port")
+    assert_notes(rendered.notes, f"{name}.{NAMESPACE}.svc.cluster.local", values["service"]["port"])
+
+
+def assert_sidecar_only(rendered: Rendered, values: dict[str, Any]) -> None:
+    kinds = set(rendered.kinds())
+    expect(kinds <= {"ConfigMap"}, f"sidecar mode renders only ConfigMaps, got {sorted(kinds)}")
+    expected = (0 if values["policies"]["existingConfigMap"] else 1) + (1 if values["config"] else 0)
+    expect(len(rendered.docs) == expected, f"expected {expected} ConfigMaps, got {len(rendered.docs)}")
+
+
+def assert_example(rendered: Rendered, values: dict[str, Any], app_version: str) -> None:
+    """The payments-app chart with the sidecar values nested under `stepup:`."""
+    app = rendered.one("Deployment", f"{RELEASE}-payments-app")
+    pod = app["spec"]["template"]
+    container, where = find_stepup(pod)
+    sidecar = values["sidecar"]
+    expect(where == ("initContainers" if sidecar["native"] else "containers"), f"sidecar placed in {where}")
+    expect((container.get("restartPolicy") == "Always") == bool(sidecar["native"]), "native sidecar has restartPolicy Always")
+    assert_container(container, values, app_version, sidecar["listen"], probes=bool(sidecar["probes"]))
+    assert_policy_mount(rendered, pod, container, values)
+    annotations = pod["metadata"].get("annotations") or {}
+    expect(("checksum/stepup-config" in annotations) == checksum_expected(values), "app pods carry checksum/stepup-config")
+    app_container = next(c for c in pod["spec"]["containers"] if c["name"] == "app")
+    env = {e["name"]: e.get("value") for e in app_container.get("env") or []}
+    expect(env.get("STEPUP_ADDR") == f"http://{sidecar['listen']}", "the app is told the sidecar's address")
+    service = rendered.one("Service", f"{RELEASE}-payments-app")
+    expect(all(p.get("port") != GRPC_PORT for p in service["spec"]["ports"]), "the app Service does not expose the sidecar")
+    kinds = set(rendered.kinds())
+    expect(not kinds & {"HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor"},
+           "the stepup subchart renders no standalone resources in sidecar mode")
+    expect(not any(d["metadata"]["name"] == fullname(values) and d["kind"] == "Deployment" for d in rendered.docs),
+           "no standalone stepup Deployment in sidecar mode")
+
+
+# --------------------------------------------------------------------------- policies vs the binary
+
+
+def find_stepup_binary() -> Path | None:
+    explicit = os.environ.get("STEPUP_BIN")
+    if explicit is not None:
+        return Path(explicit) if explicit not in ("", "none") else None
+    # The most recently built of the release and debug binaries.
+    candidates = [ROOT / "target" / profile / "stepup" for profile in ("release", "debug")]
+    built = [c for c in candidates if c.is_file() and os.access(c, os.X_OK)]
+    return max(built, key=lambda c: c.stat().st_mtime) if built else None
+
+
+def write_configmap_volume(directory: Path, data: dict[str, str]) -> None:
+    """Lay files out the way the kubelet mounts a ConfigMap volume: the files
+    in a timestamped hidden directory, `..data` linking to it, and one symlink
+    per key through `..data`. A loader that walks hidden entries sees each file
+    three times."""
+    stamp = directory / "..2026_01_01_00_00_00.000000001"
+    stamp.mkdir(parents=True)
+    for key, text in data.items():
+        (stamp / key).write_text(text)
+    (directory / "..data").symlink_to(stamp.name)
+    for key in data:
+        (directory / key).symlink_to(f"..data/{key}")
+
+
+def check_policies_with_binary(report: Report, label: str, rendered: Rendered, values: dict[str, Any], tmp: Path) -> None:
+    name = f"{label}: `stepup check` accepts the policy ConfigMap as mounted"
+    if values["policies"]["existingConfigMap"] or not report.use_binary:
+        return
+    binary = find_stepup_binary()
+    if binary is None:
+        report.skip(name, "no stepup binary (target/{release,debug}/stepup or STEPUP_BIN)")
+        return
+    # A binary that accepts a missing directory does not implement `check` yet.
+    probe = subprocess.run([str(binary), "check", str(tmp / "no-such-policies")],
+                           capture_output=True, text=True, check=False, timeout=60)
+    if probe.returncode == 0:
+        report.skip(name, f"{binary} does not implement `check` yet (it accepted a missing directory)")
+        return
+    cm = rendered.one("ConfigMap", f"{fullname(values)}-policies")
+    directory = Path(tempfile.mkdtemp(prefix="policies-", dir=tmp)) / "policies"
+    write_configmap_volume(directory, cm["data"])
+    proc = subprocess.run([str(binary), "check", str(directory)], capture_output=True, text=True, check=False, timeout=60)
+    report.check(name, proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def health_status(port: int, service: str) -> str:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def smoke_serve(report: Report, label: str, rendered: Rendered, values: dict[str, Any], tmp: Path) -> None:
+    """Run the binary with the container's rendered args and env against the
+    rendered ConfigMaps (laid out as the kubelet mounts them), then ask the
+    health service exactly what the chart's probes ask."""
+    name = f"{label}: `stepup serve` with the rendered args/env answers the probes' health checks"
+    if values["policies"]["existingConfigMap"] or not report.use_binary:
+        return
+    binary = find_stepup_binary()
+    if binary is None:
+        report.skip(name, "no stepup binary (target/{release,debug}/stepup or STEPUP_BIN)")
+        return
+    help_text = subprocess.run([str(binary), "serve", "--help"], capture_output=True, text=True, check=False).stdout
+    if "--listen" not in help_text:
+        report.skip(name, f"{binary} has no `serve --listen` yet")
+        return
+    pod = next(doc["spec"]["template"] for doc in rendered.of_kind("Deployment")
+               if any(c["name"] == "stepup" for c in (doc["spec"]["template"]["spec"].get("containers") or [])
+                      + (doc["spec"]["template"]["spec"].get("initContainers") or [])))
+    container, _ = find_stepup(pod)
+    work = Path(tempfile.mkdtemp(prefix="serve-", dir=tmp))
+    policies = work / "policies"
+    write_configmap_volume(policies, rendered.one("ConfigMap", f"{fullname(values)}-policies")["data"])
+    config = work / "config" / "config.toml"
+    if values["config"]:
+        write_configmap_volume(config.parent, rendered.one("ConfigMap", f"{fullname(values)}-config")["data"])
+    port = free_port()
+    args: list[str] = []
+    notes: list[str] = []
+    rendered_args = list(container["args"])
+    i = 0
+    while i < len(rendered_args):
+        arg = rendered_args[i]
+        value = rendered_args[i + 1] if i + 1 < len(rendered_args) else ""
+        if arg == "--policies":
+            args += [arg, str(policies)]
+            i += 2
+        elif arg == "--config":
+            args += [arg, str(config)]
+            i += 2
+        elif arg == "--listen":
+            args += [arg, f"127.0.0.1:{port}"]
+            i += 2
+        elif arg == "--admin" and "--admin" not in help_text:
+            notes.append("--admin dropped: this stepup has no admin endpoint yet (metrics.enabled must stay off)")
+            i += 2
+        else:
+            args.append(arg)
+            i += 1
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPUP_")}
+    env.update({e["name"]: e["value"] for e in container.get("env") or [] if "value" in e})
+    log_path = work / "stepup.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([str(binary), *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        statuses: dict[str, str] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                statuses = {svc or '""': health_status(port, svc) for svc in ("", READY_SERVICE)}
+                if all(v == "SERVING" for v in statuses.values()):
+                    break
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+        serving = bool(statuses) and all(v == "SERVING" for v in statuses.values())
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # what the kubelet sends on shutdown
+            try:
+                code = proc.wait(timeout=int(values["terminationGracePeriodSeconds"]))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = None
+        else:
+            code = proc.returncode
+            serving = False
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log_path.read_text()
+    detail = f"health {statuses or 'never answered'}, exit {code} after SIGTERM\nargs: {args}\n{output[-2000:]}"
+    if not serving or code != 0:
+        report.fail(name, detail)
+        return
+    if values["log"]["format"] == "json":
+        lines = [line for line in output.splitlines() if line.strip()]
+        try:
+            for line in lines:
+                json.loads(line)
+        except json.JSONDecodeError:
+            report.fail(name, f"STEPUP_LOG_FORMAT=json, but a log line is not JSON: {line[:200]}")
+            return
+    report.ok(name + (f" [{'; '.join(notes)}]" if notes else ""))
+
+
+# --------------------------------------------------------------------------- cases
+
+
+@dataclass
+class Charts:
+    stepup: Path
+    example: Path  # a copy with charts/stepup vendored from `stepup`
+
+
+def prepare_charts(helm_dir: Path, tmp: Path) -> Charts:
+    """Copy the charts into tmp (never writing into the repository) and vendor
+    the stepup chart into the example with Helm's own `dependency build`, which
+    resolves the example's `file://../../stepup` reference."""
+    work = tmp / "helm"
+    shutil.copytree(helm_dir / "stepup", work / "stepup")
+    shutil.copytree(helm_dir / "examples", work / "examples")
+    example = work / "examples" / EXAMPLE.name
+    shutil.rmtree(example / "charts", ignore_errors=True)
+    helm.dependency_build(example)
+    return Charts(stepup=work / "stepup", example=example)
+
+
+def check_values_file(report: Report, charts: Charts, values_file: Path, tmp: Path) -> None:
+    label = values_file.stem
+    overrides, versions = load_values_file(values_file)
+    with helm.Chart.load(charts.stepup) as chart:
+        app_version = chart.metadata["appVersion"]
+        report.run(f"{label}: values.schema.json accepts the values", lambda: chart.validate_schema(overrides))
+        values = chart.merge_values(overrides)
+    lint(report, label, charts.stepup, overrides, versions)
+    rendered = report.run(f"{label}: helm template", lambda: render(charts.stepup, overrides))
+    if rendered is None:
+        return
+    kube_validate(report, label, rendered, versions, tmp)
+    if values["mode"] == "standalone":
+        report.run(f"{label}: rendered standalone resources (probes, securityContext, resources, policy mount, image, HPA/PDB/NetworkPolicy/ServiceMonitor)",
+                   lambda: assert_standalone(rendered, values, app_version))
+        smoke_serve(report, label, rendered, values, tmp)
+    else:
+        report.run(f"{label}: sidecar mode renders only the ConfigMaps", lambda: assert_sidecar_only(rendered, values))
+        example_values = {"stepup": overrides}
+        ex_label = f"{label} via {EXAMPLE.name}"
+        values = example_stepup_values(charts, example_values)
+        lint(report, ex_label, charts.example, example_values, versions)
+        ex_rendered = report.run(f"{ex_label}: helm template", lambda: render(charts.example, example_values))
+        if ex_rendered is None:
+            return
+        kube_validate(report, ex_label, ex_rendered, versions, tmp)
+        report.run(f"{ex_label}: sidecar container and volumes in the app's pods (native sidecar, probes, securityContext, policy mount, image)",
+                   lambda: assert_example(ex_rendered, values, app_version))
+        smoke_serve(report, ex_label, ex_rendered, values, tmp)
+    check_policies_with_binary(report, label, rendered, values, tmp)
+
+
+def example_stepup_values(charts: Charts, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The stepup values as the example chart's subchart sees them: stepup's
+    defaults, under the example's `stepup:` block, under the overrides."""
+    with helm.Chart.load(charts.example) as chart:
+        merged = chart.merge_values(overrides)
+    with helm.Chart.load(charts.stepup) as chart:
+        return chart.merge_values(merged.get("stepup") or {})
+
+
+def check_example_defaults(report: Report, charts: Charts, tmp: Path) -> None:
+    label = f"{EXAMPLE.name} (its own values)"
+    with helm.Chart.load(charts.stepup) as chart:
+        app_version = chart.metadata["appVersion"]
+    values = example_stepup_values(charts, {})
+    lint(report, label, charts.example, {}, KUBE_VERSIONS)
+    rendered = report.run(f"{label}: helm template", lambda: render(charts.example, {}))
+    if rendered is None:
+        return
+    kube_validate(report, label, rendered, KUBE_VERSIONS, tmp)
+    report.run(f"{label}: sidecar container and volumes in the app's pods", lambda: assert_example(rendered, values, app_version))
+    check_policies_with_binary(report, label, rendered, values, tmp)
+    smoke_serve(report, label, rendered, values, tmp)
+
+
+# Values the schema must reject: (label, values, text the error must contain).
+SCHEMA_REJECTS: list[tuple[str, dict[str, Any], str]] = [
+    ("wrong type (replicaCount: \"three\")", {"replicaCount": "three"}, "replicaCount"),
+    ("unknown top-level key (replicas)", {"replicas": 3}, "replicas"),
+    ("unknown nested key (image.tagg)", {"image": {"tagg": "1.0"}}, "tagg"),
+    ("bad enum (log.format: xml)", {"log": {"format": "xml"}}, "format"),
+    ("bad policy file name (policies.inline.notes.txt)", {"policies": {"inline": {"notes.txt": "x"}}}, "notes.txt"),
+    ("negative cache size", {"cache": {"size": -1}}, "size"),
+    ("bad mode", {"mode": "daemonset"}, "mode"),
+]
+
+# Values the templates must refuse: (label, values, text the error must contain).
+TEMPLATE_REJECTS: list[tuple[str, dict[str, Any], str]] = [
+    ("ServiceMonitor without metrics", {"serviceMonitor": {"enabled": True}}, "needs metrics.enabled"),
+    ("sidecar probes on a loopback listener", {"mode": "sidecar", "sidecar": {"probes": True}}, "cannot be probed"),
+    ("PDB with both minAvailable and maxUnavailable", {"podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}}, "not both"),
+    ("HPA in sidecar mode", {"mode": "sidecar", "autoscaling": {"enabled": True}}, "mode=standalone"),
+    ("HPA without a metric", {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}}, "targetCPUUtilizationPercentage"),
+]
+
+
+def check_rejections(report: Report, charts: Charts) -> None:
+    with helm.Chart.load(charts.stepup) as chart:
+        for label, values, needle in SCHEMA_REJECTS:
+            name = f"schema rejects {label}"
+            try:
+                chart.validate_schema(values)
+            except helm.HelmValuesError as exc:
+                if needle not in str(exc):
+                    report.fail(name, f"rejected, but the message does not name {needle!r}: {exc}")
+                    continue
+            else:
+                report.fail(name, "values.schema.json accepted it")
+                continue
+            linted = helm.lint(charts.stepup, values, strict=True)
+            if not linted["errors"]:
+                report.fail(name, "validate_schema rejected it but `helm lint --strict` passed")
+                continue
+            try:
+                chart.render(values, name=RELEASE, namespace=NAMESPACE)
+            except helm.HelmError:
+                report.ok(name + " (schema, lint and render)")
+            else:
+                report.fail(name, "rendering accepted it")
+        for label, values, needle in TEMPLATE_REJECTS:
+            name = f"templates refuse {label}"
+            try:
+                chart.validate_schema(values)
+                chart.render(values, name=RELEASE, namespace=NAMESPACE)
+            except helm.HelmError as exc:
+                report.check(name, needle in str(exc), f"failed, but not with {needle!r}: {exc}")
+            else:
+                report.fail(name, "rendered without error")
+    with helm.Chart.load(charts.example) as chart:
+        name = "the example chart's `stepup:` values go through the stepup schema (stepup.replicaCount: \"x\")"
+        try:
+            chart.render({"stepup": {"replicaCount": "x"}}, name=RELEASE, namespace=NAMESPACE)
+        except helm.HelmValuesError as exc:
+            report.check(name, "replicaCount" in str(exc), str(exc))
+        else:
+            report.fail(name, "rendered without error")
+
+
+def value_paths(values: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of values.yaml's settings; Kubernetes objects and maps of
+    user data are leaves."""
+    opaque = {"resources", "podSecurityContext", "securityContext", "updateStrategy"}
+    paths = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key not in opaque:
+            paths.extend(value_paths(value, path + "."))
+        else:
+            paths.append(path)
+    return paths
+
+
+def check_docs(report: Report, chart_dir: Path) -> None:
+    """Every setting in values.yaml is in values.schema.json and in the README's values table."""
+    values = yaml.safe_load((chart_dir / "values.yaml").read_text())
+    schema = json.loads((chart_dir / "values.schema.json").read_text())
+    readme = (chart_dir / "README.md").read_text()
+    paths = value_paths(values)
+
+    def in_schema(path: str) -> bool:
+        node = schema
+        for part in path.split("."):
+            node = dig(node, "properties", part)
+            if node is None:
+                return False
+        return True
+
+    missing = [p for p in paths if not in_schema(p)]
+    report.check("values.schema.json describes every setting in values.yaml", not missing, f"missing: {missing}")
+    extra = sorted(set(schema["properties"]) - set(values) - {"global"})
+    report.check("values.schema.json has no top-level key that values.yaml lacks", not extra, f"extra: {extra}")
+    # probes.<name>.<field> rows are documented per probe.
+    rows = {re.sub(r"^(probes\.[a-z]+)\..*$", r"\1", p) for p in paths}
+    undocumented = sorted(r for r in rows if f"| `{r}` |" not in readme)
+    report.check("README.md's values table covers every setting", not undocumented, f"undocumented: {undocumented}")
+
+
+def run_all(report: Report, helm_dir: Path, tmp: Path) -> None:
+    check_docs(report, helm_dir / "stepup")
+    charts = prepare_charts(helm_dir, tmp)
+    files = sorted((helm_dir / "stepup" / "ci").glob("*.yaml"))
+    if not report.check("helm/stepup/ci has values files", bool(files), "none found"):
+        return
+    for values_file in files:
+        check_values_file(report, charts, values_file, tmp)
+    check_example_defaults(report, charts, tmp)
+    check_rejections(report, charts)
+
+
+# --------------------------------------------------------------------------- mutation self-test
+
+# Each mutation breaks a copy of the chart in a way a reviewer could miss; the
+# checks above must then fail. (file, old, new, what it breaks)
+MUTATIONS: list[tuple[str, str, str, str]] = [
+    ("stepup/values.yaml", "  readOnlyRootFilesystem: true", "  readOnlyRootFilesystem: false", "writable root filesystem"),
+    ("stepup/values.yaml", '    drop: ["ALL"]', '    drop: ["NET_RAW"]', "capabilities not all dropped"),
+    ("stepup/templates/_helpers.tpl", "      service: stepup.v1.DecisionService\n    periodSeconds: {{ .periodSeconds }}\n    timeoutSeconds: {{ .timeoutSeconds }}\n    failureThreshold: {{ .failureThreshold }}\n  {{- end }}\n  {{- end }}\n  {{- end }}",
+     "    periodSeconds: {{ .periodSeconds }}\n    timeoutSeconds: {{ .timeoutSeconds }}\n    failureThreshold: {{ .failureThreshold }}\n  {{- end }}\n  {{- end }}\n  {{- end }}", "readiness probe asks the wrong service"),
+    ("stepup/templates/deployment.yaml", '        {{- include "stepup.volumes" . | nindent 8 }}', "        []", "policy volume missing"),
+    ("stepup/templates/service.yaml", "      targetPort: grpc", "      targetPort: 8080", "Service targets the wrong port"),
+    ("stepup/values.schema.json", '  "additionalProperties": false,\n  "properties": {\n    "global"', '  "properties": {\n    "global"', "schema accepts unknown top-level keys"),
+    ("stepup/templates/hpa.yaml", "  minReplicas:", "  minReplicas: 1\n  minReplicaz:", "HPA manifest invalid"),
+    ("stepup/templates/deployment.yaml", '"probes" true', '"probes" false', "standalone without probes"),
+]
+
+
+def self_test(report: Report, tmp: Path) -> None:
+    for file, old, new, what in MUTATIONS:
+        name = f"self-test: a chart with {what} ({file}) fails the checks"
+        work = Path(tempfile.mkdtemp(prefix="mutant-", dir=tmp))
+        shutil.copytree(HELM_DIR / "stepup", work / "stepup")
+        shutil.copytree(HELM_DIR / "examples", work / "examples")
+        target = work / file
+        text = target.read_text()
+        if text.count(old) < 1:
+            report.fail(name, f"mutation anchor not found in {file}; update MUTATIONS")
+            continue
+        target.write_text(text.replace(old, new))
+        inner = Report(quiet=True, use_binary=False)
+        try:
+            run_all(inner, work, work)
+        except helm.HelmError as exc:  # e.g. the mutant does not even load
+            inner.fail("load", str(exc))
+        if inner.failed:
+            # The first failure's detail, minus the long check name.
+            first = inner.failures[0]
+            detail = first.split("): ", 1)[-1] if "): " in first else first
+            report.ok(f"{name} [{detail.splitlines()[0][:120]}]")
+        else:
+            report.fail(name, "the broken chart passed every check")
+
+
+# --------------------------------------------------------------------------- Dockerfile
+
+
+def check_dockerfile(report: Report) -> None:
+    path = ROOT / "Dockerfile"
+    if not report.check("Dockerfile exists", path.is_file(), str(path)):
+        return
+    hadolint = Path(sys.executable).with_name("hadolint")
+    proc = subprocess.run([str(hadolint), str(path)], capture_output=True, text=True, check=False)
+    report.check("Dockerfile: hadolint", proc.returncode == 0, proc.stdout + proc.stderr)
+
+    try:
+        commands = dockerfile.parse_file(str(path))
+    except dockerfile.GoParseError as exc:
+        report.fail("Dockerfile: BuildKit parser", str(exc))
+        return
+    report.ok("Dockerfile: BuildKit parser")
+    stages: list[list[Any]] = []
+    for command in commands:
+        if command.cmd == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append(command)
+
+    def contract() -> None:
+        expect(len(stages) >= 2, "multi-stage build")
+        builds = [c for stage in stages[:-1] for c in stage if c.cmd == "RUN"]
+        expect(any(re.search(r"\bcargo build --release --locked\b", " ".join(c.value)) for c in builds),
+               "a build stage runs `cargo build --release --locked` (what CI runs)")
+        final = stages[-1]
+        base = final[0].value[0]
+        expect(re.fullmatch(r"(gcr\.io/distroless/cc-debian\d+:nonroot|scratch)", base) is not None,
+               f"final stage is distroless cc nonroot or scratch, got {base}")
+        user = [c for c in final if c.cmd == "USER"]
+        expect(bool(user) and re.fullmatch(r"65532(:65532)?", user[-1].value[0]) is not None,
+               "final stage runs as numeric user 65532")
+        entrypoint = [c for c in final if c.cmd == "ENTRYPOINT"]
+        expect(bool(entrypoint) and entrypoint[-1].json and list(entrypoint[-1].value) == ["stepup"], 'ENTRYPOINT ["stepup"]')
+        cmd = [c for c in final if c.cmd == "CMD"]
+        expect(bool(cmd) and cmd[-1].json and list(cmd[-1].value) == ["serve", "--policies", "/etc/stepup/policies", "--listen", f"0.0.0.0:{GRPC_PORT}"],
+               'CMD ["serve","--policies","/etc/stepup/policies","--listen","0.0.0.0:7171"]')
+        copies = [c for c in final if c.cmd == "COPY"]
+        expect(any(c.value[-1].rstrip("/") == "/usr/local/bin/stepup" for c in copies), "binary copied to /usr/local/bin/stepup")
+        expect(any(c.value[0].rstrip("/") == "policies" and c.value[-1].rstrip("/") == "/etc/stepup/policies" for c in copies),
+               "example policies baked in at /etc/stepup/policies (the chart's mount path)")
+        with helm.Chart.load(CHART) as chart:
+            expect(chart.values["policies"]["mountPath"] == "/etc/stepup/policies", "chart mounts policies where the image has them")
+
+    report.run("Dockerfile: contract (stages, cargo build --release --locked, distroless nonroot, USER 65532, ENTRYPOINT, CMD, policies)", contract)
+
+    def toolchain() -> None:
+        arg = next((c.value[0] for c in commands if c.cmd == "ARG" and c.value[0].startswith("RUST_VERSION=")), None)
+        expect(arg is not None, "ARG RUST_VERSION=<toolchain> pins the build toolchain")
+        image_version = tuple(int(x) for x in arg.split("=", 1)[1].split("."))
+        msrv = re.search(r'^rust-version\s*=\s*"([0-9.]+)"', (ROOT / "Cargo.toml").read_text(), re.M)
+        if msrv:
+            need = tuple(int(x) for x in msrv.group(1).split("."))
+            expect(image_version >= need[:len(image_version)], f"RUST_VERSION {arg} is older than Cargo.toml rust-version {msrv.group(1)}")
+        rustc = shutil.which("rustc")
+        if rustc:
+            out = subprocess.run([rustc, "--version"], capture_output=True, text=True, check=False).stdout
+            local = re.search(r"rustc (\d+)\.(\d+)", out)
+            if local and (int(local.group(1)), int(local.group(2))) != image_version[:2]:
+                report.note(f"NOTE Dockerfile builds with Rust {arg.split('=')[1]} but this machine (and CI) has {out.strip()}; keep them in step")
+
+    report.run("Dockerfile: build toolchain pinned and not older than Cargo.toml rust-version", toolchain)
+
+    def ignore() -> None:
+        patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                    if line.strip() and not line.startswith("#")]
+        for needed in ("Cargo.toml", "Cargo.lock", "build.rs", "src", "proto", "benches", "policies"):
+            expect(needed not in patterns and f"/{needed}" not in patterns, f".dockerignore must not exclude {needed}")
+        for unwanted in ("target", ".git"):
+            expect(unwanted in patterns, f".dockerignore should exclude {unwanted}")
+
+    report.run(".dockerignore keeps the crate and policies in the build context, target and .git out", ignore)
+
+    name = "the policies baked into the image (policies/) pass `stepup check`"
+    binary = find_stepup_binary()
+    if binary is None:
+        report.skip(name, "no stepup binary (target/{release,debug}/stepup or STEPUP_BIN)")
+    else:
+        proc = subprocess.run([str(binary), "check", str(ROOT / "policies")], capture_output=True, text=True, check=False, timeout=60)
+        report.check(name, proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-self-test", action="store_true", help="skip the mutation self-test")
+    args = parser.parse_args()
+    started = time.monotonic()
+    report = Report()
+    report.note(f"tools: Helm SDK {helm.helm_sdk_version()} (helm-python-sdk {helm.__version__}), "
+                f"kubernetes-validate {__import__('kubernetes_validate').__version__}, kube versions {', '.join(KUBE_VERSIONS)}")
+    with tempfile.TemporaryDirectory(prefix="stepup-helm-check-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            run_all(report, HELM_DIR, tmp)
+            if args.no_self_test:
+                report.skip("self-test", "--no-self-test")
+            else:
+                self_test(report, tmp)
+        except helm.HelmError as exc:
+            report.fail("helm", f"{type(exc).__name__}: {exc}")
+    check_dockerfile(report)
+    elapsed = time.monotonic() - started
+    if report.failed:
+        print("FAILED:\n  " + "\n  ".join(report.failures))
+    print(f"took {elapsed:.1f}s")
+    # The plain closing line CI reads.
+    print(f"helm: {report.passed} passed, {report.failed} failed, {report.skipped} skipped")
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

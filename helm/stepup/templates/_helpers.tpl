@@ -1,0 +1,301 @@
+{{/*
+Shared helpers. Every helper takes the chart's context (`.` inside this chart,
+`.Subcharts.stepup` from an application chart that depends on stepup), so the
+sidecar templates resolve the same names and values as the chart's own
+resources.
+*/}}
+
+{{/* Chart name, overridable. */}}
+{{- define "stepup.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: <release>-<chart> unless the release name already contains it. */}}
+{{- define "stepup.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* chart label value: name-version. */}}
+{{- define "stepup.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels that select this release's stepup pods. */}}
+{{- define "stepup.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "stepup.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels on every resource. */}}
+{{- define "stepup.labels" -}}
+helm.sh/chart: {{ include "stepup.chart" . }}
+{{ include "stepup.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "stepup.imageTag" . | trunc 63 | quote }}
+app.kubernetes.io/component: decision-point
+app.kubernetes.io/part-of: stepup
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Image tag: image.tag, else the chart's appVersion. */}}
+{{- define "stepup.imageTag" -}}
+{{- .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/* Image reference; a digest wins over the tag. */}}
+{{- define "stepup.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (include "stepup.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/* ServiceAccount name. */}}
+{{- define "stepup.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "stepup.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the ConfigMap holding the policy files. */}}
+{{- define "stepup.policiesConfigMapName" -}}
+{{- if .Values.policies.existingConfigMap }}
+{{- .Values.policies.existingConfigMap }}
+{{- else }}
+{{- printf "%s-policies" (include "stepup.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the ConfigMap holding config.toml. */}}
+{{- define "stepup.configConfigMapName" -}}
+{{- printf "%s-config" (include "stepup.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The policy files this chart renders, as JSON (file name -> text):
+policies.inline, or the chart's baseline (files/default-policies/) when it is
+empty.
+*/}}
+{{- define "stepup.policyFiles" -}}
+{{- $files := dict }}
+{{- if .Values.policies.inline }}
+{{- $files = .Values.policies.inline }}
+{{- else }}
+{{- range $path, $_ := .Files.Glob "files/default-policies/*.yaml" }}
+{{- $_ := set $files (base $path) ($.Files.Get $path) }}
+{{- end }}
+{{- end }}
+{{- toJson $files }}
+{{- end }}
+
+{{/* Where config.toml is mounted. */}}
+{{- define "stepup.configPath" -}}
+/etc/stepup/config/config.toml
+{{- end }}
+
+{{/*
+Checksum of everything this chart puts in ConfigMaps (inline policies unless an
+existing ConfigMap is used, and the config file); empty when there is nothing
+to track. Computed from values, not rendered files, so it gives the same answer
+from an application chart's context.
+*/}}
+{{- define "stepup.configChecksum" -}}
+{{- $tracked := dict "config" .Values.config }}
+{{- if not .Values.policies.existingConfigMap }}
+{{- $_ := set $tracked "policies" (include "stepup.policyFiles" . | fromJson) }}
+{{- end }}
+{{- if or .Values.config (not .Values.policies.existingConfigMap) }}
+{{- toJson $tracked | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{/* Port number of a host:port listen address. */}}
+{{- define "stepup.listenPort" -}}
+{{- regexReplaceAll "^.*:" . "" }}
+{{- end }}
+
+{{/* "true" when a listen address is loopback only, else "". */}}
+{{- define "stepup.isLoopback" -}}
+{{- $host := regexReplaceAll ":[0-9]+$" . "" }}
+{{- if or (hasPrefix "127." $host) (eq $host "localhost") (eq $host "[::1]") }}true{{ end }}
+{{- end }}
+
+{{/*
+Refuse values that would render something that cannot work. Called from
+templates/validate.yaml, so it runs for every install, upgrade and render.
+*/}}
+{{- define "stepup.validate" -}}
+{{- $v := .Values }}
+{{- if and $v.serviceMonitor.enabled (not $v.metrics.enabled) }}
+{{- fail "serviceMonitor.enabled needs metrics.enabled: the ServiceMonitor scrapes the metrics port" }}
+{{- end }}
+{{- if and $v.podDisruptionBudget.enabled (not (kindIs "invalid" $v.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" $v.podDisruptionBudget.maxUnavailable)) }}
+{{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both (set the other to null)" }}
+{{- end }}
+{{- if and $v.autoscaling.enabled (kindIs "invalid" $v.autoscaling.targetCPUUtilizationPercentage) (kindIs "invalid" $v.autoscaling.targetMemoryUtilizationPercentage) }}
+{{- fail "autoscaling: set targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage" }}
+{{- end }}
+{{- if and $v.autoscaling.enabled (gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
+{{- fail "autoscaling: minReplicas must not exceed maxReplicas" }}
+{{- end }}
+{{- if and $v.sidecar.probes (include "stepup.isLoopback" $v.sidecar.listen) }}
+{{- fail (printf "sidecar.probes: the kubelet probes the pod IP, so a sidecar listening on loopback (%s) cannot be probed; set sidecar.listen to 0.0.0.0:<port> or leave sidecar.probes false" $v.sidecar.listen) }}
+{{- end }}
+{{- if eq $v.mode "sidecar" }}
+{{- range $key := list "autoscaling" "podDisruptionBudget" "networkPolicy" "serviceMonitor" }}
+{{- if (index $v $key).enabled }}
+{{- fail (printf "%s.enabled applies to mode=standalone; in sidecar mode the application chart owns the pods" $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The stepup container, shared by the standalone Deployment and the sidecar.
+Takes a dict: ctx (the chart context), listen (host:port), probes (bool),
+native (bool: add restartPolicy Always for a native sidecar).
+Renders one YAML list item.
+*/}}
+{{- define "stepup.container" -}}
+{{- $ctx := .ctx }}
+{{- $v := $ctx.Values }}
+{{- $port := include "stepup.listenPort" .listen | int }}
+{{- $loopback := include "stepup.isLoopback" .listen -}}
+- name: stepup
+  image: {{ include "stepup.image" $ctx | quote }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
+  {{- if .native }}
+  restartPolicy: Always
+  {{- end }}
+  args:
+    - serve
+    - --policies
+    - {{ $v.policies.mountPath | quote }}
+    - --listen
+    - {{ .listen | quote }}
+    {{- if $v.config }}
+    - --config
+    - {{ include "stepup.configPath" $ctx | quote }}
+    {{- end }}
+    {{- if $v.metrics.enabled }}
+    - --admin
+    - {{ printf "0.0.0.0:%d" (int $v.metrics.port) | quote }}
+    {{- end }}
+    {{- range $v.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  env:
+    - name: STEPUP_LOG_LEVEL
+      value: {{ $v.log.level | quote }}
+    - name: STEPUP_LOG_FORMAT
+      value: {{ $v.log.format | quote }}
+    {{- if not (kindIs "invalid" $v.cache.size) }}
+    - name: STEPUP_CACHE_SIZE
+      value: {{ $v.cache.size | int64 | toString | quote }}
+    {{- end }}
+    {{- if $v.cache.ttl }}
+    - name: STEPUP_CACHE_TTL
+      value: {{ $v.cache.ttl | quote }}
+    {{- end }}
+    {{- with $v.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with $v.extraEnvFrom }}
+  envFrom:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- if or (not $loopback) $v.metrics.enabled }}
+  ports:
+    {{- if not $loopback }}
+    - name: grpc
+      containerPort: {{ $port }}
+      protocol: TCP
+    {{- end }}
+    {{- if $v.metrics.enabled }}
+    - name: metrics
+      containerPort: {{ $v.metrics.port }}
+      protocol: TCP
+    {{- end }}
+  {{- end }}
+  {{- if .probes }}
+  {{- with $v.probes.startup }}
+  {{- if .enabled }}
+  startupProbe:
+    grpc:
+      port: {{ $port }}
+      service: stepup.v1.DecisionService
+    periodSeconds: {{ .periodSeconds }}
+    timeoutSeconds: {{ .timeoutSeconds }}
+    failureThreshold: {{ .failureThreshold }}
+  {{- end }}
+  {{- end }}
+  {{- with $v.probes.liveness }}
+  {{- if .enabled }}
+  livenessProbe:
+    grpc:
+      port: {{ $port }}
+    periodSeconds: {{ .periodSeconds }}
+    timeoutSeconds: {{ .timeoutSeconds }}
+    failureThreshold: {{ .failureThreshold }}
+  {{- end }}
+  {{- end }}
+  {{- with $v.probes.readiness }}
+  {{- if .enabled }}
+  readinessProbe:
+    grpc:
+      port: {{ $port }}
+      service: stepup.v1.DecisionService
+    periodSeconds: {{ .periodSeconds }}
+    timeoutSeconds: {{ .timeoutSeconds }}
+    failureThreshold: {{ .failureThreshold }}
+  {{- end }}
+  {{- end }}
+  {{- end }}
+  {{- with $v.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml $v.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: stepup-policies
+      mountPath: {{ $v.policies.mountPath }}
+      readOnly: true
+    {{- if $v.config }}
+    - name: stepup-config
+      mountPath: {{ dir (include "stepup.configPath" $ctx) }}
+      readOnly: true
+    {{- end }}
+    {{- with $v.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end }}
+
+{{/* The pod volumes the stepup container mounts, as YAML list items. */}}
+{{- define "stepup.volumes" -}}
+- name: stepup-policies
+  configMap:
+    name: {{ include "stepup.policiesConfigMapName" . }}
+{{- if .Values.config }}
+- name: stepup-config
+  configMap:
+    name: {{ include "stepup.configConfigMapName" . }}
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
