@@ -6,11 +6,15 @@
 //! What is cached is the result of the time-independent conditions only
 //! (see [`crate::policy::Condition::volatile`]); conditions reading `now` and
 //! the session's freshness check run on every decision. The cache therefore
-//! never changes an answer, which a property test checks.
+//! never changes an answer, which a property test checks. Conditions that
+//! read the clock only through calendar accessors (`now.getHours(tz)`) are
+//! cached with `floor(now / step)` in the key (see
+//! [`crate::policy::PolicySet::time_step`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use pbjson_types::value::Kind;
 use pbjson_types::Value;
 
@@ -53,6 +57,26 @@ impl DecisionCache {
         })
     }
 
+    /// The entry for `req` at `now` under `policy`, if cached. The key is
+    /// built in a reused per-thread buffer, so a hit allocates nothing; a
+    /// miss returns the key for [`DecisionCache::insert`].
+    pub fn lookup(
+        &self,
+        policy: &PolicySet,
+        req: &DecideRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<Evaluated>, Box<[u8]>> {
+        KEY_BUFFER.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            write_key(&mut buf, policy, req, now);
+            match self.inner.get(buf.as_slice()) {
+                Some(hit) => Ok(hit),
+                None => Err(Box::from(buf.as_slice())),
+            }
+        })
+    }
+
     /// The entry for `key`, if cached.
     pub fn get(&self, key: &[u8]) -> Option<Arc<Evaluated>> {
         self.inner.get(key)
@@ -82,10 +106,23 @@ impl DecisionCache {
 /// The cache key of `req` under `policy`: the generation, the action and an
 /// injective encoding of every read path's value (tags and lengths, no hash:
 /// two requests share a key only if the policy cannot tell them apart).
-pub fn key(policy: &PolicySet, req: &DecideRequest) -> Box<[u8]> {
-    let mut buf = Vec::with_capacity(64 + req.action.len());
+pub fn key(policy: &PolicySet, req: &DecideRequest, now: DateTime<Utc>) -> Box<[u8]> {
+    let mut buf = Vec::with_capacity(128);
+    write_key(&mut buf, policy, req, now);
+    buf.into_boxed_slice()
+}
+
+thread_local! {
+    static KEY_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(256));
+}
+
+fn write_key(buf: &mut Vec<u8>, policy: &PolicySet, req: &DecideRequest, now: DateTime<Utc>) {
     buf.extend_from_slice(&policy.generation.to_le_bytes());
-    write_str(&mut buf, &req.action);
+    if let Some(step) = policy.time_step {
+        let step = i64::try_from(step.as_secs()).unwrap_or(i64::MAX).max(1);
+        buf.extend_from_slice(&now.timestamp().div_euclid(step).to_le_bytes());
+    }
+    write_str(buf, &req.action);
     for path in &policy.read_paths {
         let mut segments = path.iter();
         let node = segments
@@ -98,11 +135,10 @@ pub fn key(policy: &PolicySet, req: &DecideRequest) -> Box<[u8]> {
                 Some(node)
             });
         match node {
-            Some(node) => write_node(&mut buf, node),
+            Some(node) => write_node(buf, node),
             None => buf.push(b'_'),
         }
     }
-    buf.into_boxed_slice()
 }
 
 fn write_len(buf: &mut Vec<u8>, n: usize) {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
-use crate::cache::{self, CacheConfig, DecisionCache};
+use crate::cache::{CacheConfig, DecisionCache};
 use crate::policy::{Condition, Effect, PolicySet};
 use crate::proto::v1::DecideRequest;
 use vals::Variables;
@@ -233,16 +233,18 @@ pub fn decide_with(
     explain: bool,
 ) -> Decision {
     let now_fixed = now.fixed_offset();
-    let mut candidates = Vec::new();
-    policy.index.lookup(&req.action, &mut candidates);
+    let candidates = || {
+        let mut c = Vec::new();
+        policy.index.lookup(&req.action, &mut c);
+        c
+    };
 
     let (assessment, cache_hit) = match cache {
         Some(cache) => {
-            let key = cache::key(&policy, req);
-            let (stable, hit) = match cache.get(&key) {
-                Some(e) => (e, true),
-                None => {
-                    let e = Arc::new(evaluate(&policy, req, now_fixed, &candidates, None, true));
+            let (stable, hit) = match cache.lookup(&policy, req, now) {
+                Ok(e) => (e, true),
+                Err(key) => {
+                    let e = Arc::new(evaluate(&policy, req, now_fixed, &candidates(), None, true));
                     cache.insert(key, Arc::clone(&e));
                     (e, false)
                 }
@@ -250,14 +252,16 @@ pub fn decide_with(
             let assessment = match &stable.assessment {
                 Some(a) => Arc::clone(a),
                 None => {
-                    let full = evaluate(&policy, req, now_fixed, &candidates, Some(&stable), false);
+                    // The cached entry's candidates are this action's.
+                    let c: Vec<usize> = stable.rules.iter().map(|(i, _)| *i).collect();
+                    let full = evaluate(&policy, req, now_fixed, &c, Some(&stable), false);
                     full.assessment.unwrap_or_else(|| Arc::new(assess(&policy, &full.signals, &full.rules)))
                 }
             };
             (assessment, hit)
         }
         None => {
-            let full = evaluate(&policy, req, now_fixed, &candidates, None, false);
+            let full = evaluate(&policy, req, now_fixed, &candidates(), None, false);
             let a = full
                 .assessment
                 .unwrap_or_else(|| Arc::new(assess(&policy, &full.signals, &full.rules)));
@@ -266,7 +270,7 @@ pub fn decide_with(
     };
 
     let trace = if explain {
-        explain_trace(&policy, req, now_fixed, &candidates)
+        explain_trace(&policy, req, now_fixed, &candidates())
     } else {
         Vec::new()
     };

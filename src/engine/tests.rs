@@ -436,11 +436,33 @@ signals:
 }
 
 #[test]
+fn cache_keys_calendar_reads_by_quarter_hour() {
+    let p = policy(
+        r#"
+signals:
+  - { id: night, when: 'now.getHours("Asia/Kolkata") < 6', score: 60 }
+"#,
+    );
+    let cache = DecisionCache::new(CacheConfig::default()).unwrap();
+    let r = request("a");
+    let at = |h: u32, m: u32| Utc.with_ymd_and_hms(2026, 3, 1, h, m, 0).unwrap();
+    // Kolkata is UTC+5:30: 00:29 UTC is 05:59 there (night), 00:30 is 06:00.
+    let night = decide_with(Arc::clone(&p), Some(&cache), &r, at(0, 29), false);
+    assert_eq!(night.assessment.risk_score, 60);
+    let same_quarter = decide_with(Arc::clone(&p), Some(&cache), &r, at(0, 16), false);
+    assert!(same_quarter.cache_hit);
+    assert_eq!(same_quarter.assessment.risk_score, 60);
+    let morning = decide_with(Arc::clone(&p), Some(&cache), &r, at(0, 30), false);
+    assert!(!morning.cache_hit, "a new quarter hour is a new key");
+    assert_eq!(morning.assessment.risk_score, 0);
+}
+
+#[test]
 fn cache_keeps_time_dependent_parts_fresh() {
     let p = policy(
         r#"
 signals:
-  - { id: night, when: 'now.getHours("UTC") < 6', score: 60 }
+  - { id: night, when: 'now < timestamp("2026-03-01T06:00:00Z")', score: 60 }
 rules:
   - id: risky
     actions: ["*"]

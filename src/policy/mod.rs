@@ -109,6 +109,10 @@ pub struct PolicySet {
     pub read_paths: Vec<ReadPath>,
     /// Whether any signal is volatile (then rules reading `risk` are too).
     pub volatile_signals: bool,
+    /// The smallest step of the stepwise time reads of non-volatile
+    /// conditions (see [`schema::Reads::now_step`]): the cache key holds
+    /// `floor(now / step)`.
+    pub time_step: Option<Duration>,
     acr_levels: HashMap<Arc<str>, usize>,
     env: Arc<cel::Env>,
 }
@@ -245,6 +249,12 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
     };
 
     let mut read_paths: HashSet<ReadPath> = HashSet::new();
+    let mut time_step: Option<Duration> = None;
+    let mut step = |reads: &schema::Reads| {
+        if let Some(s) = reads.now_step {
+            time_step = Some(time_step.map_or(s, |t| t.min(s)));
+        }
+    };
     let mut compiled_signals = Vec::with_capacity(signals.len());
     for s in signals {
         check_id(&s.id, report);
@@ -253,6 +263,7 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
             if !s.valid {
                 continue;
             }
+            step(&reads);
             read_paths.extend(reads.paths);
             compiled_signals.push(Signal {
                 id: Arc::from(s.id.value.as_str()),
@@ -275,6 +286,7 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
             Some(w) => match condition(&env, &sources, w, &r.id.value, Scope::Rule, report) {
                 Some((cond, reads)) => {
                     if r.valid {
+                        step(&reads);
                         read_paths.extend(reads.paths);
                     }
                     Some(Condition {
@@ -367,6 +379,7 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
         index,
         read_paths: covered,
         volatile_signals,
+        time_step,
         acr_levels,
         env,
     })

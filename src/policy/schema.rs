@@ -145,9 +145,15 @@ pub struct SchemaError {
 pub struct Reads {
     /// Request paths read (duplicates removed).
     pub paths: Vec<ReadPath>,
-    /// Whether the expression reads `now` (its value changes with time, so it
-    /// is evaluated on every decision, cached or not).
+    /// Whether the expression reads `now` in a way whose result may change at
+    /// any instant (`now - session.auth_time`): it is then evaluated on every
+    /// decision, cached or not.
     pub now: bool,
+    /// When `now` is read only through calendar accessors
+    /// (`now.getHours(tz)`, `now.getDayOfWeek()`...), the result can only
+    /// change at multiples of this step, so the cache keys it by
+    /// `floor(now / step)` instead of re-evaluating it.
+    pub now_step: Option<std::time::Duration>,
     /// Whether the expression reads `risk` (so it depends on the signals).
     pub risk: bool,
 }
@@ -227,7 +233,14 @@ impl Walker {
             }
             Expr::Call(call) => {
                 if let Some(target) = &call.target {
-                    self.walk(target);
+                    match (&target.expr, calendar_step(&call.func_name)) {
+                        (Expr::Ident(name), Some(step)) if name == "now" && !self.locals.iter().any(|l| l == name) => {
+                            self.reads.now_step = Some(self.reads.now_step.map_or(step, |s| s.min(step)));
+                        }
+                        _ => {
+                            self.walk(target);
+                        }
+                    }
                 }
                 for arg in &call.args {
                     self.walk(arg);
@@ -363,6 +376,20 @@ impl Walker {
     }
 }
 
+/// How often a calendar accessor's result on `now` can change. Every time
+/// zone's UTC offset is a whole number of quarter hours (and DST moves it by
+/// quarter hours, at such boundaries), so hours and coarser fields are stable
+/// within each UTC quarter hour.
+fn calendar_step(function: &str) -> Option<std::time::Duration> {
+    match function {
+        "getFullYear" | "getMonth" | "getDayOfYear" | "getDayOfMonth" | "getDate" | "getDayOfWeek"
+        | "getHours" => Some(std::time::Duration::from_secs(15 * 60)),
+        "getMinutes" => Some(std::time::Duration::from_secs(60)),
+        "getSeconds" => Some(std::time::Duration::from_secs(1)),
+        _ => None,
+    }
+}
+
 fn ty_name(ty: Ty) -> &'static str {
     match ty {
         Ty::String => "string",
@@ -404,6 +431,15 @@ mod tests {
         );
         assert!(r.now);
         assert!(!r.risk);
+    }
+
+    #[test]
+    fn calendar_reads_of_now_are_stepwise() {
+        let r = reads(r#"now.getHours("Europe/Berlin") < 6 || now.getMinutes() == 3"#, Scope::Signal).unwrap();
+        assert!(!r.now);
+        assert_eq!(r.now_step, Some(std::time::Duration::from_secs(60)));
+        let r = reads(r#"now.getHours() < 6 && now > timestamp("2026-01-01T00:00:00Z")"#, Scope::Signal).unwrap();
+        assert!(r.now, "a plain read of `now` makes it exact");
     }
 
     #[test]

@@ -187,16 +187,22 @@ fn acr_maps_to_one_level() {
 #[test]
 fn read_paths_and_volatility() {
     let text = format!(
-        "{LEVELS}---\n{HEAD}signals:\n  - {{ id: night, when: 'now.getHours() < 6', score: 10 }}\n  - {{ id: d, when: '!device.trusted', score: 10 }}\nrules:\n  - {{ id: r, actions: [a], when: 'risk.score > 5', effect: deny }}\n  - {{ id: q, actions: [a], when: 'resource.attributes.amount > 1.0 && device.trusted', effect: deny }}\n"
+        "{LEVELS}---\n{HEAD}signals:\n  - {{ id: stale, when: 'now - session.auth_time > duration(\"1h\")', score: 10 }}\n  - {{ id: d, when: '!device.trusted', score: 10 }}\nrules:\n  - {{ id: r, actions: [a], when: 'risk.score > 5', effect: deny }}\n  - {{ id: q, actions: [a], when: 'resource.attributes.amount > 1.0 && device.trusted', effect: deny }}\n"
     );
     let (set, warnings) = PolicySet::from_str("p.yaml", &text).unwrap();
     assert!(warnings.diagnostics.is_empty());
     let paths: Vec<String> = set.read_paths.iter().map(|p| p.join(".")).collect();
-    assert_eq!(paths, ["device.trusted", "resource.attributes.amount"]);
+    assert_eq!(paths, ["device.trusted", "resource.attributes.amount", "session.auth_time"]);
+    assert_eq!(set.time_step, None);
     assert!(set.signals[0].when.volatile);
     assert!(!set.signals[1].when.volatile);
     assert!(set.rules[0].when.as_ref().unwrap().volatile, "reads risk while a signal reads now");
     assert!(!set.rules[1].when.as_ref().unwrap().volatile);
+
+    let text = format!("{LEVELS}---\n{HEAD}signals:\n  - {{ id: night, when: 'now.getHours(\"Asia/Kolkata\") < 6', score: 10 }}\n");
+    let (set, _) = PolicySet::from_str("p.yaml", &text).unwrap();
+    assert!(!set.signals[0].when.volatile, "calendar reads are keyed, not volatile");
+    assert_eq!(set.time_step, Some(std::time::Duration::from_secs(900)));
 }
 
 #[test]
