@@ -1,0 +1,63 @@
+//! Shared by the integration tests: a real server on `127.0.0.1:0` over the
+//! example policies, and a real tonic client.
+
+#![allow(dead_code, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use stepup::cache::CacheConfig;
+use stepup::engine::Engine;
+use stepup::proto::v1::decision_service_client::DecisionServiceClient;
+use stepup::PolicySet;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub engine: Arc<Engine>,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<Result<(), stepup::server::ServeError>>,
+}
+
+impl TestServer {
+    pub async fn start(dir: &Path, cache: CacheConfig) -> Self {
+        let (policy, _) = PolicySet::load(dir).unwrap_or_else(|r| panic!("{r}"));
+        let engine = Arc::new(Engine::new(policy, cache));
+        let listener = stepup::server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(stepup::server::serve(Arc::clone(&engine), listener, async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            engine,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn client(&self) -> DecisionServiceClient<Channel> {
+        DecisionServiceClient::new(self.channel().await)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.unwrap().unwrap();
+    }
+}
