@@ -9,7 +9,7 @@ use stepup::cache::CacheConfig;
 use stepup::proto::v1::{self as pb, DecideRequest, Outcome};
 use tonic::Code;
 
-const NOW: i64 = 1_795_780_800; // 2026-11-28T12:00:00Z: daytime, so `odd-hours` stays quiet
+const NOW: i64 = 1_795_780_800; // 2026-11-27T12:00:00Z: daytime, so `odd-hours` stays quiet
 
 fn at(secs_before_now: i64) -> Option<Timestamp> {
     Some(Timestamp {
