@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use pbjson_types::value::Kind;
 use pbjson_types::Value;
+use pbjson_types::value::Kind;
 
-use crate::engine::view::{self, Node};
 use crate::engine::Evaluated;
+use crate::engine::view::{self, Node};
 use crate::policy::PolicySet;
 use crate::proto::v1::DecideRequest;
 

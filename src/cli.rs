@@ -37,7 +37,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_HELP: &str = "Exit codes: 0 success, 1 the policy set is invalid, 2 usage error or unusable input.";
+const EXIT_HELP: &str =
+    "Exit codes: 0 success, 1 the policy set is invalid, 2 usage error or unusable input.";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -86,7 +87,10 @@ impl ServeArgs {
             listen: self.listen.clone(),
             cache_size: self.cache_size,
             cache_ttl: self.cache_ttl.clone(),
-            log_level: self.log_level.clone().or_else(|| std::env::var("RUST_LOG").ok()),
+            log_level: self
+                .log_level
+                .clone()
+                .or_else(|| std::env::var("RUST_LOG").ok()),
             log_format: self.log_format,
         }
     }
@@ -223,9 +227,11 @@ pub fn check(args: &CheckArgs) -> Result<String, Failure> {
 pub fn eval(args: &EvalArgs) -> Result<String, Failure> {
     let text = if args.context.as_os_str() == "-" {
         let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| Failure::usage(format!("error: cannot read the context from standard input: {e}")))?;
+        std::io::stdin().read_to_string(&mut s).map_err(|e| {
+            Failure::usage(format!(
+                "error: cannot read the context from standard input: {e}"
+            ))
+        })?;
         s
     } else {
         std::fs::read_to_string(&args.context).map_err(|e| {
@@ -250,7 +256,13 @@ pub fn eval(args: &EvalArgs) -> Result<String, Failure> {
     let now = convert::validate(&req, args.now.unwrap_or_else(Utc::now))
         .map_err(|e| Failure::usage(format!("error: {name}: invalid request: {e}")))?;
     let policy = load_policies(&args.policies)?;
-    let engine = Engine::new(policy, CacheConfig { capacity: 0, ..CacheConfig::default() });
+    let engine = Engine::new(
+        policy,
+        CacheConfig {
+            capacity: 0,
+            ..CacheConfig::default()
+        },
+    );
     let decision = engine.decide(&req, now, args.explain);
     let response = convert::response(&decision);
     serde_json::to_string_pretty(&response)

@@ -113,7 +113,8 @@ impl Config {
                         let at = e
                             .span()
                             .map(|s| {
-                                let line = text.get(..s.start).map_or(0, |t| t.matches('\n').count()) + 1;
+                                let line =
+                                    text.get(..s.start).map_or(0, |t| t.matches('\n').count()) + 1;
                                 format!(":{line}")
                             })
                             .unwrap_or_default();
@@ -154,12 +155,18 @@ impl Config {
             }
         };
         let defaults = CacheConfig::default();
-        let capacity = overrides.cache_size.or(from_file.cache.size).unwrap_or(defaults.capacity);
+        let capacity = overrides
+            .cache_size
+            .or(from_file.cache.size)
+            .unwrap_or(defaults.capacity);
         let ttl = match overrides.cache_ttl.or(from_file.cache.ttl) {
             Some(t) => match parse_duration(&t) {
                 Ok(d) if d > Duration::ZERO => Some(d),
                 Ok(_) => {
-                    problems.push("cache ttl must be positive (use cache size 0 to turn the cache off)".to_owned());
+                    problems.push(
+                        "cache ttl must be positive (use cache size 0 to turn the cache off)"
+                            .to_owned(),
+                    );
                     None
                 }
                 Err(e) => {
@@ -176,7 +183,10 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             problems.push(format!("log level `{log_level}`: {e}"));
         }
-        let log_format = overrides.log_format.or(from_file.log.format).unwrap_or_default();
+        let log_format = overrides
+            .log_format
+            .or(from_file.log.format)
+            .unwrap_or_default();
 
         match (policies, listen, ttl) {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {

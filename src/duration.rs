@@ -12,13 +12,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("expected a number at `{rest}`"));
         }
         let (number, tail) = rest.split_at(digits);
-        let n: u64 = number.parse().map_err(|_| format!("`{number}` is too large"))?;
-        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("`{number}` is too large"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
         let part = match unit {
             "ms" => Duration::from_millis(n),
@@ -71,8 +77,14 @@ mod tests {
     #[test]
     fn rejects_bad_durations_with_reason() {
         assert_eq!(parse_duration("5"), Err("`5` has no unit".into()));
-        assert_eq!(parse_duration("5 minutes"), Err("unknown unit ` minutes`".into()));
-        assert_eq!(parse_duration("m5"), Err("expected a number at `m5`".into()));
+        assert_eq!(
+            parse_duration("5 minutes"),
+            Err("unknown unit ` minutes`".into())
+        );
+        assert_eq!(
+            parse_duration("m5"),
+            Err("expected a number at `m5`".into())
+        );
         assert_eq!(parse_duration(""), Err("empty duration".into()));
     }
 

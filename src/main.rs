@@ -29,15 +29,16 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &cli::ServeArgs) -> Result<String, Failure> {
-    let config = Config::resolve(args.overrides(), args.config.as_deref()).map_err(|e| Failure {
-        message: e
-            .problems
-            .iter()
-            .map(|p| format!("error: {p}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        code: cli::EXIT_USAGE,
-    })?;
+    let config =
+        Config::resolve(args.overrides(), args.config.as_deref()).map_err(|e| Failure {
+            message: e
+                .problems
+                .iter()
+                .map(|p| format!("error: {p}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            code: cli::EXIT_USAGE,
+        })?;
     init_logging(&config);
     let engine = cli::engine_for(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -75,14 +76,15 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -10,10 +10,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use pbjson_types::{Timestamp, Value};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
+use stepup::PolicySet;
 use stepup::cache::{CacheConfig, DecisionCache};
 use stepup::engine::{Decision, decide_with};
 use stepup::proto::v1 as pb;
-use stepup::PolicySet;
 
 fn policy() -> Arc<PolicySet> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");

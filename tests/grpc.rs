@@ -45,7 +45,10 @@ async fn allow_challenge_deny_and_satisfied_challenge() {
     assert!(r.reasons.is_empty());
     assert!(r.www_authenticate.is_empty());
     assert_eq!(r.risk.as_ref().unwrap().score, 0);
-    assert_eq!(r.policy_revision, server.engine.policy().revision.to_string());
+    assert_eq!(
+        r.policy_revision,
+        server.engine.policy().revision.to_string()
+    );
     let id = uuid::Uuid::parse_str(&r.decision_id).unwrap();
     assert_eq!(id.get_version_num(), 7);
 
@@ -80,7 +83,11 @@ async fn allow_challenge_deny_and_satisfied_challenge() {
         amr: vec!["pwd".into(), "otp".into()],
         auth_time: at(60),
     });
-    let r = client.decide(stepped_up.clone()).await.unwrap().into_inner();
+    let r = client
+        .decide(stepped_up.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(r.outcome(), Outcome::Allow);
     assert!(r.requirements.is_empty());
     assert_eq!(r.reasons[0].rule_id, "refund-large");
@@ -156,7 +163,10 @@ async fn invalid_requests_name_the_field() {
     });
     let status = client.decide(r).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(status.message(), "`time`: seconds out of range (0001-01-01 to 9999-12-31)");
+    assert_eq!(
+        status.message(),
+        "`time`: seconds out of range (0001-01-01 to 9999-12-31)"
+    );
 
     let mut r = refund(10.0);
     r.subject.as_mut().unwrap().id = "x".repeat(5000);
@@ -176,7 +186,10 @@ async fn explain_returns_a_trace() {
     let resp = client.decide(r).await.unwrap().into_inner();
     let refund = resp.trace.iter().find(|t| t.id == "refund-large").unwrap();
     assert!(refund.fired);
-    assert_eq!(refund.detail, "`resource.attributes.amount > 1000.0` is true");
+    assert_eq!(
+        refund.detail,
+        "`resource.attributes.amount > 1000.0` is true"
+    );
     server.stop().await;
 }
 
@@ -199,10 +212,10 @@ async fn health_and_reflection() {
         assert_eq!(r.status(), ServingStatus::Serving, "service `{service}`");
     }
 
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
     let mut reflection = ServerReflectionClient::new(channel.clone());
     let req = ServerReflectionRequest {
         host: String::new(),
@@ -227,7 +240,9 @@ async fn health_and_reflection() {
     let mut alpha = AlphaClient::new(channel);
     let req = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(AlphaRequest::FileContainingSymbol("stepup.v1.DecisionService".into())),
+        message_request: Some(AlphaRequest::FileContainingSymbol(
+            "stepup.v1.DecisionService".into(),
+        )),
     };
     let mut stream = alpha
         .server_reflection_info(tokio_stream::iter([req]))

@@ -255,7 +255,8 @@ pub fn decide_with(
                     // The cached entry's candidates are this action's.
                     let c: Vec<usize> = stable.rules.iter().map(|(i, _)| *i).collect();
                     let full = evaluate(&policy, req, now_fixed, &c, Some(&stable), false);
-                    full.assessment.unwrap_or_else(|| Arc::new(assess(&policy, &full.signals, &full.rules)))
+                    full.assessment
+                        .unwrap_or_else(|| Arc::new(assess(&policy, &full.signals, &full.rules)))
                 }
             };
             (assessment, hit)
@@ -344,7 +345,8 @@ fn evaluate(
         })
         .collect();
 
-    let complete = !signals.contains(&CondResult::Pending) && rules.iter().all(|(_, r)| *r != CondResult::Pending);
+    let complete = !signals.contains(&CondResult::Pending)
+        && rules.iter().all(|(_, r)| *r != CondResult::Pending);
     let assessment = complete.then(|| Arc::new(assess(policy, &signals, &rules)));
     Evaluated {
         signals,
@@ -454,15 +456,23 @@ fn conclude(
         }
     });
     for &i in &assessment.matched {
-        let Some(rule) = policy.rules.get(i) else { continue };
+        let Some(rule) = policy.rules.get(i) else {
+            continue;
+        };
         match rule.effect {
             Effect::Deny => denied = true,
             Effect::Challenge => {
                 let Some(r) = &rule.requirement else { continue };
-                let level_ok = r.level.is_none_or(|need| session_level.is_some_and(|have| have >= need));
+                let level_ok = r
+                    .level
+                    .is_none_or(|need| session_level.is_some_and(|have| have >= need));
                 let methods_ok = r.methods.is_empty()
-                    || session.is_some_and(|s| s.amr.iter().any(|m| r.methods.iter().any(|x| **x == **m)));
-                let fresh = r.max_age.is_none_or(|limit| age.is_some_and(|a| a <= limit));
+                    || session.is_some_and(|s| {
+                        s.amr.iter().any(|m| r.methods.iter().any(|x| **x == **m))
+                    });
+                let fresh = r
+                    .max_age
+                    .is_none_or(|limit| age.is_some_and(|a| a <= limit));
                 if !(level_ok && methods_ok && fresh) {
                     unmet.push(i);
                     if r.level > challenge_level {
@@ -515,7 +525,11 @@ fn explain_trace(
             kind: "signal",
             id: Arc::clone(&s.id),
             fired,
-            detail: if fired { format!("{detail}; adds {}", s.score) } else { detail },
+            detail: if fired {
+                format!("{detail}; adds {}", s.score)
+            } else {
+                detail
+            },
         });
     }
     for (i, rule) in policy.rules.iter().enumerate() {
@@ -530,11 +544,17 @@ fn explain_trace(
                     };
                     (fired || matches!(r, CondResult::Error(_)), detail)
                 }
-                None => (true, format!("action `{}` matches and the rule has no `when`", req.action)),
+                None => (
+                    true,
+                    format!("action `{}` matches and the rule has no `when`", req.action),
+                ),
             },
             None => (
                 false,
-                format!("not considered: action `{}` matches none of {:?}", req.action, rule.actions),
+                format!(
+                    "not considered: action `{}` matches none of {:?}",
+                    req.action, rule.actions
+                ),
             ),
         };
         out.push(TraceEntry {

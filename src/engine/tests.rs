@@ -50,7 +50,12 @@ fn request(action: &str) -> pb::DecideRequest {
     }
 }
 
-fn with_session(mut r: pb::DecideRequest, acr: &str, amr: &[&str], age_secs: i64) -> pb::DecideRequest {
+fn with_session(
+    mut r: pb::DecideRequest,
+    acr: &str,
+    amr: &[&str],
+    age_secs: i64,
+) -> pb::DecideRequest {
     r.session = Some(pb::Session {
         id: "s".into(),
         acr: acr.into(),
@@ -121,7 +126,11 @@ fn rules_match_on_action_and_condition() {
     assert_eq!(matched(&large), ["refund-large"]);
 
     let other = decide(&p, &with_amount(request("payments.transfer"), 5000.0));
-    assert_eq!(other.outcome, Outcome::Allow, "another action is not considered");
+    assert_eq!(
+        other.outcome,
+        Outcome::Allow,
+        "another action is not considered"
+    );
 }
 
 #[test]
@@ -132,7 +141,10 @@ rules:
   - { id: all-payments, actions: ["payments.*"], effect: deny }
 "#,
     );
-    assert_eq!(decide(&p, &request("payments.refund")).outcome, Outcome::Deny);
+    assert_eq!(
+        decide(&p, &request("payments.refund")).outcome,
+        Outcome::Deny
+    );
     assert_eq!(decide(&p, &request("payments")).outcome, Outcome::Allow);
 }
 
@@ -158,7 +170,11 @@ rules:
     });
     let d = decide(&p, &r);
     assert_eq!(d.outcome, Outcome::Deny);
-    assert_eq!(matched(&d), ["step", "blocked"], "reasons list every matched rule");
+    assert_eq!(
+        matched(&d),
+        ["step", "blocked"],
+        "reasons list every matched rule"
+    );
     assert!(d.www_authenticate().is_none());
     assert!(d.unmet.is_empty());
 }
@@ -171,7 +187,11 @@ fn satisfied_session_is_not_asked_again() {
     let fresh_strong = with_session(base.clone(), "urn:okta:2fa", &["pwd", "otp"], 60);
     let d = decide(&p, &fresh_strong);
     assert_eq!(d.outcome, Outcome::Allow);
-    assert_eq!(matched(&d), ["refund-large"], "the reason still lists the rule");
+    assert_eq!(
+        matched(&d),
+        ["refund-large"],
+        "the reason still lists the rule"
+    );
 
     let stronger_level = with_session(base.clone(), "urn:aal3", &["hwk"], 60);
     assert_eq!(decide(&p, &stronger_level).outcome, Outcome::Allow);
@@ -235,8 +255,16 @@ rules:
     assert_eq!(d.outcome, Outcome::Challenge);
     let unmet: Vec<&str> = d.unmet.iter().map(|i| &*p.rules[*i].id).collect();
     assert_eq!(unmet, ["needs-aal2", "needs-aal3", "fresh-only"]);
-    assert_eq!(ids(d.acr_values()), ["urn:aal3"], "strongest level's acr values");
-    assert_eq!(d.max_age, Some(Duration::from_secs(120)), "smallest max_age");
+    assert_eq!(
+        ids(d.acr_values()),
+        ["urn:aal3"],
+        "strongest level's acr values"
+    );
+    assert_eq!(
+        d.max_age,
+        Some(Duration::from_secs(120)),
+        "smallest max_age"
+    );
     assert_eq!(
         d.www_authenticate().unwrap(),
         r#"Bearer error="insufficient_user_authentication", error_description="Second factor please", acr_values="urn:aal3", max_age="120""#
@@ -397,7 +425,11 @@ rules:
     r.resource = Some(pb::Resource {
         r#type: "refund".into(),
         id: "r1".into(),
-        attributes: [("meta".to_owned(), meta), ("amount".to_owned(), Value::from(1.0))].into(),
+        attributes: [
+            ("meta".to_owned(), meta),
+            ("amount".to_owned(), Value::from(1.0)),
+        ]
+        .into(),
     });
     r.attributes = [("fraud".to_owned(), Value::from(0.25))].into();
     let d = decide(&p, &r);
@@ -431,8 +463,18 @@ signals:
     );
     let r = request("a");
     let at = |h: u32| Utc.with_ymd_and_hms(2026, 3, 1, h, 0, 0).unwrap();
-    assert_eq!(decide_with(Arc::clone(&p), None, &r, at(3), false).assessment.risk_score, 10);
-    assert_eq!(decide_with(Arc::clone(&p), None, &r, at(13), false).assessment.risk_score, 0);
+    assert_eq!(
+        decide_with(Arc::clone(&p), None, &r, at(3), false)
+            .assessment
+            .risk_score,
+        10
+    );
+    assert_eq!(
+        decide_with(Arc::clone(&p), None, &r, at(13), false)
+            .assessment
+            .risk_score,
+        0
+    );
 }
 
 #[test]
@@ -509,7 +551,13 @@ fn explain_traces_every_signal_and_rule() {
     let p = policy(&format!(
         "signals:\n  - {{ id: s, when: \"!device.trusted\", score: 5 }}\n{REFUND}\n  - {{ id: other, actions: [\"x\"], effect: deny }}\n"
     ));
-    let d = decide_with(Arc::clone(&p), None, &with_amount(request("payments.refund"), 5000.0), now(), true);
+    let d = decide_with(
+        Arc::clone(&p),
+        None,
+        &with_amount(request("payments.refund"), 5000.0),
+        now(),
+        true,
+    );
     let lines: Vec<(&str, &str, bool, &str)> = d
         .trace
         .iter()
@@ -519,7 +567,12 @@ fn explain_traces_every_signal_and_rule() {
         lines,
         [
             ("signal", "s", true, "`!device.trusted` is true; adds 5"),
-            ("rule", "refund-large", true, "`resource.attributes.amount > 1000.0` is true"),
+            (
+                "rule",
+                "refund-large",
+                true,
+                "`resource.attributes.amount > 1000.0` is true"
+            ),
             (
                 "rule",
                 "other",

@@ -32,7 +32,9 @@ impl VariableResolver for Variables<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         match variable {
             "now" => Some(CowVal::owned(CelTimestamp::from(self.now))),
-            "risk" => self.risk.map(|(score, signals)| CowVal::owned(RiskVal { score, signals })),
+            "risk" => self
+                .risk
+                .map(|(score, signals)| CowVal::owned(RiskVal { score, signals })),
             name => view::variable(self.request, name).map(to_val),
         }
     }
@@ -51,7 +53,8 @@ pub fn to_val<'a>(node: Node<'a>) -> CowVal<'a, 'a> {
         Node::Int(i) => CowVal::owned(CelInt::from(i)),
         Node::Time(t) => {
             let (secs, nanos) = t.map_or((0, 0), |t| (t.seconds, t.nanos));
-            let utc = DateTime::from_timestamp(secs, u32::try_from(nanos).unwrap_or(0)).unwrap_or_default();
+            let utc = DateTime::from_timestamp(secs, u32::try_from(nanos).unwrap_or(0))
+                .unwrap_or_default();
             CowVal::owned(CelTimestamp::from(utc.fixed_offset()))
         }
         Node::StrList(list) => {
@@ -68,8 +71,11 @@ pub fn to_val<'a>(node: Node<'a>) -> CowVal<'a, 'a> {
             Some(Kind::BoolValue(b)) => CowVal::owned(CelBool::from(*b)),
             Some(Kind::StructValue(_)) => CowVal::owned(NodeVal(node)),
             Some(Kind::ListValue(l)) => {
-                let items: Vec<Box<dyn Val + 'a>> =
-                    l.values.iter().map(|v| to_val(Node::Value(v)).into_owned()).collect();
+                let items: Vec<Box<dyn Val + 'a>> = l
+                    .values
+                    .iter()
+                    .map(|v| to_val(Node::Value(v)).into_owned())
+                    .collect();
                 CowVal::owned(CelList::from(items))
             }
         },

@@ -61,7 +61,8 @@ pub fn variable<'a>(req: &'a DecideRequest, name: &str) -> Option<Node<'a>> {
     })
 }
 
-static EMPTY_MAP: std::sync::LazyLock<HashMap<String, Value>> = std::sync::LazyLock::new(HashMap::new);
+static EMPTY_MAP: std::sync::LazyLock<HashMap<String, Value>> =
+    std::sync::LazyLock::new(HashMap::new);
 
 fn attrs<'a>(m: Option<&'a HashMap<String, Value>>) -> Node<'a> {
     Node::Map(m.unwrap_or(&EMPTY_MAP))

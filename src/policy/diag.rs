@@ -145,14 +145,17 @@ impl fmt::Display for Diagnostic {
         if let Some(id) = &self.rule_id {
             write!(f, " (in `{id}`)")?;
         }
-        let gutter = self
-            .location
-            .map(|l| l.line.to_string().len())
-            .unwrap_or(1);
+        let gutter = self.location.map(|l| l.line.to_string().len()).unwrap_or(1);
         let pad = " ".repeat(gutter);
         match (&self.file, self.location) {
             (Some(file), Some(loc)) => {
-                write!(f, "\n{pad}--> {}:{}:{}", file.display(), loc.line, loc.column)?;
+                write!(
+                    f,
+                    "\n{pad}--> {}:{}:{}",
+                    file.display(),
+                    loc.line,
+                    loc.column
+                )?;
                 if let Some(line) = &self.source_line {
                     let mut caret = String::new();
                     // Keep tabs so the caret lines up under them.
@@ -222,20 +225,28 @@ impl fmt::Display for Report {
 
 /// The candidate closest to `word` by edit distance, when close enough to be a
 /// likely typo: the basis of every "did you mean" help.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let max = (word.chars().count() / 3).max(1);
     let scored: Vec<(usize, &str)> = candidates
         .into_iter()
         .map(|c| {
             // `amr_list` for `amr`: a prefix is a likely mix-up too.
-            let prefix = c.len().min(word.len()) >= 3 && (word.starts_with(c) || c.starts_with(word));
+            let prefix =
+                c.len().min(word.len()) >= 3 && (word.starts_with(c) || c.starts_with(word));
             let d = levenshtein(word, c);
             (if prefix { d.min(max) } else { d }, c)
         })
         .filter(|(d, _)| *d <= max)
         .collect();
     let best = scored.iter().map(|(d, _)| *d).min()?;
-    let mut names: Vec<&str> = scored.iter().filter(|(d, _)| *d == best).map(|(_, c)| *c).collect();
+    let mut names: Vec<&str> = scored
+        .iter()
+        .filter(|(d, _)| *d == best)
+        .map(|(_, c)| *c)
+        .collect();
     names.sort_unstable();
     names.dedup();
     let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
@@ -290,7 +301,14 @@ mod tests {
             text: "rules:\n  - when: \"devce.trusted\"\n".into(),
         };
         let d = Diagnostic::error("unknown variable `devce`")
-            .at(&file, Location { line: 2, column: 12, len: 5 })
+            .at(
+                &file,
+                Location {
+                    line: 2,
+                    column: 12,
+                    len: 5,
+                },
+            )
             .rule("r1")
             .help("did you mean `device`?");
         let text = d.to_string();

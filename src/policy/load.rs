@@ -146,8 +146,11 @@ pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, Box<Diagnostic>> {
     let mut out = Vec::new();
     walk(dir, &mut out).map_err(|e| {
         Box::new(
-            Diagnostic::error(format!("cannot read policy directory `{}`: {e}", dir.display()))
-                .help("pass a directory of *.yaml policy files with --policies"),
+            Diagnostic::error(format!(
+                "cannot read policy directory `{}`: {e}",
+                dir.display()
+            ))
+            .help("pass a directory of *.yaml policy files with --policies"),
         )
     })?;
     out.sort();
@@ -199,9 +202,8 @@ pub fn read_dir(dir: &Path, report: &mut Report) -> Definitions {
             Ok(text) => {
                 defs.sources.files.push(SourceFile { path, text });
             }
-            Err(e) => report.push(
-                Diagnostic::error(format!("cannot read policy file: {e}")).in_file(&path),
-            ),
+            Err(e) => report
+                .push(Diagnostic::error(format!("cannot read policy file: {e}")).in_file(&path)),
         }
     }
     for index in 0..defs.sources.files.len() {
@@ -230,16 +232,14 @@ fn read_file(defs: &mut Definitions, index: usize, report: &mut Report) {
         Ok(docs) => docs,
         Err(e) => {
             let m = e.marker();
-            report.push(
-                Diagnostic::error(format!("invalid YAML: {}", e.info())).at(
-                    file,
-                    Location {
-                        line: m.line(),
-                        column: m.col() + 1,
-                        len: 1,
-                    },
-                ),
-            );
+            report.push(Diagnostic::error(format!("invalid YAML: {}", e.info())).at(
+                file,
+                Location {
+                    line: m.line(),
+                    column: m.col() + 1,
+                    len: 1,
+                },
+            ));
             return;
         }
     };
@@ -327,7 +327,11 @@ impl Reader<'_> {
                     .maybe_help(did_you_mean(key, allowed.iter().copied()).or_else(|| {
                         Some(format!(
                             "the keys of {what} are {}",
-                            allowed.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+                            allowed
+                                .iter()
+                                .map(|a| format!("`{a}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ))
                     }));
                 self.push(with_rule(d, rule));
@@ -352,9 +356,15 @@ impl Reader<'_> {
         }
     }
 
-    fn string_list(&mut self, node: &Node<'_>, what: &str, rule: Option<&str>) -> Option<Vec<Spanned<String>>> {
+    fn string_list(
+        &mut self,
+        node: &Node<'_>,
+        what: &str,
+        rule: Option<&str>,
+    ) -> Option<Vec<Spanned<String>>> {
         let YamlData::Sequence(items) = &node.data else {
-            let d = self.error(node, format!("{what} must be a list of strings"))
+            let d = self
+                .error(node, format!("{what} must be a list of strings"))
                 .help(format!("write {what} as `[a, b]`"));
             self.push(with_rule(d, rule));
             return None;
@@ -394,7 +404,15 @@ impl Reader<'_> {
         let Some(entries) = self.mapping(
             doc,
             "a policy document",
-            &["apiVersion", "kind", "name", "description", "levels", "signals", "rules"],
+            &[
+                "apiVersion",
+                "kind",
+                "name",
+                "description",
+                "levels",
+                "signals",
+                "rules",
+            ],
             None,
         ) else {
             return;
@@ -430,12 +448,15 @@ impl Reader<'_> {
             Some("Levels") => {
                 for key in ["signals", "rules", "name"] {
                     if let Some(n) = get(key) {
-                        let d = self.error(n, format!("`{key}` belongs in a `kind: Policy` document"));
+                        let d =
+                            self.error(n, format!("`{key}` belongs in a `kind: Policy` document"));
                         self.push(d);
                     }
                 }
                 let mut out = Vec::new();
-                if let Some(list) = self.required(&entries, "levels", doc, "a Levels document", None) {
+                if let Some(list) =
+                    self.required(&entries, "levels", doc, "a Levels document", None)
+                {
                     self.levels(list, &mut out);
                 }
                 levels.push(LevelsDef {
@@ -480,7 +501,12 @@ impl Reader<'_> {
         }
     }
 
-    fn each<'n, 'i>(&mut self, node: &'n Node<'i>, what: &str, mut f: impl FnMut(&mut Self, &'n Node<'i>)) {
+    fn each<'n, 'i>(
+        &mut self,
+        node: &'n Node<'i>,
+        what: &str,
+        mut f: impl FnMut(&mut Self, &'n Node<'i>),
+    ) {
         match &node.data {
             YamlData::Sequence(items) => {
                 for item in items {
@@ -497,7 +523,8 @@ impl Reader<'_> {
 
     fn levels(&mut self, node: &Node<'_>, out: &mut Vec<LevelDef>) {
         self.each(node, "`levels`", |r, item| {
-            let Some(entries) = r.mapping(item, "a level", &["name", "acr", "description"], None) else {
+            let Some(entries) = r.mapping(item, "a level", &["name", "acr", "description"], None)
+            else {
                 return;
             };
             let name = r
@@ -515,20 +542,22 @@ impl Reader<'_> {
         });
     }
 
-    fn id(&mut self, entries: &[(&str, &Node<'_>)], item: &Node<'_>, what: &str) -> Option<Spanned<String>> {
+    fn id(
+        &mut self,
+        entries: &[(&str, &Node<'_>)],
+        item: &Node<'_>,
+        what: &str,
+    ) -> Option<Spanned<String>> {
         let node = self.required(entries, "id", item, what, None)?;
         let id = self.string(node, "`id`", None)?;
-        let valid = id
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
+        let valid = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
             && id
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
         if !valid {
-            let d = self
-                .error(node, format!("invalid id `{id}`"))
-                .help("ids are letters, digits, `-`, `_`, `.` and `:`, starting with a letter or digit");
+            let d = self.error(node, format!("invalid id `{id}`")).help(
+                "ids are letters, digits, `-`, `_`, `.` and `:`, starting with a letter or digit",
+            );
             self.push(d);
             return None;
         }
@@ -536,7 +565,12 @@ impl Reader<'_> {
     }
 
     fn signal(&mut self, item: &Node<'_>) -> Option<SignalDef> {
-        let entries = self.mapping(item, "a signal", &["id", "when", "score", "description"], None)?;
+        let entries = self.mapping(
+            item,
+            "a signal",
+            &["id", "when", "score", "description"],
+            None,
+        )?;
         let id = self.id(&entries, item, "signal")?;
         let rule = Some(id.value.as_str());
         let when = self
@@ -572,7 +606,15 @@ impl Reader<'_> {
         let entries = self.mapping(
             item,
             "a rule",
-            &["id", "description", "actions", "when", "effect", "require", "message"],
+            &[
+                "id",
+                "description",
+                "actions",
+                "when",
+                "effect",
+                "require",
+                "message",
+            ],
             None,
         )?;
         let id = self.id(&entries, item, "rule")?;
@@ -581,7 +623,8 @@ impl Reader<'_> {
         let get = |k: &str| entries.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
         let description = get("description").and_then(|n| self.string(n, "`description`", rule));
         let message = get("message").and_then(|n| self.string(n, "`message`", rule));
-        let when = get("when").and_then(|n| self.string(n, "`when`", rule).map(|s| self.spanned(n, s)));
+        let when =
+            get("when").and_then(|n| self.string(n, "`when`", rule).map(|s| self.spanned(n, s)));
         let actions = self
             .required(&entries, "actions", item, "rule", rule)
             .and_then(|n| {

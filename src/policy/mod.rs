@@ -199,13 +199,19 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
             }
             for level in &first.levels {
                 if level_names.contains_key(&level.name.value) {
-                    report.push(sources.error_at(&level.name, format!("duplicate level `{}`", level.name.value)));
+                    report.push(sources.error_at(
+                        &level.name,
+                        format!("duplicate level `{}`", level.name.value),
+                    ));
                     continue;
                 }
                 if level.acr.is_empty() {
                     report.push(
                         sources
-                            .error_at(&level.name, format!("level `{}` has no acr values", level.name.value))
+                            .error_at(
+                                &level.name,
+                                format!("level `{}` has no acr values", level.name.value),
+                            )
                             .help("list the acr values that count as this level"),
                     );
                 }
@@ -216,7 +222,10 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
                         let other = ladder.get(other).map_or("", |l: &Level| &l.name);
                         report.push(
                             sources
-                                .error_at(acr, format!("acr value `{}` is already level `{other}`", acr.value))
+                                .error_at(
+                                    acr,
+                                    format!("acr value `{}` is already level `{other}`", acr.value),
+                                )
                                 .help("an acr value maps to exactly one level"),
                         );
                     }
@@ -224,7 +233,11 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
                 level_names.insert(level.name.value.clone(), rank);
                 ladder.push(Level {
                     name: Arc::from(level.name.value.as_str()),
-                    acr: level.acr.iter().map(|a| Arc::from(a.value.as_str())).collect(),
+                    acr: level
+                        .acr
+                        .iter()
+                        .map(|a| Arc::from(a.value.as_str()))
+                        .collect(),
                 });
             }
         }
@@ -259,7 +272,9 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
     for s in signals {
         check_id(&s.id, report);
         let Some(when) = &s.when else { continue };
-        if let Some((cond, reads)) = condition(&env, &sources, when, &s.id.value, Scope::Signal, report) {
+        if let Some((cond, reads)) =
+            condition(&env, &sources, when, &s.id.value, Scope::Signal, report)
+        {
             if !s.valid {
                 continue;
             }
@@ -310,13 +325,16 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
                                     .error_at(name, format!("unknown level `{}`", name.value))
                                     .rule(&r.id.value)
                                     .maybe_help(
-                                        diag::did_you_mean(&name.value, level_names.keys().map(String::as_str))
-                                            .or_else(|| {
-                                                let mut names: Vec<&str> =
-                                                    ladder.iter().map(|l| &*l.name).collect();
-                                                names.sort_unstable();
-                                                Some(format!("the levels are {}", names.join(", ")))
-                                            }),
+                                        diag::did_you_mean(
+                                            &name.value,
+                                            level_names.keys().map(String::as_str),
+                                        )
+                                        .or_else(|| {
+                                            let mut names: Vec<&str> =
+                                                ladder.iter().map(|l| &*l.name).collect();
+                                            names.sort_unstable();
+                                            Some(format!("the levels are {}", names.join(", ")))
+                                        }),
                                     ),
                             );
                             continue;
@@ -414,7 +432,11 @@ fn condition(
                 let loc = locate(sources, when, offset, 1);
                 report.push(
                     sources
-                        .place(Diagnostic::error(format!("invalid CEL: {}", e.msg)), when.file, loc)
+                        .place(
+                            Diagnostic::error(format!("invalid CEL: {}", e.msg)),
+                            when.file,
+                            loc,
+                        )
                         .rule(id),
                 );
             }
@@ -432,12 +454,18 @@ fn condition(
         )),
         Err(errors) => {
             for e in errors {
-                let (start, stop) = program.source_info().offset_for(e.expr_id).unwrap_or((0, 0));
+                let (start, stop) = program
+                    .source_info()
+                    .offset_for(e.expr_id)
+                    .unwrap_or((0, 0));
                 let start = usize::try_from(start).unwrap_or(0);
                 // `stop` is inclusive; a select's node sits at its dot.
                 let (start, len) = match &e.field {
                     Some(field) => (start + 1, field.chars().count()),
-                    None => (start, usize::try_from(stop).unwrap_or(0).saturating_sub(start) + 1),
+                    None => (
+                        start,
+                        usize::try_from(stop).unwrap_or(0).saturating_sub(start) + 1,
+                    ),
                 };
                 let loc = locate(sources, when, start, len);
                 report.push(
@@ -454,7 +482,11 @@ fn condition(
 
 /// The char offset of (1-based `line`, 0-based `col`) in `text`.
 fn char_offset_of(text: &str, line: usize, col: usize) -> usize {
-    let before: usize = text.split_inclusive('\n').take(line - 1).map(|l| l.chars().count()).sum();
+    let before: usize = text
+        .split_inclusive('\n')
+        .take(line - 1)
+        .map(|l| l.chars().count())
+        .sum();
     before + col
 }
 
@@ -487,7 +519,10 @@ fn locate(sources: &Sources, when: &Spanned<String>, offset: usize, len: usize) 
     let mut min_col = when.location.column.saturating_sub(1);
     for line_no in first_line..=file.text.lines().count() {
         let Some(src) = file.line(line_no) else { break };
-        let mut from_byte = src.char_indices().nth(min_col).map_or(src.len(), |(b, _)| b);
+        let mut from_byte = src
+            .char_indices()
+            .nth(min_col)
+            .map_or(src.len(), |(b, _)| b);
         min_col = 0;
         while let Some(at) = src.get(from_byte..).and_then(|s| s.find(needle.as_str())) {
             let abs = from_byte + at;

@@ -43,7 +43,10 @@ pub struct Message {
 
 impl Message {
     fn field(&self, name: &str) -> Option<Ty> {
-        self.fields.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+        self.fields
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| *t)
     }
 }
 
@@ -234,8 +237,11 @@ impl Walker {
             Expr::Call(call) => {
                 if let Some(target) = &call.target {
                     match (&target.expr, calendar_step(&call.func_name)) {
-                        (Expr::Ident(name), Some(step)) if name == "now" && !self.locals.iter().any(|l| l == name) => {
-                            self.reads.now_step = Some(self.reads.now_step.map_or(step, |s| s.min(step)));
+                        (Expr::Ident(name), Some(step))
+                            if name == "now" && !self.locals.iter().any(|l| l == name) =>
+                        {
+                            self.reads.now_step =
+                                Some(self.reads.now_step.map_or(step, |s| s.min(step)));
                         }
                         _ => {
                             self.walk(target);
@@ -258,7 +264,8 @@ impl Walker {
                 self.walk(&c.loop_cond);
                 self.walk(&c.loop_step);
                 self.walk(&c.result);
-                self.locals.truncate(self.locals.len() - 2 - usize::from(c.iter_var2.is_some()));
+                self.locals
+                    .truncate(self.locals.len() - 2 - usize::from(c.iter_var2.is_some()));
                 Ty::Dyn
             }
             Expr::List(list) => {
@@ -300,7 +307,9 @@ impl Walker {
                     steps.push((cur.id, s.field.as_str()));
                     cur = &s.operand;
                 }
-                Expr::Call(c) if c.func_name == "_[_]" && c.target.is_none() && c.args.len() == 2 => {
+                Expr::Call(c)
+                    if c.func_name == "_[_]" && c.target.is_none() && c.args.len() == 2 =>
+                {
                     let (Some(operand), Some(key)) = (c.args.first(), c.args.get(1)) else {
                         return None;
                     };
@@ -366,7 +375,10 @@ impl Walker {
             Ty::String | Ty::Bool | Ty::Int | Ty::Timestamp | Ty::StringList => {
                 self.errors.push(SchemaError {
                     expr_id: id,
-                    message: format!("cannot select `{field}`: the value is a {}", ty_name(operand)),
+                    message: format!(
+                        "cannot select `{field}`: the value is a {}",
+                        ty_name(operand)
+                    ),
                     help: None,
                     field: Some(field.to_owned()),
                 });
@@ -382,8 +394,8 @@ impl Walker {
 /// within each UTC quarter hour.
 fn calendar_step(function: &str) -> Option<std::time::Duration> {
     match function {
-        "getFullYear" | "getMonth" | "getDayOfYear" | "getDayOfMonth" | "getDate" | "getDayOfWeek"
-        | "getHours" => Some(std::time::Duration::from_secs(15 * 60)),
+        "getFullYear" | "getMonth" | "getDayOfYear" | "getDayOfMonth" | "getDate"
+        | "getDayOfWeek" | "getHours" => Some(std::time::Duration::from_secs(15 * 60)),
         "getMinutes" => Some(std::time::Duration::from_secs(60)),
         "getSeconds" => Some(std::time::Duration::from_secs(1)),
         _ => None,
@@ -435,17 +447,28 @@ mod tests {
 
     #[test]
     fn calendar_reads_of_now_are_stepwise() {
-        let r = reads(r#"now.getHours("Europe/Berlin") < 6 || now.getMinutes() == 3"#, Scope::Signal).unwrap();
+        let r = reads(
+            r#"now.getHours("Europe/Berlin") < 6 || now.getMinutes() == 3"#,
+            Scope::Signal,
+        )
+        .unwrap();
         assert!(!r.now);
         assert_eq!(r.now_step, Some(std::time::Duration::from_secs(60)));
-        let r = reads(r#"now.getHours() < 6 && now > timestamp("2026-01-01T00:00:00Z")"#, Scope::Signal).unwrap();
+        let r = reads(
+            r#"now.getHours() < 6 && now > timestamp("2026-01-01T00:00:00Z")"#,
+            Scope::Signal,
+        )
+        .unwrap();
         assert!(r.now, "a plain read of `now` makes it exact");
     }
 
     #[test]
     fn comprehension_variables_are_not_context() {
         let r = reads(r#"subject.roles.exists(r, r == "admin")"#, Scope::Rule).unwrap();
-        assert_eq!(r.paths, vec![vec!["subject".to_owned(), "roles".to_owned()]]);
+        assert_eq!(
+            r.paths,
+            vec![vec!["subject".to_owned(), "roles".to_owned()]]
+        );
     }
 
     #[test]

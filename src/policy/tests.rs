@@ -66,7 +66,10 @@ fn cel_syntax_error() {
     let e = one_error(&format!(
         "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: \"1 > && true\"\n    effect: deny\n"
     ));
-    assert!(e.starts_with("error: invalid CEL: Syntax error: extraneous input '&&'"), "{e}");
+    assert!(
+        e.starts_with("error: invalid CEL: Syntax error: extraneous input '&&'"),
+        "{e}"
+    );
     assert!(e.contains("(in `r1`)\n  --> p.yaml:15:16\n"), "{e}");
 }
 
@@ -98,10 +101,15 @@ fn bad_durations() {
         "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    effect: challenge\n    require: {{ max_age: 5 }}\n  - id: r2\n    actions: [a]\n    effect: challenge\n    require: {{ max_age: 5 minutes }}\n"
     ));
     assert_eq!(errs.len(), 2, "{errs:#?}");
-    assert!(errs[0].starts_with("error: `max_age` needs a unit: `5` (in `r1`)"), "{}", errs[0]);
+    assert!(
+        errs[0].starts_with("error: `max_age` needs a unit: `5` (in `r1`)"),
+        "{}",
+        errs[0]
+    );
     assert!(errs[0].ends_with("= help: write `5s` for seconds, or use m, h, d"));
     assert!(
-        errs[1].starts_with("error: invalid duration `5 minutes`: unknown unit ` minutes` (in `r2`)"),
+        errs[1]
+            .starts_with("error: invalid duration `5 minutes`: unknown unit ` minutes` (in `r2`)"),
         "{}",
         errs[1]
     );
@@ -112,8 +120,16 @@ fn duplicate_ids_across_signals_and_rules() {
     let e = one_error(&format!(
         "{HEAD}signals:\n  - {{ id: x, when: \"true\", score: 1 }}\nrules:\n  - {{ id: x, actions: [a], effect: deny }}\n"
     ));
-    assert!(e.starts_with("error: duplicate id `x`\n  --> p.yaml:15:11"), "{e}");
-    assert!(e.ends_with("= help: ids are unique across signals and rules; `x` is first used at p.yaml:13"), "{e}");
+    assert!(
+        e.starts_with("error: duplicate id `x`\n  --> p.yaml:15:11"),
+        "{e}"
+    );
+    assert!(
+        e.ends_with(
+            "= help: ids are unique across signals and rules; `x` is first used at p.yaml:13"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -121,7 +137,10 @@ fn every_error_is_reported_in_one_pass() {
     let errs = errors(&format!(
         "{HEAD}signals:\n  - {{ id: s, when: \"risk.score > 1\", score: 500 }}\nrules:\n  - id: r\n    actions: []\n    when: \"devce\"\n    effect: challenge\n    require: {{ level: nope, max_age: 1y }}\n"
     ));
-    let firsts: Vec<&str> = errs.iter().map(|e| e.lines().next().unwrap_or("")).collect();
+    let firsts: Vec<&str> = errs
+        .iter()
+        .map(|e| e.lines().next().unwrap_or(""))
+        .collect();
     assert_eq!(
         firsts,
         [
@@ -138,19 +157,30 @@ fn every_error_is_reported_in_one_pass() {
 #[test]
 fn structure_errors() {
     let e = one_error("apiVersion: stepup/v2\nkind: Policy\nname: t\n");
-    assert!(e.starts_with("error: unsupported apiVersion `stepup/v2`"), "{e}");
+    assert!(
+        e.starts_with("error: unsupported apiVersion `stepup/v2`"),
+        "{e}"
+    );
     assert!(e.ends_with("= help: use `apiVersion: stepup/v1`"), "{e}");
 
     let e = one_error("apiVersion: stepup/v1\nkind: Polcy\n");
     assert!(e.starts_with("error: unknown kind `Polcy`"), "{e}");
 
-    let e = one_error(&format!("{HEAD}rules:\n  - id: r\n    actions: [a]\n    effect: challenge\n"));
-    assert!(e.starts_with("error: challenge rule is missing `require` (in `r`)"), "{e}");
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r\n    actions: [a]\n    effect: challenge\n"
+    ));
+    assert!(
+        e.starts_with("error: challenge rule is missing `require` (in `r`)"),
+        "{e}"
+    );
 
     let e = one_error(&format!(
         "{HEAD}rules:\n  - id: r\n    actions: [a]\n    effect: deny\n    require: {{ level: aal1 }}\n"
     ));
-    assert!(e.starts_with("error: a deny rule takes no `require` (in `r`)"), "{e}");
+    assert!(
+        e.starts_with("error: a deny rule takes no `require` (in `r`)"),
+        "{e}"
+    );
 
     // The broken file also holds the levels, hence a second error.
     let e = errors("kind: Policy\napiVersion: stepup/v1\nname: t\nrules: [ {id: r, actions: [a], effect: deny\n").remove(0);
@@ -160,13 +190,17 @@ fn structure_errors() {
 
 #[test]
 fn exactly_one_levels_document() {
-    let report = PolicySet::from_str("p.yaml", "apiVersion: stepup/v1\nkind: Policy\nname: t\n").unwrap_err();
+    let report = PolicySet::from_str("p.yaml", "apiVersion: stepup/v1\nkind: Policy\nname: t\n")
+        .unwrap_err();
     assert_eq!(
         report.diagnostics[0].to_string(),
         "error: the policy set has no `kind: Levels` document\n  = help: add one listing the assurance levels, weakest first, with their acr values"
     );
     let e = one_error(LEVELS);
-    assert!(e.starts_with("error: a second `kind: Levels` document"), "{e}");
+    assert!(
+        e.starts_with("error: a second `kind: Levels` document"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -192,16 +226,31 @@ fn read_paths_and_volatility() {
     let (set, warnings) = PolicySet::from_str("p.yaml", &text).unwrap();
     assert!(warnings.diagnostics.is_empty());
     let paths: Vec<String> = set.read_paths.iter().map(|p| p.join(".")).collect();
-    assert_eq!(paths, ["device.trusted", "resource.attributes.amount", "session.auth_time"]);
+    assert_eq!(
+        paths,
+        [
+            "device.trusted",
+            "resource.attributes.amount",
+            "session.auth_time"
+        ]
+    );
     assert_eq!(set.time_step, None);
     assert!(set.signals[0].when.volatile);
     assert!(!set.signals[1].when.volatile);
-    assert!(set.rules[0].when.as_ref().unwrap().volatile, "reads risk while a signal reads now");
+    assert!(
+        set.rules[0].when.as_ref().unwrap().volatile,
+        "reads risk while a signal reads now"
+    );
     assert!(!set.rules[1].when.as_ref().unwrap().volatile);
 
-    let text = format!("{LEVELS}---\n{HEAD}signals:\n  - {{ id: night, when: 'now.getHours(\"Asia/Kolkata\") < 6', score: 10 }}\n");
+    let text = format!(
+        "{LEVELS}---\n{HEAD}signals:\n  - {{ id: night, when: 'now.getHours(\"Asia/Kolkata\") < 6', score: 10 }}\n"
+    );
     let (set, _) = PolicySet::from_str("p.yaml", &text).unwrap();
-    assert!(!set.signals[0].when.volatile, "calendar reads are keyed, not volatile");
+    assert!(
+        !set.signals[0].when.volatile,
+        "calendar reads are keyed, not volatile"
+    );
     assert_eq!(set.time_step, Some(std::time::Duration::from_secs(900)));
 }
 
@@ -221,9 +270,14 @@ fn example_policies_are_valid() {
 fn revision_is_a_content_hash() {
     let a = PolicySet::from_str("p.yaml", LEVELS).unwrap().0;
     let b = PolicySet::from_str("p.yaml", LEVELS).unwrap().0;
-    let c = PolicySet::from_str("p.yaml", &format!("{LEVELS}# changed\n")).unwrap().0;
+    let c = PolicySet::from_str("p.yaml", &format!("{LEVELS}# changed\n"))
+        .unwrap()
+        .0;
     assert_eq!(a.revision, b.revision);
     assert_ne!(a.revision, c.revision);
-    assert_ne!(a.generation, b.generation, "every compiled set has its own cache generation");
+    assert_ne!(
+        a.generation, b.generation,
+        "every compiled set has its own cache generation"
+    );
     assert!(a.revision.starts_with("sha256:") && a.revision.len() == 7 + 64);
 }

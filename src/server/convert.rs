@@ -39,7 +39,10 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> InvalidReque
 
 /// Checks a request and returns the decision's "now": `time` when set, else
 /// `clock`.
-pub fn validate(req: &pb::DecideRequest, clock: DateTime<Utc>) -> Result<DateTime<Utc>, InvalidRequest> {
+pub fn validate(
+    req: &pb::DecideRequest,
+    clock: DateTime<Utc>,
+) -> Result<DateTime<Utc>, InvalidRequest> {
     if req.action.is_empty() {
         return Err(invalid("action", "required"));
     }
@@ -70,14 +73,20 @@ pub fn validate(req: &pb::DecideRequest, clock: DateTime<Utc>) -> Result<DateTim
     if let Some(n) = &req.network {
         string("network.ip", &n.ip)?;
         if !n.ip.is_empty() && n.ip.parse::<std::net::IpAddr>().is_err() {
-            return Err(invalid("network.ip", format!("`{}` is not an IP address", truncate(&n.ip))));
+            return Err(invalid(
+                "network.ip",
+                format!("`{}` is not an IP address", truncate(&n.ip)),
+            ));
         }
         string("network.country", &n.country)?;
         let alpha2 = n.country.len() == 2 && n.country.bytes().all(|b| b.is_ascii_uppercase());
         if !n.country.is_empty() && !alpha2 {
             return Err(invalid(
                 "network.country",
-                format!("`{}` is not an ISO 3166-1 alpha-2 code (two capital letters)", truncate(&n.country)),
+                format!(
+                    "`{}` is not an ISO 3166-1 alpha-2 code (two capital letters)",
+                    truncate(&n.country)
+                ),
             ));
         }
         attributes("network.attributes", &n.attributes)?;
@@ -103,7 +112,10 @@ fn truncate(s: &str) -> &str {
 
 fn string(field: &str, s: &str) -> Result<(), InvalidRequest> {
     if s.len() > MAX_STRING_BYTES {
-        return Err(invalid(field, format!("longer than {MAX_STRING_BYTES} bytes")));
+        return Err(invalid(
+            field,
+            format!("longer than {MAX_STRING_BYTES} bytes"),
+        ));
     }
     Ok(())
 }
@@ -124,7 +136,10 @@ fn attributes(field: &str, map: &HashMap<String, Value>) -> Result<(), InvalidRe
     }
     for (k, v) in map {
         if k.len() > MAX_STRING_BYTES {
-            return Err(invalid(field, format!("a key is longer than {MAX_STRING_BYTES} bytes")));
+            return Err(invalid(
+                field,
+                format!("a key is longer than {MAX_STRING_BYTES} bytes"),
+            ));
         }
         value(&format!("{field}.{k}"), v, 1)?;
     }
@@ -133,7 +148,10 @@ fn attributes(field: &str, map: &HashMap<String, Value>) -> Result<(), InvalidRe
 
 fn value(field: &str, v: &Value, depth: usize) -> Result<(), InvalidRequest> {
     if depth > MAX_DEPTH {
-        return Err(invalid(field, format!("nested deeper than {MAX_DEPTH} levels")));
+        return Err(invalid(
+            field,
+            format!("nested deeper than {MAX_DEPTH} levels"),
+        ));
     }
     match &v.kind {
         Some(Kind::StringValue(s)) => string(field, s),
@@ -167,7 +185,10 @@ fn timestamp(field: &str, t: &Timestamp) -> Result<DateTime<Utc>, InvalidRequest
     const MIN: i64 = -62_135_596_800;
     const MAX: i64 = 253_402_300_799;
     if !(MIN..=MAX).contains(&t.seconds) {
-        return Err(invalid(field, "seconds out of range (0001-01-01 to 9999-12-31)"));
+        return Err(invalid(
+            field,
+            "seconds out of range (0001-01-01 to 9999-12-31)",
+        ));
     }
     let nanos = u32::try_from(t.nanos)
         .ok()
@@ -203,7 +224,9 @@ pub fn response(d: &Decision) -> pb::DecideResponse {
             Some(pb::Requirement {
                 rule_id: rule.id.to_string(),
                 level: level.map(|l| l.name.to_string()).unwrap_or_default(),
-                acr_values: level.map(|l| l.acr.iter().map(|a| a.to_string()).collect()).unwrap_or_default(),
+                acr_values: level
+                    .map(|l| l.acr.iter().map(|a| a.to_string()).collect())
+                    .unwrap_or_default(),
                 methods: r.methods.iter().map(|m| m.to_string()).collect(),
                 max_age: r.max_age.map(duration),
             })
@@ -275,14 +298,23 @@ mod tests {
         let now = Utc::now();
         let mut r = req();
         r.action.clear();
-        assert_eq!(validate(&r, now).unwrap_err().to_string(), "`action`: required");
+        assert_eq!(
+            validate(&r, now).unwrap_err().to_string(),
+            "`action`: required"
+        );
 
         let mut r = req();
         r.subject = None;
-        assert_eq!(validate(&r, now).unwrap_err().to_string(), "`subject.id`: required");
+        assert_eq!(
+            validate(&r, now).unwrap_err().to_string(),
+            "`subject.id`: required"
+        );
 
         let mut r = req();
-        r.time = Some(Timestamp { seconds: 0, nanos: -1 });
+        r.time = Some(Timestamp {
+            seconds: 0,
+            nanos: -1,
+        });
         assert_eq!(
             validate(&r, now).unwrap_err().to_string(),
             "`time`: nanos must be in 0..=999999999"
@@ -328,9 +360,6 @@ mod tests {
             seconds: 1_700_000_000,
             nanos: 5,
         });
-        assert_eq!(
-            validate(&r, now).map(|t| t.timestamp()),
-            Ok(1_700_000_000)
-        );
+        assert_eq!(validate(&r, now).map(|t| t.timestamp()), Ok(1_700_000_000));
     }
 }

@@ -40,7 +40,10 @@ pub fn status(e: CallError) -> Status {
 
 #[tonic::async_trait]
 impl DecisionService for DecisionApi {
-    async fn decide(&self, request: Request<DecideRequest>) -> Result<Response<DecideResponse>, Status> {
+    async fn decide(
+        &self,
+        request: Request<DecideRequest>,
+    ) -> Result<Response<DecideResponse>, Status> {
         let req = request.into_inner();
         let now = convert::validate(&req, Utc::now()).map_err(|e| status(e.into()))?;
         let decision = self.engine.decide(&req, now, req.explain);

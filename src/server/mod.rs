@@ -16,6 +16,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::engine::Engine;
 use crate::proto::v1::decision_service_server::DecisionServiceServer;
 
+/// How long in-flight calls may take to finish after the shutdown signal.
+/// Kubernetes kills the pod 30 s after SIGTERM by default; a client that
+/// never closes its connection must not hold the sidecar up until then.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Largest accepted gRPC message. A `DecideRequest` within the field limits
 /// of [`convert`] is far smaller.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -48,7 +53,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 }
 
 /// Serves on `listener` until `shutdown` completes, then stops accepting and
-/// lets in-flight calls finish.
+/// lets in-flight calls finish, for at most [`SHUTDOWN_GRACE`].
 pub async fn serve(
     engine: Arc<Engine>,
     listener: TcpListener,
@@ -75,17 +80,28 @@ pub async fn serve(
 
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, "serving gRPC");
-    tonic::transport::Server::builder()
+    let draining = std::sync::Arc::new(tokio::sync::Notify::new());
+    let notify = std::sync::Arc::clone(&draining);
+    let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(decisions)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight calls");
-        })
-        .await?;
+            notify.notify_one();
+        });
+    tokio::select! {
+        result = server => result?,
+        () = async {
+            draining.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the shutdown grace period: closing them");
+        }
+    }
     Ok(())
 }

@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use stepup::PolicySet;
 use stepup::cache::CacheConfig;
 use stepup::engine::Engine;
 use stepup::proto::v1::decision_service_client::DecisionServiceClient;
-use stepup::PolicySet;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -28,12 +28,18 @@ impl TestServer {
     pub async fn start(dir: &Path, cache: CacheConfig) -> Self {
         let (policy, _) = PolicySet::load(dir).unwrap_or_else(|r| panic!("{r}"));
         let engine = Arc::new(Engine::new(policy, cache));
-        let listener = stepup::server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let listener = stepup::server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(stepup::server::serve(Arc::clone(&engine), listener, async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(stepup::server::serve(
+            Arc::clone(&engine),
+            listener,
+            async {
+                let _ = rx.await;
+            },
+        ));
         Self {
             addr,
             engine,
