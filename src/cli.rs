@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// gRPC listen address [default: 127.0.0.1:7171].
     #[arg(long, env = "STEPUP_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Do not watch the policy directory (reload on SIGHUP only). By default
+    /// changes are picked up within a second; an invalid new set is
+    /// rejected and the last good one keeps serving.
+    #[arg(long, env = "STEPUP_NO_WATCH", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_watch: bool,
     /// Config file (TOML); flags and STEPUP_* variables override it.
     #[arg(long, env = "STEPUP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -85,6 +90,7 @@ impl ServeArgs {
         Overrides {
             policies: self.policies.clone(),
             listen: self.listen.clone(),
+            watch: self.no_watch.then_some(false),
             cache_size: self.cache_size,
             cache_ttl: self.cache_ttl.clone(),
             log_level: self

@@ -32,6 +32,9 @@ pub struct FileConfig {
     pub policies: Option<PathBuf>,
     /// gRPC listen address.
     pub listen: Option<String>,
+    /// Watch the policy directory and reload on change (SIGHUP always
+    /// reloads).
+    pub watch: Option<bool>,
     /// Decision cache.
     #[serde(default)]
     pub cache: FileCache,
@@ -67,6 +70,8 @@ pub struct Overrides {
     pub policies: Option<PathBuf>,
     /// `--listen` / `STEPUP_LISTEN`.
     pub listen: Option<String>,
+    /// `--no-watch` / `STEPUP_WATCH`.
+    pub watch: Option<bool>,
     /// `--cache-size` / `STEPUP_CACHE_SIZE`.
     pub cache_size: Option<u64>,
     /// `--cache-ttl` / `STEPUP_CACHE_TTL`.
@@ -84,6 +89,8 @@ pub struct Config {
     pub policies: PathBuf,
     /// gRPC listen address.
     pub listen: SocketAddr,
+    /// Watch the policy directory for changes.
+    pub watch: bool,
     /// Decision cache.
     pub cache: CacheConfig,
     /// Log filter.
@@ -192,6 +199,7 @@ impl Config {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
                 policies,
                 listen,
+                watch: overrides.watch.or(from_file.watch).unwrap_or(true),
                 cache: CacheConfig { capacity, ttl },
                 log_level,
                 log_format,

@@ -22,6 +22,46 @@ pub mod policy;
 pub mod server;
 
 pub use engine::{Decision, Engine, Outcome};
+
+use std::future::Future;
+use std::sync::Arc;
+
+/// Serves decisions per `config` with `engine` until `shutdown` resolves:
+/// binds the gRPC listener, runs the policy reload loop (directory watch and
+/// SIGHUP) beside it, and drains in-flight calls on the way out.
+pub async fn run(
+    engine: Arc<Engine>,
+    config: &config::Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), server::ServeError> {
+    let listener = server::bind(config.listen).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let reloader = Arc::new(policy::watch::Reloader::new(
+        Arc::clone(&engine),
+        config.policies.clone(),
+    ));
+    let defaults = policy::watch::WatchOptions::default();
+    let options = policy::watch::WatchOptions {
+        notify: config.watch,
+        poll: defaults.poll.filter(|_| config.watch),
+        ..defaults
+    };
+    let reload = tokio::spawn(policy::watch::run(
+        reloader,
+        options,
+        stopped(stop_rx.clone()),
+    ));
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let served = server::serve(engine, listener, stopped(stop_rx)).await;
+    let _ = reload.await;
+    served
+}
 pub use policy::PolicySet;
 
 /// The generated protobuf types and gRPC stubs of `proto/`.

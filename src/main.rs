@@ -49,10 +49,7 @@ fn serve(args: &cli::ServeArgs) -> Result<String, Failure> {
             code: 1,
         })?;
     runtime
-        .block_on(async {
-            let listener = stepup::server::bind(config.listen).await?;
-            stepup::server::serve(engine, listener, shutdown_signal()).await
-        })
+        .block_on(stepup::run(engine, &config, shutdown_signal()))
         .map_err(|e| Failure {
             message: format!("error: {e}"),
             code: cli::EXIT_USAGE,

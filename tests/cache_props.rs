@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code: a failed unwrap is a failed test
 //! Property: the decision cache never changes an answer. Random request
 //! contexts and clocks over the example policies, decided through one shared
 //! cache (so earlier cases warm later ones) and without a cache, must agree

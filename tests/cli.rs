@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code: a failed unwrap is a failed test
 //! The `stepup` binary as users run it: exit codes, output and diagnostics,
 //! and `serve` as a real process that stops cleanly on SIGTERM.
 
@@ -271,6 +277,101 @@ fn serve_answers_and_stops_on_sigterm() {
             .any(|l| l["fields"]["message"] == "shutting down: finishing in-flight calls"),
         "{logs}"
     );
+}
+
+/// Decides `account.password.change` on `addr`, returning the revision.
+fn revision_at(rt: &tokio::runtime::Runtime, addr: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    rt.block_on(async {
+        loop {
+            if let Ok(mut client) =
+                stepup::proto::v1::decision_service_client::DecisionServiceClient::connect(format!(
+                    "http://{addr}"
+                ))
+                .await
+            {
+                let req = stepup::proto::v1::DecideRequest {
+                    action: "account.password.change".into(),
+                    subject: Some(stepup::proto::v1::Subject {
+                        id: "u".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                return client
+                    .decide(req)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .policy_revision;
+            }
+            assert!(Instant::now() < deadline, "server did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+#[test]
+fn sighup_reloads_the_policy_set() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["levels.yaml", "account.yaml"] {
+        std::fs::copy(Path::new(&examples()).join(f), dir.path().join(f)).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args([
+            "serve",
+            "--no-watch",
+            "--policies",
+            &dir.path().display().to_string(),
+            "--listen",
+            &addr,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let before = revision_at(&rt, &addr);
+    let mut text = std::fs::read_to_string(dir.path().join("account.yaml")).unwrap();
+    text.push_str("# edited\n");
+    std::fs::write(dir.path().join("account.yaml"), text).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        revision_at(&rt, &addr),
+        before,
+        "--no-watch: no reload without SIGHUP"
+    );
+
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while revision_at(&rt, &addr) == before {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(rt);
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
 #[test]

@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code: a failed unwrap is a failed test
 //! End to end over a real socket: the server on `127.0.0.1:0`, a real tonic
 //! client, the example policies.
 

@@ -185,6 +185,7 @@ fn push_quoted(out: &mut String, s: &str) {
 pub struct Engine {
     policy: ArcSwap<PolicySet>,
     cache: Option<DecisionCache>,
+    reloads: crate::policy::watch::ReloadStatus,
 }
 
 impl Engine {
@@ -193,6 +194,7 @@ impl Engine {
         Self {
             policy: ArcSwap::from_pointee(policy),
             cache: DecisionCache::new(cache),
+            reloads: crate::policy::watch::ReloadStatus::default(),
         }
     }
 
@@ -209,6 +211,11 @@ impl Engine {
         if let Some(cache) = &self.cache {
             cache.clear();
         }
+    }
+
+    /// Reload counters and the last reload error.
+    pub fn reload_status(&self) -> &crate::policy::watch::ReloadStatus {
+        &self.reloads
     }
 
     /// The cache, when on.

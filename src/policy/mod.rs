@@ -6,6 +6,7 @@
 pub mod diag;
 pub mod load;
 pub mod schema;
+pub mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

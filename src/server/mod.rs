@@ -16,6 +16,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::engine::Engine;
 use crate::proto::v1::decision_service_server::DecisionServiceServer;
 
+/// The health service name whose status says whether the last policy
+/// reload succeeded.
+pub const POLICY_HEALTH_SERVICE: &str = "stepup.policy";
+
 /// How long in-flight calls may take to finish after the shutdown signal.
 /// Kubernetes kills the pod 30 s after SIGTERM by default; a client that
 /// never closes its connection must not hold the sidecar up until then.
@@ -66,6 +70,25 @@ pub async fn serve(
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
+    // `stepup.policy`: NOT_SERVING while the last policy reload failed (the
+    // last good set still serves decisions; probes should not use this one).
+    let mut reload_ok = engine.reload_status().subscribe();
+    let policy_health = health.clone();
+    tokio::spawn(async move {
+        loop {
+            let status = if *reload_ok.borrow_and_update() {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            policy_health
+                .set_service_status(POLICY_HEALTH_SERVICE, status)
+                .await;
+            if reload_ok.changed().await.is_err() {
+                break;
+            }
+        }
+    });
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()

@@ -1,7 +1,7 @@
 //! Shared by the integration tests: a real server on `127.0.0.1:0` over the
 //! example policies, and a real tonic client.
 
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs)] // each test crate uses part of it
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
