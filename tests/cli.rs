@@ -209,7 +209,7 @@ fn serve_answers_and_stops_on_sigterm() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
+    let child = Command::new(env!("CARGO_BIN_EXE_stepup"))
         .args([
             "serve",
             "--policies",
