@@ -292,3 +292,33 @@ async fn cache_off_and_on_agree_over_the_wire() {
     on.stop().await;
     off.stop().await;
 }
+
+#[tokio::test]
+async fn shadow_rules_come_back_in_the_response() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        examples().join("levels.yaml"),
+        dir.path().join("levels.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("new.yaml"),
+        "apiVersion: stepup/v1\nkind: Policy\nname: rollout\nmode: shadow\nrules:\n  - id: refunds-need-aal3\n    actions: [payments.refund]\n    effect: challenge\n    require: { level: aal3 }\n    message: Refunds will need a security key\n",
+    )
+    .unwrap();
+    let server = TestServer::start(dir.path(), CacheConfig::default()).await;
+    let mut client = server.client().await;
+    let r = client.decide(refund(10.0)).await.unwrap().into_inner();
+    assert_eq!(r.outcome(), Outcome::Allow);
+    assert!(r.reasons.is_empty());
+    assert_eq!(
+        r.shadow,
+        [pb::ShadowResult {
+            rule_id: "refunds-need-aal3".into(),
+            effect: pb::Effect::Challenge as i32,
+            message: "Refunds will need a security key".into(),
+            satisfied: false,
+        }]
+    );
+    server.stop().await;
+}

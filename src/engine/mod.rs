@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
 use crate::cache::{CacheConfig, DecisionCache};
-use crate::policy::{Condition, Effect, PolicySet};
+use crate::policy::{Condition, Effect, Mode, PolicySet};
 use crate::proto::v1::DecideRequest;
 use vals::Variables;
 
@@ -91,8 +91,10 @@ pub struct Assessment {
     pub risk_score: u32,
     /// Ids of the signals that fired.
     pub signals: Vec<Arc<str>>,
-    /// Indices of the rules that matched, in policy order.
+    /// Indices of the enforced rules that matched, in policy order.
     pub matched: Vec<usize>,
+    /// Indices of the shadow rules that matched (report-only).
+    pub shadow: Vec<usize>,
     /// Conditions that failed.
     pub errors: Vec<EvalError>,
 }
@@ -118,6 +120,20 @@ pub struct Decision {
     pub cache_hit: bool,
     /// Filled when an explanation was asked for.
     pub trace: Vec<TraceEntry>,
+    /// The matched shadow rules and what they would have done.
+    pub shadow: Vec<ShadowResult>,
+}
+
+/// What a matched shadow rule would have done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShadowResult {
+    /// Index of the rule.
+    pub rule: usize,
+    /// Its effect.
+    pub effect: Effect,
+    /// For a challenge: whether the session already meets the requirement
+    /// (then enforcing the rule would not have challenged).
+    pub satisfied: bool,
 }
 
 impl Decision {
@@ -386,12 +402,17 @@ fn assess(policy: &PolicySet, signals: &[CondResult], rules: &[(usize, CondResul
         }
     }
     let mut matched = Vec::new();
+    let mut shadow = Vec::new();
     for (i, r) in rules {
+        let list = match policy.rules.get(*i).map(|r| r.mode) {
+            Some(Mode::Shadow) => &mut shadow,
+            _ => &mut matched,
+        };
         match r {
-            CondResult::True => matched.push(*i),
+            CondResult::True => list.push(*i),
             // Fail closed: a rule that cannot be evaluated counts as matched.
             CondResult::Error(e) => {
-                matched.push(*i);
+                list.push(*i);
                 if let Some(rule) = policy.rules.get(*i) {
                     errors.push(EvalError {
                         id: Arc::clone(&rule.id),
@@ -406,6 +427,7 @@ fn assess(policy: &PolicySet, signals: &[CondResult], rules: &[(usize, CondResul
         risk_score,
         signals: fired,
         matched,
+        shadow,
         errors,
     }
 }
@@ -462,6 +484,18 @@ fn conclude(
             Some(age.to_std().unwrap_or(Duration::ZERO))
         }
     });
+    let amr: &[String] = session.map_or(&[], |s| &s.amr);
+    let satisfied = |r: &crate::policy::Requirement| {
+        let level_ok = r
+            .level
+            .is_none_or(|need| session_level.is_some_and(|have| have >= need));
+        let methods_ok =
+            r.methods.is_empty() || amr.iter().any(|m| r.methods.iter().any(|x| **x == **m));
+        let fresh = r
+            .max_age
+            .is_none_or(|limit| age.is_some_and(|a| a <= limit));
+        level_ok && methods_ok && fresh
+    };
     for &i in &assessment.matched {
         let Some(rule) = policy.rules.get(i) else {
             continue;
@@ -470,17 +504,7 @@ fn conclude(
             Effect::Deny => denied = true,
             Effect::Challenge => {
                 let Some(r) = &rule.requirement else { continue };
-                let level_ok = r
-                    .level
-                    .is_none_or(|need| session_level.is_some_and(|have| have >= need));
-                let methods_ok = r.methods.is_empty()
-                    || session.is_some_and(|s| {
-                        s.amr.iter().any(|m| r.methods.iter().any(|x| **x == **m))
-                    });
-                let fresh = r
-                    .max_age
-                    .is_none_or(|limit| age.is_some_and(|a| a <= limit));
-                if !(level_ok && methods_ok && fresh) {
+                if !satisfied(r) {
                     unmet.push(i);
                     if r.level > challenge_level {
                         challenge_level = r.level;
@@ -492,6 +516,19 @@ fn conclude(
             }
         }
     }
+    let shadow: Vec<ShadowResult> = assessment
+        .shadow
+        .iter()
+        .filter_map(|&i| {
+            let rule = policy.rules.get(i)?;
+            Some(ShadowResult {
+                rule: i,
+                effect: rule.effect,
+                satisfied: rule.effect == Effect::Challenge
+                    && rule.requirement.as_ref().is_some_and(&satisfied),
+            })
+        })
+        .collect();
     let outcome = if denied {
         Outcome::Deny
     } else if !unmet.is_empty() {
@@ -514,6 +551,7 @@ fn conclude(
         policy,
         cache_hit,
         trace,
+        shadow,
     }
 }
 
@@ -564,11 +602,15 @@ fn explain_trace(
                 ),
             ),
         };
+        let detail = match rule.mode {
+            Mode::Shadow => format!("shadow (report-only): {}", entry.1),
+            Mode::Enforce => entry.1,
+        };
         out.push(TraceEntry {
             kind: "rule",
             id: Arc::clone(&rule.id),
             fired: entry.0,
-            detail: entry.1,
+            detail,
         });
     }
     out

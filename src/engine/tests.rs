@@ -582,3 +582,61 @@ fn explain_traces_every_signal_and_rule() {
         ]
     );
 }
+
+#[test]
+fn shadow_rules_are_reported_but_do_not_decide() {
+    let p = policy(
+        r#"
+rules:
+  - id: new-deny
+    mode: shadow
+    actions: ["a"]
+    effect: deny
+    message: Would block
+  - id: new-challenge
+    mode: shadow
+    actions: ["a"]
+    effect: challenge
+    require: { level: aal2 }
+  - id: live
+    actions: ["a"]
+    effect: challenge
+    require: { level: aal1 }
+"#,
+    );
+    let d = decide(&p, &with_session(request("a"), "urn:aal2", &["otp"], 0));
+    assert_eq!(
+        d.outcome,
+        Outcome::Allow,
+        "shadow rules never change the outcome"
+    );
+    assert_eq!(matched(&d), ["live"]);
+    let shadow: Vec<(&str, Effect, bool)> = d
+        .shadow
+        .iter()
+        .map(|s| (&*p.rules[s.rule].id, s.effect, s.satisfied))
+        .collect();
+    assert_eq!(
+        shadow,
+        [
+            ("new-deny", Effect::Deny, false),
+            ("new-challenge", Effect::Challenge, true)
+        ]
+    );
+    let weak = decide(&p, &with_session(request("a"), "urn:aal1", &["pwd"], 0));
+    assert_eq!(weak.outcome, Outcome::Allow);
+    assert!(
+        !weak.shadow[1].satisfied,
+        "enforcing it would have challenged"
+    );
+}
+
+#[test]
+fn policy_mode_applies_to_its_rules_and_rule_mode_wins() {
+    let text = format!(
+        "{LEVELS}\n---\napiVersion: stepup/v1\nkind: Policy\nname: t\nmode: shadow\nrules:\n  - {{ id: s, actions: [a], effect: deny }}\n  - {{ id: e, mode: enforce, actions: [b], effect: deny }}\n"
+    );
+    let (p, _) = PolicySet::from_str("t.yaml", &text).unwrap();
+    assert_eq!(p.rules[0].mode, Mode::Shadow);
+    assert_eq!(p.rules[1].mode, Mode::Enforce);
+}

@@ -91,6 +91,17 @@ pub enum Effect {
     Deny,
 }
 
+/// Whether a rule's effect counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The rule decides.
+    Enforce,
+    /// The rule is evaluated and its would-be effect reported, but it does not
+    /// change the outcome (report-only, to roll out a new rule safely).
+    Shadow,
+}
+
 /// A challenge rule's requirement.
 #[derive(Debug, Default)]
 pub struct RequireDef {
@@ -121,6 +132,9 @@ pub struct RuleDef {
     pub require: Option<RequireDef>,
     /// For the end user.
     pub message: Option<String>,
+    /// `enforce` or `shadow` (report-only); `None` means the policy's mode,
+    /// else enforce.
+    pub mode: Option<Mode>,
     /// False when the definition had errors (already reported): it is still
     /// checked further, so that one pass reports everything, but not used.
     pub valid: bool,
@@ -412,6 +426,7 @@ impl Reader<'_> {
                 "levels",
                 "signals",
                 "rules",
+                "mode",
             ],
             None,
         ) else {
@@ -482,9 +497,21 @@ impl Reader<'_> {
                         }
                     });
                 }
+                let policy_mode = get("mode").and_then(|n| self.mode(n, None));
+                if policy_mode == Some(Mode::Shadow)
+                    && let Some(n) = get("signals")
+                {
+                    let d = Diagnostic::warning("`mode: shadow` applies to the policy's rules; its signals count as usual")
+                        .at(self.file, location(n))
+                        .help("move signals you do not want counted yet to their own policy, or remove them");
+                    self.push(d);
+                }
                 if let Some(list) = get("rules") {
                     self.each(list, "`rules`", |r, n| {
-                        if let Some(rule) = r.rule(n) {
+                        if let Some(mut rule) = r.rule(n) {
+                            if rule.mode.is_none() {
+                                rule.mode = policy_mode;
+                            }
                             rules.push(rule);
                         }
                     });
@@ -614,6 +641,7 @@ impl Reader<'_> {
                 "effect",
                 "require",
                 "message",
+                "mode",
             ],
             None,
         )?;
@@ -623,6 +651,7 @@ impl Reader<'_> {
         let get = |k: &str| entries.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
         let description = get("description").and_then(|n| self.string(n, "`description`", rule));
         let message = get("message").and_then(|n| self.string(n, "`message`", rule));
+        let mode = get("mode").and_then(|n| self.mode(n, rule));
         let when =
             get("when").and_then(|n| self.string(n, "`when`", rule).map(|s| self.spanned(n, s)));
         let actions = self
@@ -694,8 +723,24 @@ impl Reader<'_> {
             effect: effect.unwrap_or(Effect::Deny),
             require,
             message,
+            mode,
             valid,
         })
+    }
+
+    fn mode(&mut self, node: &Node<'_>, rule: Option<&str>) -> Option<Mode> {
+        let s = self.string(node, "`mode`", rule)?;
+        match s.as_str() {
+            "enforce" => Some(Mode::Enforce),
+            "shadow" => Some(Mode::Shadow),
+            other => {
+                let d = self
+                    .error(node, format!("unknown mode `{other}`"))
+                    .help("use `mode: enforce` (the default) or `mode: shadow` (report-only)");
+                self.push(with_rule(d, rule));
+                None
+            }
+        }
     }
 
     fn require(&mut self, node: &Node<'_>, rule_id: &str) -> Option<RequireDef> {

@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 
 pub use diag::{Diagnostic, Location, Report, Severity, SourceFile};
-pub use load::Effect;
 use load::{Definitions, Sources, Spanned};
+pub use load::{Effect, Mode};
 use schema::{ReadPath, Scope};
 
 use crate::engine::glob::ActionIndex;
@@ -86,6 +86,8 @@ pub struct Rule {
     pub requirement: Option<Requirement>,
     /// For the end user (falls back to the description, then the id).
     pub message: Arc<str>,
+    /// Shadow rules are evaluated and reported but do not decide.
+    pub mode: Mode,
 }
 
 /// A validated, compiled policy set: immutable, shared by every decision
@@ -371,6 +373,7 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
             effect: r.effect,
             requirement,
             message: Arc::from(message.as_str()),
+            mode: r.mode.unwrap_or(Mode::Enforce),
         });
     }
 

@@ -265,6 +265,19 @@ pub fn response(d: &Decision) -> pb::DecideResponse {
             .collect(),
         decision_id: d.id.to_string(),
         policy_revision: policy.revision.to_string(),
+        shadow: d
+            .shadow
+            .iter()
+            .filter_map(|s| {
+                let rule = policy.rules.get(s.rule)?;
+                Some(pb::ShadowResult {
+                    rule_id: rule.id.to_string(),
+                    effect: effect(s.effect) as i32,
+                    message: rule.message.to_string(),
+                    satisfied: s.satisfied,
+                })
+            })
+            .collect(),
         trace: d
             .trace
             .iter()

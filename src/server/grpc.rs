@@ -47,6 +47,20 @@ impl DecisionService for DecisionApi {
         let req = request.into_inner();
         let now = convert::validate(&req, Utc::now()).map_err(|e| status(e.into()))?;
         let decision = self.engine.decide(&req, now, req.explain);
+        if !decision.shadow.is_empty() {
+            let rules: Vec<&str> = decision
+                .shadow
+                .iter()
+                .filter_map(|s| decision.policy.rules.get(s.rule).map(|r| &*r.id))
+                .collect();
+            tracing::info!(
+                action = %req.action,
+                decision_id = %decision.id,
+                outcome = ?decision.outcome,
+                shadow_rules = ?rules,
+                "shadow rules matched"
+            );
+        }
         tracing::debug!(
             action = %req.action,
             outcome = ?decision.outcome,
