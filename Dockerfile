@@ -4,6 +4,8 @@
 #
 #   docker build -t stepup:0.1.0 .
 #   docker run --rm -p 7171:7171 stepup:0.1.0      # serves the example policies
+#   docker run --rm -p 7171:7171 -v "$PWD/policies:/etc/stepup/policies:ro" stepup:0.1.0
+#                                                  # your policies; edits reload live
 #
 # Build stage: the same command CI and developers run, `cargo build --release
 # --locked`, with the toolchain CI uses (RUST_VERSION). No protoc or other

@@ -7,9 +7,13 @@ the values against values.schema.json, renders the chart, validates every
 manifest with `kubernetes-validate --strict` (the ServiceMonitor, a CRD, against
 helm/schemas/servicemonitor-v1.schema.json), and asserts what matters in the
 output. The sidecar values are also rendered through helm/examples/payments-app.
-Then come negative tests (values the schema or the templates must reject), a
-mutation self-test (a deliberately broken copy of the chart must fail these
-checks), and the Dockerfile (hadolint, BuildKit's parser, and the contract).
+With a stepup binary built, each rendered policy set is checked with `stepup
+check` and served by `stepup serve` with the rendered args, which must answer
+the probes and reload a kubelet-style ConfigMap update live (and reject a
+broken one without failing the probes). Then come negative tests (values the
+schema or the templates must reject), a mutation self-test (a deliberately
+broken copy of the chart must fail these checks), and the Dockerfile (hadolint,
+BuildKit's parser, and the contract).
 
 Output: one PASS/FAIL/SKIP line per check, then a summary line; exit 1 on any
 failure.
@@ -18,6 +22,8 @@ failure.
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import os
 import re
@@ -38,6 +44,7 @@ import grpc
 import helm_python as helm
 import jsonschema
 import yaml
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 HELM_DIR = Path(__file__).resolve().parent
@@ -375,14 +382,21 @@ def assert_policy_mount(rendered: Rendered, pod: dict[str, Any], container: dict
         expect(dig(config_cm, "data", "config.toml") == values["config"], "config.toml holds the config value")
 
 
-def checksum_expected(values: dict[str, Any]) -> bool:
-    return bool(values["policies"]["rolloutOnChange"]) and (
-        bool(values["config"]) or not values["policies"]["existingConfigMap"]
-    )
+def assert_checksums(annotations: dict[str, str], values: dict[str, Any]) -> None:
+    """The config file is read at startup only: its checksum always rolls the
+    pods. Policies reload live: their checksum only with rolloutOnChange."""
+    config = values["config"]
+    want = hashlib.sha256(config.encode()).hexdigest() if config else None
+    expect(annotations.get("checksum/stepup-config") == want,
+           f"checksum/stepup-config must be sha256(config) iff config is set, got {annotations.get('checksum/stepup-config')!r}")
+    policies = bool(values["policies"]["rolloutOnChange"]) and not values["policies"]["existingConfigMap"]
+    expect(("checksum/stepup-policies" in annotations) == policies,
+           "checksum/stepup-policies iff policies.rolloutOnChange (and the chart renders the policies); they otherwise reload live")
 
 
 def assert_notes(notes: str, service: str, port: int) -> None:
-    for needle in ("extensionProviders", "envoyExtAuthzGrpc", f"service: {service}", f"port: {port}", "AuthorizationPolicy"):
+    for needle in ("extensionProviders", "envoyExtAuthzGrpc", f"service: {service}", f"port: {port}", "AuthorizationPolicy",
+                   "apply live", "stepup.policy", "policy_revision", "policy reload rejected"):
         expect(needle in notes, f"NOTES.txt lacks {needle!r}")
 
 
@@ -400,8 +414,7 @@ def assert_standalone(rendered: Rendered, values: dict[str, Any], app_version: s
     expect(psc.get("runAsNonRoot") is True, "pod securityContext.runAsNonRoot")
     expect(dig(psc, "seccompProfile", "type") == "RuntimeDefault", "pod seccompProfile RuntimeDefault")
     expect(pod["spec"].get("automountServiceAccountToken") is False, "no service account token in the pod")
-    annotations = pod["metadata"].get("annotations") or {}
-    expect(("checksum/stepup-config" in annotations) == checksum_expected(values), "checksum/stepup-config annotation iff tracked config")
+    assert_checksums(pod["metadata"].get("annotations") or {}, values)
 
     service = rendered.one("Service", name)
     expect(selector_matches(service["spec"]["selector"], pod_labels), "Service selector matches the pods")
@@ -471,8 +484,7 @@ def assert_example(rendered: Rendered, values: dict[str, Any], app_version: str)
     expect((container.get("restartPolicy") == "Always") == bool(sidecar["native"]), "native sidecar has restartPolicy Always")
     assert_container(container, values, app_version, sidecar["listen"], probes=bool(sidecar["probes"]))
     assert_policy_mount(rendered, pod, container, values)
-    annotations = pod["metadata"].get("annotations") or {}
-    expect(("checksum/stepup-config" in annotations) == checksum_expected(values), "app pods carry checksum/stepup-config")
+    assert_checksums(pod["metadata"].get("annotations") or {}, values)
     app_container = next(c for c in pod["spec"]["containers"] if c["name"] == "app")
     env = {e["name"]: e.get("value") for e in app_container.get("env") or []}
     expect(env.get("STEPUP_ADDR") == f"http://{sidecar['listen']}", "the app is told the sidecar's address")
@@ -498,18 +510,25 @@ def find_stepup_binary() -> Path | None:
     return max(built, key=lambda c: c.stat().st_mtime) if built else None
 
 
-def write_configmap_volume(directory: Path, data: dict[str, str]) -> None:
+def write_configmap_volume(directory: Path, data: dict[str, str], version: int = 1) -> None:
     """Lay files out the way the kubelet mounts a ConfigMap volume: the files
     in a timestamped hidden directory, `..data` linking to it, and one symlink
     per key through `..data`. A loader that walks hidden entries sees each file
-    three times."""
-    stamp = directory / "..2026_01_01_00_00_00.000000001"
+    three times. A later version is an update, done the kubelet's way: a new
+    timestamped directory, `..data` swapped to it by rename, links added for
+    new keys, the old directory removed."""
+    stamp = directory / f"..2026_01_01_00_00_00.{version:09d}"
     stamp.mkdir(parents=True)
     for key, text in data.items():
         (stamp / key).write_text(text)
-    (directory / "..data").symlink_to(stamp.name)
+    old = os.readlink(directory / "..data") if version > 1 else None
+    (directory / "..data_tmp").symlink_to(stamp.name)
+    os.replace(directory / "..data_tmp", directory / "..data")
     for key in data:
-        (directory / key).symlink_to(f"..data/{key}")
+        if not (directory / key).is_symlink():
+            (directory / key).symlink_to(f"..data/{key}")
+    if old:
+        shutil.rmtree(directory / old)
 
 
 def check_policies_with_binary(report: Report, label: str, rendered: Rendered, values: dict[str, Any], tmp: Path) -> None:
@@ -546,6 +565,80 @@ def health_status(port: int, service: str) -> str:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 
+@functools.cache
+def _decide_types() -> tuple[Any, Any]:
+    """DecideRequest {action, subject.id} and DecideResponse {outcome,
+    policy_revision}: the few fields of proto/stepup/v1 this check needs
+    (protobuf skips the rest), built at run time."""
+    F = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="ci/stepup_subset.proto", package="ci.stepup", syntax="proto3")
+    for name, fields in (("Subject", [("id", 1, F.TYPE_STRING, "")]),
+                         ("DecideRequest", [("action", 1, F.TYPE_STRING, ""), ("subject", 2, F.TYPE_MESSAGE, ".ci.stepup.Subject")]),
+                         ("DecideResponse", [("outcome", 1, F.TYPE_INT32, ""), ("policy_revision", 10, F.TYPE_STRING, "")])):
+        message = file.message_type.add(name=name)
+        for field_name, number, kind, type_name in fields:
+            message.field.add(name=field_name, number=number, type=kind, label=F.LABEL_OPTIONAL, **({"type_name": type_name} if type_name else {}))
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(file.SerializeToString())
+    return tuple(message_factory.GetMessageClass(pool.FindMessageTypeByName(f"ci.stepup.{n}")) for n in ("DecideRequest", "DecideResponse"))
+
+
+RELOAD_FILE, RELOAD_ACTION, OUTCOME_DENY = "zz-ci-live-reload.yaml", "ci.live-reload", 3
+RELOAD_POLICY = f"""apiVersion: stepup/v1
+kind: Policy
+name: ci-live-reload
+rules:
+  - id: ci-live-reload
+    actions: ["{RELOAD_ACTION}"]
+    effect: deny
+"""
+
+
+def decide(port: int) -> tuple[int, str]:
+    request_type, response_type = _decide_types()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary("/stepup.v1.DecisionService/Decide", request_serializer=request_type.SerializeToString,
+                                   response_deserializer=response_type.FromString)
+        response = call(request_type(action=RELOAD_ACTION, subject={"id": "ci"}), timeout=2)
+    return response.outcome, response.policy_revision
+
+
+def wait_for(cond: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def live_reload(binary: Path, port: int, policies: Path, data: dict[str, str], log_path: Path) -> tuple[str, str]:
+    """Update the mounted policy ConfigMap (kubelet style) to the set plus one
+    deny rule: the running stepup must answer from the new revision (the one
+    `stepup check` computes) with that rule. Then to a broken set: it must keep
+    that revision, turn `stepup.policy` NOT_SERVING and keep the probes'
+    services SERVING. Returns (what went wrong or "", a note)."""
+    before = decide(port)
+    changed = {**data, RELOAD_FILE: RELOAD_POLICY}
+    write_configmap_volume(policies, changed, version=2)
+    checked = subprocess.run([str(binary), "check", "--format", "json", str(policies)], capture_output=True, text=True, check=False)
+    want = (OUTCOME_DENY, json.loads(checked.stdout)["revision"])
+    if not wait_for(lambda: decide(port) == want, 15):
+        return f"15 s after the ..data swap it answers {decide(port)}, want {want} (before: {before})", ""
+    write_configmap_volume(policies, {**changed, RELOAD_FILE: "rules: [\n"}, version=3)
+    if not wait_for(lambda: health_status(port, "stepup.policy") == "NOT_SERVING", 15):
+        return "stepup.policy still SERVING 15 s after a broken set was mounted", ""
+    after = ({svc: health_status(port, svc) for svc in ("", READY_SERVICE)}, decide(port))
+    if after != ({"": "SERVING", READY_SERVICE: "SERVING"}, want):
+        return f"after a rejected reload: health {after[0]}, answer {after[1]}; want SERVING and {want}", ""
+    missing = [m for m in ("policy set reloaded", "policy reload rejected") if m not in log_path.read_text()]
+    time.sleep(1)
+    rejected = log_path.read_text().count("policy reload rejected")
+    note = (f"NOTE stepup rejected one broken set {rejected} times within ~1 s: its reload loop re-triggers itself "
+            "(likely the inotify open events of its own reads)") if rejected > 2 else ""
+    return (f"the log lacks {missing}" if missing else ""), note
+
+
 def smoke_serve(report: Report, label: str, rendered: Rendered, values: dict[str, Any], tmp: Path) -> None:
     """Run the binary with the container's rendered args and env against the
     rendered ConfigMaps (laid out as the kubelet mounts them), then ask the
@@ -567,7 +660,8 @@ def smoke_serve(report: Report, label: str, rendered: Rendered, values: dict[str
     container, _ = find_stepup(pod)
     work = Path(tempfile.mkdtemp(prefix="serve-", dir=tmp))
     policies = work / "policies"
-    write_configmap_volume(policies, rendered.one("ConfigMap", f"{fullname(values)}-policies")["data"])
+    data = rendered.one("ConfigMap", f"{fullname(values)}-policies")["data"]
+    write_configmap_volume(policies, data)
     config = work / "config" / "config.toml"
     if values["config"]:
         write_configmap_volume(config.parent, rendered.one("ConfigMap", f"{fullname(values)}-config")["data"])
@@ -611,6 +705,12 @@ def smoke_serve(report: Report, label: str, rendered: Rendered, values: dict[str
                 pass
             time.sleep(0.2)
         serving = bool(statuses) and all(v == "SERVING" for v in statuses.values())
+        reload = ("not serving", "")
+        if serving:
+            try:
+                reload = live_reload(binary, port, policies, data, log_path)
+            except (grpc.RpcError, OSError, ValueError, KeyError) as exc:
+                reload = (f"{type(exc).__name__}: {exc}", "")
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)  # what the kubelet sends on shutdown
             try:
@@ -639,6 +739,10 @@ def smoke_serve(report: Report, label: str, rendered: Rendered, values: dict[str
             report.fail(name, f"STEPUP_LOG_FORMAT=json, but a log line is not JSON: {line[:200]}")
             return
     report.ok(name + (f" [{'; '.join(notes)}]" if notes else ""))
+    report.check(f"{label}: the running stepup reloads a changed policy ConfigMap live (..data swap) and rejects a broken one",
+                 not reload[0], f"{reload[0]}\n{output[-2000:]}")
+    if reload[1]:
+        report.note(f"{reload[1]} ({label})")
 
 
 # --------------------------------------------------------------------------- cases
@@ -827,6 +931,12 @@ def run_all(report: Report, helm_dir: Path, tmp: Path) -> None:
     files = sorted((helm_dir / "stepup" / "ci").glob("*.yaml"))
     if not report.check("helm/stepup/ci has values files", bool(files), "none found"):
         return
+    # stepup reloads policies live: by default a policy change is no rollout,
+    # and the rollout option stays exercised by a CI values file.
+    default = yaml.safe_load((helm_dir / "stepup" / "values.yaml").read_text())["policies"]["rolloutOnChange"]
+    report.check("policies reload live by default (values.yaml: policies.rolloutOnChange: false)", default is False, f"got {default!r}")
+    opted = [f.name for f in files if (load_values_file(f)[0].get("policies") or {}).get("rolloutOnChange") is True]
+    report.check("a helm/stepup/ci values file sets policies.rolloutOnChange: true", bool(opted), "none does")
     for values_file in files:
         check_values_file(report, charts, values_file, tmp)
     check_example_defaults(report, charts, tmp)
@@ -847,6 +957,9 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ("stepup/values.schema.json", '  "additionalProperties": false,\n  "properties": {\n    "global"', '  "properties": {\n    "global"', "schema accepts unknown top-level keys"),
     ("stepup/templates/hpa.yaml", "  minReplicas:", "  minReplicas: 1\n  minReplicaz:", "HPA manifest invalid"),
     ("stepup/templates/deployment.yaml", '"probes" true', '"probes" false', "standalone without probes"),
+    ("stepup/templates/_sidecar.tpl", "{{- if .Values.policies.rolloutOnChange }}", "{{- if true }}", "policy checksum regardless of rolloutOnChange"),
+    ("stepup/templates/_sidecar.tpl", '{{- $lines = append $lines (printf "checksum/stepup-config: %s" .) }}', "", "config changes that do not roll the pods"),
+    ("stepup/templates/_helpers.tpl", "      readOnly: true\n    {{- if $v.config }}", "      readOnly: true\n      subPath: levels.yaml\n    {{- if $v.config }}", "a subPath policy mount (never updated, so never reloaded)"),
 ]
 
 

@@ -108,18 +108,27 @@ empty.
 {{- end }}
 
 {{/*
-Checksum of everything this chart puts in ConfigMaps (inline policies unless an
-existing ConfigMap is used, and the config file); empty when there is nothing
-to track. Computed from values, not rendered files, so it gives the same answer
-from an application chart's context.
+Checksum of the config file (`config`); empty when there is none. stepup reads
+its config file only at startup, so a change must restart the pods: the
+`checksum/stepup-config` pod annotation carries this.
 */}}
 {{- define "stepup.configChecksum" -}}
-{{- $tracked := dict "config" .Values.config }}
-{{- if not .Values.policies.existingConfigMap }}
-{{- $_ := set $tracked "policies" (include "stepup.policyFiles" . | fromJson) }}
+{{- with .Values.config }}
+{{- . | sha256sum }}
 {{- end }}
-{{- if or .Values.config (not .Values.policies.existingConfigMap) }}
-{{- toJson $tracked | sha256sum }}
+{{- end }}
+
+{{/*
+Checksum of the policy files this chart renders (policies.inline or the
+baseline); empty with an existing ConfigMap, which the chart cannot see.
+Only used when policies.rolloutOnChange is true: stepup reloads the mounted
+policy directory live, so policy changes need no restart by default.
+Computed from values, not rendered files, so it gives the same answer from an
+application chart's context.
+*/}}
+{{- define "stepup.policiesChecksum" -}}
+{{- if not .Values.policies.existingConfigMap }}
+{{- include "stepup.policyFiles" . | sha256sum }}
 {{- end }}
 {{- end }}
 

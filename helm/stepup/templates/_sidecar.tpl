@@ -38,14 +38,25 @@ complete, tested example.
 {{- end }}
 
 {{/*
-Pod annotations for the application's pod template: the checksum that rolls
-the pods when inline policies or config change (policies.rolloutOnChange).
-Renders `key: value` lines, or nothing, so it merges into an annotations map
-that has other keys, or goes under `with` when it may be alone.
+Pod annotations for the application's pod template, as `key: value` lines (or
+nothing), so they merge into an annotations map that has other keys, or go
+under `with` when they may be alone:
+  checksum/stepup-config    the config file, when `config` is set: stepup reads
+                            it only at startup, so a change rolls the pods;
+  checksum/stepup-policies  the inline policies, only with
+                            policies.rolloutOnChange: stepup reloads the
+                            mounted policy directory live, so by default a
+                            policy change needs no restart.
 */}}
 {{- define "stepup.sidecar.podAnnotations" -}}
-{{- $sum := include "stepup.configChecksum" . }}
-{{- if and .Values.policies.rolloutOnChange $sum -}}
-checksum/stepup-config: {{ $sum }}
+{{- $lines := list }}
+{{- with include "stepup.configChecksum" . }}
+{{- $lines = append $lines (printf "checksum/stepup-config: %s" .) }}
 {{- end }}
+{{- if .Values.policies.rolloutOnChange }}
+{{- with include "stepup.policiesChecksum" . }}
+{{- $lines = append $lines (printf "checksum/stepup-policies: %s" .) }}
+{{- end }}
+{{- end }}
+{{- join "\n" $lines }}
 {{- end }}
