@@ -10,7 +10,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptors = protox::compile([proto], ["proto"])?;
     let descriptor_path = out.join("stepup_descriptor.bin");
-    std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&descriptors))?;
+    std::fs::write(
+        &descriptor_path,
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+
+    // Envoy's ext_authz v3 API: only a descriptor set, for server reflection
+    // (the types and stubs come from the `envoy-types` crate, which exports
+    // no descriptor set; see proto/third_party/README.md).
+    let envoy = protox::compile(
+        ["envoy/service/auth/v3/external_auth.proto"],
+        ["proto/third_party"],
+    )?;
+    std::fs::write(
+        out.join("envoy_descriptor.bin"),
+        prost::Message::encode_to_vec(&envoy),
+    )?;
 
     tonic_prost_build::configure()
         // Well-known types with proto3 JSON support, so `stepup eval` can read

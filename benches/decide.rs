@@ -1,5 +1,8 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items
-#![expect(clippy::expect_used, reason = "a bench with bad fixtures should stop at once")]
+#![expect(
+    clippy::expect_used,
+    reason = "a bench with bad fixtures should stop at once"
+)]
 //! Decision cost over the example policy set (`policies/`): the engine alone,
 //! with the cache off, on a cache hit, and the response conversion the gRPC
 //! server adds. Run: `cargo bench --bench decide`.
@@ -10,11 +13,11 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
+use stepup::PolicySet;
 use stepup::cache::CacheConfig;
 use stepup::engine::Engine;
 use stepup::proto::v1::DecideRequest;
 use stepup::server::convert;
-use stepup::PolicySet;
 
 fn request(json: &str) -> DecideRequest {
     serde_json::from_str(json).expect("bench request is valid JSON")
@@ -56,7 +59,10 @@ fn engine(cache: u64) -> Engine {
 }
 
 fn bench(c: &mut Criterion) {
-    let now = Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).single().expect("valid time");
+    let now = Utc
+        .with_ymd_and_hms(2026, 11, 27, 10, 0, 0)
+        .single()
+        .expect("valid time");
     let off = Arc::new(engine(0));
     let on = Arc::new(engine(100_000));
     for (name, json) in [("refund_challenge", REFUND), ("read_allow", READ)] {

@@ -23,6 +23,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_INVALID_POLICY: u8 = 1;
 /// Usage error or unusable input.
 pub const EXIT_USAGE: u8 = 2;
+/// A policy test case failed (`stepup test`).
+pub const EXIT_TEST_FAILED: u8 = 1;
 
 /// Policy decision sidecar for step-up authentication.
 ///
@@ -50,6 +52,8 @@ pub enum Command {
     /// Decide one request context (the JSON form of DecideRequest) and print
     /// the DecideResponse as JSON.
     Eval(EvalArgs),
+    /// Run the policy test suites (`*_test.yaml`) of a policy directory.
+    Test(TestArgs),
 }
 
 /// `stepup serve`.
@@ -66,6 +70,14 @@ pub struct ServeArgs {
     /// rejected and the last good one keeps serving.
     #[arg(long, env = "STEPUP_NO_WATCH", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_watch: bool,
+    /// Admin HTTP listener for /metrics, /livez, /readyz and /policy, or
+    /// `off` [default: 127.0.0.1:7172].
+    #[arg(long, env = "STEPUP_ADMIN", value_name = "ADDR|off")]
+    pub admin: Option<String>,
+    /// Write every decision as a JSON line to `stdout` or to FILE (rotated
+    /// by size); masking, sampling and rotation are set in the config file.
+    #[arg(long, env = "STEPUP_DECISION_LOG", value_name = "stdout|FILE")]
+    pub decision_log: Option<String>,
     /// Config file (TOML); flags and STEPUP_* variables override it.
     #[arg(long, env = "STEPUP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -91,6 +103,8 @@ impl ServeArgs {
             policies: self.policies.clone(),
             listen: self.listen.clone(),
             watch: self.no_watch.then_some(false),
+            admin: self.admin.clone(),
+            decision_log: self.decision_log.clone(),
             cache_size: self.cache_size,
             cache_ttl: self.cache_ttl.clone(),
             log_level: self
@@ -141,6 +155,34 @@ pub struct EvalArgs {
     #[arg(long)]
     pub explain: bool,
 }
+
+/// `stepup test`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = TEST_EXIT_HELP)]
+pub struct TestArgs {
+    /// Directory of policy files and their test suites (`*_test.yaml`,
+    /// searched recursively).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Run only the cases whose `suite › case` name contains PATTERN, or
+    /// matches it whole as a glob when it holds `*`.
+    #[arg(long, value_name = "PATTERN")]
+    pub filter: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Also write the results as JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// List the rules no case matched and the signals no case fired.
+    #[arg(long)]
+    pub coverage: bool,
+    /// Fail (exit 1) when a rule is matched by no case; implies --coverage.
+    #[arg(long)]
+    pub require_coverage: bool,
+}
+
+const TEST_EXIT_HELP: &str = "Exit codes: 0 every case passes, 1 a case fails (or, with --require-coverage, a rule is matched by no case), 2 the policies or the suites are invalid.";
 
 /// An error ending a command, with its exit code.
 #[derive(Debug)]
@@ -275,6 +317,96 @@ pub fn eval(args: &EvalArgs) -> Result<String, Failure> {
         .map_err(|e| Failure::usage(format!("error: cannot print the response: {e}")))
 }
 
+/// `stepup test`: runs the suites and prints the report on standard output;
+/// a failing case ends with [`EXIT_TEST_FAILED`], invalid policies or suites
+/// with [`EXIT_USAGE`].
+pub fn test(args: &TestArgs) -> Result<String, Failure> {
+    let json = args.format == Format::Json;
+    let invalid = |report: &Report, what: &str| {
+        let n = report.error_count();
+        Failure {
+            message: if json {
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "valid": false,
+                    "errors": n,
+                    "diagnostics": report.diagnostics,
+                }))
+                .unwrap_or_default()
+            } else {
+                format!(
+                    "{report}\n\nerror: the {what} invalid ({n} error{})",
+                    if n == 1 { "" } else { "s" }
+                )
+            },
+            code: EXIT_USAGE,
+        }
+    };
+    let warn = |report: &Report| {
+        if !report.diagnostics.is_empty() && !json {
+            eprintln!("{report}\n");
+        }
+    };
+    let set = match PolicySet::load(&args.dir) {
+        Ok((set, warnings)) => {
+            warn(&warnings);
+            Arc::new(set)
+        }
+        Err(report) => return Err(invalid(&report, "policy set is")),
+    };
+    let suites = match crate::suite::load(&args.dir, &set) {
+        Ok((suites, warnings)) => {
+            warn(&warnings);
+            suites
+        }
+        Err(report) => return Err(invalid(&report, "test suites are")),
+    };
+    let filter = args.filter.as_deref().map(crate::suite::Filter::new);
+    let report = crate::suite::run(&set, &suites, filter.as_ref());
+    if let Some(path) = &args.junit {
+        std::fs::write(path, crate::suite::junit(&report)).map_err(|e| {
+            Failure::usage(format!(
+                "error: cannot write the JUnit report `{}`: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    if report.results.is_empty()
+        && let Some(pattern) = &args.filter
+    {
+        eprintln!("warning: no test case matches `--filter {pattern}`");
+    }
+    let out = match args.format {
+        Format::Json => {
+            serde_json::to_string_pretty(&crate::suite::json_report(&report)).unwrap_or_default()
+        }
+        Format::Text => crate::suite::text(&report, args.coverage || args.require_coverage),
+    };
+    let unmatched = report.coverage.unmatched_rules();
+    let uncovered = args.require_coverage && !unmatched.is_empty();
+    if report.failed() == 0 && !uncovered {
+        return Ok(out);
+    }
+    println!("{out}");
+    let message = if uncovered {
+        format!(
+            "error: {} rule{} no test case matches: {}\n  = help: add a case that matches each (run with --coverage to see what the cases exercise)",
+            unmatched.len(),
+            if unmatched.len() == 1 { "" } else { "s" },
+            unmatched
+                .iter()
+                .map(|r| format!("`{r}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        String::new()
+    };
+    Err(Failure {
+        message,
+        code: EXIT_TEST_FAILED,
+    })
+}
+
 /// Builds the engine for `serve` from resolved settings.
 pub fn engine_for(config: &crate::config::Config) -> Result<Arc<Engine>, Failure> {
     let policy = load_policies(&config.policies)?;
@@ -286,5 +418,17 @@ pub fn engine_for(config: &crate::config::Config) -> Result<Arc<Engine>, Failure
         dir = %config.policies.display(),
         "policy set loaded"
     );
-    Ok(Arc::new(Engine::new(policy, config.cache)))
+    let engine = Engine::new(policy, config.cache);
+    let engine = match &config.decision_log {
+        Some(log) => {
+            let log = crate::telemetry::decision_log::DecisionLog::start(
+                log.clone(),
+                Arc::clone(engine.metrics()),
+            )
+            .map_err(|e| Failure::usage(format!("error: cannot open the decision log: {e}")))?;
+            engine.with_decision_log(log)
+        }
+        None => engine,
+    };
+    Ok(Arc::new(engine))
 }

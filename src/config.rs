@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use crate::cache::CacheConfig;
 use crate::duration::parse_duration;
+use crate::telemetry::decision_log::{DecisionLogConfig, Sampling, Sink};
+
+/// The default admin HTTP address (metrics, probes): loopback.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:7172";
 
 /// The default gRPC listen address: loopback, since a sidecar shares its
 /// pod's network namespace with the service it serves.
@@ -35,12 +39,56 @@ pub struct FileConfig {
     /// Watch the policy directory and reload on change (SIGHUP always
     /// reloads).
     pub watch: Option<bool>,
+    /// Admin HTTP listen address, or `off`.
+    pub admin: Option<String>,
     /// Decision cache.
     #[serde(default)]
     pub cache: FileCache,
+    /// `[ext_authz]`: how Envoy ext_authz `Check` requests map to decisions.
+    pub ext_authz: Option<crate::server::mapping::FileExtAuthz>,
     /// Logging.
     #[serde(default)]
     pub log: FileLog,
+    /// The decision log.
+    #[serde(default)]
+    pub decision_log: FileDecisionLog,
+}
+
+/// `[decision_log]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDecisionLog {
+    /// `stdout`, a file path, or `off`.
+    pub output: Option<String>,
+    /// Rotate the file past this many bytes (default 100 MiB).
+    pub max_bytes: Option<u64>,
+    /// Rotated files to keep (default 5).
+    pub keep: Option<u32>,
+    /// Fraction logged by outcome.
+    #[serde(default)]
+    pub sample: FileSampling,
+    /// Request fields to replace by a keyed hash, e.g. `network.ip`.
+    #[serde(default)]
+    pub hash: Vec<String>,
+    /// Request fields to remove, e.g. `subject.attributes.email`.
+    #[serde(default)]
+    pub drop: Vec<String>,
+    /// Key for the hash (a random key per process otherwise).
+    pub hash_key: Option<String>,
+    /// Queue length before entries are dropped (default 10000).
+    pub queue: Option<usize>,
+}
+
+/// `[decision_log.sample]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSampling {
+    /// ALLOW decisions (default 1.0).
+    pub allow: Option<f64>,
+    /// CHALLENGE decisions (default 1.0).
+    pub challenge: Option<f64>,
+    /// DENY decisions (default 1.0).
+    pub deny: Option<f64>,
 }
 
 /// `[cache]`.
@@ -72,6 +120,10 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `--no-watch` / `STEPUP_WATCH`.
     pub watch: Option<bool>,
+    /// `--admin` / `STEPUP_ADMIN`.
+    pub admin: Option<String>,
+    /// `--decision-log` / `STEPUP_DECISION_LOG`.
+    pub decision_log: Option<String>,
     /// `--cache-size` / `STEPUP_CACHE_SIZE`.
     pub cache_size: Option<u64>,
     /// `--cache-ttl` / `STEPUP_CACHE_TTL`.
@@ -91,8 +143,14 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Watch the policy directory for changes.
     pub watch: bool,
+    /// Admin HTTP address; `None` when off.
+    pub admin: Option<SocketAddr>,
+    /// The decision log; `None` when off.
+    pub decision_log: Option<DecisionLogConfig>,
     /// Decision cache.
     pub cache: CacheConfig,
+    /// The ext_authz mapping, checked.
+    pub ext_authz: crate::server::mapping::Mapping,
     /// Log filter.
     pub log_level: String,
     /// Log format.
@@ -194,19 +252,94 @@ impl Config {
             .log_format
             .or(from_file.log.format)
             .unwrap_or_default();
+        let ext_authz =
+            crate::server::mapping::Mapping::compile(&from_file.ext_authz.unwrap_or_default())
+                .unwrap_or_else(|errors| {
+                    problems.extend(errors);
+                    crate::server::mapping::Mapping::default()
+                });
+
+        let admin_text = overrides
+            .admin
+            .or(from_file.admin)
+            .unwrap_or_else(|| DEFAULT_ADMIN.to_owned());
+        let admin = if admin_text == "off" {
+            None
+        } else {
+            match admin_text.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    problems.push(format!(
+                        "admin address `{admin_text}` is not IP:PORT or `off` (e.g. `{DEFAULT_ADMIN}`)"
+                    ));
+                    None
+                }
+            }
+        };
+        let decision_log = decision_log(
+            overrides.decision_log,
+            from_file.decision_log,
+            &mut problems,
+        );
 
         match (policies, listen, ttl) {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
                 policies,
                 listen,
                 watch: overrides.watch.or(from_file.watch).unwrap_or(true),
+                admin,
+                decision_log,
                 cache: CacheConfig { capacity, ttl },
+                ext_authz,
                 log_level,
                 log_format,
             }),
             _ => Err(ConfigError { problems }),
         }
     }
+}
+
+fn decision_log(
+    flag: Option<String>,
+    file: FileDecisionLog,
+    problems: &mut Vec<String>,
+) -> Option<DecisionLogConfig> {
+    let output = flag.or(file.output)?;
+    let sink = match output.as_str() {
+        "off" | "" => return None,
+        "stdout" | "-" => Sink::Stdout,
+        path => Sink::File {
+            path: PathBuf::from(path),
+            max_bytes: file.max_bytes.unwrap_or(100 * 1024 * 1024),
+            keep: file.keep.unwrap_or(5),
+        },
+    };
+    let mut rate = |name: &str, v: Option<f64>| match v {
+        None => 1.0,
+        Some(r) if (0.0..=1.0).contains(&r) => r,
+        Some(r) => {
+            problems.push(format!(
+                "decision_log.sample.{name} `{r}` must be between 0.0 and 1.0"
+            ));
+            1.0
+        }
+    };
+    let sample = Sampling {
+        allow: rate("allow", file.sample.allow),
+        challenge: rate("challenge", file.sample.challenge),
+        deny: rate("deny", file.sample.deny),
+    };
+    if file.queue == Some(0) {
+        problems.push("decision_log.queue must be at least 1".to_owned());
+    }
+    Some(DecisionLogConfig {
+        sink,
+        sample,
+        hash: file.hash,
+        drop: file.drop,
+        hash_key: file.hash_key,
+        queue: file.queue.unwrap_or(10_000),
+    })
 }
 
 #[cfg(test)]

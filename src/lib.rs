@@ -12,6 +12,7 @@
 //! - [`cache`]: the decision cache.
 //! - [`server`]: the gRPC server (Decide, health, reflection).
 //! - [`config`]: settings from flags, environment and file.
+//! - [`suite`]: policy tests (`stepup test`).
 
 pub mod cache;
 pub mod cli;
@@ -20,6 +21,8 @@ pub mod duration;
 pub mod engine;
 pub mod policy;
 pub mod server;
+pub mod suite;
+pub mod telemetry;
 
 pub use engine::{Decision, Engine, Outcome};
 
@@ -35,6 +38,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), server::ServeError> {
     let listener = server::bind(config.listen).await?;
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let admin = match config.admin {
+        Some(addr) => Some(
+            server::admin::Admin::start(addr, Arc::clone(&engine), Arc::clone(&ready))
+                .map_err(|source| server::ServeError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -56,10 +67,19 @@ pub async fn run(
     ));
     tokio::spawn(async move {
         shutdown.await;
+        ready.store(false, std::sync::atomic::Ordering::Relaxed);
         let _ = stop_tx.send(true);
     });
-    let served = server::serve(engine, listener, stopped(stop_rx)).await;
+    let options = server::ServeOptions {
+        ext_authz: Arc::new(config.ext_authz.clone()),
+    };
+    let served = server::serve_with(Arc::clone(&engine), listener, options, stopped(stop_rx)).await;
     let _ = reload.await;
+    // Calls are drained: flush the decision log, then stop the admin server.
+    engine.close();
+    if let Some(admin) = admin {
+        admin.stop();
+    }
     served
 }
 pub use policy::PolicySet;
@@ -76,4 +96,10 @@ pub mod proto {
     /// The encoded file descriptor set of `proto/` and its imports, for
     /// server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("stepup_descriptor");
+
+    /// The encoded file descriptor set of Envoy's
+    /// `envoy.service.auth.v3.Authorization` and its imports, for server
+    /// reflection (the `envoy-types` crate exports none).
+    pub const ENVOY_FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("envoy_descriptor");
 }

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => cli::check(&args),
         Command::Eval(args) => cli::eval(&args),
+        Command::Test(args) => cli::test(&args),
         Command::Serve(args) => serve(&args),
     };
     match result {
@@ -22,7 +23,9 @@ fn main() -> ExitCode {
             ExitCode::from(cli::EXIT_OK)
         }
         Err(Failure { message, code }) => {
-            eprintln!("{message}");
+            if !message.is_empty() {
+                eprintln!("{message}");
+            }
             ExitCode::from(code)
         }
     }

@@ -271,3 +271,36 @@ async fn watcher_follows_a_configmap_symlink_swap() {
     watcher.await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchers_own_reads_do_not_trigger_reloads() {
+    let dir = set_dir("deny");
+    let server = TestServer::start(dir.path(), CacheConfig::default()).await;
+    let reloader = Arc::new(Reloader::new(
+        Arc::clone(&server.engine),
+        dir.path().to_path_buf(),
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let options = WatchOptions {
+        poll: None,
+        ..WatchOptions::default()
+    };
+    let watcher = tokio::spawn(stepup::policy::watch::run(reloader, options, async {
+        let _ = stop_rx.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A broken file is rejected once. Reading the directory to reload it
+    // must not count as a change (inotify reports opens and reads).
+    std::fs::write(dir.path().join("p.yaml"), "rules: [").unwrap();
+    let status = server.engine.reload_status();
+    wait_for(|| status.failed.load(Ordering::Relaxed) >= 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        status.failed.load(Ordering::Relaxed),
+        1,
+        "a reload loop on our own reads"
+    );
+    let _ = stop_tx.send(());
+    watcher.await.unwrap();
+    server.stop().await;
+}

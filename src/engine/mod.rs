@@ -19,6 +19,8 @@ use chrono::{DateTime, Utc};
 use crate::cache::{CacheConfig, DecisionCache};
 use crate::policy::{Condition, Effect, Mode, PolicySet};
 use crate::proto::v1::DecideRequest;
+use crate::telemetry::decision_log::{DecisionLog, Entry};
+use crate::telemetry::metrics::Metrics;
 use vals::Variables;
 
 /// How far in the future a session's `auth_time` may lie (clock skew between
@@ -122,6 +124,8 @@ pub struct Decision {
     pub trace: Vec<TraceEntry>,
     /// The matched shadow rules and what they would have done.
     pub shadow: Vec<ShadowResult>,
+    /// Time to decide (set by [`Engine::decide`]).
+    pub elapsed: Duration,
 }
 
 /// What a matched shadow rule would have done.
@@ -202,6 +206,8 @@ pub struct Engine {
     policy: ArcSwap<PolicySet>,
     cache: Option<DecisionCache>,
     reloads: crate::policy::watch::ReloadStatus,
+    metrics: Arc<Metrics>,
+    decision_log: Option<DecisionLog>,
 }
 
 impl Engine {
@@ -211,6 +217,53 @@ impl Engine {
             policy: ArcSwap::from_pointee(policy),
             cache: DecisionCache::new(cache),
             reloads: crate::policy::watch::ReloadStatus::default(),
+            metrics: Arc::new(Metrics::default()),
+            decision_log: None,
+        }
+    }
+
+    /// Logs decisions passed to [`Engine::log`] to `log`.
+    pub fn with_decision_log(mut self, log: DecisionLog) -> Self {
+        self.decision_log = Some(log);
+        self
+    }
+
+    /// The metrics every decision updates.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Hands a decided request to the decision log, if one is configured
+    /// (never blocks; see [`DecisionLog`]).
+    pub fn log(
+        &self,
+        source: &'static str,
+        time: DateTime<Utc>,
+        request: DecideRequest,
+        decision: Decision,
+    ) {
+        if let Some(log) = &self.decision_log {
+            let elapsed = decision.elapsed;
+            log.submit(Entry {
+                time,
+                source,
+                request,
+                decision,
+                elapsed,
+            });
+        }
+    }
+
+    /// Whether a decision log is configured (callers can skip building an
+    /// owned request for it otherwise).
+    pub fn logs_decisions(&self) -> bool {
+        self.decision_log.is_some()
+    }
+
+    /// Flushes and stops the decision log (at shutdown).
+    pub fn close(&self) {
+        if let Some(log) = &self.decision_log {
+            log.close();
         }
     }
 
@@ -241,9 +294,14 @@ impl Engine {
 
     /// Decides `req` at `now`. `explain` adds a trace and bypasses the cache.
     pub fn decide(&self, req: &DecideRequest, now: DateTime<Utc>, explain: bool) -> Decision {
+        let started = std::time::Instant::now();
         let policy = self.policy.load_full();
         let cache = if explain { None } else { self.cache.as_ref() };
-        decide_with(policy, cache, req, now, explain)
+        let mut decision = decide_with(policy, cache, req, now, explain);
+        decision.elapsed = started.elapsed();
+        self.metrics
+            .record(&decision, decision.elapsed, cache.is_some());
+        decision
     }
 }
 
@@ -552,6 +610,7 @@ fn conclude(
         cache_hit,
         trace,
         shadow,
+        elapsed: Duration::ZERO,
     }
 }
 

@@ -185,7 +185,11 @@ pub async fn run(
     let _watcher = if options.notify {
         let events = tx.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            // Reads (our own, when reloading) are not changes: reacting to
+            // them would reload forever.
+            if let Ok(event) = event
+                && !matches!(event.kind, notify::EventKind::Access(_))
+            {
                 let _ = events.try_send(Trigger::Change);
             }
         })

@@ -45,7 +45,15 @@ impl DecisionService for DecisionApi {
         request: Request<DecideRequest>,
     ) -> Result<Response<DecideResponse>, Status> {
         let req = request.into_inner();
-        let now = convert::validate(&req, Utc::now()).map_err(|e| status(e.into()))?;
+        let now = match convert::validate(&req, Utc::now()) {
+            Ok(now) => now,
+            Err(e) => {
+                self.engine
+                    .metrics()
+                    .grpc_call("Decide", tonic::Code::InvalidArgument);
+                return Err(status(e.into()));
+            }
+        };
         let decision = self.engine.decide(&req, now, req.explain);
         if !decision.shadow.is_empty() {
             let rules: Vec<&str> = decision
@@ -69,6 +77,9 @@ impl DecisionService for DecisionApi {
             risk = decision.assessment.risk_score,
             "decided"
         );
-        Ok(Response::new(convert::response(&decision)))
+        let response = convert::response(&decision);
+        self.engine.metrics().grpc_call("Decide", tonic::Code::Ok);
+        self.engine.log("decide", now, req, decision);
+        Ok(Response::new(response))
     }
 }

@@ -1,9 +1,13 @@
-//! The gRPC server: `stepup.v1.DecisionService`, `grpc.health.v1.Health` and
-//! server reflection (v1 and v1alpha) on one port. Errors become a `Status`
+//! The gRPC server: `stepup.v1.DecisionService`, Envoy's
+//! `envoy.service.auth.v3.Authorization` ([`ext_authz`]), `grpc.health.v1.Health`
+//! and server reflection (v1 and v1alpha) on one port. Errors become a `Status`
 //! in one place ([`grpc::status`]).
 
+pub mod admin;
 pub mod convert;
+pub mod ext_authz;
 pub mod grpc;
+pub mod mapping;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,6 +19,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::engine::Engine;
 use crate::proto::v1::decision_service_server::DecisionServiceServer;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 
 /// The health service name whose status says whether the last policy
 /// reload succeeded.
@@ -56,16 +61,37 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// What the server serves besides Decide.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// How ext_authz `Check` requests map to decisions.
+    pub ext_authz: Arc<mapping::Mapping>,
+}
+
 /// Serves on `listener` until `shutdown` completes, then stops accepting and
-/// lets in-flight calls finish, for at most [`SHUTDOWN_GRACE`].
+/// lets in-flight calls finish, for at most [`SHUTDOWN_GRACE`]. `Check` uses
+/// the default mapping.
 pub async fn serve(
     engine: Arc<Engine>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_with(engine, listener, ServeOptions::default(), shutdown).await
+}
+
+/// [`serve`] with `options`.
+pub async fn serve_with(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<DecisionServiceServer<grpc::DecisionApi>>()
+        .await;
+    health
+        .set_serving::<AuthorizationServer<ext_authz::AuthorizationApi>>()
         .await;
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -94,10 +120,16 @@ pub async fn serve(
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(crate::proto::ENVOY_FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    let checks = AuthorizationServer::new(ext_authz::AuthorizationApi::new(
+        Arc::clone(&engine),
+        options.ext_authz,
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let decisions = DecisionServiceServer::new(grpc::DecisionApi::new(engine))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -112,6 +144,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(decisions)
+        .add_service(checks)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight calls");

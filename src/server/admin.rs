@@ -1,0 +1,195 @@
+//! The admin HTTP listener (`--admin`, default `127.0.0.1:7172`): `/livez`,
+//! `/readyz`, `/metrics` (Prometheus text) and `/policy` (the serving set
+//! and the last reload error). It runs on its own thread and runtime, so a
+//! slow scraper never competes with decisions for the gRPC runtime's
+//! workers, and a busy gRPC runtime never starves the probes.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
+
+use crate::engine::Engine;
+use crate::telemetry::metrics::ScrapeState;
+
+/// A running admin listener.
+pub struct Admin {
+    /// The bound address.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Admin {
+    /// Binds `addr` now (so a bad address fails at start-up) and serves on a
+    /// thread of its own. `ready` is what `/readyz` reports.
+    pub fn start(
+        addr: SocketAddr,
+        engine: Arc<Engine>,
+        ready: Arc<AtomicBool>,
+    ) -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("stepup-admin".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!("admin listener: cannot start its runtime: {e}");
+                        return;
+                    }
+                };
+                runtime.block_on(serve(listener, engine, ready, stopped));
+            })?;
+        tracing::info!(%addr, "serving admin HTTP (/livez /readyz /metrics /policy)");
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the listener and waits for its thread.
+    pub fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    engine: Arc<Engine>,
+    ready: Arc<AtomicBool>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("admin listener: {e}");
+            return;
+        }
+    };
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("admin listener: accept failed: {e}");
+                    continue;
+                }
+            },
+        };
+        let engine = Arc::clone(&engine);
+        let ready = Arc::clone(&ready);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let response = route(&req, &engine, &ready);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("admin connection: {e}");
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+/// Answers one admin request.
+fn route(req: &Request<Incoming>, engine: &Engine, ready: &AtomicBool) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/livez" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => {
+            // A set is always loaded (serve refuses to start without one);
+            // not ready while shutting down.
+            if ready.load(Ordering::Relaxed) {
+                text(StatusCode::OK, "text/plain", "ready\n".into())
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "shutting down\n".into(),
+                )
+            }
+        }
+        "/metrics" => {
+            let policy = engine.policy();
+            let reloads = engine.reload_status();
+            let state = ScrapeState {
+                policy: &policy,
+                cache_entries: engine.cache().map_or(0, |c| c.len()),
+                reloads_ok: reloads.ok.load(Ordering::Relaxed),
+                reloads_failed: reloads.failed.load(Ordering::Relaxed),
+                last_reload_failed: reloads.last_error().is_some(),
+            };
+            text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                engine.metrics().render(&state),
+            )
+        }
+        "/policy" => {
+            let policy = engine.policy();
+            let reloads = engine.reload_status();
+            let loaded_at: chrono::DateTime<chrono::Utc> = policy.loaded_at.into();
+            let last_error = reloads.last_error().map(|(at, diagnostics)| {
+                let at: chrono::DateTime<chrono::Utc> = at.into();
+                serde_json::json!({ "time": at.to_rfc3339(), "diagnostics": diagnostics })
+            });
+            let body = serde_json::json!({
+                "revision": &*policy.revision,
+                "loaded_at": loaded_at.to_rfc3339(),
+                "levels": policy.levels.len(),
+                "signals": policy.signals.len(),
+                "rules": policy.rules.len(),
+                "reloads": {
+                    "ok": reloads.ok.load(Ordering::Relaxed),
+                    "failed": reloads.failed.load(Ordering::Relaxed),
+                },
+                "last_reload_error": last_error,
+            });
+            text(StatusCode::OK, "application/json", format!("{body:#}\n"))
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /livez, /readyz, /metrics or /policy\n".into(),
+        ),
+    }
+}

@@ -1,0 +1,318 @@
+//! `envoy.service.auth.v3.Authorization/Check`: Envoy's ext_authz filter
+//! (or Istio's `CUSTOM` action) asks, the [`Mapping`] turns the request into
+//! a `DecideRequest`, the same [`Engine`] decides, and the answer is one
+//! Envoy enforces as is: ALLOW passes with decision headers, CHALLENGE is a
+//! 401 with the RFC 9470 `WWW-Authenticate` challenge, DENY a 403.
+//!
+//! Errors inside the sidecar are gRPC errors, so Envoy's
+//! `failure_mode_allow` and `status_on_error` decide what the client sees.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{
+    CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
+};
+use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
+use envoy_types::pb::google::protobuf as epb;
+use envoy_types::pb::google::rpc;
+use tonic::{Request, Response, Status};
+
+use super::convert::InvalidRequest;
+use super::grpc::{CallError, status};
+use super::mapping::{Fallback, Headers, MapError, Mapping};
+use crate::engine::{Decision, Engine, Outcome};
+
+/// Upstream header with the decision id (set on ALLOW).
+pub const DECISION_ID_HEADER: &str = "x-stepup-decision-id";
+/// Upstream header with the risk score, 0..=100 (set on ALLOW).
+pub const RISK_SCORE_HEADER: &str = "x-stepup-risk-score";
+/// Headers under this prefix are ours: client-supplied ones are removed.
+pub const HEADER_PREFIX: &str = "x-stepup-";
+
+/// google.rpc.Code values.
+const RPC_OK: i32 = 0;
+const RPC_PERMISSION_DENIED: i32 = 7;
+const RPC_UNAUTHENTICATED: i32 = 16;
+
+/// The Authorization API over an engine and a mapping.
+pub struct AuthorizationApi {
+    engine: Arc<Engine>,
+    mapping: Arc<Mapping>,
+}
+
+impl AuthorizationApi {
+    /// Answers `Check` with decisions from `engine`, mapping requests with
+    /// `mapping`.
+    pub fn new(engine: Arc<Engine>, mapping: Arc<Mapping>) -> Self {
+        Self { engine, mapping }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthorizationApi {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        check(
+            &self.engine,
+            &self.mapping,
+            &request.into_inner(),
+            Utc::now(),
+        )
+        .map(Response::new)
+        .map_err(|e| status(CallError::Invalid(e)))
+    }
+}
+
+/// Maps, decides and answers one `Check`. A malformed request is an error
+/// (a gRPC `INVALID_ARGUMENT`); one that cannot be mapped gets the
+/// mapping's fallback, and the reason is logged.
+pub fn check(
+    engine: &Engine,
+    mapping: &Mapping,
+    req: &CheckRequest,
+    clock: DateTime<Utc>,
+) -> Result<CheckResponse, InvalidRequest> {
+    let spoofed = spoofed_headers(req);
+    match mapping.map(req, clock) {
+        Ok(mapped) => {
+            let decision = engine.decide(&mapped.request, mapped.now, false);
+            tracing::debug!(
+                action = %mapped.request.action,
+                route = mapped.route.as_deref().unwrap_or("-"),
+                outcome = ?decision.outcome,
+                decision_id = %decision.id,
+                cache_hit = decision.cache_hit,
+                risk = decision.assessment.risk_score,
+                "checked"
+            );
+            Ok(answer(&decision, &mapped.request.action, spoofed))
+        }
+        Err(MapError::Malformed(e)) => Err(e),
+        Err(MapError::Unmapped(reason)) => {
+            let id = uuid::Uuid::now_v7();
+            let fallback = mapping.fallback();
+            let (method, path) = req
+                .attributes
+                .as_ref()
+                .and_then(|a| a.request.as_ref())
+                .and_then(|r| r.http.as_ref())
+                .map(|h| (h.method.as_str(), h.path.split('?').next().unwrap_or("")))
+                .unwrap_or(("", ""));
+            tracing::info!(
+                %reason,
+                decision_id = %id,
+                method,
+                path,
+                fallback = ?fallback,
+                "ext_authz request not mapped: answering with the fallback"
+            );
+            Ok(unmapped(fallback, &id.to_string(), &reason, spoofed))
+        }
+    }
+}
+
+/// The names of client-supplied `x-stepup-*` headers, to remove upstream
+/// (the ones we set are overwritten instead).
+fn spoofed_headers(req: &CheckRequest) -> Vec<String> {
+    let Some(http) = req
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+    else {
+        return Vec::new();
+    };
+    let headers = Headers {
+        map: &http.headers,
+        raw: http.header_map.as_ref(),
+    };
+    let mut names: Vec<String> = headers
+        .names()
+        .filter(|n| {
+            n.starts_with(HEADER_PREFIX) && n != DECISION_ID_HEADER && n != RISK_SCORE_HEADER
+        })
+        .map(|n| n.into_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn header(key: &str, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value,
+            raw_value: Vec::new(),
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+fn rpc_status(code: i32) -> Option<rpc::Status> {
+    Some(rpc::Status {
+        code,
+        message: String::new(),
+        details: Vec::new(),
+    })
+}
+
+fn string(s: impl Into<String>) -> epb::Value {
+    epb::Value {
+        kind: Some(epb::value::Kind::StringValue(s.into())),
+    }
+}
+
+fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Allow => "allow",
+        Outcome::Challenge => "challenge",
+        Outcome::Deny => "deny",
+    }
+}
+
+/// The `dynamic_metadata` Envoy puts under `envoy.filters.http.ext_authz`,
+/// for access logs and later filters.
+fn metadata(fields: Vec<(&str, epb::Value)>) -> Option<epb::Struct> {
+    Some(epb::Struct {
+        fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+    })
+}
+
+/// The 401 body, for clients that read bodies rather than headers.
+#[derive(serde::Serialize)]
+struct ChallengeBody<'a> {
+    error: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acr_values: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_age: Option<u64>,
+    decision_id: &'a str,
+}
+
+/// The 403 body: the decision id and nothing of the policy.
+#[derive(serde::Serialize)]
+struct DenyBody<'a> {
+    decision_id: &'a str,
+}
+
+fn json<T: serde::Serialize>(body: &T) -> String {
+    // Serializing these plain structs cannot fail.
+    serde_json::to_string(body).unwrap_or_default()
+}
+
+fn allowed(id: &str, risk: Option<u32>, spoofed: Vec<String>) -> HttpResponse {
+    let mut headers = vec![header(DECISION_ID_HEADER, id.to_owned())];
+    if let Some(risk) = risk {
+        headers.push(header(RISK_SCORE_HEADER, risk.to_string()));
+    }
+    HttpResponse::OkResponse(OkHttpResponse {
+        headers,
+        headers_to_remove: spoofed,
+        ..Default::default()
+    })
+}
+
+fn denied(code: StatusCode, extra: Option<HeaderValueOption>, body: String) -> HttpResponse {
+    let mut headers: Vec<HeaderValueOption> = extra.into_iter().collect();
+    headers.push(header("content-type", "application/json".to_owned()));
+    headers.push(header("cache-control", "no-store".to_owned()));
+    HttpResponse::DeniedResponse(DeniedHttpResponse {
+        status: Some(HttpStatus { code: code as i32 }),
+        headers,
+        body,
+    })
+}
+
+/// The answer Envoy enforces for a decision.
+pub fn answer(d: &Decision, action: &str, spoofed: Vec<String>) -> CheckResponse {
+    let id = d.id.to_string();
+    let rules = epb::Value {
+        kind: Some(epb::value::Kind::ListValue(epb::ListValue {
+            values: d.reasons().map(|(id, _, _)| string(&**id)).collect(),
+        })),
+    };
+    let dynamic_metadata = metadata(vec![
+        ("outcome", string(outcome_name(d.outcome))),
+        ("decision_id", string(id.as_str())),
+        ("rule_ids", rules),
+        ("action", string(action)),
+        (
+            "risk_score",
+            epb::Value {
+                kind: Some(epb::value::Kind::NumberValue(f64::from(
+                    d.assessment.risk_score,
+                ))),
+            },
+        ),
+    ]);
+    let (code, http) = match d.outcome {
+        Outcome::Allow => (RPC_OK, allowed(&id, Some(d.assessment.risk_score), spoofed)),
+        Outcome::Challenge => {
+            let acr = d.acr_values();
+            let body = ChallengeBody {
+                error: "insufficient_user_authentication",
+                acr_values: (!acr.is_empty()).then(|| acr.join(" ")),
+                max_age: d.max_age.map(|m| m.as_secs()),
+                decision_id: &id,
+            };
+            let challenge = d.www_authenticate().map(|v| header("www-authenticate", v));
+            (
+                RPC_UNAUTHENTICATED,
+                denied(StatusCode::Unauthorized, challenge, json(&body)),
+            )
+        }
+        Outcome::Deny => (
+            RPC_PERMISSION_DENIED,
+            denied(
+                StatusCode::Forbidden,
+                None,
+                json(&DenyBody { decision_id: &id }),
+            ),
+        ),
+    };
+    CheckResponse {
+        status: rpc_status(code),
+        dynamic_metadata,
+        http_response: Some(http),
+    }
+}
+
+/// The answer for a request that could not be mapped.
+fn unmapped(fallback: Fallback, id: &str, reason: &str, spoofed: Vec<String>) -> CheckResponse {
+    let (outcome, code, http) = match fallback {
+        Fallback::Allow => ("allow", RPC_OK, allowed(id, None, spoofed)),
+        Fallback::Deny => (
+            "deny",
+            RPC_PERMISSION_DENIED,
+            denied(
+                StatusCode::Forbidden,
+                None,
+                json(&DenyBody { decision_id: id }),
+            ),
+        ),
+    };
+    CheckResponse {
+        status: rpc_status(code),
+        dynamic_metadata: metadata(vec![
+            ("outcome", string(outcome)),
+            ("decision_id", string(id)),
+            (
+                "rule_ids",
+                epb::Value {
+                    kind: Some(epb::value::Kind::ListValue(epb::ListValue::default())),
+                },
+            ),
+            ("unmapped", string(reason)),
+        ]),
+        http_response: Some(http),
+    }
+}

@@ -1,0 +1,572 @@
+//! The decision log: one JSON line per decision, for compliance ("when, why
+//! and how was this user asked to step up?") and for `stepup replay`.
+//!
+//! The request path only samples and enqueues (moving the request and the
+//! decision, no copy, no serialisation) into a bounded queue; a background
+//! thread masks, serialises and writes. When the queue is full the entry is
+//! dropped and counted (`stepup_decision_log_dropped_total`, and a warning
+//! at most every 10 s): a decision is never delayed by its log. On shutdown
+//! the queue is drained and flushed.
+//!
+//! A line: `{"time", "source", "latency_us", "cache_hit", "request":
+//! <DecideRequest JSON, masked>, "decision": <DecideResponse JSON>}`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sha2::{Digest, Sha256};
+
+use super::metrics::Metrics;
+use crate::engine::{Decision, Outcome};
+use crate::proto::v1::DecideRequest;
+use crate::server::convert;
+
+/// Where lines go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sink {
+    /// Standard output.
+    Stdout,
+    /// A file, rotated by size: `path` -> `path.1` -> ... -> `path.N`.
+    File {
+        /// The live file.
+        path: PathBuf,
+        /// Rotate when it grows past this many bytes.
+        max_bytes: u64,
+        /// Rotated files to keep.
+        keep: u32,
+    },
+}
+
+/// Fraction of decisions logged, by outcome (0.0..=1.0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    /// ALLOW decisions.
+    pub allow: f64,
+    /// CHALLENGE decisions.
+    pub challenge: f64,
+    /// DENY decisions.
+    pub deny: f64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            allow: 1.0,
+            challenge: 1.0,
+            deny: 1.0,
+        }
+    }
+}
+
+/// Decision-log settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecisionLogConfig {
+    /// Where lines go.
+    pub sink: Sink,
+    /// What fraction is logged.
+    pub sample: Sampling,
+    /// Request fields replaced by a keyed hash (`network.ip`).
+    pub hash: Vec<String>,
+    /// Request fields removed (`subject.attributes.email`).
+    pub drop: Vec<String>,
+    /// Key of the hash; a random one per process when `None` (hashes then
+    /// cannot be joined across restarts).
+    pub hash_key: Option<String>,
+    /// Entries that may wait for the writer before new ones are dropped.
+    pub queue: usize,
+}
+
+impl DecisionLogConfig {
+    /// Everything logged to `sink`, nothing masked.
+    pub fn new(sink: Sink) -> Self {
+        Self {
+            sink,
+            sample: Sampling::default(),
+            hash: Vec::new(),
+            drop: Vec::new(),
+            hash_key: None,
+            queue: 10_000,
+        }
+    }
+}
+
+/// One decision to log.
+pub struct Entry {
+    /// The decision's clock.
+    pub time: DateTime<Utc>,
+    /// `decide` or `ext_authz`.
+    pub source: &'static str,
+    /// The request as the engine saw it.
+    pub request: DecideRequest,
+    /// The decision.
+    pub decision: Decision,
+    /// Time to decide.
+    pub elapsed: Duration,
+}
+
+enum Message {
+    Entry(Box<Entry>),
+    Stop,
+}
+
+/// The running decision log.
+pub struct DecisionLog {
+    tx: SyncSender<Message>,
+    sample: Sampling,
+    metrics: Arc<Metrics>,
+    writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl DecisionLog {
+    /// Opens the sink and starts the writer thread.
+    pub fn start(config: DecisionLogConfig, metrics: Arc<Metrics>) -> io::Result<Self> {
+        Self::start_gated(config, metrics, None)
+    }
+
+    /// As [`DecisionLog::start`], with a writer that waits for `gate` before
+    /// writing anything (tests use it to fill the queue).
+    fn start_gated(
+        config: DecisionLogConfig,
+        metrics: Arc<Metrics>,
+        gate: Option<Receiver<()>>,
+    ) -> io::Result<Self> {
+        let out = Output::open(&config.sink)?;
+        let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
+        let key = match &config.hash_key {
+            Some(k) => k.as_bytes().to_vec(),
+            None => uuid::Uuid::new_v4().as_bytes().to_vec(),
+        };
+        let masks = Masks {
+            hash: config.hash.iter().map(|p| split(p)).collect(),
+            drop: config.drop.iter().map(|p| split(p)).collect(),
+            key,
+        };
+        let writer_metrics = Arc::clone(&metrics);
+        let writer = std::thread::Builder::new()
+            .name("stepup-decision-log".into())
+            .spawn(move || {
+                if let Some(gate) = gate {
+                    let _ = gate.recv();
+                }
+                write_loop(rx, out, masks, &writer_metrics);
+            })?;
+        Ok(Self {
+            tx,
+            sample: config.sample,
+            metrics,
+            writer: std::sync::Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Whether a decision with this outcome and id is sampled in. Sampling
+    /// goes by the id's random bits, so it is uniform and reproducible.
+    pub fn sampled(&self, outcome: Outcome, id: &uuid::Uuid) -> bool {
+        let rate = match outcome {
+            Outcome::Allow => self.sample.allow,
+            Outcome::Challenge => self.sample.challenge,
+            Outcome::Deny => self.sample.deny,
+        };
+        if rate >= 1.0 {
+            return true;
+        }
+        let bits = u64::from_le_bytes(id.as_bytes()[8..16].try_into().unwrap_or([0; 8]));
+        (bits as f64 / u64::MAX as f64) < rate
+    }
+
+    /// Enqueues `entry` if sampled; never blocks. Returns whether it was
+    /// queued.
+    pub fn submit(&self, entry: Entry) -> bool {
+        if !self.sampled(entry.decision.outcome, &entry.decision.id) {
+            return false;
+        }
+        match self.tx.try_send(Message::Entry(Box::new(entry))) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.metrics.log_dropped();
+                false
+            }
+        }
+    }
+
+    /// Drains the queue, flushes and stops the writer; later entries are
+    /// dropped (and counted).
+    pub fn close(&self) {
+        let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) else {
+            return;
+        };
+        let _ = self.tx.send(Message::Stop);
+        let _ = writer.join();
+    }
+}
+
+struct Masks {
+    hash: Vec<Vec<String>>,
+    drop: Vec<Vec<String>>,
+    key: Vec<u8>,
+}
+
+fn split(path: &str) -> Vec<String> {
+    path.split('.').map(str::to_owned).collect()
+}
+
+/// `auth_time` -> `authTime`: the JSON form uses lowerCamelCase names.
+fn camel(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut upper = false;
+    for c in s.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The value at `path` (field names as in policies or in JSON), for editing.
+fn locate<'v>(
+    root: &'v mut serde_json::Value,
+    path: &[String],
+) -> Option<(&'v mut serde_json::Map<String, serde_json::Value>, String)> {
+    let (last, parents) = path.split_last()?;
+    let mut cur = root;
+    for seg in parents {
+        let obj = cur.as_object_mut()?;
+        let key = if obj.contains_key(seg) {
+            seg.clone()
+        } else {
+            camel(seg)
+        };
+        cur = obj.get_mut(&key)?;
+    }
+    let obj = cur.as_object_mut()?;
+    let key = if obj.contains_key(last) {
+        last.clone()
+    } else {
+        camel(last)
+    };
+    obj.contains_key(&key).then_some((obj, key))
+}
+
+impl Masks {
+    fn apply(&self, request: &mut serde_json::Value) {
+        for path in &self.drop {
+            if let Some((obj, key)) = locate(request, path) {
+                obj.remove(&key);
+            }
+        }
+        for path in &self.hash {
+            if let Some((obj, key)) = locate(request, path)
+                && let Some(v) = obj.get_mut(&key)
+            {
+                let text = match &*v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let mut h = Sha256::new();
+                h.update(&self.key);
+                h.update([0]);
+                h.update(text.as_bytes());
+                let digest = h.finalize();
+                let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+                *v = serde_json::Value::String(format!("hash:{hex}"));
+            }
+        }
+    }
+}
+
+enum Output {
+    Stdout(BufWriter<io::Stdout>),
+    File {
+        file: BufWriter<File>,
+        path: PathBuf,
+        written: u64,
+        max_bytes: u64,
+        keep: u32,
+    },
+}
+
+impl Output {
+    fn open(sink: &Sink) -> io::Result<Self> {
+        Ok(match sink {
+            Sink::Stdout => Output::Stdout(BufWriter::new(io::stdout())),
+            Sink::File {
+                path,
+                max_bytes,
+                keep,
+            } => {
+                let file = OpenOptions::new().create(true).append(true).open(path)?;
+                let written = file.metadata()?.len();
+                Output::File {
+                    file: BufWriter::new(file),
+                    path: path.clone(),
+                    written,
+                    max_bytes: *max_bytes,
+                    keep: *keep,
+                }
+            }
+        })
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        match self {
+            Output::Stdout(w) => {
+                w.write_all(line)?;
+                w.write_all(b"\n")
+            }
+            Output::File {
+                file,
+                path,
+                written,
+                max_bytes,
+                keep,
+            } => {
+                if *written > 0 && *written + line.len() as u64 + 1 > *max_bytes {
+                    file.flush()?;
+                    rotate(path, *keep)?;
+                    *file =
+                        BufWriter::new(OpenOptions::new().create(true).append(true).open(&*path)?);
+                    *written = 0;
+                }
+                file.write_all(line)?;
+                file.write_all(b"\n")?;
+                *written += line.len() as u64 + 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::Stdout(w) => w.flush(),
+            Output::File { file, .. } => file.flush(),
+        }
+    }
+}
+
+/// `path.N-1` -> `path.N`, ..., `path` -> `path.1`; the oldest is removed.
+fn rotate(path: &std::path::Path, keep: u32) -> io::Result<()> {
+    let numbered = |n: u32| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(format!(".{n}"));
+        PathBuf::from(p)
+    };
+    if keep == 0 {
+        return std::fs::remove_file(path);
+    }
+    let _ = std::fs::remove_file(numbered(keep));
+    for n in (1..keep).rev() {
+        let from = numbered(n);
+        if from.exists() {
+            std::fs::rename(&from, numbered(n + 1))?;
+        }
+    }
+    std::fs::rename(path, numbered(1))
+}
+
+fn line(entry: &Entry, masks: &Masks) -> serde_json::Result<Vec<u8>> {
+    let mut request = serde_json::to_value(&entry.request)?;
+    masks.apply(&mut request);
+    let decision = convert::response(&entry.decision);
+    serde_json::to_vec(&serde_json::json!({
+        "time": entry.time.to_rfc3339_opts(SecondsFormat::Micros, true),
+        "source": entry.source,
+        "latency_us": entry.elapsed.as_secs_f64() * 1e6,
+        "cache_hit": entry.decision.cache_hit,
+        "request": request,
+        "decision": decision,
+    }))
+}
+
+fn write_loop(rx: Receiver<Message>, mut out: Output, masks: Masks, metrics: &Metrics) {
+    let mut last_warning = Instant::now();
+    let mut dropped_reported = 0;
+    let mut dirty = false;
+    loop {
+        let entry = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(Message::Entry(e)) => Some(e),
+            Ok(Message::Stop) => break,
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        match entry {
+            Some(entry) => match line(&entry, &masks)
+                .and_then(|l| out.write_line(&l).map_err(serde_json::Error::io))
+            {
+                Ok(()) => {
+                    metrics.log_written();
+                    dirty = true;
+                }
+                Err(e) => tracing::error!("cannot write the decision log: {e}"),
+            },
+            None => {
+                if dirty {
+                    if let Err(e) = out.flush() {
+                        tracing::error!("cannot flush the decision log: {e}");
+                    }
+                    dirty = false;
+                }
+            }
+        }
+        let dropped = metrics.log_dropped_total();
+        if dropped > dropped_reported && last_warning.elapsed() >= Duration::from_secs(10) {
+            tracing::warn!(
+                dropped = dropped - dropped_reported,
+                "decision log queue full: entries dropped (decisions were not delayed)"
+            );
+            dropped_reported = dropped;
+            last_warning = Instant::now();
+        }
+    }
+    if let Err(e) = out.flush() {
+        tracing::error!("cannot flush the decision log: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_hash_and_drop_fields_by_policy_or_json_names() {
+        let masks = Masks {
+            hash: vec![split("network.ip"), split("session.auth_time")],
+            drop: vec![split("subject.attributes.email")],
+            key: b"k".to_vec(),
+        };
+        let mut v = serde_json::json!({
+            "network": {"ip": "203.0.113.7"},
+            "session": {"authTime": "2026-01-01T00:00:00Z"},
+            "subject": {"id": "u", "attributes": {"email": "a@b.c", "plan": "pro"}},
+        });
+        masks.apply(&mut v);
+        let ip = v["network"]["ip"].as_str().unwrap();
+        assert!(ip.starts_with("hash:") && ip.len() == 5 + 32, "{ip}");
+        assert_ne!(ip, "203.0.113.7");
+        assert!(
+            v["session"]["authTime"]
+                .as_str()
+                .unwrap()
+                .starts_with("hash:")
+        );
+        assert_eq!(
+            v["subject"]["attributes"],
+            serde_json::json!({"plan": "pro"})
+        );
+        // Same key, same value: same hash (joinable within a deployment).
+        let mut w = serde_json::json!({"network": {"ip": "203.0.113.7"}});
+        masks.apply(&mut w);
+        assert_eq!(w["network"]["ip"], v["network"]["ip"]);
+    }
+
+    fn entry(policy: &Arc<crate::PolicySet>) -> Entry {
+        let req = DecideRequest {
+            action: "a".into(),
+            subject: Some(crate::proto::v1::Subject {
+                id: "u".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let now = Utc::now();
+        let decision = crate::engine::decide_with(Arc::clone(policy), None, &req, now, false);
+        Entry {
+            time: now,
+            source: "decide",
+            request: req,
+            decision,
+            elapsed: Duration::from_micros(3),
+        }
+    }
+
+    fn levels_only() -> Arc<crate::PolicySet> {
+        let text = "apiVersion: stepup/v1\nkind: Levels\nlevels:\n  - { name: a, acr: [x] }\n";
+        Arc::new(crate::PolicySet::from_str("p.yaml", text).unwrap().0)
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_close_flushes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.log");
+        let metrics = Arc::new(Metrics::default());
+        let (open, gate) = mpsc::channel();
+        let mut config = DecisionLogConfig::new(Sink::File {
+            path: path.clone(),
+            max_bytes: u64::MAX,
+            keep: 1,
+        });
+        config.queue = 3;
+        let log = DecisionLog::start_gated(config, Arc::clone(&metrics), Some(gate)).unwrap();
+        let policy = levels_only();
+        let queued: usize = (0..10)
+            .map(|_| usize::from(log.submit(entry(&policy))))
+            .sum();
+        assert_eq!(queued, 3, "the writer is held: only the queue's 3 fit");
+        assert_eq!(metrics.log_dropped_total(), 7);
+        open.send(()).unwrap();
+        log.close();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text.lines().count(),
+            3,
+            "every queued entry is written on close"
+        );
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(line["source"], "decide");
+        assert_eq!(line["decision"]["outcome"], "OUTCOME_ALLOW");
+        assert_eq!(line["request"]["action"], "a");
+        assert_eq!(line["latency_us"], 3.0);
+    }
+
+    #[test]
+    fn sampling_by_outcome() {
+        let metrics = Arc::new(Metrics::default());
+        let mut config = DecisionLogConfig::new(Sink::Stdout);
+        config.sample = Sampling {
+            allow: 0.1,
+            challenge: 1.0,
+            deny: 0.0,
+        };
+        let log = DecisionLog::start(config, metrics).unwrap();
+        let ids: Vec<uuid::Uuid> = (0..10_000).map(|_| uuid::Uuid::now_v7()).collect();
+        let allowed = ids
+            .iter()
+            .filter(|id| log.sampled(Outcome::Allow, id))
+            .count();
+        assert!((700..1300).contains(&allowed), "{allowed} of 10000 at 10%");
+        assert!(ids.iter().all(|id| log.sampled(Outcome::Challenge, id)));
+        assert!(!ids.iter().any(|id| log.sampled(Outcome::Deny, id)));
+        log.close();
+    }
+
+    #[test]
+    fn rotation_keeps_n_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.log");
+        let mut out = Output::open(&Sink::File {
+            path: path.clone(),
+            max_bytes: 25,
+            keep: 2,
+        })
+        .unwrap();
+        for i in 0..10 {
+            out.write_line(format!("line number {i:02}").as_bytes())
+                .unwrap();
+        }
+        out.flush().unwrap();
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(&path), "line number 09\n");
+        assert_eq!(read(&dir.path().join("d.log.1")), "line number 08\n");
+        assert_eq!(read(&dir.path().join("d.log.2")), "line number 07\n");
+        assert!(!dir.path().join("d.log.3").exists());
+    }
+}

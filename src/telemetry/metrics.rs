@@ -1,0 +1,380 @@
+//! Prometheus metrics, kept as plain atomics so that recording a decision
+//! costs a few uncontended atomic adds (no label allocation on the hot path:
+//! per-rule counters are found by `&str` in a `DashMap`, created once per
+//! rule id). Rendered in the Prometheus text format by [`Metrics::render`].
+//!
+//! Names follow `stepup_<area>_<thing>_<unit>`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use crate::engine::{Decision, Outcome};
+use crate::policy::PolicySet;
+
+/// Upper bounds of the decision latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5,
+    0.001, 0.002, 0.005, 0.01, 0.05,
+];
+
+/// A latency histogram with fixed buckets.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b)
+            && let Some(b) = self.buckets.get(i)
+        {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Every metric the sidecar exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    decisions: [AtomicU64; 3],
+    latency: Histogram,
+    rule_matches: DashMap<Arc<str>, AtomicU64>,
+    rule_errors: DashMap<Arc<str>, AtomicU64>,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    log_written: AtomicU64,
+    log_dropped: AtomicU64,
+    grpc: DashMap<(&'static str, &'static str), AtomicU64>,
+}
+
+fn outcome_index(o: Outcome) -> usize {
+    match o {
+        Outcome::Allow => 0,
+        Outcome::Challenge => 1,
+        Outcome::Deny => 2,
+    }
+}
+
+fn bump(map: &DashMap<Arc<str>, AtomicU64>, key: &Arc<str>) {
+    match map.get(&**key) {
+        Some(c) => {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        None => {
+            map.entry(Arc::clone(key))
+                .or_default()
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Metrics {
+    /// Records a decision: outcome, latency, matched rules, rule errors and
+    /// whether the cache answered.
+    pub fn record(&self, d: &Decision, elapsed: Duration, cached: bool) {
+        if let Some(c) = self.decisions.get(outcome_index(d.outcome)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency.observe(elapsed);
+        for i in &d.assessment.matched {
+            if let Some(rule) = d.policy.rules.get(*i) {
+                bump(&self.rule_matches, &rule.id);
+            }
+        }
+        for e in &d.assessment.errors {
+            bump(&self.rule_errors, &e.id);
+        }
+        if cached {
+            let counter = if d.cache_hit {
+                &self.cache_hits
+            } else {
+                &self.cache_misses
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a gRPC call by method and status code name.
+    pub fn grpc_call(&self, method: &'static str, code: tonic::Code) {
+        let code = code_name(code);
+        match self.grpc.get(&(method, code)) {
+            Some(c) => {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                self.grpc
+                    .entry((method, code))
+                    .or_default()
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counts a decision-log entry written.
+    pub fn log_written(&self) {
+        self.log_written.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a decision-log entry dropped because the queue was full.
+    pub fn log_dropped(&self) {
+        self.log_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Decision-log entries dropped so far.
+    pub fn log_dropped_total(&self) -> u64 {
+        self.log_dropped.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition of every metric, with the policy and
+    /// cache state read at scrape time.
+    pub fn render(&self, state: &ScrapeState<'_>) -> String {
+        let mut out = String::with_capacity(4096);
+        let w = &mut out;
+        header(
+            w,
+            "stepup_decisions_total",
+            "counter",
+            "Decisions by outcome.",
+        );
+        for (i, name) in ["allow", "challenge", "deny"].iter().enumerate() {
+            let v = self
+                .decisions
+                .get(i)
+                .map_or(0, |c| c.load(Ordering::Relaxed));
+            let _ = writeln!(w, "stepup_decisions_total{{outcome=\"{name}\"}} {v}");
+        }
+
+        header(
+            w,
+            "stepup_decision_duration_seconds",
+            "histogram",
+            "Time to decide, from request to decision, server side.",
+        );
+        let mut cumulative = 0;
+        for (b, bound) in self.latency.buckets.iter().zip(LATENCY_BUCKETS) {
+            cumulative += b.load(Ordering::Relaxed);
+            let _ = writeln!(
+                w,
+                "stepup_decision_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = self.latency.count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            w,
+            "stepup_decision_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let sum = self.latency.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(w, "stepup_decision_duration_seconds_sum {sum}");
+        let _ = writeln!(w, "stepup_decision_duration_seconds_count {count}");
+
+        header(
+            w,
+            "stepup_rule_matches_total",
+            "counter",
+            "Decisions in which a rule matched, by rule id.",
+        );
+        for (rule, v) in sorted(&self.rule_matches) {
+            let _ = writeln!(
+                w,
+                "stepup_rule_matches_total{{rule=\"{}\"}} {v}",
+                escape(&rule)
+            );
+        }
+        header(
+            w,
+            "stepup_rule_errors_total",
+            "counter",
+            "Signal and rule conditions that failed to evaluate, by id.",
+        );
+        for (rule, v) in sorted(&self.rule_errors) {
+            let _ = writeln!(
+                w,
+                "stepup_rule_errors_total{{rule=\"{}\"}} {v}",
+                escape(&rule)
+            );
+        }
+
+        header(
+            w,
+            "stepup_cache_hits_total",
+            "counter",
+            "Decisions answered from the decision cache.",
+        );
+        let _ = writeln!(
+            w,
+            "stepup_cache_hits_total {}",
+            self.cache_hits.load(Ordering::Relaxed)
+        );
+        header(
+            w,
+            "stepup_cache_misses_total",
+            "counter",
+            "Decisions the cache could not answer.",
+        );
+        let _ = writeln!(
+            w,
+            "stepup_cache_misses_total {}",
+            self.cache_misses.load(Ordering::Relaxed)
+        );
+        header(
+            w,
+            "stepup_cache_entries",
+            "gauge",
+            "Entries in the decision cache (approximate).",
+        );
+        let _ = writeln!(w, "stepup_cache_entries {}", state.cache_entries);
+
+        header(
+            w,
+            "stepup_policy_reloads_total",
+            "counter",
+            "Policy reloads by result.",
+        );
+        let _ = writeln!(
+            w,
+            "stepup_policy_reloads_total{{result=\"ok\"}} {}",
+            state.reloads_ok
+        );
+        let _ = writeln!(
+            w,
+            "stepup_policy_reloads_total{{result=\"failed\"}} {}",
+            state.reloads_failed
+        );
+        header(
+            w,
+            "stepup_policy_info",
+            "gauge",
+            "The policy set serving decisions (value 1), by revision.",
+        );
+        let _ = writeln!(
+            w,
+            "stepup_policy_info{{revision=\"{}\",rules=\"{}\",signals=\"{}\"}} 1",
+            escape(&state.policy.revision),
+            state.policy.rules.len(),
+            state.policy.signals.len()
+        );
+        header(
+            w,
+            "stepup_policy_last_reload_failed",
+            "gauge",
+            "1 while the last policy reload failed.",
+        );
+        let _ = writeln!(
+            w,
+            "stepup_policy_last_reload_failed {}",
+            u8::from(state.last_reload_failed)
+        );
+
+        header(
+            w,
+            "stepup_decision_log_written_total",
+            "counter",
+            "Decision-log entries written.",
+        );
+        let _ = writeln!(
+            w,
+            "stepup_decision_log_written_total {}",
+            self.log_written.load(Ordering::Relaxed)
+        );
+        header(
+            w,
+            "stepup_decision_log_dropped_total",
+            "counter",
+            "Decision-log entries dropped because the log queue was full.",
+        );
+        let _ = writeln!(
+            w,
+            "stepup_decision_log_dropped_total {}",
+            self.log_dropped.load(Ordering::Relaxed)
+        );
+
+        header(
+            w,
+            "stepup_grpc_requests_total",
+            "counter",
+            "gRPC calls by method and status code.",
+        );
+        let mut grpc: Vec<((&str, &str), u64)> = self
+            .grpc
+            .iter()
+            .map(|e| (*e.key(), e.value().load(Ordering::Relaxed)))
+            .collect();
+        grpc.sort_unstable();
+        for ((method, code), v) in grpc {
+            let _ = writeln!(
+                w,
+                "stepup_grpc_requests_total{{method=\"{method}\",code=\"{code}\"}} {v}"
+            );
+        }
+        out
+    }
+}
+
+/// What a scrape reads besides the counters.
+pub struct ScrapeState<'a> {
+    /// The serving policy set.
+    pub policy: &'a PolicySet,
+    /// Approximate cache entries.
+    pub cache_entries: u64,
+    /// Successful reloads.
+    pub reloads_ok: u64,
+    /// Rejected reloads.
+    pub reloads_failed: u64,
+    /// Whether the last reload failed.
+    pub last_reload_failed: bool,
+}
+
+fn header(w: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn sorted(map: &DashMap<Arc<str>, AtomicU64>) -> Vec<(Arc<str>, u64)> {
+    let mut v: Vec<(Arc<str>, u64)> = map
+        .iter()
+        .map(|e| (Arc::clone(e.key()), e.value().load(Ordering::Relaxed)))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}

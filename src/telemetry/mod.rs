@@ -1,0 +1,5 @@
+//! Telemetry: metrics ([`metrics`]), the decision log ([`decision_log`]) and
+//! the logging setup.
+
+pub mod decision_log;
+pub mod metrics;
