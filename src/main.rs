@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use stepup::cli::{self, Cli, Command, Failure};
-use stepup::config::{Config, LogFormat};
+use stepup::config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -42,8 +42,6 @@ fn serve(args: &cli::ServeArgs) -> Result<String, Failure> {
                 .join("\n"),
             code: cli::EXIT_USAGE,
         })?;
-    init_logging(&config);
-    let engine = cli::engine_for(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,24 +49,19 @@ fn serve(args: &cli::ServeArgs) -> Result<String, Failure> {
             message: format!("error: cannot start the runtime: {e}"),
             code: 1,
         })?;
-    runtime
-        .block_on(stepup::run(engine, &config, shutdown_signal()))
-        .map_err(|e| Failure {
-            message: format!("error: {e}"),
-            code: cli::EXIT_USAGE,
-        })?;
+    // The OTLP exporter needs the runtime to exist when it is built.
+    let telemetry = {
+        let _rt = runtime.enter();
+        stepup::telemetry::logging::init(&config.log_level, config.log_format)
+    };
+    let engine = cli::engine_for(&config)?;
+    let served = runtime.block_on(stepup::run(engine, &config, shutdown_signal()));
+    telemetry.shutdown();
+    served.map_err(|e| Failure {
+        message: format!("error: {e}"),
+        code: cli::EXIT_USAGE,
+    })?;
     Ok(String::new())
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::new(&config.log_level);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
 }
 
 /// Completes on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

@@ -124,7 +124,7 @@ fn an_invalid_suite_exits_2_with_a_positioned_diagnostic() {
     assert_eq!(
         text(&out.stderr),
         format!(
-            "error: unknown rule `refund-lage`\n  --> {file}:16:40\n   |\n16 |     expect: {{ outcome: allow, reasons: [refund-lage] }}\n   |                                        ^^^^^^^^^^^\n   = help: did you mean `refund-large`?\n\nerror: the test suites are invalid (1 error)\n"
+            "error: unknown rule `refund-lage`\n  --> {file}:16:41\n   |\n16 |     expect: {{ outcome: allow, reasons: [refund-lage] }}\n   |                                         ^^^^^^^^^^^\n   = help: did you mean `refund-large`?\n\nerror: the test suites are invalid (1 error)\n"
         )
     );
     assert_eq!(text(&out.stdout), "");

@@ -44,6 +44,8 @@ impl DecisionService for DecisionApi {
         &self,
         request: Request<DecideRequest>,
     ) -> Result<Response<DecideResponse>, Status> {
+        let span = crate::telemetry::logging::decision_span(request.metadata(), "Decide");
+        let _entered = span.as_ref().map(tracing::Span::enter);
         let req = request.into_inner();
         let now = match convert::validate(&req, Utc::now()) {
             Ok(now) => now,
@@ -55,6 +57,7 @@ impl DecisionService for DecisionApi {
             }
         };
         let decision = self.engine.decide(&req, now, req.explain);
+        crate::telemetry::logging::record(span.as_ref(), &req.action, &decision);
         if !decision.shadow.is_empty() {
             let rules: Vec<&str> = decision
                 .shadow

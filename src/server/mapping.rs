@@ -90,6 +90,10 @@ pub struct FileSubject {
     /// `payload_in_metadata`); default: the first, in key order, that has the
     /// subject claim.
     pub payload: Option<String>,
+    /// Read the verified payload from this header (base64url JSON, as
+    /// jwt_authn's `forward_payload_header` or Istio's
+    /// `outputPayloadToHeader` write it) instead of the metadata context.
+    pub payload_header: Option<String>,
     /// `subject.id` (default claim `sub`; required).
     pub id: Option<String>,
     /// `session.id` (default claim `sid`).
@@ -223,6 +227,7 @@ struct Subject {
     source: SubjectSource,
     namespace: String,
     payload: Option<String>,
+    payload_header: Option<String>,
     id: String,
     session_id: Option<String>,
     tenant: Option<String>,
@@ -319,6 +324,7 @@ impl Subject {
             source: SubjectSource::Jwt,
             namespace: JWT_AUTHN_NAMESPACE.to_owned(),
             payload: None,
+            payload_header: None,
             id: "sub".to_owned(),
             session_id: Some("sid".to_owned()),
             tenant: Some("tenant".to_owned()),
@@ -505,6 +511,7 @@ impl Mapping {
                 source,
                 namespace: String::new(),
                 payload: None,
+                payload_header: None,
                 id: String::new(),
                 session_id: None,
                 tenant: None,
@@ -527,7 +534,11 @@ impl Mapping {
             }
         };
         if source == SubjectSource::Headers {
-            for (key, set) in [("namespace", &s.namespace), ("payload", &s.payload)] {
+            for (key, set) in [
+                ("namespace", &s.namespace),
+                ("payload", &s.payload),
+                ("payload_header", &s.payload_header),
+            ] {
                 if set.is_some() {
                     p.push(
                         &format!("ext_authz.subject.{key}"),
@@ -543,6 +554,16 @@ impl Mapping {
             if let Some(payload) = &s.payload {
                 non_empty(&mut p, "ext_authz.subject.payload", payload);
                 subject.payload = Some(payload.clone());
+            }
+            if let Some(h) = &s.payload_header {
+                subject.payload_header =
+                    Some(header_name(&mut p, "ext_authz.subject.payload_header", h));
+                if s.payload.is_some() || s.namespace.is_some() {
+                    p.push(
+                        "ext_authz.subject.payload_header",
+                        "set either `payload_header` or `namespace`/`payload`, not both",
+                    );
+                }
             }
         }
         match &s.id {
@@ -839,10 +860,12 @@ impl Mapping {
         headers: &'a Headers<'a>,
     ) -> Result<(pb::Subject, Option<pb::Session>), MapError> {
         let s = &self.subject;
-        let reader: Reader<'a> = match s.source {
+        let payload;
+        let reader: Reader<'_> = match s.source {
             SubjectSource::Jwt => {
-                let payload = self.payload(attrs)?;
-                Box::new(move |name| claim(payload, name).map(Claim::Json))
+                payload = self.payload(attrs, headers)?;
+                let p: &epb::Struct = &payload;
+                Box::new(move |name| claim(p, name).map(Claim::Json))
             }
             SubjectSource::Headers => Box::new(move |name| headers.get(name).map(Claim::Text)),
         };
@@ -933,8 +956,28 @@ impl Mapping {
 
     /// The verified JWT payload: the configured one, or the first (in key
     /// order) that carries the subject claim.
-    fn payload<'a>(&self, attrs: &'a AttributeContext) -> Result<&'a epb::Struct, MapError> {
+    fn payload<'a>(
+        &self,
+        attrs: &'a AttributeContext,
+        headers: &Headers<'_>,
+    ) -> Result<Cow<'a, epb::Struct>, MapError> {
         let s = &self.subject;
+        if let Some(h) = &s.payload_header {
+            let Some(encoded) = headers.get(h) else {
+                return Err(unmapped(format!(
+                    "no JWT payload: header `{h}` is missing (is the request authenticated?)"
+                )));
+            };
+            let payload = base64url(encoded.trim())
+                .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+                .and_then(|v| as_struct(&from_json(v, 0)).cloned())
+                .ok_or_else(|| {
+                    unmapped(format!(
+                        "header `{h}` is not a base64url-encoded JSON object (a verified JWT payload)"
+                    ))
+                })?;
+            return Ok(Cow::Owned(payload));
+        }
         let ns = attrs
             .metadata_context
             .as_ref()
@@ -949,7 +992,7 @@ impl Mapping {
                     .find(|p| claim(p, &s.id).is_some())
             }),
         };
-        found.ok_or_else(|| {
+        found.map(Cow::Borrowed).ok_or_else(|| {
             unmapped(match &s.payload {
                 Some(key) => format!(
                     "no JWT payload `{key}` under `{}` in the metadata context (is jwt_authn's `payload_in_metadata` `{key}`, and `{}` in ext_authz's `metadata_context_namespaces`?)",
@@ -1415,6 +1458,54 @@ impl Claim<'_> {
             Claim::Json(v) => json_value(v, 0),
         }
     }
+}
+
+/// Decodes base64url (or standard base64), padding optional.
+fn base64url(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for b in s.bytes() {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
+        }
+    }
+    Some(out)
+}
+
+/// A JSON value as Envoy's `google.protobuf.Value`; nesting past the request
+/// limit is cut.
+fn from_json(v: serde_json::Value, depth: usize) -> epb::Value {
+    use epb::value::Kind as E;
+    let kind = match v {
+        _ if depth > convert::MAX_DEPTH + 1 => E::NullValue(0),
+        serde_json::Value::Null => E::NullValue(0),
+        serde_json::Value::Bool(b) => E::BoolValue(b),
+        serde_json::Value::Number(n) => E::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
+        serde_json::Value::String(s) => E::StringValue(s),
+        serde_json::Value::Array(a) => E::ListValue(epb::ListValue {
+            values: a.into_iter().map(|v| from_json(v, depth + 1)).collect(),
+        }),
+        serde_json::Value::Object(o) => E::StructValue(epb::Struct {
+            fields: o
+                .into_iter()
+                .map(|(k, v)| (k, from_json(v, depth + 1)))
+                .collect(),
+        }),
+    };
+    epb::Value { kind: Some(kind) }
 }
 
 fn as_struct(v: &epb::Value) -> Option<&epb::Struct> {

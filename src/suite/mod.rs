@@ -539,11 +539,19 @@ fn compare(expect: &Expect, actual: &Actual) -> Vec<Check> {
         });
     }
     let error_ids: Vec<String> = actual.errors.iter().map(|e| e.id.to_string()).collect();
-    let lists: [(&'static str, &Option<Vec<String>>, &[String]); 4] = [
-        ("signals", &expect.signals, &actual.signals),
-        ("reasons", &expect.reasons, &actual.reasons),
-        ("errors", &expect.errors, &error_ids),
-        ("shadow", &expect.shadow, &actual.shadow),
+    let lists = [
+        (
+            "signals",
+            expect.signals.as_deref(),
+            actual.signals.as_slice(),
+        ),
+        (
+            "reasons",
+            expect.reasons.as_deref(),
+            actual.reasons.as_slice(),
+        ),
+        ("errors", expect.errors.as_deref(), error_ids.as_slice()),
+        ("shadow", expect.shadow.as_deref(), actual.shadow.as_slice()),
     ];
     for (field, expected, actual) in lists {
         if let Some(e) = expected {

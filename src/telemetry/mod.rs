@@ -2,4 +2,5 @@
 //! the logging setup.
 
 pub mod decision_log;
+pub mod logging;
 pub mod metrics;

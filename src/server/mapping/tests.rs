@@ -547,3 +547,30 @@ fn percent_decoding() {
     assert!(percent_decode("%4", false).is_none());
     assert!(percent_decode("%FF", false).is_none(), "not UTF-8");
 }
+
+#[test]
+fn the_payload_can_come_from_a_header() {
+    let m = mapping("[ext_authz.subject]\npayload_header = \"X-Jwt-Payload\"\n");
+    // {"sub":"u-5","amr":["pwd","otp"]} as base64url without padding.
+    let encoded = "eyJzdWIiOiJ1LTUiLCJhbXIiOlsicHdkIiwib3RwIl19";
+    let r = with_action(request("GET", "/", &[("x-jwt-payload", encoded)]), "a");
+    let req = m.map(&r, now()).unwrap().request;
+    assert_eq!(req.subject.unwrap().id, "u-5");
+    assert_eq!(req.session.unwrap().amr, ["pwd", "otp"]);
+    // A client copy next to the verified one: Envoy joins them, and the
+    // result is no payload at all.
+    let joined = format!("{encoded},{encoded}");
+    let r = with_action(request("GET", "/", &[("x-jwt-payload", &joined)]), "a");
+    assert_eq!(
+        unmapped_reason(&m, &r),
+        "header `x-jwt-payload` is not a base64url-encoded JSON object (a verified JWT payload)"
+    );
+    let r = with_action(request("GET", "/", &[]), "a");
+    assert_eq!(
+        unmapped_reason(&m, &r),
+        "no JWT payload: header `x-jwt-payload` is missing (is the request authenticated?)"
+    );
+    assert_eq!(base64url("aGk=").unwrap(), b"hi");
+    assert_eq!(base64url("-_8").unwrap(), [0xfb, 0xff]);
+    assert!(base64url("a b").is_none());
+}
