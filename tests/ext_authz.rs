@@ -769,3 +769,13 @@ fn bad_mappings_fail_at_startup_naming_the_key() {
         "{err}"
     );
 }
+
+#[test]
+fn the_example_configs_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["examples/envoy/stepup.toml", "examples/istio/stepup.toml"] {
+        let config = Config::resolve(Overrides::default(), Some(&root.join(file)))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_ne!(config.ext_authz, Mapping::default(), "{file}");
+    }
+}
