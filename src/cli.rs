@@ -54,6 +54,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Run the policy test suites (`*_test.yaml`) of a policy directory.
     Test(TestArgs),
+    /// Decide recorded requests (JSON lines) under a candidate policy set and
+    /// report how the outcomes would change.
+    Replay(ReplayArgs),
 }
 
 /// `stepup serve`.
@@ -183,6 +186,39 @@ pub struct TestArgs {
 }
 
 const TEST_EXIT_HELP: &str = "Exit codes: 0 every case passes, 1 a case fails (or, with --require-coverage, a rule is matched by no case), 2 the policies or the suites are invalid.";
+
+/// `stepup replay`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = REPLAY_HELP)]
+pub struct ReplayArgs {
+    /// The candidate policy set: the directory to evaluate.
+    #[arg(long, value_name = "DIR")]
+    pub policies: PathBuf,
+    /// JSON lines, each a DecideRequest or a decision-log line
+    /// (`{"request": ..., "decision": ..., "time": ...}`); `-` for standard
+    /// input.
+    #[arg(long, value_name = "FILE")]
+    pub requests: PathBuf,
+    /// Compare with decisions under this policy set instead of the recorded
+    /// decisions.
+    #[arg(long, value_name = "DIR")]
+    pub baseline: Option<PathBuf>,
+    /// Examples to show per outcome change.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub examples: usize,
+    /// The clock of lines that record no time (RFC 3339) [default: now].
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<DateTime<Utc>>,
+    /// Decision cache entries per policy set; 0 turns it off. Answers do not
+    /// depend on it.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub cache_size: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+const REPLAY_HELP: &str = "A line's clock is its request's `time`, else the line's `time`, else --now. Exit codes: 0 the report was printed, 2 invalid policies or an unreadable line (named by file and line).";
 
 /// An error ending a command, with its exit code.
 #[derive(Debug)]
@@ -404,6 +440,60 @@ pub fn test(args: &TestArgs) -> Result<String, Failure> {
     Err(Failure {
         message,
         code: EXIT_TEST_FAILED,
+    })
+}
+
+/// `stepup replay`: the report of how the candidate set would change the
+/// recorded outcomes.
+pub fn replay(args: &ReplayArgs) -> Result<String, Failure> {
+    use crate::replay::{Baseline, ReplayOptions};
+    let load = |dir: &Path| match PolicySet::load(dir) {
+        Ok((set, warnings)) => {
+            if !warnings.diagnostics.is_empty() {
+                eprintln!("{warnings}\n");
+            }
+            Ok(Arc::new(set))
+        }
+        Err(report) => Err(Failure {
+            code: EXIT_USAGE,
+            ..Failure::policy(&report)
+        }),
+    };
+    let candidate = load(&args.policies)?;
+    let baseline = match &args.baseline {
+        Some(dir) => Baseline::Set(load(dir)?),
+        None => Baseline::Recorded,
+    };
+    let options = ReplayOptions {
+        examples: args.examples,
+        now: args.now.unwrap_or_else(Utc::now),
+        cache: args.cache_size,
+    };
+    let stdin = args.requests.as_os_str() == "-";
+    let name = if stdin {
+        "<stdin>".to_owned()
+    } else {
+        args.requests.display().to_string()
+    };
+    let result = if stdin {
+        crate::replay::replay(
+            std::io::stdin().lock(),
+            &name,
+            &candidate,
+            &baseline,
+            &options,
+        )
+    } else {
+        let file = std::fs::File::open(&args.requests).map_err(|e| {
+            Failure::usage(format!("error: cannot read requests file `{name}`: {e}"))
+        })?;
+        let reader = std::io::BufReader::with_capacity(1 << 16, file);
+        crate::replay::replay(reader, &name, &candidate, &baseline, &options)
+    };
+    let report = result.map_err(|e| Failure::usage(format!("error: {e}")))?;
+    Ok(match args.format {
+        Format::Text => report.text(),
+        Format::Json => serde_json::to_string_pretty(&report.json()).unwrap_or_default(),
     })
 }
 

@@ -13,6 +13,7 @@
 //! - [`server`]: the gRPC server (Decide, health, reflection).
 //! - [`config`]: settings from flags, environment and file.
 //! - [`suite`]: policy tests (`stepup test`).
+//! - [`replay`]: recorded traffic under a candidate policy set (`stepup replay`).
 
 pub mod cache;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod duration;
 pub mod engine;
 pub mod policy;
+pub mod replay;
 pub mod server;
 pub mod suite;
 pub mod telemetry;

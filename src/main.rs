@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check(&args),
         Command::Eval(args) => cli::eval(&args),
         Command::Test(args) => cli::test(&args),
+        Command::Replay(args) => cli::replay(&args),
         Command::Serve(args) => serve(&args),
     };
     match result {
