@@ -323,7 +323,7 @@ def end_to_end(envoy, config):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         idp = Idp(tmp)
-        ports = {n: free_port() for n in ("envoy", "admin", "stepup", "app")}
+        ports = {n: free_port() for n in ("envoy", "admin", "stepup", "app", "stepup_admin")}
         config = test_config(config, idp, ports)
         (tmp / "envoy.yaml").write_text(yaml.safe_dump(config))
 
@@ -342,11 +342,15 @@ def end_to_end(envoy, config):
                     str(STEPUP_TOML),
                     "--listen",
                     f"127.0.0.1:{ports['stepup']}",
+                    "--admin",
+                    f"127.0.0.1:{ports['stepup_admin']}",
+                    "--decision-log",
+                    str(tmp / "decisions.jsonl"),
                 ],
                 cwd=ROOT,
                 stdout=stepup_log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "STEPUP_LOG_LEVEL": "info", "STEPUP_ADMIN": "off"},
+                env={**os.environ, "STEPUP_LOG_LEVEL": "info"},
             )
             procs.append(stepup)
             wait_until(
@@ -373,9 +377,31 @@ def end_to_end(envoy, config):
                 lambda: request(ports["admin"], "GET", "/ready")[0] == 200,
             )
             walkthrough(ports["envoy"], idp, stepup)
+            _, _, metrics = request(ports["stepup_admin"], "GET", "/metrics")
+            checks = re.search(
+                r'^stepup_grpc_requests_total\{method="Check",code="OK"\} (\d+)', metrics, re.M
+            )
+            check(
+                "e2e: stepup counts the Check calls",
+                checks is not None and int(checks.group(1)) >= 6,
+                checks.group(0) if checks else "no Check series",
+            )
             # The sidecar is gone: fail closed, with a 503.
             stepup.terminate()
             stepup.wait(timeout=30)
+            lines = [
+                json.loads(line)
+                for line in (tmp / "decisions.jsonl").read_text().splitlines()
+                if line.strip()
+            ]
+            check(
+                "e2e: Check decisions are in the decision log",
+                any(
+                    l.get("source") == "check" and l.get("request", {}).get("action") == "payments.refund"
+                    for l in lines
+                ),
+                json.dumps(lines[:2])[:800],
+            )
             status, _, _ = request(
                 ports["envoy"], "GET", "/v1/orders", idp.token(acr="urn:stepup:aal1", amr=["pwd"])
             )

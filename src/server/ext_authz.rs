@@ -59,14 +59,22 @@ impl Authorization for AuthorizationApi {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        check(
-            &self.engine,
-            &self.mapping,
-            &request.into_inner(),
-            Utc::now(),
-        )
-        .map(Response::new)
-        .map_err(|e| status(CallError::Invalid(e)))
+        // Envoy's ext_authz client propagates the request's trace context.
+        let span = crate::telemetry::logging::decision_span(request.metadata(), "Check");
+        let _entered = span.as_ref().map(tracing::Span::enter);
+        let req = request.into_inner();
+        match check_in(&self.engine, &self.mapping, &req, Utc::now(), span.as_ref()) {
+            Ok(response) => {
+                self.engine.metrics().grpc_call("Check", tonic::Code::Ok);
+                Ok(Response::new(response))
+            }
+            Err(e) => {
+                self.engine
+                    .metrics()
+                    .grpc_call("Check", tonic::Code::InvalidArgument);
+                Err(status(CallError::Invalid(e)))
+            }
+        }
     }
 }
 
@@ -79,10 +87,23 @@ pub fn check(
     req: &CheckRequest,
     clock: DateTime<Utc>,
 ) -> Result<CheckResponse, InvalidRequest> {
+    check_in(engine, mapping, req, clock, None)
+}
+
+/// [`check`], recording the decision on `span`. Decisions go to the
+/// decision log (source `check`) like `Decide`'s.
+fn check_in(
+    engine: &Engine,
+    mapping: &Mapping,
+    req: &CheckRequest,
+    clock: DateTime<Utc>,
+    span: Option<&tracing::Span>,
+) -> Result<CheckResponse, InvalidRequest> {
     let spoofed = spoofed_headers(req);
     match mapping.map(req, clock) {
         Ok(mapped) => {
             let decision = engine.decide(&mapped.request, mapped.now, false);
+            crate::telemetry::logging::record(span, &mapped.request.action, &decision);
             tracing::debug!(
                 action = %mapped.request.action,
                 route = mapped.route.as_deref().unwrap_or("-"),
@@ -92,7 +113,9 @@ pub fn check(
                 risk = decision.assessment.risk_score,
                 "checked"
             );
-            Ok(answer(&decision, &mapped.request.action, spoofed))
+            let response = answer(&decision, &mapped.request.action, spoofed);
+            engine.log("check", mapped.now, mapped.request, decision);
+            Ok(response)
         }
         Err(MapError::Malformed(e)) => Err(e),
         Err(MapError::Unmapped(reason)) => {
