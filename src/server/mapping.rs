@@ -305,7 +305,7 @@ impl std::fmt::Display for From {
 impl Default for Mapping {
     fn default() -> Self {
         // The empty section has nothing that can fail to compile.
-        Mapping::compile(&FileExtAuthz::default()).unwrap_or(Mapping {
+        Mapping::compile(&FileExtAuthz::default()).unwrap_or_else(|_| Mapping {
             unmapped: Fallback::Deny,
             subject: Subject::jwt_defaults(),
             device: FileDevice::default(),
