@@ -90,5 +90,53 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// The gRPC handler's work per decision with the decision log off and on
+/// (to a file; the writer thread runs on the other core): decide, build the
+/// response, and for the log, move the request and decision into its queue.
+fn logging(c: &mut Criterion) {
+    use stepup::telemetry::decision_log::{DecisionLog, DecisionLogConfig, Sink};
+    let now = Utc
+        .with_ymd_and_hms(2026, 11, 27, 10, 0, 0)
+        .single()
+        .expect("valid time");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plain = engine(0);
+    let logged = engine(0);
+    let log = DecisionLog::start(
+        DecisionLogConfig::new(Sink::File {
+            path: dir.path().join("decisions.jsonl"),
+            max_bytes: 64 * 1024 * 1024,
+            keep: 1,
+        }),
+        Arc::clone(logged.metrics()),
+    )
+    .expect("decision log starts");
+    let logged = logged.with_decision_log(log);
+    let req = request(REFUND);
+    let mut g = c.benchmark_group("decide/refund_challenge");
+    g.bench_function("handler_log_off", |b| {
+        b.iter(|| {
+            let r = req.clone();
+            let d = plain.decide(black_box(&r), now, false);
+            let response = convert::response(&d);
+            plain.log("decide", now, r, d);
+            black_box(response)
+        })
+    });
+    g.bench_function("handler_log_file", |b| {
+        b.iter(|| {
+            let r = req.clone();
+            let d = logged.decide(black_box(&r), now, false);
+            let response = convert::response(&d);
+            logged.log("decide", now, r, d);
+            black_box(response)
+        })
+    });
+    g.finish();
+    let dropped = logged.metrics().log_dropped_total();
+    logged.close();
+    eprintln!("decision log: {dropped} entries dropped (queue full) during the bench");
+}
+
+criterion_group!(benches, bench, logging);
 criterion_main!(benches);

@@ -373,24 +373,57 @@ fn rotate(path: &std::path::Path, keep: u32) -> io::Result<()> {
     std::fs::rename(path, numbered(1))
 }
 
-fn line(entry: &Entry, masks: &Masks) -> serde_json::Result<Vec<u8>> {
-    let mut request = serde_json::to_value(&entry.request)?;
-    masks.apply(&mut request);
+/// One line, serialised straight from borrowed parts: no intermediate JSON
+/// tree unless masks must edit the request.
+#[derive(serde::Serialize)]
+struct Line<R: serde::Serialize> {
+    time: String,
+    source: &'static str,
+    latency_us: f64,
+    cache_hit: bool,
+    request: R,
+    decision: crate::proto::v1::DecideResponse,
+}
+
+fn line(entry: &Entry, masks: &Masks, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+    let time = entry.time.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let latency_us = entry.elapsed.as_secs_f64() * 1e6;
     let decision = convert::response(&entry.decision);
-    serde_json::to_vec(&serde_json::json!({
-        "time": entry.time.to_rfc3339_opts(SecondsFormat::Micros, true),
-        "source": entry.source,
-        "latency_us": entry.elapsed.as_secs_f64() * 1e6,
-        "cache_hit": entry.decision.cache_hit,
-        "request": request,
-        "decision": decision,
-    }))
+    let cache_hit = entry.decision.cache_hit;
+    if masks.hash.is_empty() && masks.drop.is_empty() {
+        serde_json::to_writer(
+            buf,
+            &Line {
+                time,
+                source: entry.source,
+                latency_us,
+                cache_hit,
+                request: &entry.request,
+                decision,
+            },
+        )
+    } else {
+        let mut request = serde_json::to_value(&entry.request)?;
+        masks.apply(&mut request);
+        serde_json::to_writer(
+            buf,
+            &Line {
+                time,
+                source: entry.source,
+                latency_us,
+                cache_hit,
+                request,
+                decision,
+            },
+        )
+    }
 }
 
 fn write_loop(rx: Receiver<Message>, mut out: Output, masks: Masks, metrics: &Metrics) {
     let mut last_warning = Instant::now();
     let mut dropped_reported = 0;
     let mut dirty = false;
+    let mut buf = Vec::with_capacity(2048);
     loop {
         let entry = match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(Message::Entry(e)) => Some(e),
@@ -399,9 +432,11 @@ fn write_loop(rx: Receiver<Message>, mut out: Output, masks: Masks, metrics: &Me
             Err(RecvTimeoutError::Disconnected) => break,
         };
         match entry {
-            Some(entry) => match line(&entry, &masks)
-                .and_then(|l| out.write_line(&l).map_err(serde_json::Error::io))
-            {
+            Some(entry) => match {
+                buf.clear();
+                line(&entry, &masks, &mut buf)
+                    .and_then(|()| out.write_line(&buf).map_err(serde_json::Error::io))
+            } {
                 Ok(()) => {
                     metrics.log_written();
                     dirty = true;
