@@ -432,17 +432,18 @@ fn write_loop(rx: Receiver<Message>, mut out: Output, masks: Masks, metrics: &Me
             Err(RecvTimeoutError::Disconnected) => break,
         };
         match entry {
-            Some(entry) => match {
+            Some(entry) => {
                 buf.clear();
-                line(&entry, &masks, &mut buf)
-                    .and_then(|()| out.write_line(&buf).map_err(serde_json::Error::io))
-            } {
-                Ok(()) => {
-                    metrics.log_written();
-                    dirty = true;
+                let written = line(&entry, &masks, &mut buf)
+                    .and_then(|()| out.write_line(&buf).map_err(serde_json::Error::io));
+                match written {
+                    Ok(()) => {
+                        metrics.log_written();
+                        dirty = true;
+                    }
+                    Err(e) => tracing::error!("cannot write the decision log: {e}"),
                 }
-                Err(e) => tracing::error!("cannot write the decision log: {e}"),
-            },
+            }
             None => {
                 if dirty {
                     if let Err(e) = out.flush() {
