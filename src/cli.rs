@@ -209,9 +209,10 @@ pub struct ReplayArgs {
     /// The clock of lines that record no time (RFC 3339) [default: now].
     #[arg(long, value_name = "RFC3339")]
     pub now: Option<DateTime<Utc>>,
-    /// Decision cache entries per policy set; 0 turns it off. Answers do not
-    /// depend on it.
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    /// Decision cache entries per policy set; 0 (the default) turns it off.
+    /// Answers do not depend on it; it only pays off for logs of many
+    /// identical requests.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub cache_size: u64,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
