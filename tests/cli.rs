@@ -7,6 +7,7 @@
 //! The `stepup` binary as users run it: exit codes, output and diagnostics,
 //! and `serve` as a real process that stops cleanly on SIGTERM.
 
+mod common;
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -209,13 +210,15 @@ fn serve_answers_and_stops_on_sigterm() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_stepup"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
         .args([
             "serve",
             "--policies",
             &examples(),
             "--listen",
             &addr,
+            "--admin",
+            "off",
             "--log-format",
             "json",
         ])
@@ -223,32 +226,21 @@ fn serve_answers_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let outcome = rt.block_on(async {
-        loop {
-            if let Ok(mut client) =
-                stepup::proto::v1::decision_service_client::DecisionServiceClient::connect(format!(
-                    "http://{addr}"
-                ))
-                .await
-            {
-                let req = stepup::proto::v1::DecideRequest {
-                    action: "account.password.change".into(),
-                    subject: Some(stepup::proto::v1::Subject {
-                        id: "u".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                };
-                return client.decide(req).await.unwrap().into_inner().outcome();
-            }
-            assert!(Instant::now() < deadline, "server did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut client = common::connect_when_up(&mut child, &addr).await;
+        let req = stepup::proto::v1::DecideRequest {
+            action: "account.password.change".into(),
+            subject: Some(stepup::proto::v1::Subject {
+                id: "u".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        client.decide(req).await.unwrap().into_inner().outcome()
     });
     assert_eq!(outcome, stepup::proto::v1::Outcome::Challenge);
     drop(rt); // closes the client's connection
@@ -280,34 +272,27 @@ fn serve_answers_and_stops_on_sigterm() {
 }
 
 /// Decides `account.password.change` on `addr`, returning the revision.
-fn revision_at(rt: &tokio::runtime::Runtime, addr: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
+fn revision_at(
+    rt: &tokio::runtime::Runtime,
+    child: &mut std::process::Child,
+    addr: &str,
+) -> String {
     rt.block_on(async {
-        loop {
-            if let Ok(mut client) =
-                stepup::proto::v1::decision_service_client::DecisionServiceClient::connect(format!(
-                    "http://{addr}"
-                ))
-                .await
-            {
-                let req = stepup::proto::v1::DecideRequest {
-                    action: "account.password.change".into(),
-                    subject: Some(stepup::proto::v1::Subject {
-                        id: "u".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                };
-                return client
-                    .decide(req)
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .policy_revision;
-            }
-            assert!(Instant::now() < deadline, "server did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut client = common::connect_when_up(child, addr).await;
+        let req = stepup::proto::v1::DecideRequest {
+            action: "account.password.change".into(),
+            subject: Some(stepup::proto::v1::Subject {
+                id: "u".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        client
+            .decide(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .policy_revision
     })
 }
 
@@ -327,6 +312,8 @@ fn sighup_reloads_the_policy_set() {
         .args([
             "serve",
             "--no-watch",
+            "--admin",
+            "off",
             "--policies",
             &dir.path().display().to_string(),
             "--listen",
@@ -340,13 +327,13 @@ fn sighup_reloads_the_policy_set() {
         .enable_all()
         .build()
         .unwrap();
-    let before = revision_at(&rt, &addr);
+    let before = revision_at(&rt, &mut child, &addr);
     let mut text = std::fs::read_to_string(dir.path().join("account.yaml")).unwrap();
     text.push_str("# edited\n");
     std::fs::write(dir.path().join("account.yaml"), text).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
-        revision_at(&rt, &addr),
+        revision_at(&rt, &mut child, &addr),
         before,
         "--no-watch: no reload without SIGHUP"
     );
@@ -359,7 +346,7 @@ fn sighup_reloads_the_policy_set() {
             .success()
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while revision_at(&rt, &addr) == before {
+    while revision_at(&rt, &mut child, &addr) == before {
         assert!(Instant::now() < deadline, "SIGHUP did not reload");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -8,13 +8,12 @@
 //! listener and a file decision log; known traffic; then the scraped
 //! counters, the probes, `/policy`, and the log lines (masking applied).
 
+mod common;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use stepup::proto::v1::decision_service_client::DecisionServiceClient;
 use stepup::proto::v1::{DecideRequest, Outcome};
 
 fn free_port() -> u16 {
@@ -88,14 +87,7 @@ fn metrics_probes_and_decision_log() {
         .build()
         .unwrap();
     let outcomes = rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut client = loop {
-            if let Ok(c) = DecisionServiceClient::connect(format!("http://{grpc}")).await {
-                break c;
-            }
-            assert!(Instant::now() < deadline, "server did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let mut client = common::connect_when_up(&mut child, &grpc).await;
         let base = serde_json::json!({
             "action": "orders.list",
             "time": "2026-11-27T12:00:00Z",

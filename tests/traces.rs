@@ -8,6 +8,7 @@
 //! exports a span per decision to an OTLP collector (a gRPC server in this
 //! test), as a child of the caller's `traceparent`.
 
+mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::trace::v1::Span;
-use stepup::proto::v1::decision_service_client::DecisionServiceClient;
+
 use stepup::proto::v1::{DecideRequest, Subject};
 
 #[derive(Clone, Default)]
@@ -82,14 +83,7 @@ fn decision_span_joins_the_callers_trace() {
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";
     rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut client = loop {
-            if let Ok(c) = DecisionServiceClient::connect(format!("http://{addr}")).await {
-                break c;
-            }
-            assert!(Instant::now() < deadline, "server did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let mut client = common::connect_when_up(&mut child, &addr).await;
         let mut req = tonic::Request::new(DecideRequest {
             action: "account.password.change".into(),
             subject: Some(Subject {

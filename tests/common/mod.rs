@@ -67,3 +67,25 @@ impl TestServer {
         self.task.await.unwrap().unwrap();
     }
 }
+
+/// Connects to a `stepup serve` child process once it listens on `addr`,
+/// failing fast (with its exit status) if the process dies first.
+pub async fn connect_when_up(
+    child: &mut std::process::Child,
+    addr: &str,
+) -> DecisionServiceClient<Channel> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(c) = DecisionServiceClient::connect(format!("http://{addr}")).await {
+            return c;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("stepup serve exited before listening on {addr}: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stepup serve did not come up on {addr}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
