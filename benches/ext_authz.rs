@@ -233,6 +233,7 @@ fn bench(c: &mut Criterion) {
     let channel = rt.block_on(async {
         tonic::transport::Channel::from_shared(format!("http://{addr}"))
             .expect("uri")
+            .tcp_nodelay(true)
             .connect()
             .await
             .expect("connect")

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::engine::Engine;
 use crate::proto::v1::decision_service_server::DecisionServiceServer;
@@ -137,15 +137,18 @@ pub async fn serve_with(
     tracing::info!(addr = ?local, "serving gRPC");
     let draining = std::sync::Arc::new(tokio::sync::Notify::new());
     let notify = std::sync::Arc::clone(&draining);
+    // The builder's `tcp_nodelay` applies only to listeners it binds itself:
+    // set it on each accepted socket, or Nagle holds small responses for a
+    // delayed ACK (40 ms per call).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(decisions)
         .add_service(checks)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight calls");
             notify.notify_one();
