@@ -78,8 +78,10 @@ pub struct ServeArgs {
     #[arg(long, env = "STEPUP_ADMIN", value_name = "ADDR|off")]
     pub admin: Option<String>,
     /// Write every decision as a JSON line to `stdout` or to FILE (rotated
-    /// by size); masking, sampling and rotation are set in the config file.
-    #[arg(long, env = "STEPUP_DECISION_LOG", value_name = "stdout|FILE")]
+    /// by size), or as OTLP log records (`otlp`, to the collector the
+    /// OTEL_EXPORTER_OTLP_* variables name); masking, sampling and rotation
+    /// are set in the config file.
+    #[arg(long, env = "STEPUP_DECISION_LOG", value_name = "stdout|otlp|FILE")]
     pub decision_log: Option<String>,
     /// Config file (TOML); flags and STEPUP_* variables override it.
     #[arg(long, env = "STEPUP_CONFIG", value_name = "FILE")]

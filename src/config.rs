@@ -58,7 +58,7 @@ pub struct FileConfig {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileDecisionLog {
-    /// `stdout`, a file path, or `off`.
+    /// `stdout`, `otlp`, a file path, or `off`.
     pub output: Option<String>,
     /// Rotate the file past this many bytes (default 100 MiB).
     pub max_bytes: Option<u64>,
@@ -308,6 +308,7 @@ fn decision_log(
     let sink = match output.as_str() {
         "off" | "" => return None,
         "stdout" | "-" => Sink::Stdout,
+        "otlp" => Sink::Otlp,
         path => Sink::File {
             path: PathBuf::from(path),
             max_bytes: file.max_bytes.unwrap_or(100 * 1024 * 1024),

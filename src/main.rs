@@ -50,13 +50,36 @@ fn serve(args: &cli::ServeArgs) -> Result<String, Failure> {
             message: format!("error: cannot start the runtime: {e}"),
             code: 1,
         })?;
-    // The OTLP exporter needs the runtime to exist when it is built.
-    let telemetry = {
+    // The OTLP exporters need the runtime to exist when they are built.
+    let (telemetry, engine, metrics) = {
         let _rt = runtime.enter();
-        stepup::telemetry::logging::init(&config.log_level, config.log_format)
+        let telemetry = stepup::telemetry::logging::init(&config.log_level, config.log_format);
+        let engine = match cli::engine_for(&config) {
+            Ok(e) => e,
+            Err(e) => {
+                telemetry.shutdown();
+                return Err(e);
+            }
+        };
+        let metrics = if stepup::telemetry::otlp::metrics_requested() {
+            match stepup::telemetry::otlp::start_metrics(&engine) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::error!("OTLP metrics are configured but cannot start: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        (telemetry, engine, metrics)
     };
-    let engine = cli::engine_for(&config)?;
     let served = runtime.block_on(stepup::run(engine, &config, shutdown_signal()));
+    if let Some(m) = metrics
+        && let Err(e) = m.shutdown()
+    {
+        tracing::warn!("OTLP metrics shutdown: {e}");
+    }
     telemetry.shutdown();
     served.map_err(|e| Failure {
         message: format!("error: {e}"),

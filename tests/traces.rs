@@ -4,9 +4,10 @@
     clippy::panic,
     clippy::indexing_slicing
 )] // test code: a failed unwrap is a failed test
-//! Traces: `stepup serve` configured by the standard `OTEL_*` variables
-//! exports a span per decision to an OTLP collector (a gRPC server in this
-//! test), as a child of the caller's `traceparent`.
+//! OTLP: `stepup serve` configured by the standard `OTEL_*` variables
+//! exports a span per decision (a child of the caller's `traceparent`), its
+//! metrics, and the decision log as log records, to an OTLP collector (a
+//! gRPC server in this test).
 
 mod common;
 use std::path::Path;
@@ -14,18 +15,68 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::metrics::v1::Metric;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 use stepup::proto::v1::{DecideRequest, Subject};
 
 #[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<Span>>>);
+struct Collector(
+    Arc<Mutex<Vec<Span>>>,
+    Arc<Mutex<Vec<Metric>>>,
+    Arc<Mutex<Vec<LogRecord>>>,
+);
+
+#[tonic::async_trait]
+impl MetricsService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut metrics = self.1.lock().unwrap();
+        for rm in request.into_inner().resource_metrics {
+            for sm in rm.scope_metrics {
+                metrics.extend(sm.metrics);
+            }
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let mut logs = self.2.lock().unwrap();
+        for rl in request.into_inner().resource_logs {
+            for sl in rl.scope_logs {
+                logs.extend(sl.log_records);
+            }
+        }
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
 
 #[tonic::async_trait]
 impl TraceService for Collector {
@@ -44,7 +95,7 @@ impl TraceService for Collector {
 }
 
 #[test]
-fn decision_span_joins_the_callers_trace() {
+fn otlp_traces_metrics_and_decision_log() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -56,9 +107,13 @@ fn decision_span_joins_the_callers_trace() {
         .unwrap();
     let otlp = listener.local_addr().unwrap();
     let service = TraceServiceServer::new(collector.clone());
+    let metrics_service = MetricsServiceServer::new(collector.clone());
+    let logs_service = LogsServiceServer::new(collector.clone());
     rt.spawn(async move {
         tonic::transport::Server::builder()
             .add_service(service)
+            .add_service(metrics_service)
+            .add_service(logs_service)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
     });
@@ -70,10 +125,21 @@ fn decision_span_joins_the_callers_trace() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
-        .args(["serve", "--admin", "off", "--listen", &addr, "--policies"])
+        .args([
+            "serve",
+            "--admin",
+            "off",
+            "--decision-log",
+            "otlp",
+            "--listen",
+            &addr,
+            "--policies",
+        ])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_BLRP_SCHEDULE_DELAY", "100")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "200")
         .env("OTEL_SERVICE_NAME", "stepup-test")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

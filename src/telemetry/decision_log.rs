@@ -41,6 +41,9 @@ pub enum Sink {
         /// Rotated files to keep.
         keep: u32,
     },
+    /// OTLP logs (the line is the record's body), to the collector named by
+    /// the `OTEL_EXPORTER_OTLP_*` variables.
+    Otlp,
 }
 
 /// Fraction of decisions logged, by outcome (0.0..=1.0).
@@ -286,6 +289,10 @@ impl Masks {
 
 enum Output {
     Stdout(BufWriter<io::Stdout>),
+    Otlp {
+        provider: opentelemetry_sdk::logs::SdkLoggerProvider,
+        logger: opentelemetry_sdk::logs::SdkLogger,
+    },
     File {
         file: BufWriter<File>,
         path: PathBuf,
@@ -299,6 +306,12 @@ impl Output {
     fn open(sink: &Sink) -> io::Result<Self> {
         Ok(match sink {
             Sink::Stdout => Output::Stdout(BufWriter::new(io::stdout())),
+            Sink::Otlp => {
+                use opentelemetry::logs::LoggerProvider as _;
+                let provider = super::otlp::logger_provider().map_err(io::Error::other)?;
+                let logger = provider.logger("stepup.decisions");
+                Output::Otlp { provider, logger }
+            }
             Sink::File {
                 path,
                 max_bytes,
@@ -322,6 +335,16 @@ impl Output {
             Output::Stdout(w) => {
                 w.write_all(line)?;
                 w.write_all(b"\n")
+            }
+            Output::Otlp { logger, .. } => {
+                use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+                let mut record = logger.create_log_record();
+                record.set_timestamp(std::time::SystemTime::now());
+                record.set_severity_number(Severity::Info);
+                record.set_event_name("stepup.decision");
+                record.set_body(AnyValue::from(String::from_utf8_lossy(line).into_owned()));
+                logger.emit(record);
+                Ok(())
             }
             Output::File {
                 file,
@@ -349,6 +372,14 @@ impl Output {
         match self {
             Output::Stdout(w) => w.flush(),
             Output::File { file, .. } => file.flush(),
+            Output::Otlp { .. } => Ok(()), // the batch processor exports on its own
+        }
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        match self {
+            Output::Otlp { provider, .. } => provider.shutdown().map_err(io::Error::other),
+            other => other.flush(),
         }
     }
 }
@@ -463,7 +494,7 @@ fn write_loop(rx: Receiver<Message>, mut out: Output, masks: Masks, metrics: &Me
             last_warning = Instant::now();
         }
     }
-    if let Err(e) = out.flush() {
+    if let Err(e) = out.close() {
         tracing::error!("cannot flush the decision log: {e}");
     }
 }

@@ -322,6 +322,51 @@ impl Metrics {
     }
 }
 
+/// A copy of the counters, for exporters other than `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Decisions by outcome: allow, challenge, deny.
+    pub decisions: [u64; 3],
+    /// Decisions timed, and their total time in seconds.
+    pub latency_count: u64,
+    /// Total decision time, seconds.
+    pub latency_sum: f64,
+    /// Matches by rule id.
+    pub rule_matches: Vec<(Arc<str>, u64)>,
+    /// Evaluation errors by id.
+    pub rule_errors: Vec<(Arc<str>, u64)>,
+    /// Cache hits.
+    pub cache_hits: u64,
+    /// Cache misses.
+    pub cache_misses: u64,
+    /// Decision-log entries written.
+    pub log_written: u64,
+    /// Decision-log entries dropped.
+    pub log_dropped: u64,
+}
+
+impl Metrics {
+    /// The counters now.
+    pub fn snapshot(&self) -> Snapshot {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Snapshot {
+            decisions: [
+                self.decisions.first().map_or(0, load),
+                self.decisions.get(1).map_or(0, load),
+                self.decisions.get(2).map_or(0, load),
+            ],
+            latency_count: load(&self.latency.count),
+            latency_sum: load(&self.latency.sum_nanos) as f64 / 1e9,
+            rule_matches: sorted(&self.rule_matches),
+            rule_errors: sorted(&self.rule_errors),
+            cache_hits: load(&self.cache_hits),
+            cache_misses: load(&self.cache_misses),
+            log_written: load(&self.log_written),
+            log_dropped: load(&self.log_dropped),
+        }
+    }
+}
+
 /// What a scrape reads besides the counters.
 pub struct ScrapeState<'a> {
     /// The serving policy set.

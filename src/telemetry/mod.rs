@@ -4,3 +4,4 @@
 pub mod decision_log;
 pub mod logging;
 pub mod metrics;
+pub mod otlp;
