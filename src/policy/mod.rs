@@ -4,6 +4,7 @@
 //! request paths the set reads (the decision cache key).
 
 pub mod diag;
+pub mod lint;
 pub mod load;
 pub mod schema;
 pub mod watch;
@@ -54,6 +55,8 @@ pub struct Condition {
     /// `risk` while a signal reads `now`): such conditions are evaluated on
     /// every decision, never cached.
     pub volatile: bool,
+    /// Whether it reads `risk` (rules only).
+    pub reads_risk: bool,
 }
 
 /// A risk signal.
@@ -272,6 +275,9 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
         }
     };
     let mut compiled_signals = Vec::with_capacity(signals.len());
+    // Where each compiled signal and rule is defined, for warnings.
+    let mut signal_ids: Vec<Spanned<String>> = Vec::with_capacity(signals.len());
+    let mut rule_ids: Vec<Spanned<String>> = Vec::with_capacity(rules.len());
     for s in signals {
         check_id(&s.id, report);
         let Some(when) = &s.when else { continue };
@@ -283,6 +289,7 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
             }
             step(&reads);
             read_paths.extend(reads.paths);
+            signal_ids.push(s.id.clone());
             compiled_signals.push(Signal {
                 id: Arc::from(s.id.value.as_str()),
                 description: s.description.map(Arc::from),
@@ -365,6 +372,7 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
             .clone()
             .or_else(|| r.description.clone())
             .unwrap_or_else(|| r.id.value.clone());
+        rule_ids.push(r.id.clone());
         compiled_rules.push(Rule {
             id: Arc::from(r.id.value.as_str()),
             description: r.description.map(Arc::from),
@@ -391,6 +399,14 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
     if report.has_errors() {
         return None;
     }
+    lint::warn(
+        &compiled_signals,
+        &compiled_rules,
+        &signal_ids,
+        &rule_ids,
+        &sources,
+        report,
+    );
     Some(PolicySet {
         revision: revision(&sources, dir),
         loaded_at: SystemTime::now(),
@@ -453,6 +469,7 @@ fn condition(
                 source: Arc::from(when.value.as_str()),
                 program,
                 volatile: false,
+                reads_risk: reads.risk,
             },
             reads,
         )),
