@@ -268,7 +268,22 @@ pub fn load_policies(dir: &Path) -> Result<PolicySet, Failure> {
 /// `stepup check`: prints the report; the exit code says whether the set is
 /// valid.
 pub fn check(args: &CheckArgs) -> Result<String, Failure> {
-    let result = PolicySet::load(&args.dir);
+    let mut result = PolicySet::load(&args.dir);
+    // With test suites present, rules on actions no test and no other rule
+    // uses are likely typos.
+    if let Ok((set, report)) = &mut result
+        && let Ok((suites, _)) = crate::suite::load(&args.dir, set)
+    {
+        let mut actions: Vec<String> = suites
+            .iter()
+            .flat_map(|s| s.cases.iter().map(|c| c.request.action.clone()))
+            .collect();
+        actions.sort();
+        actions.dedup();
+        for d in set.unused_action_warnings(&actions) {
+            report.push(d);
+        }
+    }
     let (report, summary) = match &result {
         Ok((set, report)) => (
             report,

@@ -383,3 +383,29 @@ fn help_documents_exit_codes() {
         assert!(stdout.contains(flag), "{flag} missing from serve --help");
     }
 }
+
+#[test]
+fn check_warns_about_a_rule_on_an_action_nothing_else_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(examples()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("typo.yaml"),
+        "apiVersion: stepup/v1\nkind: Policy\nname: typo\nrules:\n  - id: refund-typo\n    actions: [payments.refnud]\n    effect: deny\n",
+    )
+    .unwrap();
+    let out = stepup(&["check", &dir.path().display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "warnings do not fail the check");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("warning: no test and no other rule uses the action of rule `refund-typo`: `payments.refnud` (in `refund-typo`)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("typo.yaml:5:9"), "{stdout}");
+    assert!(
+        stdout.contains("= help: did you mean `payments.refund`?"),
+        "{stdout}"
+    );
+}

@@ -91,6 +91,8 @@ pub struct Rule {
     pub message: Arc<str>,
     /// Shadow rules are evaluated and reported but do not decide.
     pub mode: Mode,
+    /// Where its `id` is written, for diagnostics.
+    pub defined_at: Spanned<String>,
 }
 
 /// A validated, compiled policy set: immutable, shared by every decision
@@ -121,6 +123,7 @@ pub struct PolicySet {
     pub time_step: Option<Duration>,
     acr_levels: HashMap<Arc<str>, usize>,
     env: Arc<cel::Env>,
+    sources: Sources,
 }
 
 impl PolicySet {
@@ -150,6 +153,62 @@ impl PolicySet {
     /// The level an acr value maps to, if any.
     pub fn level_of_acr(&self, acr: &str) -> Option<usize> {
         self.acr_levels.get(acr).copied()
+    }
+
+    /// Warnings for rules whose exact action names are used by no other
+    /// rule and by none of `tested_actions` (the actions of the test
+    /// suites' requests): most likely a typo. Nothing when there are no
+    /// tests to compare with.
+    pub fn unused_action_warnings(&self, tested_actions: &[String]) -> Vec<Diagnostic> {
+        if tested_actions.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let exact: Vec<&String> = rule.actions.iter().filter(|a| !a.contains('*')).collect();
+            if exact.len() != rule.actions.len() {
+                continue; // a glob is deliberate
+            }
+            // Only exact names are evidence that an action exists: a glob
+            // such as `payments.*` or `*` matches typos too.
+            let used = exact.iter().any(|a| {
+                tested_actions.iter().any(|t| t == *a)
+                    || self
+                        .rules
+                        .iter()
+                        .enumerate()
+                        .any(|(j, other)| j != i && other.actions.iter().any(|p| p == *a))
+            });
+            if !used {
+                let candidates: Vec<&str> = tested_actions.iter().map(String::as_str).collect();
+                let help = exact
+                    .iter()
+                    .find_map(|a| diag::did_you_mean(a, candidates.iter().copied()))
+                    .unwrap_or_else(|| {
+                        "add a test case for it (`stepup test`), or check the spelling".to_owned()
+                    });
+                out.push(
+                    self.sources
+                        .place(
+                            Diagnostic::warning(format!(
+                                "no test and no other rule uses the action{} of rule `{}`: {}",
+                                if exact.len() == 1 { "" } else { "s" },
+                                rule.id,
+                                exact
+                                    .iter()
+                                    .map(|a| format!("`{a}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )),
+                            rule.defined_at.file,
+                            rule.defined_at.location,
+                        )
+                        .rule(&*rule.id)
+                        .help(help),
+                );
+            }
+        }
+        out
     }
 
     /// The CEL environment the programs were compiled for.
@@ -382,6 +441,7 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
             requirement,
             message: Arc::from(message.as_str()),
             mode: r.mode.unwrap_or(Mode::Enforce),
+            defined_at: r.id.clone(),
         });
     }
 
@@ -420,6 +480,7 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
         time_step,
         acr_levels,
         env,
+        sources,
     })
 }
 
