@@ -5,8 +5,11 @@
 )]
 //! `stepup replay` throughput over the example policies: decision-log lines
 //! (request, recorded decision, time) parsed and decided, with the private
-//! decision cache off and on, and against a baseline set. Criterion reports
-//! lines per second. Run: `cargo bench --bench replay`.
+//! decision cache off (the default) and on, and against a baseline set.
+//! Criterion reports lines per second. Run: `cargo bench --bench replay`.
+//! With `REPLAY_LOG=FILE` it writes the log (`REPLAY_LINES` lines, default
+//! 200,000) instead, for timing the binary: `hyperfine 'stepup replay
+//! --policies policies --requests FILE'`.
 
 use std::hint::black_box;
 use std::io::Cursor;
@@ -48,7 +51,7 @@ impl Lcg {
 /// A week-like mix of traffic in the decision log's line format: mostly
 /// reads, some money movement, a few account and admin operations, from
 /// 5,000 users on trusted and untrusted devices in a handful of countries.
-fn log(policy: &Arc<PolicySet>) -> String {
+fn log(policy: &Arc<PolicySet>, lines: usize) -> String {
     let mut rng = Lcg(7);
     let start: DateTime<Utc> = "2026-11-23T00:00:00Z".parse().expect("valid time");
     let actions = [
@@ -71,8 +74,8 @@ fn log(policy: &Arc<PolicySet>) -> String {
         ("urn:stepup:aal2", vec!["pwd", "otp"]),
         ("urn:stepup:aal3", vec!["hwk"]),
     ];
-    let mut out = String::with_capacity(LINES * 1200);
-    for i in 0..LINES {
+    let mut out = String::with_capacity(lines * 1300);
+    for i in 0..lines {
         let now = start + Duration::seconds(i64::try_from(i).unwrap_or(0) * 30);
         let (acr, amr) = sessions
             .get(rng.next(sessions.len()))
@@ -113,7 +116,17 @@ fn bench(c: &mut Criterion) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let (policy, _) = PolicySet::load(&dir).expect("example policies are valid");
     let policy = Arc::new(policy);
-    let input = log(&policy);
+    // `REPLAY_LOG=FILE REPLAY_LINES=200000 cargo bench --bench replay`
+    // writes the log instead, to time the binary on it (`hyperfine`).
+    if let Ok(path) = std::env::var("REPLAY_LOG") {
+        let lines = std::env::var("REPLAY_LINES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(200_000);
+        std::fs::write(&path, log(&policy, lines)).expect("log written");
+        return;
+    }
+    let input = log(&policy, LINES);
     let mut group = c.benchmark_group("replay");
     group.throughput(Throughput::Elements(LINES as u64));
     group.sample_size(10);
@@ -140,10 +153,10 @@ fn bench(c: &mut Criterion) {
     let options = ReplayOptions {
         examples: 3,
         now: Utc::now(),
-        cache: 100_000,
+        cache: 0,
     };
     let baseline = Baseline::Set(Arc::clone(&policy));
-    group.bench_function("baseline set, cache on", |b| {
+    group.bench_function("baseline set (two decisions a line), cache off", |b| {
         b.iter(|| {
             let report = replay(
                 Cursor::new(input.as_bytes()),
