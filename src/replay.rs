@@ -68,15 +68,140 @@ pub enum ReplayError {
         source: std::io::Error,
     },
     /// A line is not a request or a recorded decision.
-    #[error("{path}:{line}: {message}")]
+    #[error("{}", render_line_error(path, *line, problem))]
     Line {
         /// The input's name.
         path: String,
         /// 1-based line number.
         line: u64,
-        /// What is wrong.
-        message: String,
+        /// What is wrong, and where in the line.
+        problem: Box<LineProblem>,
     },
+}
+
+/// What is wrong with an input line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineProblem {
+    /// The message: lowercase, one line.
+    pub message: String,
+    /// 1-based column (in characters) of the problem, when known.
+    pub column: Option<usize>,
+    /// How to fix it.
+    pub help: Option<String>,
+    /// The part of the line around the column, and the caret's 0-based
+    /// position in it.
+    pub excerpt: Option<(String, usize)>,
+}
+
+impl LineProblem {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            column: None,
+            help: None,
+            excerpt: None,
+        }
+    }
+
+    /// From a JSON error in `text`: the column, an excerpt with a caret,
+    /// and a did-you-mean for an unknown field.
+    fn json(what: &str, e: &serde_json::Error, text: &str) -> Self {
+        let raw = e.to_string();
+        let message = raw
+            .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
+            .unwrap_or(&raw);
+        // serde_json's column is the bytes read on the line, one past the
+        // offending token when it had to see a delimiter (numbers).
+        let mut at = e.column().saturating_sub(1).min(text.len());
+        let unknown = crate::suite::unknown_field(message);
+        match &unknown {
+            // Point at the key, not past it.
+            Some((word, _)) => {
+                if let Some(start) = text
+                    .get(..at.saturating_add(1).min(text.len()))
+                    .and_then(|t| t.rfind(&format!("\"{word}\"")))
+                {
+                    at = start;
+                }
+            }
+            None => {
+                if at > 0
+                    && text
+                        .get(at..)
+                        .and_then(|t| t.chars().next())
+                        .is_some_and(|c| matches!(c, ',' | '}' | ']') || c.is_whitespace())
+                {
+                    at -= 1;
+                }
+            }
+        }
+        Self::at(format!("{what}: {message}"), text, at).with_help(unknown.and_then(
+            |(word, fields)| {
+                crate::policy::diag::did_you_mean(&word, fields.iter().map(String::as_str))
+            },
+        ))
+    }
+
+    /// A problem at byte `at` of `text`.
+    fn at(message: String, text: &str, mut at: usize) -> Self {
+        at = at.min(text.len());
+        while at > 0 && !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        let col = text.get(..at).map_or(0, |t| t.chars().count());
+        Self {
+            message,
+            column: Some(col + 1),
+            help: None,
+            excerpt: Some(excerpt(text, col)),
+        }
+    }
+
+    fn with_help(mut self, help: Option<String>) -> Self {
+        self.help = help;
+        self
+    }
+}
+
+/// Up to 50 characters before and 30 after char `col` of `text`, with
+/// ellipses where cut, and the caret's position in the excerpt.
+fn excerpt(text: &str, col: usize) -> (String, usize) {
+    let chars: Vec<char> = text.chars().collect();
+    let start = col.saturating_sub(50);
+    let end = (col + 30).min(chars.len());
+    let mut out = String::new();
+    let mut caret = col - start;
+    if start > 0 {
+        out.push('…');
+        caret += 1;
+    }
+    out.extend(chars.get(start..end).unwrap_or(&[]));
+    if end < chars.len() {
+        out.push('…');
+    }
+    (out, caret)
+}
+
+/// Renders a line problem like the policy diagnostics: the message, `-->
+/// file:line:column`, the line (an excerpt) with a caret, and help.
+fn render_line_error(path: &str, line: u64, p: &LineProblem) -> String {
+    let mut out = p.message.clone();
+    let gutter = line.to_string().len();
+    let pad = " ".repeat(gutter);
+    match p.column {
+        Some(col) => out.push_str(&format!("\n{pad}--> {path}:{line}:{col}")),
+        None => out.push_str(&format!("\n{pad}--> {path}:{line}")),
+    }
+    if let Some((text, caret)) = &p.excerpt {
+        out.push_str(&format!(
+            "\n{pad} |\n{line} | {text}\n{pad} | {}^",
+            " ".repeat(*caret)
+        ));
+    }
+    if let Some(help) = &p.help {
+        out.push_str(&format!("\n{pad} = help: {help}"));
+    }
+    out
 }
 
 /// One decision, summarised for an example.
@@ -243,13 +368,13 @@ pub fn replay(
         if text.is_empty() {
             continue;
         }
-        let bad = |message: String| ReplayError::Line {
+        let bad = |problem: LineProblem| ReplayError::Line {
             path: name.to_owned(),
             line: line_no,
-            message,
+            problem: Box::new(problem),
         };
         let line = parse_line(text).map_err(bad)?;
-        let now = clock(&line, options.now).map_err(bad)?;
+        let now = clock(&line, options.now).map_err(|m| bad(LineProblem::new(m)))?;
         let after = engine::decide_with(
             Arc::clone(candidate),
             candidate_cache.as_ref(),
@@ -510,20 +635,16 @@ fn parse_outcome(text: &str) -> Option<Outcome> {
     }
 }
 
-fn json_error(e: &serde_json::Error) -> String {
-    format!("column {}: {e}", e.column())
-        .replace(&format!(" at line {} column {}", e.line(), e.column()), "")
-}
-
 /// Parses a line: the decision-log shape when it has a `request`, else a
 /// bare request. Only lines mentioning `"request"` try the first (a bare
 /// request never has that key), so bare lines are parsed once.
-fn parse_line(text: &str) -> Result<Line<'_>, String> {
+fn parse_line(text: &str) -> Result<Line<'_>, LineProblem> {
     if text.contains("\"request\"") {
         let w: Wrapped<'_> = serde_json::from_str(text).map_err(|e| {
-            format!(
-                "not a recorded decision (`request`, `decision`, `time`): {}",
-                json_error(&e)
+            LineProblem::json(
+                "not a recorded decision (`request`, `decision`, `time`)",
+                &e,
+                text,
             )
         })?;
         if let Some(request) = w.request {
@@ -531,7 +652,18 @@ fn parse_line(text: &str) -> Result<Line<'_>, String> {
                 Some(d) => {
                     let outcome = match d.outcome {
                         Some(RecordedOutcome(o)) => Some(parse_outcome(&o).ok_or_else(|| {
-                            format!("unknown outcome `{o}` in the recorded decision (use allow, challenge or deny)")
+                            let message = format!("unknown outcome `{o}` in the recorded decision");
+                            let at = text
+                                .find("\"outcome\"")
+                                .and_then(|k| Some(k + text.get(k..)?.find(&*o)?));
+                            match at {
+                                Some(at) => LineProblem::at(message, text, at),
+                                None => LineProblem::new(message),
+                            }
+                            .with_help(Some(
+                                "use `allow`, `challenge` or `deny` (or `OUTCOME_ALLOW`...)"
+                                    .to_owned(),
+                            ))
                         })?),
                         None => None,
                     };
@@ -548,9 +680,10 @@ fn parse_line(text: &str) -> Result<Line<'_>, String> {
         }
     }
     let request: DecideRequest = serde_json::from_str(text).map_err(|e| {
-        format!(
-            "not a DecideRequest in JSON form, nor an object with one in `request`: {}",
-            json_error(&e)
+        LineProblem::json(
+            "not a DecideRequest in JSON form, nor an object with one in `request`",
+            &e,
+            text,
         )
     })?;
     Ok(Line {

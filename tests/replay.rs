@@ -225,8 +225,14 @@ fn a_bad_line_exits_2_naming_file_and_line() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.starts_with(&format!(
-            "error: {}:7: not a recorded decision (`request`, `decision`, `time`): column ",
+        stderr.starts_with(
+            "error: not a recorded decision (`request`, `decision`, `time`): unknown field `subjet`, expected one of `action`, "
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with(&format!(
+            " --> {}:7:29\n  |\n7 | {{\"request\": {{\"action\": \"a\", \"subjet\": {{}}}}}}\n  |                             ^\n  = help: did you mean `subject`?\n",
             log.display()
         )),
         "{stderr}"

@@ -219,19 +219,23 @@ fn parses_every_line_shape() {
     let l = parse_line(r#"{"action":"a","attributes":{"k":"\"request\""}}"#).unwrap();
     assert_eq!(l.request.action, "a");
 
-    let e = parse_line(r#"{"request":{"action":"a"},"decision":{"outcome":"maybe"}}"#).err();
+    let e = parse_line(r#"{"request":{"action":"a"},"decision":{"outcome":"maybe"}}"#)
+        .err()
+        .unwrap();
     assert_eq!(
-        e.as_deref(),
-        Some("unknown outcome `maybe` in the recorded decision (use allow, challenge or deny)")
+        e.message,
+        "unknown outcome `maybe` in the recorded decision"
     );
+    assert_eq!(e.column, Some(50));
     let e = parse_line(r#"{"action":"a","devce":{}}"#).err().unwrap();
     assert!(
-        e.starts_with(
-            "not a DecideRequest in JSON form, nor an object with one in `request`: column "
+        e.message.starts_with(
+            "not a DecideRequest in JSON form, nor an object with one in `request`: unknown field `devce`, expected one of `action`"
         ),
-        "{e}"
+        "{e:?}"
     );
-    assert!(e.contains("unknown field `devce`"), "{e}");
+    assert_eq!(e.column, Some(15), "at the key");
+    assert_eq!(e.help.as_deref(), Some("did you mean `device`?"));
 }
 
 #[test]
@@ -248,10 +252,9 @@ fn a_bad_line_is_named() {
         &options(),
     )
     .unwrap_err();
-    assert!(
-        e.to_string()
-            .starts_with("r.jsonl:2: not a DecideRequest in JSON form"),
-        "{e}"
+    assert_eq!(
+        e.to_string(),
+        "not a DecideRequest in JSON form, nor an object with one in `request`: expected ident\n --> r.jsonl:2:2\n  |\n2 | not json\n  |  ^"
     );
     let e = replay(
         Cursor::new("{\"request\":{\"action\":\"a\"},\"time\":\"yesterday\"}\n"),
@@ -263,9 +266,19 @@ fn a_bad_line_is_named() {
     .unwrap_err();
     assert!(
         e.to_string()
-            .starts_with("r.jsonl:1: `time` `yesterday` is not an RFC 3339 time"),
+            .starts_with("`time` `yesterday` is not an RFC 3339 time: "),
         "{e}"
     );
+    assert!(e.to_string().ends_with("\n --> r.jsonl:1"), "{e}");
+}
+
+#[test]
+fn excerpts_cut_long_lines() {
+    let line = format!("{}X{}", "a".repeat(100), "b".repeat(100));
+    let (text, caret) = excerpt(&line, 100);
+    assert_eq!(text, format!("…{}X{}…", "a".repeat(50), "b".repeat(29)));
+    assert_eq!(text.chars().nth(caret), Some('X'));
+    assert_eq!(excerpt("ab", 1), ("ab".to_owned(), 1));
 }
 
 #[test]

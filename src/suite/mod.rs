@@ -24,6 +24,7 @@ use crate::policy::diag::{Diagnostic, Location, Report, SourceFile};
 use crate::proto::v1::DecideRequest;
 
 pub use parse::suite_files;
+pub(crate) use parse::unknown_field;
 pub use render::{json_report, junit, text};
 
 /// A test suite: one YAML document of a `*_test.yaml` file.

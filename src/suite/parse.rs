@@ -1088,7 +1088,7 @@ fn find_bad(node: &Tree, path: &mut Vec<Segment>) -> Option<Bad> {
 
 /// The unknown field and the expected ones, from serde's
 /// "unknown field `x`, expected one of `a`, `b`" message.
-fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+pub(crate) fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
     let rest = message.strip_prefix("unknown field `")?;
     let (word, rest) = rest.split_once('`')?;
     let fields = rest
