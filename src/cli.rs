@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// are set in the config file.
     #[arg(long, env = "STEPUP_DECISION_LOG", value_name = "stdout|otlp|FILE")]
     pub decision_log: Option<String>,
+    /// Threads serving gRPC [default: the cores this process may use; with
+    /// one, a single-threaded runtime].
+    #[arg(long, env = "STEPUP_WORKER_THREADS", value_name = "N")]
+    pub worker_threads: Option<usize>,
     /// Config file (TOML); flags and STEPUP_* variables override it.
     #[arg(long, env = "STEPUP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -121,13 +125,15 @@ impl ServeArgs {
     }
 }
 
-/// Output format of `check`.
+/// Output format of `check`, `test` and `replay`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// Diagnostics with source lines and carets.
+    /// For people: diagnostics with source lines and carets, reports as
+    /// text.
     #[default]
     Text,
-    /// A JSON object: `valid`, `errors`, `warnings`, `diagnostics`.
+    /// For scripts and editors: one JSON document (for `check`: `valid`,
+    /// `errors`, `warnings`, `diagnostics`).
     Json,
 }
 

@@ -3,6 +3,12 @@
 
 use std::process::ExitCode;
 
+/// mimalloc: a decision allocates a few dozen small objects, often freed on
+/// another thread (the decision log's writer); glibc's allocator measurably
+/// slows that down under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use stepup::cli::{self, Cli, Command, Failure};
 use stepup::config::Config;
@@ -43,13 +49,24 @@ fn serve(args: &cli::ServeArgs) -> Result<String, Failure> {
                 .join("\n"),
             code: cli::EXIT_USAGE,
         })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure {
-            message: format!("error: cannot start the runtime: {e}"),
-            code: 1,
-        })?;
+    // One worker per core the process may use (cgroup quotas and CPU
+    // affinity included); with a single core, a work-stealing scheduler
+    // only adds overhead, so run everything on one thread.
+    let workers = args
+        .worker_threads
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    let mut builder = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    let runtime = builder.enable_all().build().map_err(|e| Failure {
+        message: format!("error: cannot start the runtime: {e}"),
+        code: 1,
+    })?;
     // The OTLP exporters need the runtime to exist when they are built.
     let (telemetry, engine, metrics) = {
         let _rt = runtime.enter();
