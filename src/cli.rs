@@ -1,6 +1,7 @@
-//! The `stepup` command line: `serve`, `check` and `eval`.
+//! The `stepup` command line: `serve`, `check`, `eval`, `test` and `replay`.
 //!
-//! Exit codes: 0 success; 1 the policy set is invalid; 2 usage errors or
+//! Exit codes: 0 success; 1 a check failed (a failing policy test); 2
+//! invalid input: an invalid policy set or suite, usage errors, or
 //! unusable input (flags, config file, context file).
 
 use std::io::Read as _;
@@ -20,7 +21,7 @@ use crate::server::convert;
 /// Success.
 pub const EXIT_OK: u8 = 0;
 /// The policy set is invalid.
-pub const EXIT_INVALID_POLICY: u8 = 1;
+pub const EXIT_INVALID_POLICY: u8 = 2;
 /// Usage error or unusable input.
 pub const EXIT_USAGE: u8 = 2;
 /// A policy test case failed (`stepup test`).
@@ -39,8 +40,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_HELP: &str =
-    "Exit codes: 0 success, 1 the policy set is invalid, 2 usage error or unusable input.";
+const EXIT_HELP: &str = "Exit codes: 0 success, 1 a check failed (a failing policy test), 2 invalid input (an invalid policy set or suite, bad flags, config or context file).";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
