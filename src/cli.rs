@@ -523,7 +523,16 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Failure> {
 
 /// Builds the engine for `serve` from resolved settings.
 pub fn engine_for(config: &crate::config::Config) -> Result<Arc<Engine>, Failure> {
-    let policy = load_policies(&config.policies)?;
+    // Warnings go to the log (in its format), not to standard error as text.
+    let policy = match PolicySet::load(&config.policies) {
+        Ok((set, warnings)) => {
+            for w in &warnings.diagnostics {
+                tracing::warn!("{w}");
+            }
+            set
+        }
+        Err(report) => return Err(Failure::policy(&report)),
+    };
     tracing::info!(
         revision = %policy.revision,
         levels = policy.levels.len(),
