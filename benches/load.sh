@@ -25,7 +25,8 @@
 #        OUT (target/load), POLICIES (policies), TARGET_RATIO (0.5),
 #        QUIET_WAIT (0 s: how long to wait for an idle machine before starting),
 #        OTHER_MAX (20: % of a core other processes may use in a counted run),
-#        LOAD_STEPUP (a stepup executable to measure instead of building one)
+#        LOAD_STEPUP (a stepup executable to measure instead of building one),
+#        STEPUP_EXTRA (more `stepup serve` flags, e.g. '--decision-log FILE')
 # Exit:  0 target met; 1 a server failed to start, a call failed or a tool
 #        failed; 2 usage; 3 every call succeeded but Decide missed the target.
 # Output: a table on stdout, also in $OUT/summary.txt and $OUT/summary.json;
@@ -122,6 +123,11 @@ if ((!floor_only)); then
     STEPUP_FLAGS=(--policies "$POLICIES")
     if "$STEPUP_BIN" serve --help 2> /dev/null | grep -q -- '--admin'; then
         STEPUP_FLAGS+=(--admin off)
+    fi
+    # More flags for both stepup targets, e.g. STEPUP_EXTRA='--decision-log /tmp/d.jsonl'.
+    if [[ -n ${STEPUP_EXTRA:-} ]]; then
+        read -r -a extra <<< "$STEPUP_EXTRA"
+        STEPUP_FLAGS+=("${extra[@]}")
     fi
 fi
 
