@@ -144,6 +144,29 @@ application chart's context.
 {{- end }}
 
 {{/*
+"true" when the admin listener must be reachable on the pod IP: metrics are
+scraped (metrics.enabled) or the kubelet probes it (probes.type=http on a
+container that has probes). Takes a dict: ctx, probes (bool).
+*/}}
+{{- define "stepup.adminExposed" -}}
+{{- $v := .ctx.Values }}
+{{- if and $v.admin.enabled (or $v.metrics.enabled (and .probes (eq $v.probes.type "http"))) }}true{{ end }}
+{{- end }}
+
+{{/*
+The `--admin` value: `off`, 0.0.0.0:<admin.port> when exposed, else
+127.0.0.1:<admin.port> (stepup's own default, made explicit so the port is
+the chart's). Takes a dict: ctx, probes (bool).
+*/}}
+{{- define "stepup.adminAddress" -}}
+{{- $v := .ctx.Values }}
+{{- if not $v.admin.enabled }}off
+{{- else if include "stepup.adminExposed" . }}{{ printf "0.0.0.0:%d" (int $v.admin.port) }}
+{{- else }}{{ printf "127.0.0.1:%d" (int $v.admin.port) }}
+{{- end }}
+{{- end }}
+
+{{/*
 Refuse values that would render something that cannot work. Called from
 templates/validate.yaml, so it runs for every install, upgrade and render.
 */}}
@@ -161,8 +184,32 @@ templates/validate.yaml, so it runs for every install, upgrade and render.
 {{- if and $v.autoscaling.enabled (gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling: minReplicas must not exceed maxReplicas" }}
 {{- end }}
-{{- if and $v.sidecar.probes (include "stepup.isLoopback" $v.sidecar.listen) }}
-{{- fail (printf "sidecar.probes: the kubelet probes the pod IP, so a sidecar listening on loopback (%s) cannot be probed; set sidecar.listen to 0.0.0.0:<port> or leave sidecar.probes false" $v.sidecar.listen) }}
+{{- if and $v.sidecar.probes (eq $v.probes.type "grpc") (include "stepup.isLoopback" $v.sidecar.listen) }}
+{{- fail (printf "sidecar.probes: the kubelet probes the pod IP, so gRPC probes on a sidecar listening on loopback (%s) cannot be probed; set probes.type=http (probes on the admin port, the decision API stays on loopback), set sidecar.listen to 0.0.0.0:<port>, or leave sidecar.probes false" $v.sidecar.listen) }}
+{{- end }}
+{{- if and $v.metrics.enabled (not $v.admin.enabled) }}
+{{- fail "metrics.enabled needs admin.enabled: /metrics is served by the admin listener" }}
+{{- end }}
+{{- if and $v.metrics.scrapeAnnotations (not $v.metrics.enabled) }}
+{{- fail "metrics.scrapeAnnotations needs metrics.enabled: on loopback the admin port cannot be scraped" }}
+{{- end }}
+{{- if and (eq $v.probes.type "http") (not $v.admin.enabled) }}
+{{- fail "probes.type=http needs admin.enabled: the probes ask the admin listener's /livez and /readyz" }}
+{{- end }}
+{{- $grpcPort := ternary (include "stepup.listenPort" $v.sidecar.listen) "7171" (eq $v.mode "sidecar") | int }}
+{{- if and $v.admin.enabled (eq (int $v.admin.port) $grpcPort) }}
+{{- fail (printf "admin.port %d is the gRPC port: pick another one" (int $v.admin.port)) }}
+{{- end }}
+{{- if hasPrefix "/" $v.decisionLog }}
+{{- $writable := not $v.securityContext.readOnlyRootFilesystem }}
+{{- range $v.extraVolumeMounts }}
+{{- if and (hasPrefix (printf "%s/" (trimSuffix "/" .mountPath)) $v.decisionLog) (not .readOnly) }}
+{{- $writable = true }}
+{{- end }}
+{{- end }}
+{{- if not $writable }}
+{{- fail (printf "decisionLog: %s is on the read-only root filesystem; mount a writable volume over its directory (extraVolumes + extraVolumeMounts, e.g. an emptyDir at %s)" $v.decisionLog (dir $v.decisionLog)) }}
+{{- end }}
 {{- end }}
 {{- if eq $v.mode "sidecar" }}
 {{- range $key := list "autoscaling" "podDisruptionBudget" "networkPolicy" "serviceMonitor" }}
@@ -183,7 +230,9 @@ Renders one YAML list item.
 {{- $ctx := .ctx }}
 {{- $v := $ctx.Values }}
 {{- $port := include "stepup.listenPort" .listen | int }}
-{{- $loopback := include "stepup.isLoopback" .listen -}}
+{{- $loopback := include "stepup.isLoopback" .listen }}
+{{- $httpProbes := and .probes (eq $v.probes.type "http") }}
+{{- $adminExposed := include "stepup.adminExposed" (dict "ctx" $ctx "probes" .probes) -}}
 - name: stepup
   image: {{ include "stepup.image" $ctx | quote }}
   imagePullPolicy: {{ $v.image.pullPolicy }}
@@ -200,9 +249,11 @@ Renders one YAML list item.
     - --config
     - {{ include "stepup.configPath" $ctx | quote }}
     {{- end }}
-    {{- if $v.metrics.enabled }}
     - --admin
-    - {{ printf "0.0.0.0:%d" (int $v.metrics.port) | quote }}
+    - {{ include "stepup.adminAddress" (dict "ctx" $ctx "probes" .probes) | quote }}
+    {{- with $v.decisionLog }}
+    - --decision-log
+    - {{ . | quote }}
     {{- end }}
     {{- range $v.extraArgs }}
     - {{ . | quote }}
@@ -220,6 +271,10 @@ Renders one YAML list item.
     - name: STEPUP_CACHE_TTL
       value: {{ $v.cache.ttl | quote }}
     {{- end }}
+    {{- if not (kindIs "invalid" $v.workerThreads) }}
+    - name: STEPUP_WORKER_THREADS
+      value: {{ $v.workerThreads | int64 | toString | quote }}
+    {{- end }}
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -227,50 +282,42 @@ Renders one YAML list item.
   envFrom:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- if or (not $loopback) $v.metrics.enabled }}
+  {{- if or (not $loopback) $adminExposed }}
   ports:
     {{- if not $loopback }}
     - name: grpc
       containerPort: {{ $port }}
       protocol: TCP
     {{- end }}
-    {{- if $v.metrics.enabled }}
-    - name: metrics
-      containerPort: {{ $v.metrics.port }}
+    {{- if $adminExposed }}
+    - name: admin
+      containerPort: {{ $v.admin.port }}
       protocol: TCP
     {{- end }}
   {{- end }}
   {{- if .probes }}
-  {{- with $v.probes.startup }}
+  {{- /* grpc: grpc.health.v1 on the gRPC port ("" for liveness,
+  stepup.v1.DecisionService for startup and readiness); http: /livez and
+  /readyz on the admin port. */}}
+  {{- range $probe, $path := dict "startup" "/readyz" "liveness" "/livez" "readiness" "/readyz" }}
+  {{- with index $v.probes $probe }}
   {{- if .enabled }}
-  startupProbe:
+  {{ $probe }}Probe:
+    {{- if $httpProbes }}
+    httpGet:
+      path: {{ $path }}
+      port: admin
+    {{- else }}
     grpc:
       port: {{ $port }}
+      {{- if ne $probe "liveness" }}
       service: stepup.v1.DecisionService
+      {{- end }}
+    {{- end }}
     periodSeconds: {{ .periodSeconds }}
     timeoutSeconds: {{ .timeoutSeconds }}
     failureThreshold: {{ .failureThreshold }}
   {{- end }}
-  {{- end }}
-  {{- with $v.probes.liveness }}
-  {{- if .enabled }}
-  livenessProbe:
-    grpc:
-      port: {{ $port }}
-    periodSeconds: {{ .periodSeconds }}
-    timeoutSeconds: {{ .timeoutSeconds }}
-    failureThreshold: {{ .failureThreshold }}
-  {{- end }}
-  {{- end }}
-  {{- with $v.probes.readiness }}
-  {{- if .enabled }}
-  readinessProbe:
-    grpc:
-      port: {{ $port }}
-      service: stepup.v1.DecisionService
-    periodSeconds: {{ .periodSeconds }}
-    timeoutSeconds: {{ .timeoutSeconds }}
-    failureThreshold: {{ .failureThreshold }}
   {{- end }}
   {{- end }}
   {{- end }}

@@ -23,8 +23,9 @@ the stepup chart (which renders the policy and config ConfigMaps they mount):
           {{- include "stepup.sidecar.volumes" .Subcharts.stepup | nindent 10 }}
 
 The application then calls Decide on the sidecar's listen address
-(sidecar.listen, 127.0.0.1:7171 by default). helm/examples/payments-app is a
-complete, tested example.
+(sidecar.listen, 127.0.0.1:7171 by default); its Envoy or Istio proxy can call
+ext_authz Check on the same address (examples/istio).
+helm/examples/payments-app is a complete, tested example.
 */}}
 
 {{/* The stepup sidecar container, as one YAML list item. */}}
@@ -46,7 +47,11 @@ under `with` when they may be alone:
   checksum/stepup-policies  the inline policies, only with
                             policies.rolloutOnChange: stepup reloads the
                             mounted policy directory live, so by default a
-                            policy change needs no restart.
+                            policy change needs no restart;
+  prometheus.io/scrape, prometheus.io/port, prometheus.io/path
+                            with metrics.scrapeAnnotations: the admin port,
+                            for Prometheus setups that discover pods by
+                            annotation.
 */}}
 {{- define "stepup.sidecar.podAnnotations" -}}
 {{- $lines := list }}
@@ -57,6 +62,11 @@ under `with` when they may be alone:
 {{- with include "stepup.policiesChecksum" . }}
 {{- $lines = append $lines (printf "checksum/stepup-policies: %s" .) }}
 {{- end }}
+{{- end }}
+{{- if and .Values.metrics.enabled .Values.metrics.scrapeAnnotations }}
+{{- $lines = append $lines "prometheus.io/scrape: \"true\"" }}
+{{- $lines = append $lines (printf "prometheus.io/port: %s" (toString (int .Values.admin.port) | quote)) }}
+{{- $lines = append $lines "prometheus.io/path: /metrics" }}
 {{- end }}
 {{- join "\n" $lines }}
 {{- end }}
