@@ -120,12 +120,42 @@ fn string(field: &str, s: &str) -> Result<(), InvalidRequest> {
     Ok(())
 }
 
+/// A field's path, rendered only when there is an error to report: a valid
+/// request (the common case) allocates no path strings.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root(&'a str),
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root(s) => f.write_str(s),
+            Path::Key(parent, k) => write!(f, "{parent}.{k}"),
+            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
+fn string_at(field: &Path<'_>, s: &str) -> Result<(), InvalidRequest> {
+    if s.len() > MAX_STRING_BYTES {
+        return Err(invalid(
+            field.to_string(),
+            format!("longer than {MAX_STRING_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 fn strings(field: &str, list: &[String]) -> Result<(), InvalidRequest> {
     if list.len() > MAX_ENTRIES {
         return Err(invalid(field, format!("more than {MAX_ENTRIES} entries")));
     }
+    let root = Path::Root(field);
     for (i, s) in list.iter().enumerate() {
-        string(&format!("{field}[{i}]"), s)?;
+        string_at(&Path::Index(&root, i), s)?;
     }
     Ok(())
 }
@@ -134,6 +164,7 @@ fn attributes(field: &str, map: &HashMap<String, Value>) -> Result<(), InvalidRe
     if map.len() > MAX_ENTRIES {
         return Err(invalid(field, format!("more than {MAX_ENTRIES} entries")));
     }
+    let root = Path::Root(field);
     for (k, v) in map {
         if k.len() > MAX_STRING_BYTES {
             return Err(invalid(
@@ -141,37 +172,45 @@ fn attributes(field: &str, map: &HashMap<String, Value>) -> Result<(), InvalidRe
                 format!("a key is longer than {MAX_STRING_BYTES} bytes"),
             ));
         }
-        value(&format!("{field}.{k}"), v, 1)?;
+        value(&Path::Key(&root, k), v, 1)?;
     }
     Ok(())
 }
 
-fn value(field: &str, v: &Value, depth: usize) -> Result<(), InvalidRequest> {
+fn value(field: &Path<'_>, v: &Value, depth: usize) -> Result<(), InvalidRequest> {
     if depth > MAX_DEPTH {
         return Err(invalid(
-            field,
+            field.to_string(),
             format!("nested deeper than {MAX_DEPTH} levels"),
         ));
     }
     match &v.kind {
-        Some(Kind::StringValue(s)) => string(field, s),
-        Some(Kind::NumberValue(n)) if !n.is_finite() => Err(invalid(field, "not a finite number")),
+        Some(Kind::StringValue(s)) => string_at(field, s),
+        Some(Kind::NumberValue(n)) if !n.is_finite() => {
+            Err(invalid(field.to_string(), "not a finite number"))
+        }
         Some(Kind::StructValue(s)) => {
             if s.fields.len() > MAX_ENTRIES {
-                return Err(invalid(field, format!("more than {MAX_ENTRIES} entries")));
+                return Err(invalid(
+                    field.to_string(),
+                    format!("more than {MAX_ENTRIES} entries"),
+                ));
             }
             for (k, v) in &s.fields {
-                string(field, k)?;
-                value(&format!("{field}.{k}"), v, depth + 1)?;
+                string_at(field, k)?;
+                value(&Path::Key(field, k), v, depth + 1)?;
             }
             Ok(())
         }
         Some(Kind::ListValue(l)) => {
             if l.values.len() > MAX_ENTRIES {
-                return Err(invalid(field, format!("more than {MAX_ENTRIES} entries")));
+                return Err(invalid(
+                    field.to_string(),
+                    format!("more than {MAX_ENTRIES} entries"),
+                ));
             }
             for (i, v) in l.values.iter().enumerate() {
-                value(&format!("{field}[{i}]"), v, depth + 1)?;
+                value(&Path::Index(field, i), v, depth + 1)?;
             }
             Ok(())
         }
