@@ -103,19 +103,14 @@ impl DecisionCache {
     }
 }
 
-/// The cache key of `req` under `policy`: the generation, the action and an
-/// injective encoding of every read path's value (tags and lengths, no hash:
-/// two requests share a key only if the policy cannot tell them apart).
-pub fn key(policy: &PolicySet, req: &DecideRequest, now: DateTime<Utc>) -> Box<[u8]> {
-    let mut buf = Vec::with_capacity(128);
-    write_key(&mut buf, policy, req, now);
-    buf.into_boxed_slice()
-}
-
 thread_local! {
     static KEY_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(256));
 }
 
+/// Writes the cache key of `req` under `policy` into `buf`: the generation,
+/// the time step, the action and an injective encoding of every read path's
+/// value (tags and lengths, no hash: two requests share a key only if the
+/// policy cannot tell them apart).
 fn write_key(buf: &mut Vec<u8>, policy: &PolicySet, req: &DecideRequest, now: DateTime<Utc>) {
     buf.extend_from_slice(&policy.generation.to_le_bytes());
     if let Some(step) = policy.time_step {

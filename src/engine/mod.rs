@@ -320,6 +320,9 @@ pub fn decide_with(
         c
     };
 
+    // Without a cache everything is evaluated at once; an explanation reuses
+    // that evaluation instead of running every condition again.
+    let mut uncached = None;
     let (assessment, cache_hit) = match cache {
         Some(cache) => {
             let (stable, hit) = match cache.lookup(&policy, req, now) {
@@ -346,13 +349,17 @@ pub fn decide_with(
             let full = evaluate(&policy, req, now_fixed, &candidates(), None, false);
             let a = full
                 .assessment
+                .clone()
                 .unwrap_or_else(|| Arc::new(assess(&policy, &full.signals, &full.rules)));
+            uncached = Some(full);
             (a, false)
         }
     };
 
     let trace = if explain {
-        explain_trace(&policy, req, now_fixed, &candidates())
+        let full = uncached
+            .unwrap_or_else(|| evaluate(&policy, req, now_fixed, &candidates(), None, false));
+        explain_trace(&policy, req, &full)
     } else {
         Vec::new()
     };
@@ -615,13 +622,7 @@ fn conclude(
 }
 
 /// Per signal and rule: whether it fired and why.
-fn explain_trace(
-    policy: &PolicySet,
-    req: &DecideRequest,
-    now: DateTime<chrono::FixedOffset>,
-    candidates: &[usize],
-) -> Vec<TraceEntry> {
-    let full = evaluate(policy, req, now, candidates, None, false);
+fn explain_trace(policy: &PolicySet, req: &DecideRequest, full: &Evaluated) -> Vec<TraceEntry> {
     let mut out = Vec::new();
     for (s, r) in policy.signals.iter().zip(&full.signals) {
         let (fired, detail) = describe(r, &s.when.source);

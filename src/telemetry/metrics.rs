@@ -67,13 +67,19 @@ fn outcome_index(o: Outcome) -> usize {
     }
 }
 
-fn bump(map: &DashMap<Arc<str>, AtomicU64>, key: &Arc<str>) {
-    match map.get(&**key) {
+/// Adds one to the counter under `key`: a shared-lock lookup, the entry
+/// created (write lock, one key copy) only the first time.
+fn bump<K, Q>(map: &DashMap<K, AtomicU64>, key: &Q)
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+{
+    match map.get(key) {
         Some(c) => {
             c.fetch_add(1, Ordering::Relaxed);
         }
         None => {
-            map.entry(Arc::clone(key))
+            map.entry(key.to_owned())
                 .or_default()
                 .fetch_add(1, Ordering::Relaxed);
         }
@@ -108,18 +114,7 @@ impl Metrics {
 
     /// Counts a gRPC call by method and status code name.
     pub fn grpc_call(&self, method: &'static str, code: tonic::Code) {
-        let code = code_name(code);
-        match self.grpc.get(&(method, code)) {
-            Some(c) => {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
-            None => {
-                self.grpc
-                    .entry((method, code))
-                    .or_default()
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        bump(&self.grpc, &(method, code_name(code)));
     }
 
     /// Counts a decision-log entry written.
