@@ -32,11 +32,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // the JSON form of a DecideRequest.
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
+        // Attribute maps hold a handful of entries: a BTreeMap decodes them
+        // without a per-map random hasher seed and SipHash per key, and
+        // iterates in a stable order.
+        .btree_map(".stepup")
         .compile_fds(descriptors.clone())?;
 
     pbjson_build::Builder::new()
         .register_descriptors(&prost::Message::encode_to_vec(&descriptors))?
         .extern_path(".google.protobuf", "::pbjson_types")
+        .btree_map([".stepup"])
         .build(&[".stepup"])?;
     Ok(())
 }

@@ -46,25 +46,25 @@ prop_compose! {
         auth_age in prop::option::of(-600i64..4000),
         unread in any::<u32>(),
     ) -> (pb::DecideRequest, Option<i64>) {
-        let mut subject_attrs = std::collections::HashMap::from([(
+        let mut subject_attrs = std::collections::BTreeMap::from([(
             "usual_countries".to_owned(),
             serde_json::from_str::<Value>(r#"["DE","FR"]"#).unwrap(),
         )]);
         if let Some(tz) = timezone {
             subject_attrs.insert("timezone".into(), Value::from(tz.to_owned()));
         }
-        let mut resource_attrs = std::collections::HashMap::from([
+        let mut resource_attrs = std::collections::BTreeMap::from([
             ("environment".to_owned(), Value::from(environment.to_owned())),
             ("role".to_owned(), Value::from(role.to_owned())),
         ]);
         if let Some(a) = amount {
             resource_attrs.insert("amount".into(), Value::from(a));
         }
-        let mut attrs = std::collections::HashMap::new();
+        let mut attrs = std::collections::BTreeMap::new();
         if let Some(f) = fraud {
             attrs.insert("fraud_score".to_owned(), Value::from(f));
         }
-        let mut net_attrs = std::collections::HashMap::new();
+        let mut net_attrs = std::collections::BTreeMap::new();
         if let Some(a) = anonymizer {
             net_attrs.insert("anonymizer".to_owned(), Value::from(a));
         }

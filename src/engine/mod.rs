@@ -157,6 +157,13 @@ impl Decision {
             .map_or(&[], |l| &l.acr)
     }
 
+    /// The decision id in its canonical text form (lowercase, hyphenated;
+    /// formatted without going through `Display`).
+    pub fn id_string(&self) -> String {
+        let mut buf = uuid::Uuid::encode_buffer();
+        (*self.id.hyphenated().encode_lower(&mut buf)).to_owned()
+    }
+
     /// The RFC 9470 `WWW-Authenticate` value for a challenge.
     pub fn www_authenticate(&self) -> Option<String> {
         if self.outcome != Outcome::Challenge {
@@ -183,7 +190,9 @@ impl Decision {
             v.push('"');
         }
         if let Some(max_age) = self.max_age {
-            v.push_str(&format!(", max_age=\"{}\"", max_age.as_secs()));
+            v.push_str(", max_age=\"");
+            v.push_str(itoa::Buffer::new().format(max_age.as_secs()));
+            v.push('"');
         }
         Some(v)
     }
@@ -193,11 +202,16 @@ impl Decision {
 /// characters RFC 6750 allows in `error_description` (printable ASCII but
 /// `"` and `\`) are kept; others become `?`, so a policy message can never
 /// break the header.
+///
+/// Policy messages and acr values are almost always clean: they are then
+/// copied whole instead of character by character.
 fn push_quoted(out: &mut String, s: &str) {
-    out.extend(s.chars().map(|c| match c {
-        ' ' | '!' | '#'..='[' | ']'..='~' => c,
-        _ => '?',
-    }));
+    let allowed = |c: char| matches!(c, ' ' | '!' | '#'..='[' | ']'..='~');
+    if s.bytes().all(|b| allowed(char::from(b))) {
+        out.push_str(s);
+        return;
+    }
+    out.extend(s.chars().map(|c| if allowed(c) { c } else { '?' }));
 }
 
 /// The decision engine: the current policy set (swapped atomically on

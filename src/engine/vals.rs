@@ -35,8 +35,42 @@ impl VariableResolver for Variables<'_> {
             "risk" => self
                 .risk
                 .map(|(score, signals)| CowVal::owned(RiskVal { score, signals })),
-            name => view::variable(self.request, name).map(to_val),
+            "risk.score" => self.risk.map(|(score, _)| CowVal::owned(CelInt::from(score))),
+            "risk.signals" => self.risk.map(|(_, signals)| CowVal::owned(signal_list(signals))),
+            name => resolve_path(self.request, name).map(to_val),
         }
+    }
+}
+
+/// Resolves a variable name, which CEL may hand us whole as a dotted path:
+/// for `device.trusted` the interpreter first asks for the variable
+/// `device.trusted`, then for a type of that name, then for `device` and
+/// selects `trusted` on it. Answering the dotted path at once skips the
+/// type lookup and the second resolution. A path we cannot follow to the end
+/// resolves to nothing, so the interpreter falls back to selecting field by
+/// field and reports a missing key exactly as it would have.
+///
+/// Names are short, so a byte loop finds the dots (`str::split` costs about
+/// a hundred instructions per call here, more than the lookup itself).
+fn resolve_path<'a>(req: &'a DecideRequest, name: &str) -> Option<Node<'a>> {
+    let (root, mut rest) = split_segment(name);
+    let mut node = view::variable(req, root)?;
+    while let Some(path) = rest {
+        let (segment, tail) = split_segment(path);
+        node = node.member(segment)?;
+        rest = tail;
+    }
+    Some(node)
+}
+
+/// `a.b.c` → (`a`, Some(`b.c`)); `a` → (`a`, None).
+fn split_segment(path: &str) -> (&str, Option<&str>) {
+    match path.bytes().position(|b| b == b'.') {
+        Some(dot) => match (path.get(..dot), path.get(dot + 1..)) {
+            (Some(head), Some(tail)) => (head, Some(tail)),
+            _ => (path, None),
+        },
+        None => (path, None),
     }
 }
 
@@ -168,6 +202,15 @@ impl Sizer for NodeVal<'_> {
     }
 }
 
+/// `risk.signals` as a CEL list of borrowed strings.
+fn signal_list<'v>(signals: &'v [Arc<str>]) -> CelList<'v> {
+    let items: Vec<Box<dyn Val + 'v>> = signals
+        .iter()
+        .map(|s| Box::new(CelString::from(&**s)) as Box<dyn Val + 'v>)
+        .collect();
+    CelList::from(items)
+}
+
 /// `risk`: the score and the ids of the signals that fired.
 #[derive(Clone, Copy, Debug)]
 struct RiskVal<'a> {
@@ -206,14 +249,7 @@ impl Indexer for RiskVal<'_> {
     {
         match key_of(idx)? {
             "score" => Ok(CowVal::owned(CelInt::from(self.score))),
-            "signals" => {
-                let items: Vec<Box<dyn Val + 'v>> = self
-                    .signals
-                    .iter()
-                    .map(|s| Box::new(CelString::from(&**s)) as Box<dyn Val + 'v>)
-                    .collect();
-                Ok(CowVal::owned(CelList::from(items)))
-            }
+            "signals" => Ok(CowVal::owned(signal_list(self.signals))),
             other => Err(ExecutionError::no_such_key(other)),
         }
     }

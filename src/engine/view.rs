@@ -3,7 +3,7 @@
 //! ([`super::vals`]) and the cache key ([`crate::cache`]) both walk it, so a
 //! field a policy can read is always a field the key covers.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use pbjson_types::value::Kind;
 use pbjson_types::{Timestamp, Value};
@@ -40,7 +40,7 @@ pub enum Node<'a> {
     /// A repeated string field.
     StrList(&'a [String]),
     /// An attributes map.
-    Map(&'a HashMap<String, Value>),
+    Map(&'a BTreeMap<String, Value>),
     /// A value inside an attributes map.
     Value(&'a Value),
     /// A message.
@@ -61,10 +61,9 @@ pub fn variable<'a>(req: &'a DecideRequest, name: &str) -> Option<Node<'a>> {
     })
 }
 
-static EMPTY_MAP: std::sync::LazyLock<HashMap<String, Value>> =
-    std::sync::LazyLock::new(HashMap::new);
+static EMPTY_MAP: BTreeMap<String, Value> = BTreeMap::new();
 
-fn attrs<'a>(m: Option<&'a HashMap<String, Value>>) -> Node<'a> {
+fn attrs<'a>(m: Option<&'a BTreeMap<String, Value>>) -> Node<'a> {
     Node::Map(m.unwrap_or(&EMPTY_MAP))
 }
 

@@ -2,7 +2,7 @@
 //! functions: request validation (bad input -> `INVALID_ARGUMENT` naming the
 //! field) and `Decision` -> `DecideResponse`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -160,7 +160,7 @@ fn strings(field: &str, list: &[String]) -> Result<(), InvalidRequest> {
     Ok(())
 }
 
-fn attributes(field: &str, map: &HashMap<String, Value>) -> Result<(), InvalidRequest> {
+fn attributes(field: &str, map: &BTreeMap<String, Value>) -> Result<(), InvalidRequest> {
     if map.len() > MAX_ENTRIES {
         return Err(invalid(field, format!("more than {MAX_ENTRIES} entries")));
     }
@@ -250,6 +250,12 @@ fn effect(e: Effect) -> pb::Effect {
     }
 }
 
+/// An owned copy of a policy string (`Arc<str>::to_string` would go through
+/// the formatting machinery: a few hundred instructions per string).
+fn owned(s: &str) -> String {
+    String::from(s)
+}
+
 /// The wire form of a decision.
 pub fn response(d: &Decision) -> pb::DecideResponse {
     let policy = &d.policy;
@@ -261,12 +267,12 @@ pub fn response(d: &Decision) -> pb::DecideResponse {
             let r = rule.requirement.as_ref()?;
             let level = r.level.and_then(|l| policy.levels.get(l));
             Some(pb::Requirement {
-                rule_id: rule.id.to_string(),
-                level: level.map(|l| l.name.to_string()).unwrap_or_default(),
+                rule_id: owned(&rule.id),
+                level: level.map(|l| owned(&l.name)).unwrap_or_default(),
                 acr_values: level
-                    .map(|l| l.acr.iter().map(|a| a.to_string()).collect())
+                    .map(|l| l.acr.iter().map(|a| owned(a)).collect())
                     .unwrap_or_default(),
-                methods: r.methods.iter().map(|m| m.to_string()).collect(),
+                methods: r.methods.iter().map(|m| owned(m)).collect(),
                 max_age: r.max_age.map(duration),
             })
         })
@@ -279,40 +285,40 @@ pub fn response(d: &Decision) -> pb::DecideResponse {
             Outcome::Deny => pb::Outcome::Deny,
         } as i32,
         requirements,
-        acr_values: d.acr_values().iter().map(|a| a.to_string()).collect(),
+        acr_values: d.acr_values().iter().map(|a| owned(a)).collect(),
         max_age: d.max_age.map(duration),
         www_authenticate: d.www_authenticate().unwrap_or_default(),
         risk: Some(pb::Risk {
             score: a.risk_score,
-            signals: a.signals.iter().map(|s| s.to_string()).collect(),
+            signals: a.signals.iter().map(|s| owned(s)).collect(),
         }),
         reasons: d
             .reasons()
             .map(|(id, e, message)| pb::Reason {
-                rule_id: id.to_string(),
+                rule_id: owned(id),
                 effect: effect(e) as i32,
-                message: message.to_string(),
+                message: owned(message),
             })
             .collect(),
         errors: a
             .errors
             .iter()
             .map(|e| pb::EvaluationError {
-                rule_id: e.id.to_string(),
-                message: e.message.to_string(),
+                rule_id: owned(&e.id),
+                message: owned(&e.message),
             })
             .collect(),
-        decision_id: d.id.to_string(),
-        policy_revision: policy.revision.to_string(),
+        decision_id: d.id_string(),
+        policy_revision: owned(&policy.revision),
         shadow: d
             .shadow
             .iter()
             .filter_map(|s| {
                 let rule = policy.rules.get(s.rule)?;
                 Some(pb::ShadowResult {
-                    rule_id: rule.id.to_string(),
+                    rule_id: owned(&rule.id),
                     effect: effect(s.effect) as i32,
-                    message: rule.message.to_string(),
+                    message: owned(&rule.message),
                     satisfied: s.satisfied,
                 })
             })
@@ -322,7 +328,7 @@ pub fn response(d: &Decision) -> pb::DecideResponse {
             .iter()
             .map(|t| pb::TraceEntry {
                 kind: t.kind.to_owned(),
-                id: t.id.to_string(),
+                id: owned(&t.id),
                 fired: t.fired,
                 detail: t.detail.clone(),
             })

@@ -257,7 +257,7 @@ fn denied(code: StatusCode, extra: Option<HeaderValueOption>, body: String) -> H
 
 /// The answer Envoy enforces for a decision.
 pub fn answer(d: &Decision, action: &str, spoofed: Vec<String>) -> CheckResponse {
-    let id = d.id.to_string();
+    let id = d.id_string();
     let rules = epb::Value {
         kind: Some(epb::value::Kind::ListValue(epb::ListValue {
             values: d.reasons().map(|(id, _, _)| string(&**id)).collect(),

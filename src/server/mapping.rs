@@ -916,7 +916,7 @@ impl Mapping {
                 ))
             })?),
         };
-        let mut attributes = HashMap::new();
+        let mut attributes = BTreeMap::new();
         for (attr, name) in &s.attributes {
             if let Some(c) = reader(name) {
                 attributes.insert(attr.clone(), c.value());
@@ -1018,7 +1018,7 @@ impl Mapping {
                     .any(|t| v.eq_ignore_ascii_case(t))
             }),
             platform: get(&d.platform).map(Cow::into_owned).unwrap_or_default(),
-            attributes: HashMap::new(),
+            attributes: BTreeMap::new(),
         };
         (device != pb::Device::default()).then_some(device)
     }
@@ -1050,7 +1050,7 @@ impl Mapping {
             ip: ip.map(|i| i.to_string()).unwrap_or_default(),
             country,
             asn,
-            attributes: HashMap::new(),
+            attributes: BTreeMap::new(),
         };
         Ok((network != pb::Network::default()).then_some(network))
     }
@@ -1356,8 +1356,8 @@ impl Inputs<'_, '_> {
         Ok(Some(Value { kind: Some(kind) }))
     }
 
-    fn values(&self, sources: &[(String, Source)]) -> Result<HashMap<String, Value>, MapError> {
-        let mut out = HashMap::new();
+    fn values(&self, sources: &[(String, Source)]) -> Result<BTreeMap<String, Value>, MapError> {
+        let mut out = BTreeMap::new();
         for (name, s) in sources {
             if let Some(v) = self.value(s)? {
                 out.insert(name.clone(), v);
