@@ -236,14 +236,14 @@ fn timestamp(field: &str, t: &Timestamp) -> Result<DateTime<Utc>, InvalidRequest
     DateTime::from_timestamp(t.seconds, nanos).ok_or_else(|| invalid(field, "not a valid time"))
 }
 
-fn duration(d: Duration) -> pbjson_types::Duration {
+pub(crate) fn duration(d: Duration) -> pbjson_types::Duration {
     pbjson_types::Duration {
         seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
 }
 
-fn effect(e: Effect) -> pb::Effect {
+pub(crate) fn effect(e: Effect) -> pb::Effect {
     match e {
         Effect::Challenge => pb::Effect::Challenge,
         Effect::Deny => pb::Effect::Deny,
