@@ -10,6 +10,7 @@
 //! - [`policy`]: load, validate and compile policy files.
 //! - [`engine`]: the decision.
 //! - [`cache`]: the decision cache.
+//! - [`history`]: what the sidecar remembers per subject (`history` in CEL).
 //! - [`server`]: the gRPC server (Decide, health, reflection).
 //! - [`config`]: settings from flags, environment and file.
 //! - [`suite`]: policy tests (`stepup test`).
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod engine;
+pub mod history;
 pub mod policy;
 pub mod replay;
 pub mod server;

@@ -51,9 +51,9 @@ pub struct Condition {
     pub source: Arc<str>,
     /// The compiled program.
     pub program: cel::Program,
-    /// Whether its value may change with time alone (it reads `now`, or
-    /// `risk` while a signal reads `now`): such conditions are evaluated on
-    /// every decision, never cached.
+    /// Whether its value may change with time alone or with the subject's
+    /// history (it reads `now` or `history`, or `risk` while a signal does):
+    /// such conditions are evaluated on every decision, never cached.
     pub volatile: bool,
     /// Whether it reads `risk` (rules only).
     pub reads_risk: bool,
@@ -117,6 +117,9 @@ pub struct PolicySet {
     pub read_paths: Vec<ReadPath>,
     /// Whether any signal is volatile (then rules reading `risk` are too).
     pub volatile_signals: bool,
+    /// Whether any condition reads `history` (then decisions are recorded
+    /// in `[history] enabled = "auto"` mode).
+    pub reads_history: bool,
     /// The smallest step of the stepwise time reads of non-volatile
     /// conditions (see [`schema::Reads::now_step`]): the cache key holds
     /// `floor(now / step)`.
@@ -240,7 +243,11 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
     if sources.files.is_empty() {
         return None;
     }
-    let env = Arc::new(cel::Env::stdlib());
+    let mut env = cel::Env::stdlib();
+    if let Err(e) = crate::history::view::register(&mut env) {
+        report.push(Diagnostic::error(format!("cannot declare `history.count`: {e}")));
+    }
+    let env = Arc::new(env);
 
     // The ladder: exactly one Levels document.
     let mut ladder = Vec::new();
@@ -327,6 +334,7 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
     };
 
     let mut read_paths: HashSet<ReadPath> = HashSet::new();
+    let mut reads_history = false;
     let mut time_step: Option<Duration> = None;
     let mut step = |reads: &schema::Reads| {
         if let Some(s) = reads.now_step {
@@ -348,12 +356,13 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
             }
             step(&reads);
             read_paths.extend(reads.paths);
+            reads_history |= reads.history;
             signal_ids.push(s.id.clone());
             compiled_signals.push(Signal {
                 id: Arc::from(s.id.value.as_str()),
                 description: s.description.map(Arc::from),
                 when: Condition {
-                    volatile: reads.now,
+                    volatile: reads.now || reads.history,
                     ..cond
                 },
                 score: s.score,
@@ -372,9 +381,10 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
                     if r.valid {
                         step(&reads);
                         read_paths.extend(reads.paths);
+                        reads_history |= reads.history;
                     }
                     Some(Condition {
-                        volatile: reads.now || (reads.risk && volatile_signals),
+                        volatile: reads.now || reads.history || (reads.risk && volatile_signals),
                         ..cond
                     })
                 }
@@ -477,6 +487,7 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
         index,
         read_paths: covered,
         volatile_signals,
+        reads_history,
         time_step,
         acr_levels,
         env,

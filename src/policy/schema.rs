@@ -18,6 +18,8 @@ pub enum Ty {
     Bool,
     /// A 64-bit signed integer.
     Int,
+    /// A double.
+    Double,
     /// A timestamp.
     Timestamp,
     /// A list of strings.
@@ -99,6 +101,23 @@ pub static RESOURCE: Message = Message {
         ("attributes", Ty::Map),
     ],
 };
+/// `history`: the subject's history before the decision (see
+/// [`crate::history::view`]); `history.count(glob, window)` is its one
+/// function.
+pub static HISTORY: Message = Message {
+    name: "history",
+    fields: &[
+        ("device_known", Ty::Bool),
+        ("device_first_seen", Ty::Timestamp),
+        ("devices_seen", Ty::Int),
+        ("last_country", Ty::String),
+        ("last_seen", Ty::Timestamp),
+        ("travel_kmh", Ty::Double),
+        ("stepups_failed", Ty::Int),
+    ],
+};
+/// The functions of `history`.
+const HISTORY_FUNCTIONS: &[&str] = &["count"];
 /// `risk` (rules only).
 pub static RISK: Message = Message {
     name: "risk",
@@ -115,6 +134,7 @@ const REQUEST_VARIABLES: &[(&str, Ty)] = &[
     ("resource", Ty::Message(&RESOURCE)),
     ("attributes", Ty::Map),
     ("now", Ty::Timestamp),
+    ("history", Ty::Message(&HISTORY)),
 ];
 
 /// Where an expression is used: rules may also read `risk`.
@@ -159,6 +179,9 @@ pub struct Reads {
     pub now_step: Option<std::time::Duration>,
     /// Whether the expression reads `risk` (so it depends on the signals).
     pub risk: bool,
+    /// Whether the expression reads `history` (so its value changes with
+    /// every decision of the subject: never cached).
+    pub history: bool,
 }
 
 /// Checks `expr` against the context schema for `scope`, returning what it
@@ -244,7 +267,10 @@ impl Walker {
                                 Some(self.reads.now_step.map_or(step, |s| s.min(step)));
                         }
                         _ => {
-                            self.walk(target);
+                            let ty = self.walk(target);
+                            if ty == Ty::Message(&HISTORY) {
+                                self.history_call(expr.id, &call.func_name, call.args.len());
+                            }
                         }
                     }
                 }
@@ -342,7 +368,29 @@ impl Walker {
         match path.first().map(String::as_str) {
             Some("now") => self.reads.now = true,
             Some("risk") => self.reads.risk = true,
+            Some("history") => self.reads.history = true,
             _ => self.reads.paths.push(path),
+        }
+    }
+
+    /// Checks a call on `history`: only `count(glob, window)` exists.
+    fn history_call(&mut self, id: u64, function: &str, args: usize) {
+        if !HISTORY_FUNCTIONS.contains(&function) {
+            self.errors.push(SchemaError {
+                expr_id: id,
+                message: format!("`history` has no function `{function}`"),
+                field: None,
+                help: did_you_mean(function, HISTORY_FUNCTIONS.iter().copied()).or_else(|| {
+                    Some("`history.count(\"payments.*\", duration(\"1h\"))` counts recent actions".to_owned())
+                }),
+            });
+        } else if args != 2 {
+            self.errors.push(SchemaError {
+                expr_id: id,
+                message: format!("`history.count` takes 2 arguments, got {args}"),
+                field: None,
+                help: Some("`history.count(\"payments.*\", duration(\"1h\"))`: an action glob and a window".to_owned()),
+            });
         }
     }
 
@@ -372,7 +420,7 @@ impl Walker {
                 }
             },
             Ty::Map | Ty::Dyn => Ty::Dyn,
-            Ty::String | Ty::Bool | Ty::Int | Ty::Timestamp | Ty::StringList => {
+            Ty::String | Ty::Bool | Ty::Int | Ty::Double | Ty::Timestamp | Ty::StringList => {
                 self.errors.push(SchemaError {
                     expr_id: id,
                     message: format!(
@@ -407,6 +455,7 @@ fn ty_name(ty: Ty) -> &'static str {
         Ty::String => "string",
         Ty::Bool => "bool",
         Ty::Int => "int",
+        Ty::Double => "double",
         Ty::Timestamp => "timestamp",
         Ty::StringList => "list of strings",
         Ty::Map => "map",

@@ -1,0 +1,427 @@
+//! Behavioural history: what the sidecar remembers about each subject
+//! (devices, last location, recent actions, step-up outcomes), and the
+//! `history` variable policies read it through.
+//!
+//! # Architecture
+//!
+//! - [`keys`]: subjects, devices, sessions and IPs are kept only as keyed
+//!   hashes ([`Keyer`], SipHash-1-3/128), never in clear, here or in a
+//!   shared backend.
+//! - [`model`]: plain data. A [`SubjectHistory`] per subject; an
+//!   [`Observation`] is what one decision adds, a [`StepUpReport`] what
+//!   `RecordStepUp` adds; both travel to a backend as an [`Update`].
+//! - [`store`]: the local in-memory store (`dashmap`, a mutex per subject),
+//!   bounded in subjects, devices, events and time ([`Limits`]).
+//! - [`view`]: the [`View`] a decision reads, built lazily on the first read
+//!   of `history` from the local store (synchronously: the decision itself
+//!   never waits on I/O), plus `history.count(glob, window)`.
+//!
+//! The flow of one decision: (1) with a shared [`Backend`], the gRPC handler
+//! awaits [`History::prefetch`], which refreshes the subject's local entry
+//! from the backend within a timeout and falls back to local history on
+//! error; (2) [`History::elevate`] applies a live step-up elevation to the
+//! request's session, before the cache lookup; (3) the engine decides,
+//! building the [`View`] only if a condition reads `history`; (4)
+//! [`History::record`] applies the [`Observation`] to the local store and
+//! queues it for the backend ([`Backend::publish`], never blocking).
+//!
+//! Conditions that read `history` are volatile (see
+//! [`crate::policy::Condition::volatile`]): the decision cache never stores
+//! their results, so a cached answer can never be stale with respect to
+//! history.
+
+pub mod config;
+pub mod geo;
+pub mod keys;
+pub mod model;
+pub mod store;
+pub mod view;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use pbjson_types::value::Kind;
+
+pub use config::{Enabled, HistoryConfig};
+pub use keys::{ItemKey, Keyer, SubjectKey};
+pub use model::{
+    Elevation, Limits, Millis, Observation, Place, StepUpReport, SubjectHistory, Update, Verdict,
+};
+pub use store::LocalStore;
+pub use view::{Lazy, View};
+
+use crate::engine::{Decision, Outcome};
+use crate::policy::PolicySet;
+use crate::proto::v1::DecideRequest;
+
+/// A future a [`Backend`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a shared backend could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot be reached or refused the request.
+    #[error("history backend unavailable: {0}")]
+    Unavailable(String),
+    /// What it holds cannot be read.
+    #[error("history backend returned unreadable data: {0}")]
+    Corrupt(String),
+}
+
+/// A history store shared by replicas (e.g. Redis). The local store stays in
+/// front of it as a cache: decisions read local history only, refreshed by
+/// [`History::prefetch`] before the decision; updates are applied locally,
+/// then published.
+pub trait Backend: Send + Sync {
+    /// A short name for logs and metrics, e.g. `redis`.
+    fn name(&self) -> &'static str;
+
+    /// The subject's shared history, `None` when it has none.
+    fn fetch(
+        &self,
+        subject: SubjectKey,
+    ) -> BoxFuture<'_, Result<Option<SubjectHistory>, BackendError>>;
+
+    /// Queues an update for the shared store. Must not block: when the queue
+    /// is full, drop it (and count the drop).
+    fn publish(&self, update: Update);
+}
+
+/// Most distinct action names interned; past that, each event allocates its
+/// own string (a flood of made-up action names cannot grow the interner).
+const MAX_INTERNED_ACTIONS: usize = 4096;
+
+/// The history: settings, the hash key, the local store and an optional
+/// shared backend.
+pub struct History {
+    config: HistoryConfig,
+    keyer: Keyer,
+    store: LocalStore,
+    backend: Option<Arc<dyn Backend>>,
+    actions: DashMap<Box<str>, Arc<str>>,
+    /// Until when some elevation may be live: decisions skip the elevation
+    /// lookup entirely after it.
+    elevated_until: AtomicI64,
+    fetch_failures: AtomicU64,
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History")
+            .field("enabled", &self.config.enabled)
+            .field("subjects", &self.store.len())
+            .field("backend", &self.backend.as_ref().map(|b| b.name()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self::new(HistoryConfig::default())
+    }
+}
+
+impl History {
+    /// A history per `config`, local only.
+    pub fn new(config: HistoryConfig) -> Self {
+        let keyer = match &config.hash_key {
+            Some(k) => Keyer::from_secret(&k.0),
+            None => Keyer::random(),
+        };
+        Self {
+            store: LocalStore::new(config.limits),
+            config,
+            keyer,
+            backend: None,
+            actions: DashMap::new(),
+            elevated_until: AtomicI64::new(i64::MIN),
+            fetch_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Shares history through `backend`.
+    pub fn with_backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HistoryConfig {
+        &self.config
+    }
+
+    /// The local store.
+    pub fn store(&self) -> &LocalStore {
+        &self.store
+    }
+
+    /// The identifier hasher.
+    pub fn keyer(&self) -> &Keyer {
+        &self.keyer
+    }
+
+    /// The shared backend, if any.
+    pub fn backend(&self) -> Option<&Arc<dyn Backend>> {
+        self.backend.as_ref()
+    }
+
+    /// Prefetches that failed or timed out (decisions then used local history).
+    pub fn fetch_failures(&self) -> u64 {
+        self.fetch_failures.load(Ordering::Relaxed)
+    }
+
+    /// Whether anything is remembered at all.
+    pub fn is_on(&self) -> bool {
+        self.config.enabled != Enabled::Off
+    }
+
+    /// Whether decisions under `policy` are recorded.
+    pub fn records(&self, policy: &PolicySet) -> bool {
+        match self.config.enabled {
+            Enabled::On => true,
+            Enabled::Off => false,
+            Enabled::Auto => policy.reads_history || self.backend.is_some(),
+        }
+    }
+
+    fn subject_key(&self, req: &DecideRequest) -> Option<SubjectKey> {
+        let s = req.subject.as_ref().filter(|s| !s.id.is_empty())?;
+        Some(self.keyer.subject(&s.tenant, &s.id))
+    }
+
+    fn device_key(&self, req: &DecideRequest) -> Option<ItemKey> {
+        let d = req.device.as_ref().filter(|d| !d.id.is_empty())?;
+        Some(self.keyer.device(&d.id))
+    }
+
+    /// Where the request comes from: coordinates from
+    /// `network.attributes.lat`/`lon`, the country from `network.country`.
+    pub fn place_of(&self, req: &DecideRequest, now: Millis) -> Option<Place> {
+        let n = req.network.as_ref()?;
+        let number = |k: &str| match n.attributes.get(k).and_then(|v| v.kind.as_ref()) {
+            Some(Kind::NumberValue(x)) if x.is_finite() => Some(*x),
+            _ => None,
+        };
+        let coords = match (number("lat"), number("lon")) {
+            (Some(lat), Some(lon))
+                if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) =>
+            {
+                Some((lat, lon))
+            }
+            _ => None,
+        };
+        let country = model::country_code(&n.country);
+        if coords.is_none() && country.is_none() {
+            return None;
+        }
+        Some(Place {
+            at: now,
+            country,
+            coords,
+            ip: (!n.ip.is_empty()).then(|| self.keyer.ip(&n.ip)),
+        })
+    }
+
+    /// The view of `req`'s subject at `now` (before this decision).
+    pub fn view(&self, req: &DecideRequest, now: Millis) -> View {
+        if !self.is_on() {
+            return View::empty(now);
+        }
+        let Some(entry) = self.subject_key(req).and_then(|k| self.store.get(k, now)) else {
+            return View::empty(now);
+        };
+        let device = self.device_key(req);
+        let here = self.place_of(req, now);
+        let mut v = View::empty(now);
+        {
+            let h = entry.lock();
+            let forget = now.saturating_sub(self.config.limits.retention);
+            let mut devices = 0i64;
+            for d in h.devices.iter().filter(|d| d.last_seen >= forget) {
+                devices += 1;
+                if Some(d.key) == device {
+                    v.device_known = d.known;
+                    v.device_first_seen = d.first_seen;
+                }
+            }
+            v.devices_seen = devices;
+            v.last_seen = h.last_seen;
+            if let Some(last) = h.last_place.filter(|p| p.at >= forget) {
+                v.last_country = last.country;
+                if let Some(here) = &here {
+                    v.travel_kmh = geo::travel_kmh(&last, here);
+                }
+            }
+            v.stepups_failed = i64::try_from(h.failures_since(now)).unwrap_or(i64::MAX);
+        }
+        v.entry = Some(entry);
+        v
+    }
+
+    fn intern(&self, action: &str) -> Arc<str> {
+        if let Some(a) = self.actions.get(action) {
+            return Arc::clone(a.value());
+        }
+        let a: Arc<str> = Arc::from(action);
+        if self.actions.len() < MAX_INTERNED_ACTIONS {
+            self.actions.insert(Box::from(action), Arc::clone(&a));
+        }
+        a
+    }
+
+    /// The level index at or above which an allowed decision makes the
+    /// device known, under `policy`.
+    fn known_level(&self, policy: &PolicySet) -> Option<usize> {
+        match &self.config.known_level {
+            Some(name) => policy.levels.iter().position(|l| *l.name == **name),
+            None => Some(usize::from(policy.levels.len() > 1)),
+        }
+    }
+
+    /// Records `decision` of `req` (already elevated, if it was) when
+    /// decisions under its policy are recorded: cheap and synchronous.
+    pub fn record(&self, req: &DecideRequest, decision: &Decision, now: DateTime<Utc>) {
+        let policy = &decision.policy;
+        if !self.records(policy) {
+            return;
+        }
+        let Some(subject) = self.subject_key(req) else {
+            return;
+        };
+        let at = now.timestamp_millis();
+        let session_level = req
+            .session
+            .as_ref()
+            .and_then(|s| policy.level_of_acr(&s.acr));
+        let makes_known = decision.outcome == Outcome::Allow
+            && matches!((session_level, self.known_level(policy)), (Some(have), Some(need)) if have >= need);
+        let o = Observation {
+            subject,
+            device: self.device_key(req),
+            action: self.intern(&req.action),
+            at,
+            place: self.place_of(req, at),
+            outcome: decision.outcome.into(),
+            session_level,
+            makes_known,
+        };
+        let limits = self.config.limits;
+        self.store.update(subject, at, |h| h.observe(&o, &limits));
+        if let Some(b) = &self.backend {
+            b.publish(Update::Observed(o));
+        }
+    }
+
+    /// Records a step-up outcome (from `RecordStepUp`).
+    pub fn report(&self, r: StepUpReport) {
+        let limits = self.config.limits;
+        if r.success && r.session.is_some() {
+            self.elevated_until
+                .fetch_max(r.at.saturating_add(limits.elevation), Ordering::Relaxed);
+        }
+        self.store
+            .update(r.subject, r.at, |h| h.step_up(&r, &limits));
+        if let Some(b) = &self.backend {
+            b.publish(Update::SteppedUp(r));
+        }
+    }
+
+    /// `req` with its session lifted by a live elevation of its session, when
+    /// one is stronger (its acr maps to a higher level) or fresher (a later
+    /// `auth_time`), or adds methods; `None` when nothing changes (the usual
+    /// case, answered without a lookup when no elevation can be live).
+    pub fn elevate(
+        &self,
+        policy: &PolicySet,
+        req: &DecideRequest,
+        now: DateTime<Utc>,
+    ) -> Option<DecideRequest> {
+        let now = now.timestamp_millis();
+        if !self.is_on() || self.elevated_until.load(Ordering::Relaxed) <= now {
+            return None;
+        }
+        let session = req.session.as_ref().filter(|s| !s.id.is_empty())?;
+        let entry = self.store.get(self.subject_key(req)?, now)?;
+        let e = entry
+            .lock()
+            .elevation(self.keyer.session(&session.id), now)?
+            .clone();
+        let mut s = session.clone();
+        let mut changed = false;
+        if let Some(acr) = &e.acr {
+            let reported = policy.level_of_acr(acr);
+            if reported.is_some() && reported > policy.level_of_acr(&s.acr) {
+                s.acr = acr.to_string();
+                changed = true;
+            }
+        }
+        for m in &e.amr {
+            if !s.amr.iter().any(|x| **x == **m)
+                && s.amr.len() < crate::server::convert::MAX_ENTRIES
+            {
+                s.amr.push(m.to_string());
+                changed = true;
+            }
+        }
+        let caller = s.auth_time.as_ref().map_or(i64::MIN, |t| {
+            t.seconds
+                .saturating_mul(1000)
+                .saturating_add(i64::from(t.nanos) / 1_000_000)
+        });
+        if e.auth_time > caller {
+            s.auth_time = Some(pbjson_types::Timestamp {
+                seconds: e.auth_time.div_euclid(1000),
+                nanos: i32::try_from(e.auth_time.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+            });
+            changed = true;
+        }
+        changed.then(|| DecideRequest {
+            session: Some(s),
+            ..req.clone()
+        })
+    }
+
+    /// Refreshes the local history of `req`'s subject from the shared
+    /// backend, when one is configured and the decision may need it (the set
+    /// reads `history`, or the request names a session that may be elevated):
+    /// at most [`HistoryConfig::fetch_timeout`]; on error or timeout the
+    /// decision goes ahead on local history (counted in
+    /// [`History::fetch_failures`] and logged). A no-op without a backend.
+    pub async fn prefetch(&self, policy: &PolicySet, req: &DecideRequest, now: DateTime<Utc>) {
+        let Some(backend) = &self.backend else {
+            return;
+        };
+        let has_session = req.session.as_ref().is_some_and(|s| !s.id.is_empty());
+        if !self.is_on() || !(policy.reads_history || has_session) {
+            return;
+        }
+        let Some(subject) = self.subject_key(req) else {
+            return;
+        };
+        let fetched = tokio::time::timeout(self.config.fetch_timeout, backend.fetch(subject)).await;
+        match fetched {
+            Ok(Ok(Some(shared))) => {
+                let at = now.timestamp_millis();
+                let limits = self.config.limits;
+                if let Some(e) = shared.elevations.iter().map(|e| e.until).max() {
+                    self.elevated_until.fetch_max(e, Ordering::Relaxed);
+                }
+                self.store
+                    .update(subject, at, |h| h.merge(&shared, &limits));
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                self.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(backend = backend.name(), error = %e, "history fetch failed: deciding on local history");
+            }
+            Err(_) => {
+                self.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(backend = backend.name(), timeout = ?self.config.fetch_timeout, "history fetch timed out: deciding on local history");
+            }
+        }
+    }
+}
