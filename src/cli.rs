@@ -541,7 +541,8 @@ pub fn engine_for(config: &crate::config::Config) -> Result<Arc<Engine>, Failure
         dir = %config.policies.display(),
         "policy set loaded"
     );
-    let engine = Engine::new(policy, config.cache);
+    let engine = Engine::new(policy, config.cache)
+        .with_history(crate::history::History::new(config.history.clone()));
     let engine = match &config.decision_log {
         Some(log) => {
             let log = crate::telemetry::decision_log::DecisionLog::start(

@@ -52,6 +52,9 @@ pub struct FileConfig {
     /// The decision log.
     #[serde(default)]
     pub decision_log: FileDecisionLog,
+    /// `[history]`: what is remembered per subject.
+    #[serde(default)]
+    pub history: crate::history::config::FileHistory,
 }
 
 /// `[decision_log]`.
@@ -155,6 +158,8 @@ pub struct Config {
     pub log_level: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// Subject history.
+    pub history: crate::history::HistoryConfig,
 }
 
 /// Why the settings are unusable: every problem, one per line.
@@ -281,6 +286,7 @@ impl Config {
             from_file.decision_log,
             &mut problems,
         );
+        let history = crate::history::HistoryConfig::resolve(from_file.history, &mut problems);
 
         match (policies, listen, ttl) {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
@@ -293,6 +299,7 @@ impl Config {
                 ext_authz,
                 log_level,
                 log_format,
+                history,
             }),
             _ => Err(ConfigError { problems }),
         }

@@ -316,18 +316,24 @@ impl History {
         }
     }
 
-    /// Records a step-up outcome (from `RecordStepUp`).
-    pub fn report(&self, r: StepUpReport) {
+    /// Records a step-up outcome (from `RecordStepUp`). Returns the end of
+    /// the elevation window it opened (a success with a session) and the
+    /// subject's failed step-ups in the last 24 hours.
+    pub fn report(&self, r: StepUpReport) -> (Option<Millis>, usize) {
         let limits = self.config.limits;
-        if r.success && r.session.is_some() {
-            self.elevated_until
-                .fetch_max(r.at.saturating_add(limits.elevation), Ordering::Relaxed);
+        let until =
+            (r.success && r.session.is_some()).then(|| r.at.saturating_add(limits.elevation));
+        if let Some(until) = until {
+            self.elevated_until.fetch_max(until, Ordering::Relaxed);
         }
-        self.store
-            .update(r.subject, r.at, |h| h.step_up(&r, &limits));
+        let failed = self.store.update(r.subject, r.at, |h| {
+            h.step_up(&r, &limits);
+            h.failures_since(r.at)
+        });
         if let Some(b) = &self.backend {
             b.publish(Update::SteppedUp(r));
         }
+        (until, failed)
     }
 
     /// `req` with its session lifted by a live elevation of its session, when
