@@ -524,7 +524,7 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Failure> {
 /// Builds the engine for `serve` from resolved settings.
 pub fn engine_for(config: &crate::config::Config) -> Result<Arc<Engine>, Failure> {
     // Warnings go to the log (in its format), not to standard error as text.
-    let policy = match PolicySet::load(&config.policies) {
+    let policy = match PolicySet::load_with(&config.policies, &config.lists, None) {
         Ok((set, warnings)) => {
             for w in &warnings.diagnostics {
                 tracing::warn!("{w}");
@@ -538,6 +538,7 @@ pub fn engine_for(config: &crate::config::Config) -> Result<Arc<Engine>, Failure
         levels = policy.levels.len(),
         signals = policy.signals.len(),
         rules = policy.rules.len(),
+        lists = %policy.lists().summary(),
         dir = %config.policies.display(),
         "policy set loaded"
     );

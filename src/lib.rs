@@ -22,6 +22,7 @@ pub mod config;
 pub mod duration;
 pub mod engine;
 pub mod history;
+pub mod lists;
 pub mod policy;
 pub mod replay;
 pub mod server;
@@ -54,10 +55,10 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let reloader = Arc::new(policy::watch::Reloader::new(
-        Arc::clone(&engine),
-        config.policies.clone(),
-    ));
+    let reloader = Arc::new(
+        policy::watch::Reloader::new(Arc::clone(&engine), config.policies.clone())
+            .with_lists(config.lists.clone()),
+    );
     let defaults = policy::watch::WatchOptions::default();
     let options = policy::watch::WatchOptions {
         notify: config.watch,

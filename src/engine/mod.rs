@@ -429,7 +429,7 @@ fn evaluate(
         risk: None,
         history: Some(history),
     };
-    let mut ctx = cel::Context::with_env(Arc::clone(policy.env()));
+    let mut ctx = policy.cel_context();
     ctx.set_variable_resolver(&vars);
 
     let signals: Vec<CondResult> = policy
@@ -461,7 +461,7 @@ fn evaluate(
         risk: risk.as_ref().map(|(score, _)| (i64::from(*score), fired)),
         history: Some(history),
     };
-    let mut rule_ctx = cel::Context::with_env(Arc::clone(policy.env()));
+    let mut rule_ctx = policy.cel_context();
     rule_ctx.set_variable_resolver(&rule_vars);
 
     let rules: Vec<(usize, CondResult)> = candidates

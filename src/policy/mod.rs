@@ -22,6 +22,7 @@ pub use load::{Effect, Mode};
 use schema::{ReadPath, Scope};
 
 use crate::engine::glob::ActionIndex;
+use crate::lists::{ListError, Lists, ListsConfig};
 
 /// A level of the assurance ladder.
 #[derive(Debug)]
@@ -127,15 +128,40 @@ pub struct PolicySet {
     acr_levels: HashMap<Arc<str>, usize>,
     env: Arc<cel::Env>,
     sources: Sources,
+    /// The IP lists and GeoIP database loaded with the set.
+    lists: Arc<Lists>,
+    /// Whether any condition calls `ip_in` (its contexts then need it).
+    uses_ip_in: bool,
 }
 
 impl PolicySet {
     /// Loads, validates and compiles every policy file under `dir`. On
     /// success the report holds the warnings; on failure, every error.
     pub fn load(dir: &Path) -> Result<(Self, Report), Report> {
+        Self::load_with(dir, &ListsConfig::default(), None)
+    }
+
+    /// Like [`PolicySet::load`], with the IP lists and GeoIP database of
+    /// `lists` (besides those in the directory's `lists/`). `previous`, the
+    /// set being replaced, lends what has not changed (an unchanged GeoIP
+    /// database is not read again).
+    pub fn load_with(
+        dir: &Path,
+        lists: &ListsConfig,
+        previous: Option<&PolicySet>,
+    ) -> Result<(Self, Report), Report> {
         let mut report = Report::default();
         let defs = load::read_dir(dir, &mut report);
-        let set = compile(defs, dir, &mut report);
+        let lists = match Lists::load(lists, Some(dir), previous.map(|p| &*p.lists)) {
+            Ok(lists) => lists,
+            Err(errors) => {
+                for e in errors {
+                    report.push(list_diagnostic(e));
+                }
+                Lists::default()
+            }
+        };
+        let set = compile(defs, dir, Arc::new(lists), &mut report);
         match set {
             Some(set) if !report.has_errors() => Ok((set, report)),
             _ => Err(report),
@@ -144,9 +170,18 @@ impl PolicySet {
 
     /// Compiles a set from one in-memory document stream (tests, tools).
     pub fn from_str(path: &str, text: &str) -> Result<(Self, Report), Report> {
+        Self::from_str_with(path, text, Arc::new(Lists::default()))
+    }
+
+    /// Like [`PolicySet::from_str`], with `lists` for `ip_in` and location.
+    pub fn from_str_with(
+        path: &str,
+        text: &str,
+        lists: Arc<Lists>,
+    ) -> Result<(Self, Report), Report> {
         let mut report = Report::default();
         let defs = load::read_str(path, text, &mut report);
-        let set = compile(defs, Path::new(""), &mut report);
+        let set = compile(defs, Path::new(""), lists, &mut report);
         match set {
             Some(set) if !report.has_errors() => Ok((set, report)),
             _ => Err(report),
@@ -218,6 +253,21 @@ impl PolicySet {
     pub fn env(&self) -> &Arc<cel::Env> {
         &self.env
     }
+
+    /// The IP lists and GeoIP database loaded with this set.
+    pub fn lists(&self) -> &Arc<Lists> {
+        &self.lists
+    }
+
+    /// A CEL context to evaluate this set's programs in: its environment,
+    /// and `ip_in` answering from its lists when a condition calls it.
+    pub fn cel_context<'p, 'v>(&self) -> cel::Context<'p, 'v> {
+        let mut ctx = cel::Context::with_env(Arc::clone(&self.env));
+        if self.uses_ip_in {
+            crate::lists::add_ip_in(&mut ctx, &self.lists);
+        }
+        ctx
+    }
 }
 
 static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -233,7 +283,12 @@ impl std::fmt::Debug for PolicySet {
     }
 }
 
-fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicySet> {
+fn compile(
+    defs: Definitions,
+    dir: &Path,
+    lists: Arc<Lists>,
+    report: &mut Report,
+) -> Option<PolicySet> {
     let Definitions {
         sources,
         levels,
@@ -334,6 +389,8 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
     };
 
     let mut read_paths: HashSet<ReadPath> = HashSet::new();
+    let list_names: Vec<&str> = lists.names().collect();
+    let mut uses_ip_in = false;
     let mut reads_history = false;
     let mut time_step: Option<Duration> = None;
     let mut step = |reads: &schema::Reads| {
@@ -348,15 +405,22 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
     for s in signals {
         check_id(&s.id, report);
         let Some(when) = &s.when else { continue };
-        if let Some((cond, reads)) =
-            condition(&env, &sources, when, &s.id.value, Scope::Signal, report)
-        {
+        if let Some((cond, reads)) = condition(
+            &env,
+            &sources,
+            when,
+            &s.id.value,
+            Scope::Signal,
+            &list_names,
+            report,
+        ) {
             if !s.valid {
                 continue;
             }
             step(&reads);
             read_paths.extend(reads.paths);
             reads_history |= reads.history;
+            uses_ip_in |= reads.ip_lists;
             signal_ids.push(s.id.clone());
             compiled_signals.push(Signal {
                 id: Arc::from(s.id.value.as_str()),
@@ -376,12 +440,21 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
     for r in rules {
         check_id(&r.id, report);
         let when = match &r.when {
-            Some(w) => match condition(&env, &sources, w, &r.id.value, Scope::Rule, report) {
+            Some(w) => match condition(
+                &env,
+                &sources,
+                w,
+                &r.id.value,
+                Scope::Rule,
+                &list_names,
+                report,
+            ) {
                 Some((cond, reads)) => {
                     if r.valid {
                         step(&reads);
                         read_paths.extend(reads.paths);
                         reads_history |= reads.history;
+                        uses_ip_in |= reads.ip_lists;
                     }
                     Some(Condition {
                         volatile: reads.now || reads.history || (reads.risk && volatile_signals),
@@ -478,7 +551,7 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
         report,
     );
     Some(PolicySet {
-        revision: revision(&sources, dir),
+        revision: revision(&sources, dir, &lists),
         loaded_at: SystemTime::now(),
         generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         levels: ladder,
@@ -492,7 +565,41 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
         acr_levels,
         env,
         sources,
+        lists,
+        uses_ip_in,
     })
+}
+
+/// A list or database problem as a policy diagnostic: at the file, line and
+/// column of a bad line, with the line and a caret.
+fn list_diagnostic(e: ListError) -> Diagnostic {
+    let help = e.help();
+    let d = match &e {
+        ListError::Line {
+            path,
+            line,
+            column,
+            len,
+            source_line,
+            message,
+            ..
+        } => {
+            let mut d = Diagnostic::error(message.clone());
+            d.file = Some(path.clone());
+            d.location = Some(Location {
+                line: *line,
+                column: *column,
+                len: *len,
+            });
+            d.source_line = Some(Arc::from(source_line.as_str()));
+            d
+        }
+        ListError::More { path, count } => {
+            Diagnostic::error(format!("{count} more bad lines not shown")).in_file(path)
+        }
+        other => Diagnostic::error(other.to_string()),
+    };
+    d.maybe_help(help)
 }
 
 fn file_name(sources: &Sources, file: usize) -> String {
@@ -511,6 +618,7 @@ fn condition(
     when: &Spanned<String>,
     id: &str,
     scope: Scope,
+    ip_lists: &[&str],
     report: &mut Report,
 ) -> Option<(Condition, schema::Reads)> {
     let program = match env.compile(&when.value) {
@@ -535,7 +643,7 @@ fn condition(
             return None;
         }
     };
-    match schema::check(program.expression(), scope) {
+    match schema::check_in(program.expression(), scope, ip_lists) {
         Ok(reads) => Some((
             Condition {
                 source: Arc::from(when.value.as_str()),
@@ -634,8 +742,13 @@ fn locate(sources: &Sources, when: &Spanned<String>, offset: usize, len: usize) 
     fallback
 }
 
-fn revision(sources: &Sources, dir: &Path) -> Arc<str> {
+fn revision(sources: &Sources, dir: &Path, lists: &Lists) -> Arc<str> {
     let mut h = Sha256::new();
+    // Without lists the revision is the files' alone, as it always was.
+    if !lists.is_empty() {
+        h.update(b"lists\0");
+        h.update(lists.digest());
+    }
     for f in &sources.files {
         let rel = f.path.strip_prefix(dir).unwrap_or(&f.path);
         h.update(rel.to_string_lossy().as_bytes());

@@ -182,12 +182,26 @@ pub struct Reads {
     /// Whether the expression reads `history` (so its value changes with
     /// every decision of the subject: never cached).
     pub history: bool,
+    /// Whether the expression calls `ip_in` (so its evaluation context needs
+    /// the set's lists).
+    pub ip_lists: bool,
 }
 
 /// Checks `expr` against the context schema for `scope`, returning what it
 /// reads, or every problem found.
 pub fn check(expr: &IdedExpr, scope: Scope) -> Result<Reads, Vec<SchemaError>> {
+    check_in(expr, scope, &[])
+}
+
+/// Like [`check`], for a set whose configured IP lists are `ip_lists`
+/// (the names `ip_in` accepts).
+pub fn check_in(
+    expr: &IdedExpr,
+    scope: Scope,
+    ip_lists: &[&str],
+) -> Result<Reads, Vec<SchemaError>> {
     let mut walker = Walker {
+        ip_lists: ip_lists.iter().map(|n| (*n).to_owned()).collect(),
         scope,
         locals: Vec::new(),
         reads: Reads::default(),
@@ -209,6 +223,8 @@ struct Walker {
     locals: Vec<String>,
     reads: Reads,
     errors: Vec<SchemaError>,
+    /// The configured IP list names.
+    ip_lists: Vec<String>,
 }
 
 impl Walker {
@@ -256,6 +272,10 @@ impl Walker {
             Expr::Select(select) => {
                 let operand = self.walk(&select.operand);
                 self.select(expr.id, operand, &select.field)
+            }
+            Expr::Call(call) if call.func_name == crate::lists::IP_IN => {
+                self.ip_in(expr.id, call);
+                Ty::Bool
             }
             Expr::Call(call) => {
                 if let Some(target) = &call.target {
@@ -361,6 +381,80 @@ impl Walker {
                 }
                 _ => return None,
             }
+        }
+    }
+
+    /// Checks `ip_in(ip, "list")`: a plain call with two arguments, the
+    /// second a string literal naming a configured list.
+    fn ip_in(&mut self, id: u64, call: &cel::common::ast::CallExpr) {
+        self.reads.ip_lists = true;
+        let usage = "`ip_in(network.ip, \"tor_exits\")`: an IP address and the name of a list";
+        if let Some(target) = &call.target {
+            self.walk(target);
+            self.errors.push(SchemaError {
+                expr_id: id,
+                message: format!("`{}` is a function, not a method", crate::lists::IP_IN),
+                field: None,
+                help: Some(format!("write {usage}")),
+            });
+        }
+        for arg in call.args.iter().take(1) {
+            self.walk(arg);
+        }
+        let (Some(name), 2) = (call.args.get(1), call.args.len()) else {
+            if call.target.is_none() {
+                self.errors.push(SchemaError {
+                    expr_id: id,
+                    message: format!(
+                        "`{}` takes 2 arguments, got {}",
+                        crate::lists::IP_IN,
+                        call.args.len()
+                    ),
+                    field: None,
+                    help: Some(usage.to_owned()),
+                });
+            }
+            return;
+        };
+        let Expr::Literal(LiteralValue::String(list)) = &name.expr else {
+            self.walk(name);
+            self.errors.push(SchemaError {
+                expr_id: name.id,
+                message: "the list name must be a string literal".to_owned(),
+                // A select's node sits at its dot: underline its field.
+                field: match &name.expr {
+                    Expr::Select(select) => Some(select.field.clone()),
+                    _ => None,
+                },
+                help: Some(
+                    "lists are checked when the policies load: write the name in quotes, e.g. `\"tor_exits\"`"
+                        .to_owned(),
+                ),
+            });
+            return;
+        };
+        let list = list.inner();
+        if !self.ip_lists.iter().any(|l| l == list) {
+            let help = if self.ip_lists.is_empty() {
+                "no IP lists are configured: name the file under `[lists.ip]` in the config file, or add `lists/NAME.txt` to the policy directory".to_owned()
+            } else {
+                did_you_mean(list, self.ip_lists.iter().map(String::as_str)).unwrap_or_else(|| {
+                    format!(
+                        "the IP lists are {}",
+                        self.ip_lists
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            };
+            self.errors.push(SchemaError {
+                expr_id: name.id,
+                message: format!("unknown IP list `{list}`"),
+                field: None,
+                help: Some(help),
+            });
         }
     }
 

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{PolicySet, Report};
 use crate::engine::Engine;
+use crate::lists::ListsConfig;
 
 /// Counters and the last error of reloads, shared with health and (later)
 /// metrics.
@@ -89,28 +90,41 @@ pub enum Reload {
     Rejected(Report),
 }
 
-/// Reloads one engine's policy set from a directory.
+/// Reloads one engine's policy set from a directory (and the IP lists and
+/// GeoIP database loaded with it).
 pub struct Reloader {
     engine: Arc<Engine>,
     dir: PathBuf,
+    lists: ListsConfig,
 }
 
 impl Reloader {
     /// Reloads `engine` from `dir`.
     pub fn new(engine: Arc<Engine>, dir: PathBuf) -> Self {
-        Self { engine, dir }
+        Self {
+            engine,
+            dir,
+            lists: ListsConfig::default(),
+        }
+    }
+
+    /// Also (re)loads the lists of `lists` (`[lists]` in the config file)
+    /// with every set.
+    pub fn with_lists(mut self, lists: ListsConfig) -> Self {
+        self.lists = lists;
+        self
     }
 
     /// Loads the directory and swaps the set in if it is valid and new.
     /// Blocking (file I/O and compilation): call it off the request path.
     pub fn reload(&self) -> Reload {
         let status = self.engine.reload_status();
-        match PolicySet::load(&self.dir) {
+        let current = self.engine.policy();
+        match PolicySet::load_with(&self.dir, &self.lists, Some(&current)) {
             Ok((set, warnings)) => {
                 for w in &warnings.diagnostics {
                     tracing::warn!("{w}");
                 }
-                let current = self.engine.policy();
                 if set.revision == current.revision {
                     status.succeeded(false);
                     return Reload::Unchanged;
