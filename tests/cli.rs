@@ -391,7 +391,17 @@ fn check_warns_about_a_rule_on_an_action_nothing_else_uses() {
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(examples()).unwrap() {
         let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        let to = dir.path().join(path.file_name().unwrap());
+        if path.is_dir() {
+            // `lists/`: the IP lists the policies use.
+            std::fs::create_dir(&to).unwrap();
+            for file in std::fs::read_dir(&path).unwrap() {
+                let file = file.unwrap().path();
+                std::fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
+            }
+        } else {
+            std::fs::copy(&path, to).unwrap();
+        }
     }
     std::fs::write(
         dir.path().join("typo.yaml"),

@@ -37,6 +37,13 @@ fn with_suite(suite: &str) -> tempfile::TempDir {
             std::fs::copy(&path, dir.path().join(name)).unwrap();
         }
     }
+    // The IP lists the policies use (`lists/*.txt`).
+    let lists = dir.path().join("lists");
+    std::fs::create_dir(&lists).unwrap();
+    for entry in std::fs::read_dir(examples().join("lists")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, lists.join(path.file_name().unwrap())).unwrap();
+    }
     std::fs::write(dir.path().join("s_test.yaml"), suite).unwrap();
     dir
 }
