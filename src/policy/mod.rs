@@ -130,8 +130,10 @@ pub struct PolicySet {
     sources: Sources,
     /// The IP lists and GeoIP database loaded with the set.
     lists: Arc<Lists>,
-    /// Whether any condition calls `ip_in` (its contexts then need it).
-    uses_ip_in: bool,
+    /// The root CEL context: the environment and the set's functions
+    /// (`ip_in`, when a condition calls it). Built once; every evaluation
+    /// runs in a child scope of it, so it costs no allocation per decision.
+    cel_root: cel::Context<'static, 'static>,
 }
 
 impl PolicySet {
@@ -259,14 +261,11 @@ impl PolicySet {
         &self.lists
     }
 
-    /// A CEL context to evaluate this set's programs in: its environment,
-    /// and `ip_in` answering from its lists when a condition calls it.
-    pub fn cel_context<'p, 'v>(&self) -> cel::Context<'p, 'v> {
-        let mut ctx = cel::Context::with_env(Arc::clone(&self.env));
-        if self.uses_ip_in {
-            crate::lists::add_ip_in(&mut ctx, &self.lists);
-        }
-        ctx
+    /// A CEL context to evaluate this set's programs in (set its variable
+    /// resolver): a child scope of the set's root context, which holds the
+    /// environment and `ip_in` answering from the set's lists.
+    pub fn cel_context(&self) -> cel::Context<'_, '_> {
+        self.cel_root.new_inner_scope()
     }
 }
 
@@ -550,6 +549,10 @@ fn compile(
         &sources,
         report,
     );
+    let mut cel_root = cel::Context::with_env(Arc::clone(&env));
+    if uses_ip_in {
+        crate::lists::add_ip_in(&mut cel_root, &lists);
+    }
     Some(PolicySet {
         revision: revision(&sources, dir, &lists),
         loaded_at: SystemTime::now(),
@@ -566,7 +569,7 @@ fn compile(
         env,
         sources,
         lists,
-        uses_ip_in,
+        cel_root,
     })
 }
 

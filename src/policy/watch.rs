@@ -6,6 +6,9 @@
 //! (the `stepup.policy` health service turns NOT_SERVING until a reload
 //! succeeds).
 //!
+//! The directories of list files named in the config (`[lists]`) are watched
+//! as well; a reload re-reads every list.
+//!
 //! Kubernetes mounts a ConfigMap as symlinks into a `..data` directory that
 //! is swapped atomically on update; watching the directory itself and
 //! reloading the whole set handles that, and a half-written file or a
@@ -115,6 +118,29 @@ impl Reloader {
         self
     }
 
+    /// The directories of the configured list files that the policy
+    /// directory's recursive watch does not cover.
+    fn list_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .lists
+            .ip
+            .values()
+            .chain(self.lists.geoip_city.iter())
+            .filter_map(|p| p.parent())
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    d.to_path_buf()
+                }
+            })
+            .filter(|d| !d.starts_with(&self.dir))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
     /// Loads the directory and swaps the set in if it is valid and new.
     /// Blocking (file I/O and compilation): call it off the request path.
     pub fn reload(&self) -> Reload {
@@ -209,6 +235,18 @@ pub async fn run(
         })
         .and_then(|mut w| {
             w.watch(&reloader.dir, notify::RecursiveMode::Recursive)?;
+            // Lists named in the config live outside the policy directory:
+            // watch their directories too (directories, not files, so that
+            // files replaced by rename are still followed).
+            for dir in reloader.list_dirs() {
+                if let Err(e) = w.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        "cannot watch a list directory ({e}); relying on polling ({:?}) and SIGHUP",
+                        options.poll
+                    );
+                }
+            }
             Ok(w)
         });
         match watcher {

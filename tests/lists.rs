@@ -1,0 +1,232 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code: a failed unwrap is a failed test
+//! Named IP lists end to end: a real server on `127.0.0.1:0`, a real tonic
+//! client, a policy using `ip_in`, and list files that change under it
+//! (picked up by the watcher, through the decision cache).
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use stepup::PolicySet;
+use stepup::cache::CacheConfig;
+use stepup::engine::Engine;
+use stepup::lists::ListsConfig;
+use stepup::policy::watch::{Reloader, WatchOptions};
+use stepup::proto::v1::{DecideRequest, DecideResponse, Network, Outcome, Subject};
+
+const POLICY: &str = "apiVersion: stepup/v1
+kind: Levels
+levels:
+  - { name: aal1, acr: [a1] }
+---
+apiVersion: stepup/v1
+kind: Policy
+name: p
+signals:
+  - id: tor
+    when: 'network.ip != \"\" && ip_in(network.ip, \"tor_exits\")'
+    score: 40
+rules:
+  - id: blocked
+    actions: [\"*\"]
+    when: 'network.ip != \"\" && ip_in(network.ip, \"blocked\")'
+    effect: deny
+";
+
+fn request(ip: &str) -> DecideRequest {
+    DecideRequest {
+        action: "orders.list".into(),
+        subject: Some(Subject {
+            id: "u".into(),
+            ..Default::default()
+        }),
+        network: Some(Network {
+            ip: ip.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Replaces `path` atomically (write a temporary file, rename), as a feed
+/// updater does.
+fn write_atomic(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    policies: std::path::PathBuf,
+    blocked: std::path::PathBuf,
+    tor: std::path::PathBuf,
+    lists: ListsConfig,
+}
+
+/// A policy directory carrying `lists/tor_exits.txt`, and a `blocked` list
+/// outside it, named as the config file would.
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(policies.join("lists")).unwrap();
+    std::fs::write(policies.join("p.yaml"), POLICY).unwrap();
+    let tor = policies.join("lists/tor_exits.txt");
+    std::fs::write(&tor, "# exits\n2001:db8:7071::/48\n").unwrap();
+    let feeds = dir.path().join("feeds");
+    std::fs::create_dir_all(&feeds).unwrap();
+    let blocked = feeds.join("blocked.txt");
+    std::fs::write(&blocked, "192.0.2.0/24\n").unwrap();
+    let lists = ListsConfig {
+        ip: [("blocked".to_owned(), blocked.clone())].into(),
+        geoip_city: None,
+    };
+    Setup {
+        _dir: dir,
+        policies,
+        blocked,
+        tor,
+        lists,
+    }
+}
+
+async fn decide(server: &TestServer, ip: &str) -> DecideResponse {
+    server
+        .client()
+        .await
+        .decide(request(ip))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn eventually(server: &TestServer, ip: &str, outcome: Outcome) -> DecideResponse {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = decide(server, ip).await;
+        if r.outcome() == outcome {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ip} still {:?}, not {outcome:?}",
+            r.outcome()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_follow_list_membership_and_list_reloads() {
+    let s = setup();
+    let (policy, _) = PolicySet::load_with(&s.policies, &s.lists, None).unwrap();
+    // The cache is on: list changes must still change answers.
+    let server = TestServer::start_engine(Engine::new(policy, CacheConfig::default())).await;
+
+    let r = decide(&server, "192.0.2.7").await;
+    assert_eq!(r.outcome(), Outcome::Deny);
+    assert_eq!(r.reasons[0].rule_id, "blocked");
+    assert_eq!(
+        decide(&server, "::ffff:192.0.2.7").await.outcome(),
+        Outcome::Deny
+    );
+    assert_eq!(
+        decide(&server, "198.51.100.1").await.outcome(),
+        Outcome::Allow
+    );
+    let r = decide(&server, "2001:db8:7071::9").await;
+    assert_eq!(r.outcome(), Outcome::Allow);
+    assert_eq!(r.risk.unwrap().signals, ["tor"]);
+    // Asked again: answered from the cache, same answer.
+    assert_eq!(decide(&server, "192.0.2.7").await.outcome(), Outcome::Deny);
+    let revision = server.engine.policy().revision.to_string();
+
+    let reloader = Arc::new(
+        Reloader::new(Arc::clone(&server.engine), s.policies.clone()).with_lists(s.lists.clone()),
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let watch = tokio::spawn(stepup::policy::watch::run(
+        reloader,
+        WatchOptions {
+            notify: true,
+            poll: None, // only file notifications: the list directories are watched
+            debounce: Duration::from_millis(50),
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The config-named list, outside the policy directory, changes: the
+    // address leaves it and another joins.
+    write_atomic(&s.blocked, "198.51.100.0/24\n");
+    eventually(&server, "192.0.2.7", Outcome::Allow).await;
+    assert_eq!(
+        decide(&server, "198.51.100.1").await.outcome(),
+        Outcome::Deny
+    );
+    assert_ne!(server.engine.policy().revision.to_string(), revision);
+
+    // The policy directory's own list changes.
+    std::fs::write(&s.tor, "# exits\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !decide(&server, "2001:db8:7071::9")
+        .await
+        .risk
+        .unwrap()
+        .signals
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the tor list was not reloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A broken list: the reload is rejected, the last good set keeps
+    // serving, and the error is visible.
+    write_atomic(&s.blocked, "198.51.100.0/24\nnot-an-address\n");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let error = loop {
+        if let Some((_, e)) = server.engine.reload_status().last_error() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "the bad list was not noticed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        error.contains("`not-an-address` is not an IP address or CIDR prefix"),
+        "{error}"
+    );
+    assert!(error.contains("blocked.txt:2:1"), "{error}");
+    assert_eq!(
+        decide(&server, "198.51.100.1").await.outcome(),
+        Outcome::Deny
+    );
+
+    let _ = stop_tx.send(());
+    watch.await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_list_in_a_policy_is_refused_at_load() {
+    let s = setup();
+    // Without the config, `blocked` is not a list.
+    let report = PolicySet::load(&s.policies).unwrap_err().to_string();
+    assert!(
+        report.contains("error: unknown IP list `blocked`"),
+        "{report}"
+    );
+    assert!(
+        report.contains("= help: the IP lists are `tor_exits`"),
+        "{report}"
+    );
+}
