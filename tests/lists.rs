@@ -230,3 +230,58 @@ async fn an_unknown_list_in_a_policy_is_refused_at_load() {
         "{report}"
     );
 }
+
+fn stepup(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args(args)
+        .env_remove("STEPUP_POLICIES")
+        .env_remove("STEPUP_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_test_and_eval_read_the_lists_of_the_config_file() {
+    let s = setup();
+    let config = s.policies.parent().unwrap().join("stepup.toml");
+    // Relative to the config file.
+    std::fs::write(&config, "[lists.ip]\nblocked = \"feeds/blocked.txt\"\n").unwrap();
+    let dir = s.policies.to_str().unwrap();
+
+    let out = stepup(&["check", dir]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: unknown IP list `blocked`"),
+        "{stderr}"
+    );
+
+    let out = stepup(&["check", dir, "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    let context = s.policies.parent().unwrap().join("request.json");
+    std::fs::write(
+        &context,
+        r#"{ "action": "orders.list", "subject": { "id": "u" }, "network": { "ip": "192.0.2.9" } }"#,
+    )
+    .unwrap();
+    let out = stepup(&[
+        "eval",
+        "--policies",
+        dir,
+        "--context",
+        context.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("OUTCOME_DENY"), "{stdout}");
+
+    // A bad config file is named, with the line.
+    std::fs::write(&config, "[lists]\nip = 3\n").unwrap();
+    let out = stepup(&["check", dir, "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stepup.toml:2: "), "{stderr}");
+}
