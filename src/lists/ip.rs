@@ -60,6 +60,64 @@ impl<T: Copy + Ord + Bound> Ranges<T> {
     }
 }
 
+/// IPv6 ranges, with the high 64 bits of each start kept alongside: the
+/// search runs over `u64`s (a branchless loop; `u128` comparisons compile to
+/// branches that random addresses mispredict), and only starts that tie
+/// with the address on the high half are compared in full.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Ranges6 {
+    hi: Box<[u64]>,
+    full: Ranges<u128>,
+}
+
+impl Ranges6 {
+    fn build(ranges: Vec<(u128, u128)>) -> Self {
+        let full = Ranges::build(ranges);
+        let hi = full.starts.iter().map(|&s| (s >> 64) as u64).collect();
+        Self { hi, full }
+    }
+
+    #[inline]
+    fn contains(&self, x: u128) -> bool {
+        let xh = (x >> 64) as u64;
+        let after = self.hi.partition_point(|&h| h <= xh);
+        let Some(last) = after.checked_sub(1) else {
+            return false;
+        };
+        // The last range starting at or before `x`: `last` unless it (and
+        // maybe others before it) starts in x's own /64 block, after `x`.
+        let candidate = if self.hi.get(last) == Some(&xh) {
+            // The ranges starting in this /64 block are few as a rule: walk
+            // back a little, then search if there are more.
+            let mut first = last;
+            for _ in 0..8 {
+                match first.checked_sub(1) {
+                    Some(prev) if self.hi.get(prev) == Some(&xh) => first = prev,
+                    _ => break,
+                }
+            }
+            if first.checked_sub(1).and_then(|p| self.hi.get(p)) == Some(&xh) {
+                first = self
+                    .hi
+                    .get(..first)
+                    .map_or(0, |h| h.partition_point(|&h| h < xh));
+            }
+            let tied = self.full.starts.get(first..after).unwrap_or(&[]);
+            match (first + tied.partition_point(|&s| s <= x)).checked_sub(1) {
+                Some(i) => i,
+                None => return false,
+            }
+        } else {
+            last
+        };
+        self.full.ends.get(candidate).is_some_and(|&end| x <= end)
+    }
+
+    fn len(&self) -> usize {
+        self.full.len()
+    }
+}
+
 /// The integer types ranges are kept in.
 trait Bound: Sized {
     const MAX: Self;
@@ -87,7 +145,7 @@ impl Bound for u128 {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct IpList {
     v4: Ranges<u32>,
-    v6: Ranges<u128>,
+    v6: Ranges6,
     prefixes: usize,
 }
 
@@ -108,7 +166,7 @@ impl IpList {
         }
         Self {
             v4: Ranges::build(v4),
-            v6: Ranges::build(v6),
+            v6: Ranges6::build(v6),
             prefixes: count,
         }
     }
@@ -198,7 +256,7 @@ impl IpList {
             h.update(e.to_be_bytes());
         }
         h.update((self.v6.len() as u64).to_be_bytes());
-        for (s, e) in self.v6.starts.iter().zip(self.v6.ends.iter()) {
+        for (s, e) in self.v6.full.starts.iter().zip(self.v6.full.ends.iter()) {
             h.update(s.to_be_bytes());
             h.update(e.to_be_bytes());
         }
@@ -452,6 +510,51 @@ mod tests {
             let probe = u32::try_from(next() >> 32).unwrap();
             let expected = prefixes.iter().any(|&(a, len)| probe & mask_v4(len) == a);
             assert_eq!(l.contains(IpAddr::V4(probe.into())), expected, "{probe:#x}");
+        }
+    }
+
+    #[test]
+    fn ipv6_matches_a_linear_scan() {
+        // Prefixes clustered in a few /64 blocks, so that many starts tie on
+        // their high half, plus wider ones around them.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let blocks: Vec<u128> = (0..4)
+            .map(|_| u128::from(next() & 0xffff_0000_0000_ffff) << 64)
+            .collect();
+        let mut prefixes: Vec<(u128, u8)> = Vec::new();
+        for _ in 0..400 {
+            let block = blocks[(next() % 4) as usize];
+            let len = u8::try_from(64 + next() % 65).unwrap();
+            prefixes.push(((block | u128::from(next())) & mask_v6(len), len));
+        }
+        for _ in 0..20 {
+            let len = u8::try_from(16 + next() % 48).unwrap();
+            let a = (u128::from(next()) << 64 | u128::from(next())) & mask_v6(len);
+            prefixes.push((a, len));
+        }
+        let l = IpList::from_prefixes(
+            prefixes
+                .iter()
+                .map(|&(a, len)| (IpAddr::V6(Ipv6Addr::from(a)), len)),
+        );
+        for i in 0..40_000 {
+            let probe = if i % 2 == 0 {
+                blocks[(next() % 4) as usize] | u128::from(next())
+            } else {
+                u128::from(next()) << 64 | u128::from(next())
+            };
+            let expected = prefixes.iter().any(|&(a, len)| probe & mask_v6(len) == a);
+            assert_eq!(
+                l.contains(IpAddr::V6(Ipv6Addr::from(probe))),
+                expected,
+                "{probe:#x}"
+            );
         }
     }
 
