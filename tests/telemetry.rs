@@ -182,6 +182,9 @@ fn metrics_probes_and_decision_log() {
     assert_eq!(policy["rules"], 14);
     assert!(policy["revision"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(policy["last_reload_error"], serde_json::Value::Null);
+    // The example set's `lists/tor_exits.txt`.
+    assert_eq!(policy["lists"]["ip"]["tor_exits"]["prefixes"], 3);
+    assert_eq!(policy["lists"]["geoip_city"], serde_json::Value::Null);
     assert_eq!(get(&admin, "/nope").0, 404);
 
     // Graceful stop flushes the log.

@@ -237,6 +237,12 @@ impl Lists {
         self.ip_list(name).map(|l| l.contains(ip))
     }
 
+    /// The IP lists: name, list and the file it was read from (empty for
+    /// lists built in memory), sorted by name.
+    pub fn ip_lists(&self) -> impl Iterator<Item = (&str, &IpList, &Path)> {
+        self.ip.iter().map(|(n, l, p)| (&**n, l, p.as_path()))
+    }
+
     /// The IP list names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.ip.iter().map(|(n, _, _)| &**n)

@@ -178,6 +178,25 @@ fn route(req: &Request<Incoming>, engine: &Engine, ready: &AtomicBool) -> Respon
                 "levels": policy.levels.len(),
                 "signals": policy.signals.len(),
                 "rules": policy.rules.len(),
+                "lists": {
+                    "ip": policy
+                        .lists()
+                        .ip_lists()
+                        .map(|(name, list, file)| {
+                            (
+                                name.to_owned(),
+                                serde_json::json!({
+                                    "file": file.display().to_string(),
+                                    "prefixes": list.prefixes(),
+                                }),
+                            )
+                        })
+                        .collect::<serde_json::Map<_, _>>(),
+                    "geoip_city": policy
+                        .lists()
+                        .geoip()
+                        .map(|g| g.path().display().to_string()),
+                },
                 "reloads": {
                     "ok": reloads.ok.load(Ordering::Relaxed),
                     "failed": reloads.failed.load(Ordering::Relaxed),
