@@ -38,6 +38,8 @@ prop_compose! {
         (environment, role) in prop::sample::select(vec![("production", "admin"), ("staging", "viewer")]),
         trusted in any::<bool>(),
         country in prop::sample::select(vec!["DE", "BR"]),
+        // Now and then an address in `lists/tor_exits.txt` (`ip_in`).
+        tor in prop::option::weighted(0.2, Just("203.0.113.201")),
         fraud in prop::option::of(Just(0.95)),
         anonymizer in prop::option::of(Just(true)),
         timezone in prop::option::of(Just("Asia/Kolkata")),
@@ -80,7 +82,12 @@ prop_compose! {
             }),
             // `device.id` is read (`behaviour.yaml`): few values.
             device: Some(pb::Device { id: format!("d{}", unread % 2), trusted, ..Default::default() }),
-            network: Some(pb::Network { country: country.into(), attributes: net_attrs, ..Default::default() }),
+            network: Some(pb::Network {
+                ip: tor.unwrap_or_default().into(),
+                country: country.into(),
+                attributes: net_attrs,
+                ..Default::default()
+            }),
             resource: Some(pb::Resource { attributes: resource_attrs, ..Default::default() }),
             attributes: attrs,
             ..Default::default()
