@@ -205,6 +205,22 @@ impl Lists {
         }
     }
 
+    /// Empty lists under every name `config` and `policy_dir/lists`
+    /// declare: what a set whose lists failed to load is checked against, so
+    /// that a bad list file is reported once, not again at each `ip_in`.
+    pub fn declared(config: &ListsConfig, policy_dir: Option<&Path>) -> Self {
+        let from_dir = policy_dir
+            .and_then(|d| policy_dir_lists(&d.join(POLICY_LISTS_DIR)).ok())
+            .unwrap_or_default();
+        Self::from_ip_lists(
+            from_dir
+                .into_iter()
+                .map(|(n, _)| n)
+                .chain(config.ip.keys().cloned())
+                .map(|n| (n, IpList::default())),
+        )
+    }
+
     /// Lists built in memory (tests, tools).
     pub fn from_ip_lists(lists: impl IntoIterator<Item = (String, IpList)>) -> Self {
         let mut ip: Vec<(Arc<str>, IpList, PathBuf)> = lists

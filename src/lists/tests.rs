@@ -442,3 +442,43 @@ fn a_reload_with_a_changed_list_changes_the_cached_answer() {
     assert!(engine.reload_status().last_error().is_some());
     assert_eq!(engine.decide(&req, now(), false).outcome, Outcome::Allow);
 }
+
+#[test]
+fn list_problems_are_policy_diagnostics_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.yaml",
+        &format!("{LEVELS}{}", deny_when(r#"ip_in(network.ip, "tor_exits")"#)),
+    );
+    write(
+        dir.path(),
+        "lists/tor_exits.txt",
+        "192.0.2.0/24\n10.0.0.1/8 # typo\n",
+    );
+    let missing = dir.path().join("feeds/missing.txt");
+    let config = ListsConfig {
+        ip: [("missing".to_owned(), missing.clone())].into(),
+        geoip_city: None,
+    };
+    let report = PolicySet::load_with(dir.path(), &config, None).unwrap_err();
+    let rendered: Vec<String> = report
+        .diagnostics
+        .iter()
+        .map(|d| {
+            d.to_string()
+                .replace(&dir.path().display().to_string(), "D")
+        })
+        .collect();
+    assert_eq!(
+        rendered,
+        [
+            "error: `10.0.0.1/8` has host bits set\n --> D/lists/tor_exits.txt:2:1\n  |\n2 | 10.0.0.1/8 # typo\n  | ^^^^^^^^^^\n  = help: the network is `10.0.0.0/8`",
+            "error: cannot read IP list: No such file or directory (os error 2)\n --> D/feeds/missing.txt",
+        ]
+    );
+    assert_eq!(
+        report.diagnostics[1].file.as_deref(),
+        Some(missing.as_path())
+    );
+}

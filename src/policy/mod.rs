@@ -160,7 +160,7 @@ impl PolicySet {
                 for e in errors {
                     report.push(list_diagnostic(e));
                 }
-                Lists::default()
+                Lists::declared(lists, Some(dir))
             }
         };
         let set = compile(defs, dir, Arc::new(lists), &mut report);
@@ -600,7 +600,18 @@ fn list_diagnostic(e: ListError) -> Diagnostic {
         ListError::More { path, count } => {
             Diagnostic::error(format!("{count} more bad lines not shown")).in_file(path)
         }
-        other => Diagnostic::error(other.to_string()),
+        ListError::Read {
+            what,
+            path,
+            message,
+        } => Diagnostic::error(format!("cannot read {what}: {message}")).in_file(path),
+        ListError::GeoIp { path, message } => {
+            Diagnostic::error(format!("invalid GeoIP database: {message}")).in_file(path)
+        }
+        ListError::Name { name, path } => {
+            Diagnostic::error(format!("invalid IP list name `{name}`")).in_file(path)
+        }
+        ListError::Duplicate { second, .. } => Diagnostic::error(e.to_string()).in_file(second),
     };
     d.maybe_help(help)
 }
