@@ -321,8 +321,9 @@ impl Lists {
     }
 }
 
-/// Registers `ip_in(ip, list)` in a CEL evaluation context, answering from
-/// `lists`. Policy sets call it for every evaluation that may use it.
+/// Registers `ip_in(ip, list)` in a root CEL context, answering from
+/// `lists`. A policy set does it once, in the root context its evaluations
+/// run under, when one of its conditions calls `ip_in`.
 pub fn add_ip_in(ctx: &mut cel::Context<'_, '_>, lists: &Arc<Lists>) {
     let lists = Arc::clone(lists);
     let f = move |ftx: &cel::FunctionContext<'_, '_>| ip_in(&lists, ftx);
