@@ -8,16 +8,18 @@
 //! IPv4 and 10,000 IPv6 of mixed lengths, as a feed of Tor exits, VPN ranges
 //! and hosting networks would be: hits and misses per family, an
 //! IPv4-mapped IPv6 address, and the lookup from the address text (what
-//! `ip_in` does besides the CEL call). Also the cost of reading the file.
+//! `ip_in` does besides the CEL call), and the whole `ip_in` CEL call. Also
+//! the cost of reading the file.
 //! Run: `cargo bench --bench lists`.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
+use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use stepup::lists::IpList;
+use stepup::lists::{IpList, Lists};
 
 /// xorshift64: deterministic fixtures without a dependency.
 struct Rng(u64);
@@ -176,6 +178,28 @@ fn bench(c: &mut Criterion) {
                 n
             });
         });
+    }
+    g.finish();
+
+    // The whole CEL call as a condition makes it: `ip_in(ip, "tor_exits")`
+    // with `ip` a string variable, in a child scope of a root context
+    // holding the function, as the engine evaluates.
+    let lists = Arc::new(Lists::from_ip_lists([(
+        "tor_exits".to_owned(),
+        list.clone(),
+    )]));
+    let env = Arc::new(cel::Env::stdlib());
+    let program = env
+        .compile(r#"ip_in(ip, "tor_exits")"#)
+        .expect("the expression compiles");
+    let mut root = cel::Context::with_env(env);
+    stepup::lists::add_ip_in(&mut root, &lists);
+    let mut g = c.benchmark_group("lists/ip_in");
+    for (name, ip) in [("v4 hit", &v4_hit_text[0]), ("v6 hit", &v6_hit_text[0])] {
+        let mut ctx = root.new_inner_scope();
+        ctx.add_variable_from_value("ip", ip.clone());
+        assert_eq!(program.execute(&ctx), Ok(cel::Value::Bool(true)));
+        g.bench_function(name, |b| b.iter(|| program.execute(black_box(&ctx))));
     }
     g.finish();
 
