@@ -174,10 +174,56 @@ fn memory() {
     }
 }
 
+/// History on vs off measured in alternating batches (robust to a busy
+/// machine: both modes see the same load): the median per-decision time of
+/// 41 batches of 2,000 decisions each.
+fn paired() {
+    let start = Utc
+        .with_ymd_and_hms(2026, 11, 27, 10, 0, 0)
+        .single()
+        .expect("valid time");
+    let reqs = requests();
+    for (set, reads) in [("no_history_reads", false), ("reads_history", true)] {
+        for (cache_name, cache) in [("cache_off", 0), ("cache_on", 100_000)] {
+            let engines = [
+                engine(reads, Enabled::Off, cache),
+                engine(reads, Enabled::On, cache),
+            ];
+            let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+            let mut tick = 0i64;
+            for round in 0..42 {
+                for (e, t) in engines.iter().zip(times.iter_mut()) {
+                    let began = std::time::Instant::now();
+                    for i in 0..2000 {
+                        tick += 1;
+                        let now = start + chrono::Duration::seconds(tick / 20);
+                        let req = reqs.get(i % SUBJECTS).expect("in range");
+                        black_box(e.decide(black_box(req), now, false));
+                    }
+                    if round > 0 {
+                        t.push(began.elapsed().as_secs_f64() * 1e9 / 2000.0);
+                    }
+                }
+            }
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v.get(v.len() / 2).copied().unwrap_or(0.0)
+            };
+            let [mut off, mut on] = times;
+            let (off, on) = (median(&mut off), median(&mut on));
+            println!(
+                "history/paired/{set}/{cache_name}: off {off:.0} ns, on {on:.0} ns, on - off {:+.0} ns",
+                on - off
+            );
+        }
+    }
+}
+
 criterion_group!(benches, bench);
 
 fn main() {
     memory();
+    paired();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -316,9 +316,11 @@ impl Engine {
         let elevated = self.history.elevate(&policy, req, now);
         let req = elevated.as_ref().unwrap_or(req);
         let cache = if explain { None } else { self.cache.as_ref() };
-        let mut decision =
-            decide_with_history(policy, cache, req, now, explain, Some(&self.history));
-        self.history.record(req, &decision, now);
+        // The history view is built only if a condition reads `history`;
+        // recording reuses what it looked up.
+        let lazy = Lazy::new(Some(&self.history), &policy, req, now);
+        let mut decision = decide_lazy(Arc::clone(&policy), cache, req, now, explain, &lazy);
+        self.history.record(req, &decision, now, lazy.built());
         decision.elapsed = started.elapsed();
         self.metrics
             .record(&decision, decision.elapsed, cache.is_some());
@@ -348,9 +350,20 @@ pub fn decide_with_history(
     explain: bool,
     history: Option<&History>,
 ) -> Decision {
+    let lazy = Lazy::new(history, &policy, req, now);
+    decide_lazy(Arc::clone(&policy), cache, req, now, explain, &lazy)
+}
+
+/// The decision, with `history` read from `lazy`.
+fn decide_lazy(
+    policy: Arc<PolicySet>,
+    cache: Option<&DecisionCache>,
+    req: &DecideRequest,
+    now: DateTime<Utc>,
+    explain: bool,
+    lazy: &Lazy<'_>,
+) -> Decision {
     let now_fixed = now.fixed_offset();
-    let lazy = Lazy::new(history, req, now);
-    let lazy = &lazy;
     let candidates = || {
         let mut c = Vec::new();
         policy.index.lookup(&req.action, &mut c);

@@ -199,8 +199,10 @@ impl History {
     }
 
     /// Where the request comes from: coordinates from
-    /// `network.attributes.lat`/`lon`, the country from `network.country`.
-    pub fn place_of(&self, req: &DecideRequest, now: Millis) -> Option<Place> {
+    /// `network.attributes.lat`/`lon`, the country from `network.country`;
+    /// what is missing from the GeoIP database of `policy`'s lists, when one
+    /// is configured and `network.ip` is an address.
+    pub fn place_of(&self, policy: &PolicySet, req: &DecideRequest, now: Millis) -> Option<Place> {
         let n = req.network.as_ref()?;
         let number = |k: &str| match n.attributes.get(k).and_then(|v| v.kind.as_ref()) {
             Some(Kind::NumberValue(x)) if x.is_finite() => Some(*x),
@@ -214,7 +216,17 @@ impl History {
             }
             _ => None,
         };
-        let country = model::country_code(&n.country);
+        let mut country = model::country_code(&n.country);
+        let mut coords = coords;
+        if (coords.is_none() || country.is_none())
+            && policy.lists().geoip().is_some()
+            && let Ok(ip) = n.ip.parse::<std::net::IpAddr>()
+            && let Some(point) = policy.lists().locate(ip)
+        {
+            coords = coords.or(Some((point.lat, point.lon)));
+            country =
+                country.or_else(|| point.country.and_then(|c| model::country_code(c.as_str())));
+        }
         if coords.is_none() && country.is_none() {
             return None;
         }
@@ -227,23 +239,30 @@ impl History {
     }
 
     /// The view of `req`'s subject at `now` (before this decision).
-    pub fn view(&self, req: &DecideRequest, now: Millis) -> View {
+    pub fn view(&self, policy: &PolicySet, req: &DecideRequest, now: Millis) -> View {
         if !self.is_on() {
             return View::empty(now);
         }
-        let Some(entry) = self.subject_key(req).and_then(|k| self.store.get(k, now)) else {
+        let Some(subject) = self.subject_key(req) else {
             return View::empty(now);
         };
-        let device = self.device_key(req);
-        let here = self.place_of(req, now);
+        let lookups = view::Lookups {
+            subject,
+            device: self.device_key(req),
+            place: self.place_of(policy, req, now),
+        };
         let mut v = View::empty(now);
+        v.lookups = Some(lookups);
+        let Some(entry) = self.store.get(subject, now) else {
+            return v;
+        };
         {
             let h = entry.lock();
             let forget = now.saturating_sub(self.config.limits.retention);
             let mut devices = 0i64;
             for d in h.devices.iter().filter(|d| d.last_seen >= forget) {
                 devices += 1;
-                if Some(d.key) == device {
+                if Some(d.key) == lookups.device {
                     v.device_known = d.known;
                     v.device_first_seen = d.first_seen;
                 }
@@ -252,7 +271,7 @@ impl History {
             v.last_seen = h.last_seen;
             if let Some(last) = h.last_place.filter(|p| p.at >= forget) {
                 v.last_country = last.country;
-                if let Some(here) = &here {
+                if let Some(here) = &lookups.place {
                     v.travel_kmh = geo::travel_kmh(&last, here);
                 }
             }
@@ -284,15 +303,37 @@ impl History {
 
     /// Records `decision` of `req` (already elevated, if it was) when
     /// decisions under its policy are recorded: cheap and synchronous.
-    pub fn record(&self, req: &DecideRequest, decision: &Decision, now: DateTime<Utc>) {
+    /// `view`, the decision's view of the history when it read one, saves
+    /// hashing and locating the request again.
+    pub fn record(
+        &self,
+        req: &DecideRequest,
+        decision: &Decision,
+        now: DateTime<Utc>,
+        view: Option<&View>,
+    ) {
         let policy = &decision.policy;
         if !self.records(policy) {
             return;
         }
-        let Some(subject) = self.subject_key(req) else {
-            return;
-        };
         let at = now.timestamp_millis();
+        let lookups = match view
+            .and_then(|v| v.lookups)
+            .filter(|_| view.is_some_and(|v| v.now == at))
+        {
+            Some(l) => l,
+            None => {
+                let Some(subject) = self.subject_key(req) else {
+                    return;
+                };
+                view::Lookups {
+                    subject,
+                    device: self.device_key(req),
+                    place: self.place_of(policy, req, at),
+                }
+            }
+        };
+        let subject = lookups.subject;
         let session_level = req
             .session
             .as_ref()
@@ -301,10 +342,10 @@ impl History {
             && matches!((session_level, self.known_level(policy)), (Some(have), Some(need)) if have >= need);
         let o = Observation {
             subject,
-            device: self.device_key(req),
+            device: lookups.device,
             action: self.intern(&req.action),
             at,
-            place: self.place_of(req, at),
+            place: lookups.place,
             outcome: decision.outcome.into(),
             session_level,
             makes_known,
@@ -431,3 +472,6 @@ impl History {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -147,7 +147,7 @@ pub struct Elevation {
 /// backend stores and merges.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SubjectHistory {
-    /// Devices, most recently seen last.
+    /// Devices, in no particular order.
     pub devices: Vec<DeviceRecord>,
     /// The last location seen (with country or coordinates).
     pub last_place: Option<Place>,
@@ -159,7 +159,15 @@ pub struct SubjectHistory {
     pub failures: VecDeque<Millis>,
     /// Elevated sessions.
     pub elevations: Vec<Elevation>,
+    /// When expired entries were last dropped (updates prune at most once
+    /// per [`PRUNE_EVERY`]; readers filter by time anyway).
+    #[serde(default)]
+    pub pruned_at: Millis,
 }
+
+/// How often an update drops expired entries (ms): pruning on every update
+/// would touch every device and the oldest event each time.
+pub const PRUNE_EVERY: Millis = 60_000;
 
 /// What one decision adds to its subject's history.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -225,8 +233,17 @@ impl Update {
 }
 
 impl SubjectHistory {
+    /// Prunes when the last pruning is [`PRUNE_EVERY`] old (or in the
+    /// future: a clock set back).
+    fn maybe_prune(&mut self, now: Millis, limits: &Limits) {
+        if now.saturating_sub(self.pruned_at) >= PRUNE_EVERY || now < self.pruned_at {
+            self.prune(now, limits);
+        }
+    }
+
     /// Drops what is older than the limits allow at `now`.
     pub fn prune(&mut self, now: Millis, limits: &Limits) {
+        self.pruned_at = now;
         let forget = now.saturating_sub(limits.retention);
         self.devices.retain(|d| d.last_seen >= forget);
         if self.last_place.is_some_and(|p| p.at < forget) {
@@ -245,7 +262,7 @@ impl SubjectHistory {
 
     /// Adds a decision.
     pub fn observe(&mut self, o: &Observation, limits: &Limits) {
-        self.prune(o.at, limits);
+        self.maybe_prune(o.at, limits);
         self.last_seen = self.last_seen.max(o.at);
         if let Some(key) = o.device {
             self.see_device(key, o.at, o.makes_known, limits);
@@ -270,7 +287,7 @@ impl SubjectHistory {
 
     /// Adds a step-up outcome.
     pub fn step_up(&mut self, r: &StepUpReport, limits: &Limits) {
-        self.prune(r.at, limits);
+        self.maybe_prune(r.at, limits);
         self.last_seen = self.last_seen.max(r.at);
         if !r.success {
             push_bounded(&mut self.failures, r.at, MAX_FAILURES);
@@ -300,12 +317,10 @@ impl SubjectHistory {
     }
 
     fn see_device(&mut self, key: ItemKey, at: Millis, known: bool, limits: &Limits) {
-        if let Some(i) = self.devices.iter().position(|d| d.key == key) {
-            let mut d = self.devices.remove(i);
+        if let Some(d) = self.devices.iter_mut().find(|d| d.key == key) {
             d.last_seen = d.last_seen.max(at);
             d.first_seen = d.first_seen.min(at);
             d.known |= known;
-            self.devices.push(d);
             return;
         }
         if self.devices.len() >= limits.max_devices.max(1) {
@@ -350,6 +365,7 @@ impl SubjectHistory {
             self.last_place = Some(p);
         }
         self.last_seen = self.last_seen.max(other.last_seen);
+        self.pruned_at = self.pruned_at.min(other.pruned_at);
         let mut events: Vec<Event> = self
             .events
             .drain(..)
@@ -395,16 +411,50 @@ impl SubjectHistory {
             .count()
     }
 
-    /// Actions matching `pattern` (a glob) in `(now - window, now]`.
+    /// Actions matching `pattern` (a glob) in `(now - window, now]`. No
+    /// allocation; a run of events sharing one interned action string is
+    /// matched once.
     pub fn count(&self, pattern: &str, now: Millis, window: Millis) -> usize {
         let since = now.saturating_sub(window);
-        self.events
-            .iter()
-            .rev()
-            .take_while(|e| e.at > since)
-            .filter(|e| e.at <= now && crate::engine::glob::matches(pattern, &e.action))
-            .count()
+        let mut last: Option<(&Arc<str>, bool)> = None;
+        let mut n = 0;
+        for e in self.events.iter().rev().take_while(|e| e.at > since) {
+            let hit = match last {
+                Some((a, hit)) if Arc::ptr_eq(a, &e.action) => hit,
+                _ => {
+                    let hit = glob(pattern, &e.action);
+                    last = Some((&e.action, hit));
+                    hit
+                }
+            };
+            if hit && e.at <= now {
+                n += 1;
+            }
+        }
+        n
     }
+}
+
+/// Whether `action` matches `pattern`, where `*` matches any run of
+/// characters (as [`crate::engine::glob::matches`], without allocating).
+pub fn glob(pattern: &str, action: &str) -> bool {
+    let stars = pattern.matches('*').count();
+    if stars == 0 {
+        return pattern == action;
+    }
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let last = pattern.rsplit('*').next().unwrap_or("");
+    let Some(mut rest) = action.strip_prefix(first) else {
+        return false;
+    };
+    for part in parts.take(stars - 1) {
+        match rest.find(part) {
+            Some(at) => rest = rest.get(at + part.len()..).unwrap_or(""),
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
 }
 
 fn push_bounded<T>(q: &mut VecDeque<T>, item: T, max: usize) {
@@ -489,6 +539,37 @@ mod tests {
         assert!(h.elevation(7, 1000 + limits.elevation).is_none());
         assert!(h.devices.first().unwrap().known);
         assert_eq!(h.failures_since(1000 + FAILURE_WINDOW + 1), 0);
+    }
+
+    #[test]
+    fn glob_agrees_with_the_engine() {
+        let patterns = [
+            "payments.*",
+            "*",
+            "a*a",
+            "account.*.change",
+            "*.delete",
+            "x",
+            "a**b",
+            "*b*",
+        ];
+        let actions = [
+            "payments.refund",
+            "payments",
+            "a",
+            "aa",
+            "account.email.change",
+            "env.delete",
+            "x",
+            "ab",
+            "abc",
+            "",
+        ];
+        for p in patterns {
+            for a in actions {
+                assert_eq!(glob(p, a), crate::engine::glob::matches(p, a), "{p} {a}");
+            }
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use super::History;
 use super::model::Millis;
 use super::store::Entry;
+use crate::policy::PolicySet;
 use crate::proto::v1::DecideRequest;
 
 /// The CEL type of `history`.
@@ -53,6 +54,20 @@ pub struct View {
     pub now: Millis,
     /// The subject's entry, for `count`.
     pub entry: Option<Arc<Entry>>,
+    /// What the view looked up, for recording the decision without doing it
+    /// again: the subject, its device and the request's place.
+    pub lookups: Option<Lookups>,
+}
+
+/// The keyed hashes and place of one request.
+#[derive(Clone, Copy, Debug)]
+pub struct Lookups {
+    /// The subject.
+    pub subject: super::SubjectKey,
+    /// The device, if named.
+    pub device: Option<super::ItemKey>,
+    /// Where from, if known.
+    pub place: Option<super::Place>,
 }
 
 impl View {
@@ -77,6 +92,7 @@ impl View {
 /// The view of one decision, built on first read.
 pub struct Lazy<'a> {
     source: Option<&'a History>,
+    policy: &'a PolicySet,
     request: &'a DecideRequest,
     now: Millis,
     cell: OnceLock<View>,
@@ -84,14 +100,16 @@ pub struct Lazy<'a> {
 
 impl<'a> Lazy<'a> {
     /// The history of `request`'s subject at `now`, from `source` (an empty
-    /// one without).
+    /// one without), located with `policy`'s GeoIP database.
     pub fn new(
         source: Option<&'a History>,
+        policy: &'a PolicySet,
         request: &'a DecideRequest,
         now: DateTime<Utc>,
     ) -> Self {
         Self {
             source,
+            policy,
             request,
             now: now.timestamp_millis(),
             cell: OnceLock::new(),
@@ -101,14 +119,14 @@ impl<'a> Lazy<'a> {
     /// The view (computed now if not yet).
     pub fn view(&self) -> &View {
         self.cell.get_or_init(|| match self.source {
-            Some(h) => h.view(self.request, self.now),
+            Some(h) => h.view(self.policy, self.request, self.now),
             None => View::empty(self.now),
         })
     }
 
-    /// Whether the view was built (the decision read `history`).
-    pub fn was_read(&self) -> bool {
-        self.cell.get().is_some()
+    /// The view, if it was built (the decision read `history`).
+    pub fn built(&self) -> Option<&View> {
+        self.cell.get()
     }
 }
 

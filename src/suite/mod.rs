@@ -103,7 +103,7 @@ fn replay_history(set: &Arc<PolicySet>, request: &DecideRequest, prior: &[Prior]
                     false,
                     Some(&history),
                 );
-                history.record(request, &d, *at);
+                history.record(request, &d, *at, None);
             }
             Prior::StepUp { at, success } => {
                 let k = history.keyer();
