@@ -299,7 +299,9 @@ fn compile(
     }
     let mut env = cel::Env::stdlib();
     if let Err(e) = crate::history::view::register(&mut env) {
-        report.push(Diagnostic::error(format!("cannot declare `history.count`: {e}")));
+        report.push(Diagnostic::error(format!(
+            "cannot declare `history.count`: {e}"
+        )));
     }
     let env = Arc::new(env);
 

@@ -475,7 +475,10 @@ impl Walker {
                 message: format!("`history` has no function `{function}`"),
                 field: None,
                 help: did_you_mean(function, HISTORY_FUNCTIONS.iter().copied()).or_else(|| {
-                    Some("`history.count(\"payments.*\", duration(\"1h\"))` counts recent actions".to_owned())
+                    Some(
+                        "`history.count(\"payments.*\", duration(\"1h\"))` counts recent actions"
+                            .to_owned(),
+                    )
                 }),
             });
         } else if args != 2 {
@@ -623,6 +626,29 @@ mod tests {
         assert_eq!(msgs[0].1.as_deref(), Some("did you mean `device`?"));
         assert_eq!(msgs[1].0, "`session` has no field `amr_list`");
         assert_eq!(msgs[1].1.as_deref(), Some("did you mean `amr`?"));
+    }
+
+    #[test]
+    fn history_is_checked_and_marks_the_read() {
+        let r = reads(
+            r#"history.travel_kmh > 900.0 && history.count("payments.*", duration("1h")) > 2"#,
+            Scope::Signal,
+        )
+        .unwrap();
+        assert!(r.history);
+        assert!(r.paths.is_empty(), "history is not part of the cache key");
+        let errs = reads(
+            r#"history.travel_kms > 1.0 || history.cont("a", duration("1h")) > 1 || history.count("a") > 1"#,
+            Scope::Rule,
+        )
+        .unwrap_err();
+        let msgs: Vec<(String, Option<String>)> =
+            errs.into_iter().map(|e| (e.message, e.help)).collect();
+        assert_eq!(msgs[0].0, "`history` has no field `travel_kms`");
+        assert_eq!(msgs[0].1.as_deref(), Some("did you mean `travel_kmh`?"));
+        assert_eq!(msgs[1].0, "`history` has no function `cont`");
+        assert_eq!(msgs[1].1.as_deref(), Some("did you mean `count`?"));
+        assert_eq!(msgs[2].0, "`history.count` takes 2 arguments, got 1");
     }
 
     #[test]
