@@ -418,3 +418,28 @@ async fn a_flood_of_subjects_stays_within_the_cap() {
     assert_eq!(reasons(&r), ["refund-burst"]);
     server.stop().await;
 }
+
+#[test]
+fn memory_stays_flat_under_200k_distinct_subjects() {
+    // 200,000 subjects through the engine, at most 10,000 kept.
+    let dir = policy_dir();
+    let (policy, _) = PolicySet::load(dir.path()).unwrap_or_else(|r| panic!("{r}"));
+    let engine =
+        Engine::new(policy, CacheConfig::default()).with_history(History::new(HistoryConfig {
+            limits: Limits {
+                max_subjects: 10_000,
+                ..Limits::default()
+            },
+            ..HistoryConfig::default()
+        }));
+    let now = chrono::DateTime::from_timestamp(T0, 0).unwrap();
+    let mut req = request("x", "account.view", 0, serde_json::json!({}));
+    let store = engine.history().store();
+    for i in 0..200_000 {
+        req.subject.as_mut().unwrap().id = format!("s-{i}");
+        engine.decide(&req, now + chrono::Duration::milliseconds(i), false);
+        assert!(store.len() <= 10_000, "{} subjects after {i}", store.len());
+    }
+    assert!(store.len() > 9_000, "{}", store.len());
+    assert_eq!(store.evicted(), 200_000 - store.len() as u64);
+}

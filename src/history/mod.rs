@@ -174,6 +174,28 @@ impl History {
         self.fetch_failures.load(Ordering::Relaxed)
     }
 
+    /// Appends the history's Prometheus metrics to `out`:
+    /// `stepup_history_subjects`, `stepup_history_evictions_total` and
+    /// `stepup_history_fetch_failures_total`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "# HELP stepup_history_subjects Subjects in the local history.\n\
+             # TYPE stepup_history_subjects gauge\n\
+             stepup_history_subjects {}\n\
+             # HELP stepup_history_evictions_total Subjects evicted from the local history (cap or retention).\n\
+             # TYPE stepup_history_evictions_total counter\n\
+             stepup_history_evictions_total {}\n\
+             # HELP stepup_history_fetch_failures_total Shared-backend fetches that failed or timed out (decided on local history).\n\
+             # TYPE stepup_history_fetch_failures_total counter\n\
+             stepup_history_fetch_failures_total {}",
+            self.store.len(),
+            self.store.evicted(),
+            self.fetch_failures()
+        );
+    }
+
     /// Whether anything is remembered at all.
     pub fn is_on(&self) -> bool {
         self.config.enabled != Enabled::Off

@@ -107,6 +107,16 @@ fn auto_records_only_for_sets_that_read_history() {
     engine.replace_policy(policy);
     engine.decide(&request("192.0.2.7"), t0, false);
     assert_eq!(engine.history().store().len(), 1);
+    let mut metrics = String::new();
+    engine.history().render_metrics(&mut metrics);
+    assert!(
+        metrics.contains("\nstepup_history_subjects 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nstepup_history_evictions_total 0\n"),
+        "{metrics}"
+    );
     // Identifiers are stored hashed only.
     let dump = format!("{:?}", engine.history().store().snapshot_all());
     assert!(

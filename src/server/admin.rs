@@ -158,10 +158,12 @@ fn route(req: &Request<Incoming>, engine: &Engine, ready: &AtomicBool) -> Respon
                 reloads_failed: reloads.failed.load(Ordering::Relaxed),
                 last_reload_failed: reloads.last_error().is_some(),
             };
+            let mut body = engine.metrics().render(&state);
+            engine.history().render_metrics(&mut body);
             text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                engine.metrics().render(&state),
+                body,
             )
         }
         "/policy" => {
