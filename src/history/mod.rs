@@ -25,6 +25,19 @@
 //! [`History::record`] applies the [`Observation`] to the local store and
 //! queues it for the backend ([`Backend::publish`], never blocking).
 //!
+//! # Adding a shared backend
+//!
+//! Implement [`Backend`] (e.g. `src/history/redis.rs`): `fetch` returns the
+//! subject's [`SubjectHistory`] (merged into the local entry with
+//! [`SubjectHistory::merge`], a union, so fetching twice is harmless);
+//! `publish` queues each [`Update`] and applies it on the shared side with
+//! [`SubjectHistory::observe`] / [`SubjectHistory::step_up`] (or an
+//! equivalent server-side script), never blocking the caller. Keys are
+//! [`SubjectKey::to_hex`]; replicas must share `[history] hash_key`. Attach it
+//! with [`History::with_backend`] where the engine is built (`cli.rs`). The
+//! gRPC `Decide` handler already awaits [`History::prefetch`] when a backend
+//! is set; Envoy's `Check` path is synchronous and decides on local history.
+//!
 //! Conditions that read `history` are volatile (see
 //! [`crate::policy::Condition::volatile`]): the decision cache never stores
 //! their results, so a cached answer can never be stale with respect to

@@ -139,6 +139,9 @@ pub struct Elevation {
     pub amr: Vec<Arc<str>>,
     /// The reported authentication time.
     pub auth_time: Millis,
+    /// Start of the elevation window (the report's time).
+    #[serde(default)]
+    pub from: Millis,
     /// End of the elevation window.
     pub until: Millis,
 }
@@ -311,6 +314,7 @@ impl SubjectHistory {
                 acr: r.acr.clone(),
                 amr: r.amr.clone(),
                 auth_time: r.auth_time,
+                from: r.at,
                 until: r.at.saturating_add(limits.elevation),
             });
         }
@@ -395,11 +399,13 @@ impl SubjectHistory {
         self.elevations.truncate(MAX_ELEVATIONS);
     }
 
-    /// The live elevation of `session` at `now`, if any.
+    /// The live elevation of `session` at `now`, if any: a decision before
+    /// the report (beyond the clock skew allowance) is not lifted by it.
     pub fn elevation(&self, session: ItemKey, now: Millis) -> Option<&Elevation> {
+        let skew = Millis::try_from(crate::engine::AUTH_TIME_SKEW.as_millis()).unwrap_or(0);
         self.elevations
             .iter()
-            .find(|e| e.session == session && e.until > now)
+            .find(|e| e.session == session && e.until > now && e.from <= now.saturating_add(skew))
     }
 
     /// Failed step-ups in the 24 h before `now`.

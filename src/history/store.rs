@@ -155,16 +155,28 @@ impl LocalStore {
         let excess = times.len().saturating_sub(cap);
         let n = (excess + cap / 16).max(1).min(times.len());
         let forget = now.saturating_sub(self.limits.retention);
-        let threshold = match n.checked_sub(1) {
+        // The n-th oldest touch time; of the subjects touched exactly then,
+        // only as many go as needed (many subjects can share a millisecond).
+        let (threshold, mut ties) = match n.checked_sub(1) {
             Some(i) if i < times.len() => {
                 let (_, t, _) = times.select_nth_unstable(i);
-                (*t).max(forget)
+                let t = *t;
+                let below = times.iter().filter(|x| **x < t).count();
+                (t, n.saturating_sub(below))
             }
-            _ => forget,
+            _ => (Millis::MIN, 0),
         };
         let mut removed = 0usize;
         self.map.retain(|_, e| {
-            let keep = e.touched() > threshold;
+            let t = e.touched();
+            let keep = if t < forget || t < threshold {
+                false
+            } else if t == threshold && ties > 0 {
+                ties -= 1;
+                false
+            } else {
+                true
+            };
             if !keep {
                 removed += 1;
             }
@@ -207,5 +219,18 @@ mod tests {
         assert!(store.get(SubjectKey(7), 20_000).is_some());
         assert!(store.get(SubjectKey(1_000_000), 20_000).is_none());
         assert!(store.evicted() >= 19_000);
+    }
+
+    #[test]
+    fn subjects_seen_in_the_same_millisecond_are_not_all_evicted() {
+        let store = LocalStore::new(Limits {
+            max_subjects: 1000,
+            ..Limits::default()
+        });
+        for i in 0..5000u128 {
+            store.update(SubjectKey(i), 42, |_| ());
+            assert!(store.len() <= 1000);
+        }
+        assert!(store.len() > 900, "{}", store.len());
     }
 }

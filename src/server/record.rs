@@ -108,14 +108,23 @@ pub fn step_up_report(
         (None, false) => Some(Arc::from(req.acr.as_str())),
         (None, true) => None,
     };
+    let skew = chrono::Duration::from_std(crate::engine::AUTH_TIME_SKEW).unwrap_or_default();
     let at = match &req.time {
         Some(t) => timestamp("time", t)?,
         None => clock,
     };
+    // A report from the future would open an elevation window that is live
+    // now and lasts past its stated end.
+    if at > clock + skew {
+        return Err(invalid("time", "more than 5 minutes in the future"));
+    }
     let auth_time = match &req.auth_time {
         Some(t) => timestamp("auth_time", t)?,
         None => at,
     };
+    if auth_time > at + skew {
+        return Err(invalid("auth_time", "more than 5 minutes after `time`"));
+    }
     let ms = |t: DateTime<Utc>| -> Millis { t.timestamp_millis() };
     Ok(StepUpReport {
         subject: keyer.subject(&req.tenant, &req.subject_id),
@@ -206,6 +215,25 @@ levels:
         })
         .unwrap_err();
         assert_eq!(e, "`time`: nanos must be in 0..=999999999");
+        let future = Utc::now().timestamp() + 3600;
+        let e = check(pb::RecordStepUpRequest {
+            time: Some(Timestamp {
+                seconds: future,
+                nanos: 0,
+            }),
+            ..base.clone()
+        })
+        .unwrap_err();
+        assert_eq!(e, "`time`: more than 5 minutes in the future");
+        let e = check(pb::RecordStepUpRequest {
+            auth_time: Some(Timestamp {
+                seconds: future,
+                nanos: 0,
+            }),
+            ..base.clone()
+        })
+        .unwrap_err();
+        assert_eq!(e, "`auth_time`: more than 5 minutes after `time`");
         let r = check(pb::RecordStepUpRequest {
             level: "aal2".into(),
             ..base
