@@ -285,3 +285,62 @@ fn check_test_and_eval_read_the_lists_of_the_config_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("stepup.toml:2: "), "{stderr}");
 }
+
+/// A list in a mounted ConfigMap: Kubernetes swaps the `..data` symlink to a
+/// new timestamped directory; the file name is a symlink through it.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_style_list_swap_is_picked_up() {
+    use std::os::unix::fs::symlink;
+
+    let s = setup();
+    let mount = s.policies.parent().unwrap().join("mount");
+    std::fs::create_dir_all(mount.join("..2026_11_28_01")).unwrap();
+    std::fs::write(mount.join("..2026_11_28_01/blocked.txt"), "192.0.2.0/24\n").unwrap();
+    symlink("..2026_11_28_01", mount.join("..data")).unwrap();
+    symlink("..data/blocked.txt", mount.join("blocked.txt")).unwrap();
+    let lists = ListsConfig {
+        ip: [("blocked".to_owned(), mount.join("blocked.txt"))].into(),
+        geoip_city: None,
+    };
+    let (policy, _) = PolicySet::load_with(&s.policies, &lists, None).unwrap();
+    let server = TestServer::start_engine(Engine::new(policy, CacheConfig::default())).await;
+    assert_eq!(decide(&server, "192.0.2.7").await.outcome(), Outcome::Deny);
+
+    let reloader =
+        Arc::new(Reloader::new(Arc::clone(&server.engine), s.policies.clone()).with_lists(lists));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let watch = tokio::spawn(stepup::policy::watch::run(
+        reloader,
+        WatchOptions {
+            notify: true,
+            poll: None,
+            debounce: Duration::from_millis(50),
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The kubelet's update: a new directory, then an atomic symlink swap.
+    std::fs::create_dir_all(mount.join("..2026_11_28_02")).unwrap();
+    std::fs::write(
+        mount.join("..2026_11_28_02/blocked.txt"),
+        "198.51.100.0/24\n",
+    )
+    .unwrap();
+    symlink("..2026_11_28_02", mount.join("..data_tmp")).unwrap();
+    std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
+    std::fs::remove_dir_all(mount.join("..2026_11_28_01")).unwrap();
+
+    eventually(&server, "192.0.2.7", Outcome::Allow).await;
+    assert_eq!(
+        decide(&server, "198.51.100.1").await.outcome(),
+        Outcome::Deny
+    );
+
+    let _ = stop_tx.send(());
+    watch.await.unwrap();
+    server.stop().await;
+}
