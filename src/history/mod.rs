@@ -316,14 +316,35 @@ impl History {
         v
     }
 
+    /// The shared string for `action`: from a small per-thread cache of
+    /// recent actions (a string comparison), else the interner (a map
+    /// lookup), else a new one.
     fn intern(&self, action: &str) -> Arc<str> {
-        if let Some(a) = self.actions.get(action) {
-            return Arc::clone(a.value());
+        thread_local! {
+            static RECENT: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let a: Arc<str> = Arc::from(action);
-        if self.actions.len() < MAX_INTERNED_ACTIONS {
-            self.actions.insert(Box::from(action), Arc::clone(&a));
+        const RECENT_MAX: usize = 8;
+        let recent = RECENT.with(|r| r.borrow().iter().find(|a| ***a == *action).cloned());
+        if let Some(a) = recent {
+            return a;
         }
+        let a = match self.actions.get(action) {
+            Some(a) => Arc::clone(a.value()),
+            None => {
+                let a: Arc<str> = Arc::from(action);
+                if self.actions.len() < MAX_INTERNED_ACTIONS {
+                    self.actions.insert(Box::from(action), Arc::clone(&a));
+                }
+                a
+            }
+        };
+        RECENT.with(|r| {
+            let mut r = r.borrow_mut();
+            if r.len() >= RECENT_MAX {
+                r.remove(0);
+            }
+            r.push(Arc::clone(&a));
+        });
         a
     }
 
@@ -386,7 +407,14 @@ impl History {
             makes_known,
         };
         let limits = self.config.limits;
-        self.store.update(subject, at, |h| h.observe(&o, &limits));
+        // The view's entry, when it found one, saves a second map lookup.
+        match view.and_then(|v| v.entry.as_ref()) {
+            Some(entry) if view.is_some_and(|v| v.now == at) => {
+                self.store
+                    .update_entry(entry, at, |h| h.observe(&o, &limits));
+            }
+            _ => self.store.update(subject, at, |h| h.observe(&o, &limits)),
+        }
         if let Some(b) = &self.backend {
             b.publish(Update::Observed(o));
         }

@@ -129,6 +129,19 @@ impl LocalStore {
         f(&mut state)
     }
 
+    /// Applies `f` to an entry already looked up (by [`LocalStore::get`]).
+    /// If it was evicted meanwhile, the update is lost with it.
+    pub fn update_entry<R>(
+        &self,
+        entry: &Entry,
+        now: Millis,
+        f: impl FnOnce(&mut SubjectHistory) -> R,
+    ) -> R {
+        entry.touch(now);
+        let mut state = entry.lock();
+        f(&mut state)
+    }
+
     fn insert(&self, key: SubjectKey, now: Millis) -> Arc<Entry> {
         if self.len() >= self.limits.max_subjects {
             self.evict(now);
