@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::cache::CacheConfig;
 use crate::config::{LogFormat, Overrides};
 use crate::engine::Engine;
+use crate::lists::ListsConfig;
 use crate::policy::{PolicySet, Report};
 use crate::proto::v1::DecideRequest;
 use crate::server::convert;
@@ -143,6 +144,10 @@ pub struct CheckArgs {
     /// Directory of policy files.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+    /// Config file (TOML) whose `[lists]` names the IP lists and GeoIP
+    /// database the policies use (besides the policy directory's `lists/`).
+    #[arg(long, env = "STEPUP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -165,6 +170,10 @@ pub struct EvalArgs {
     /// Add, per signal and rule, whether it fired and why (`trace`).
     #[arg(long)]
     pub explain: bool,
+    /// Config file (TOML) whose `[lists]` names the IP lists and GeoIP
+    /// database the policies use (besides the policy directory's `lists/`).
+    #[arg(long, env = "STEPUP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `stepup test`.
@@ -191,6 +200,10 @@ pub struct TestArgs {
     /// Fail (exit 1) when a rule is matched by no case; implies --coverage.
     #[arg(long)]
     pub require_coverage: bool,
+    /// Config file (TOML) whose `[lists]` names the IP lists and GeoIP
+    /// database the policies use (besides the policy directory's `lists/`).
+    #[arg(long, env = "STEPUP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 const TEST_EXIT_HELP: &str = "Exit codes: 0 every case passes, 1 a case fails (or, with --require-coverage, a rule is matched by no case), 2 the policies or the suites are invalid.";
@@ -222,6 +235,10 @@ pub struct ReplayArgs {
     /// identical requests.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub cache_size: u64,
+    /// Config file (TOML) whose `[lists]` names the IP lists and GeoIP
+    /// database the policies use (besides the policy directory's `lists/`).
+    #[arg(long, env = "STEPUP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -258,9 +275,33 @@ impl Failure {
     }
 }
 
+/// The `[lists]` of the config file `--config` names, if any: the lists
+/// the policies may use. The whole file is checked, as `serve` would.
+pub fn lists_config(config: Option<&Path>) -> Result<ListsConfig, Failure> {
+    let Some(path) = config else {
+        return Ok(ListsConfig::default());
+    };
+    let overrides = Overrides {
+        // The directory comes from the command line, not the file.
+        policies: Some(PathBuf::new()),
+        ..Overrides::default()
+    };
+    crate::config::Config::resolve(overrides, Some(path))
+        .map(|c| c.lists)
+        .map_err(|e| {
+            Failure::usage(
+                e.problems
+                    .iter()
+                    .map(|p| format!("error: {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })
+}
+
 /// Loads a policy set for a command, printing warnings to standard error.
-pub fn load_policies(dir: &Path) -> Result<PolicySet, Failure> {
-    match PolicySet::load(dir) {
+pub fn load_policies(dir: &Path, lists: &ListsConfig) -> Result<PolicySet, Failure> {
+    match PolicySet::load_with(dir, lists, None) {
         Ok((set, warnings)) => {
             if !warnings.diagnostics.is_empty() {
                 eprintln!("{warnings}\n");
@@ -274,7 +315,8 @@ pub fn load_policies(dir: &Path) -> Result<PolicySet, Failure> {
 /// `stepup check`: prints the report; the exit code says whether the set is
 /// valid.
 pub fn check(args: &CheckArgs) -> Result<String, Failure> {
-    let mut result = PolicySet::load(&args.dir);
+    let lists = lists_config(args.config.as_deref())?;
+    let mut result = PolicySet::load_with(&args.dir, &lists, None);
     // With test suites present, rules on actions no test and no other rule
     // uses are likely typos.
     if let Ok((set, report)) = &mut result
@@ -363,7 +405,7 @@ pub fn eval(args: &EvalArgs) -> Result<String, Failure> {
     })?;
     let now = convert::validate(&req, args.now.unwrap_or_else(Utc::now))
         .map_err(|e| Failure::usage(format!("error: {name}: invalid request: {e}")))?;
-    let policy = load_policies(&args.policies)?;
+    let policy = load_policies(&args.policies, &lists_config(args.config.as_deref())?)?;
     let engine = Engine::new(
         policy,
         CacheConfig {
@@ -406,7 +448,8 @@ pub fn test(args: &TestArgs) -> Result<String, Failure> {
             eprintln!("{report}\n");
         }
     };
-    let set = match PolicySet::load(&args.dir) {
+    let lists = lists_config(args.config.as_deref())?;
+    let set = match PolicySet::load_with(&args.dir, &lists, None) {
         Ok((set, warnings)) => {
             warn(&warnings);
             Arc::new(set)
@@ -471,7 +514,8 @@ pub fn test(args: &TestArgs) -> Result<String, Failure> {
 /// recorded outcomes.
 pub fn replay(args: &ReplayArgs) -> Result<String, Failure> {
     use crate::replay::{Baseline, ReplayOptions};
-    let load = |dir: &Path| match PolicySet::load(dir) {
+    let lists = lists_config(args.config.as_deref())?;
+    let load = |dir: &Path| match PolicySet::load_with(dir, &lists, None) {
         Ok((set, warnings)) => {
             if !warnings.diagnostics.is_empty() {
                 eprintln!("{warnings}\n");
@@ -524,7 +568,7 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Failure> {
 /// Builds the engine for `serve` from resolved settings.
 pub fn engine_for(config: &crate::config::Config) -> Result<Arc<Engine>, Failure> {
     // Warnings go to the log (in its format), not to standard error as text.
-    let policy = match PolicySet::load(&config.policies) {
+    let policy = match PolicySet::load_with(&config.policies, &config.lists, None) {
         Ok((set, warnings)) => {
             for w in &warnings.diagnostics {
                 tracing::warn!("{w}");
@@ -538,10 +582,12 @@ pub fn engine_for(config: &crate::config::Config) -> Result<Arc<Engine>, Failure
         levels = policy.levels.len(),
         signals = policy.signals.len(),
         rules = policy.rules.len(),
+        lists = %policy.lists().summary(),
         dir = %config.policies.display(),
         "policy set loaded"
     );
-    let engine = Engine::new(policy, config.cache);
+    let engine = Engine::new(policy, config.cache)
+        .with_history(crate::history::History::new(config.history.clone()));
     let engine = match &config.decision_log {
         Some(log) => {
             let log = crate::telemetry::decision_log::DecisionLog::start(

@@ -52,6 +52,26 @@ pub struct FileConfig {
     /// The decision log.
     #[serde(default)]
     pub decision_log: FileDecisionLog,
+    /// `[history]`: what is remembered per subject.
+    #[serde(default)]
+    pub history: crate::history::config::FileHistory,
+    /// `[lists]`: IP lists and the GeoIP database, loaded with the policies.
+    #[serde(default)]
+    pub lists: FileLists,
+}
+
+/// `[lists]`: data files policies look things up in. Relative paths are
+/// relative to the config file's directory.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLists {
+    /// `[lists.ip]`: `name = "path"`, one CIDR prefix per line, for
+    /// `ip_in(ip, "name")`.
+    #[serde(default)]
+    pub ip: std::collections::BTreeMap<String, PathBuf>,
+    /// A MaxMind-format city database (e.g. GeoLite2-City.mmdb), for
+    /// location.
+    pub geoip_city: Option<PathBuf>,
 }
 
 /// `[decision_log]`.
@@ -155,6 +175,11 @@ pub struct Config {
     pub log_level: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// Subject history.
+    pub history: crate::history::HistoryConfig,
+    /// IP lists and GeoIP database (paths resolved against the config
+    /// file's directory).
+    pub lists: crate::lists::ListsConfig,
 }
 
 /// Why the settings are unusable: every problem, one per line.
@@ -281,6 +306,8 @@ impl Config {
             from_file.decision_log,
             &mut problems,
         );
+        let history = crate::history::HistoryConfig::resolve(from_file.history, &mut problems);
+        let lists = lists(from_file.lists, file.and_then(Path::parent), &mut problems);
 
         match (policies, listen, ttl) {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
@@ -293,9 +320,44 @@ impl Config {
                 ext_authz,
                 log_level,
                 log_format,
+                history,
+                lists,
             }),
             _ => Err(ConfigError { problems }),
         }
+    }
+}
+
+/// `[lists]` with relative paths resolved against `base`, the config
+/// file's directory. The files themselves are read with the policies.
+fn lists(
+    file: FileLists,
+    base: Option<&Path>,
+    problems: &mut Vec<String>,
+) -> crate::lists::ListsConfig {
+    let resolve = |p: PathBuf| match base {
+        Some(base) if p.is_relative() => base.join(p),
+        _ => p,
+    };
+    for (name, path) in &file.ip {
+        if path.as_os_str().is_empty() {
+            problems.push(format!("lists.ip.{name}: empty path"));
+        }
+    }
+    if file
+        .geoip_city
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty())
+    {
+        problems.push("lists.geoip_city: empty path".to_owned());
+    }
+    crate::lists::ListsConfig {
+        ip: file
+            .ip
+            .into_iter()
+            .map(|(name, path)| (name, resolve(path)))
+            .collect(),
+        geoip_city: file.geoip_city.map(resolve),
     }
 }
 
@@ -389,6 +451,37 @@ mod tests {
                 "listen address `localhost` is not IP:PORT (e.g. `127.0.0.1:7171`)",
                 "cache ttl `5 minutes`: unknown unit ` minutes`",
             ]
+        );
+    }
+
+    #[test]
+    fn lists_resolve_against_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stepup.toml");
+        std::fs::write(
+            &file,
+            "policies = \"p\"\n[lists]\ngeoip_city = \"/var/geo/City.mmdb\"\n[lists.ip]\ntor_exits = \"lists/tor.txt\"\noffice = \"/etc/office.txt\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(Overrides::default(), Some(&file)).unwrap();
+        assert_eq!(
+            c.lists.ip.get("tor_exits"),
+            Some(&dir.path().join("lists/tor.txt"))
+        );
+        assert_eq!(
+            c.lists.ip.get("office"),
+            Some(&PathBuf::from("/etc/office.txt"))
+        );
+        assert_eq!(
+            c.lists.geoip_city,
+            Some(PathBuf::from("/var/geo/City.mmdb"))
+        );
+        std::fs::write(&file, "policies = \"p\"\n[lists]\ngeoip = \"x\"\n").unwrap();
+        let err = Config::resolve(Overrides::default(), Some(&file)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("stepup.toml:3: unknown field `geoip`"),
+            "{err}"
         );
     }
 

@@ -10,6 +10,7 @@
 //! - [`policy`]: load, validate and compile policy files.
 //! - [`engine`]: the decision.
 //! - [`cache`]: the decision cache.
+//! - [`history`]: what the sidecar remembers per subject (`history` in CEL).
 //! - [`server`]: the gRPC server (Decide, health, reflection).
 //! - [`config`]: settings from flags, environment and file.
 //! - [`suite`]: policy tests (`stepup test`).
@@ -20,6 +21,8 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod engine;
+pub mod history;
+pub mod lists;
 pub mod policy;
 pub mod replay;
 pub mod server;
@@ -52,10 +55,10 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let reloader = Arc::new(policy::watch::Reloader::new(
-        Arc::clone(&engine),
-        config.policies.clone(),
-    ));
+    let reloader = Arc::new(
+        policy::watch::Reloader::new(Arc::clone(&engine), config.policies.clone())
+            .with_lists(config.lists.clone()),
+    );
     let defaults = policy::watch::WatchOptions::default();
     let options = policy::watch::WatchOptions {
         notify: config.watch,

@@ -29,7 +29,7 @@ fn policy() -> Arc<PolicySet> {
 prop_compose! {
     fn request()(
         // Few values for what the policies read, so that a shared cache gets
-        // hits; many for what they do not (session, device id), so that
+        // hits; many for what they do not (the session id), so that
         // entries are shared across requests that differ.
         action in prop::sample::select(vec![
             "payments.refund", "payments.transfer", "iam.role.grant", "environments.delete",
@@ -38,6 +38,8 @@ prop_compose! {
         (environment, role) in prop::sample::select(vec![("production", "admin"), ("staging", "viewer")]),
         trusted in any::<bool>(),
         country in prop::sample::select(vec!["DE", "BR"]),
+        // Now and then an address in `lists/tor_exits.txt` (`ip_in`).
+        tor in prop::option::weighted(0.2, Just("203.0.113.201")),
         fraud in prop::option::of(Just(0.95)),
         anonymizer in prop::option::of(Just(true)),
         timezone in prop::option::of(Just("Asia/Kolkata")),
@@ -72,14 +74,20 @@ prop_compose! {
             action: action.into(),
             subject: Some(pb::Subject { id: "u".into(), attributes: subject_attrs, ..Default::default() }),
             session: Some(pb::Session {
-                id: "s".into(),
+                // `session.id` is read by no rule: it varies without changing keys.
+                id: format!("s{unread}"),
                 acr: acr.into(),
                 amr: amr.into_iter().map(String::from).collect(),
                 auth_time: None,
             }),
-            // `device.id` is read by no rule: it varies without changing keys.
-            device: Some(pb::Device { id: format!("d{unread}"), trusted, ..Default::default() }),
-            network: Some(pb::Network { country: country.into(), attributes: net_attrs, ..Default::default() }),
+            // `device.id` is read (`behaviour.yaml`): few values.
+            device: Some(pb::Device { id: format!("d{}", unread % 2), trusted, ..Default::default() }),
+            network: Some(pb::Network {
+                ip: tor.unwrap_or_default().into(),
+                country: country.into(),
+                attributes: net_attrs,
+                ..Default::default()
+            }),
             resource: Some(pb::Resource { attributes: resource_attrs, ..Default::default() }),
             attributes: attrs,
             ..Default::default()
@@ -160,4 +168,189 @@ fn the_property_test_sees_cache_hits() {
         }
     }
     assert!(hits > 50, "only {hits} hits in 500 decisions");
+}
+
+/// A set whose signals and rules read `history` next to ones that do not.
+const HISTORY_POLICY: &str = r#"
+apiVersion: stepup/v1
+kind: Levels
+levels:
+  - name: aal1
+    acr: ["urn:stepup:aal1"]
+  - name: aal2
+    acr: ["urn:stepup:aal2"]
+---
+apiVersion: stepup/v1
+kind: Policy
+name: behaviour
+signals:
+  - id: new-device
+    when: "!history.device_known"
+    score: 20
+  - id: travel
+    when: "history.travel_kmh > 900.0"
+    score: 40
+  - id: failures
+    when: "history.stepups_failed >= 2"
+    score: 40
+  - id: foreign
+    when: "network.country != 'DE'"
+    score: 10
+rules:
+  - id: risky
+    actions: ["*"]
+    when: "risk.score >= 50"
+    effect: challenge
+    require: { level: aal2 }
+  - id: burst
+    actions: ["payments.*"]
+    when: 'history.count("payments.*", duration("1h")) >= 2 || history.devices_seen > 2'
+    effect: challenge
+    require: { level: aal2 }
+  - id: big
+    actions: ["payments.refund"]
+    when: "resource.attributes.amount > 100.0"
+    effect: challenge
+    require: { level: aal2 }
+  - id: dormant
+    actions: ["account.*"]
+    when: 'now - history.last_seen > duration("2h") && history.last_country != network.country'
+    effect: deny
+"#;
+
+/// One step of a random sequence: a decision, or a step-up report.
+#[derive(Clone, Debug)]
+enum Step {
+    Decide {
+        subject: u8,
+        device: u8,
+        action: &'static str,
+        aal2: bool,
+        place: u8,
+        amount: f64,
+        after: i64,
+    },
+    StepUp {
+        subject: u8,
+        success: bool,
+        after: i64,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0u8..3, 0u8..4, prop::sample::select(vec!["payments.refund", "payments.transfer", "account.view"]),
+              any::<bool>(), 0u8..3, prop::sample::select(vec![50.0, 500.0]), 0i64..5000)
+            .prop_map(|(subject, device, action, aal2, place, amount, after)| Step::Decide {
+                subject, device, action, aal2, place, amount, after,
+            }),
+        1 => (0u8..3, any::<bool>(), 0i64..600)
+            .prop_map(|(subject, success, after)| Step::StepUp { subject, success, after }),
+    ]
+}
+
+fn history_engine(cache: CacheConfig) -> stepup::engine::Engine {
+    use stepup::history::{Enabled, History, HistoryConfig, config::Secret};
+    let (policy, _) =
+        PolicySet::from_str("h.yaml", HISTORY_POLICY).unwrap_or_else(|r| panic!("{r}"));
+    stepup::engine::Engine::new(policy, cache).with_history(History::new(HistoryConfig {
+        enabled: Enabled::On,
+        hash_key: Some(Secret("k".into())),
+        ..HistoryConfig::default()
+    }))
+}
+
+fn history_request(
+    subject: u8,
+    device: u8,
+    action: &str,
+    aal2: bool,
+    place: u8,
+    amount: f64,
+) -> pb::DecideRequest {
+    let (country, coords) = match place {
+        0 => ("DE", Some((52.52, 13.405))),
+        1 => ("AU", Some((-33.87, 151.21))),
+        _ => ("DE", None),
+    };
+    let mut net_attrs = std::collections::HashMap::new();
+    if let Some((lat, lon)) = coords {
+        net_attrs.insert("lat".to_owned(), Value::from(lat));
+        net_attrs.insert("lon".to_owned(), Value::from(lon));
+    }
+    pb::DecideRequest {
+        action: action.into(),
+        subject: Some(pb::Subject {
+            id: format!("u{subject}"),
+            ..Default::default()
+        }),
+        session: Some(pb::Session {
+            id: format!("s{subject}"),
+            acr: if aal2 {
+                "urn:stepup:aal2"
+            } else {
+                "urn:stepup:aal1"
+            }
+            .into(),
+            ..Default::default()
+        }),
+        device: Some(pb::Device {
+            id: format!("d{device}"),
+            ..Default::default()
+        }),
+        network: Some(pb::Network {
+            country: country.into(),
+            attributes: net_attrs,
+            ..Default::default()
+        }),
+        resource: Some(pb::Resource {
+            attributes: std::collections::HashMap::from([(
+                "amount".to_owned(),
+                Value::from(amount),
+            )]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// With rules reading `history`, a cached engine and an uncached one fed
+    /// the same sequence of decisions and step-up reports agree at every step.
+    #[test]
+    fn cached_equals_uncached_with_history(steps in prop::collection::vec(step(), 1..40)) {
+        let cached = history_engine(CacheConfig::default());
+        let fresh = history_engine(CacheConfig { capacity: 0, ..CacheConfig::default() });
+        let mut now = Utc.with_ymd_and_hms(2026, 3, 28, 0, 0, 0).unwrap();
+        for s in steps {
+            match s {
+                Step::Decide { subject, device, action, aal2, place, amount, after } => {
+                    now += chrono::Duration::seconds(after);
+                    let req = history_request(subject, device, action, aal2, place, amount);
+                    let a = cached.decide(&req, now, false);
+                    let b = fresh.decide(&req, now, false);
+                    prop_assert_eq!(observable(&a), observable(&b));
+                }
+                Step::StepUp { subject, success, after } => {
+                    now += chrono::Duration::seconds(after);
+                    for engine in [&cached, &fresh] {
+                        let h = engine.history();
+                        let k = h.keyer();
+                        h.report(stepup::history::StepUpReport {
+                            subject: k.subject("", &format!("u{subject}")),
+                            session: Some(k.session(&format!("s{subject}"))),
+                            device: Some(k.device("d0")),
+                            acr: Some(Arc::from("urn:stepup:aal2")),
+                            amr: Vec::new(),
+                            auth_time: now.timestamp_millis(),
+                            at: now.timestamp_millis(),
+                            success,
+                        });
+                    }
+                }
+            }
+        }
+    }
 }

@@ -39,7 +39,7 @@ fn check_accepts_the_examples() {
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("ok: `"), "{stdout}");
     assert!(
-        stdout.contains("is valid: 3 levels, 5 signals, 12 rules, revision sha256:"),
+        stdout.contains("is valid: 3 levels, 8 signals, 14 rules, revision sha256:"),
         "{stdout}"
     );
 }
@@ -146,7 +146,7 @@ fn eval_prints_the_response_as_json() {
     let out = eval(&ctx, &["--explain"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let trace = v["trace"].as_array().unwrap();
-    assert_eq!(trace.len(), 5 + 12, "every signal and rule");
+    assert_eq!(trace.len(), 8 + 14, "every signal and rule");
 }
 
 #[test]
@@ -391,7 +391,17 @@ fn check_warns_about_a_rule_on_an_action_nothing_else_uses() {
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(examples()).unwrap() {
         let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        let to = dir.path().join(path.file_name().unwrap());
+        if path.is_dir() {
+            // `lists/`: the IP lists the policies use.
+            std::fs::create_dir(&to).unwrap();
+            for file in std::fs::read_dir(&path).unwrap() {
+                let file = file.unwrap().path();
+                std::fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
+            }
+        } else {
+            std::fs::copy(&path, to).unwrap();
+        }
     }
     std::fs::write(
         dir.path().join("typo.yaml"),

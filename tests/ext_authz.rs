@@ -51,7 +51,14 @@ struct Sidecar {
 impl Sidecar {
     async fn start(policies: &Path, mapping: Mapping) -> Self {
         let (policy, _) = PolicySet::load(policies).unwrap_or_else(|r| panic!("{r}"));
-        let engine = Arc::new(Engine::new(policy, CacheConfig::default()));
+        // History off: these tests compare Check and Decide on the same
+        // request, and with history on the second call would see the first
+        // (tests/history.rs covers history).
+        let history = stepup::history::History::new(stepup::history::HistoryConfig {
+            enabled: stepup::history::Enabled::Off,
+            ..Default::default()
+        });
+        let engine = Arc::new(Engine::new(policy, CacheConfig::default()).with_history(history));
         let listener = stepup::server::bind("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();

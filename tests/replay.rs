@@ -47,6 +47,13 @@ fn candidate() -> tempfile::TempDir {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
     }
+    // The IP lists the policies use (`lists/*.txt`).
+    let lists = dir.path().join("lists");
+    std::fs::create_dir(&lists).unwrap();
+    for entry in std::fs::read_dir(examples().join("lists")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, lists.join(path.file_name().unwrap())).unwrap();
+    }
     dir
 }
 

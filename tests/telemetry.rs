@@ -179,9 +179,12 @@ fn metrics_probes_and_decision_log() {
     let (status, policy) = get(&admin, "/policy");
     assert_eq!(status, 200);
     let policy: serde_json::Value = serde_json::from_str(&policy).unwrap();
-    assert_eq!(policy["rules"], 12);
+    assert_eq!(policy["rules"], 14);
     assert!(policy["revision"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(policy["last_reload_error"], serde_json::Value::Null);
+    // The example set's `lists/tor_exits.txt`.
+    assert_eq!(policy["lists"]["ip"]["tor_exits"]["prefixes"], 3);
+    assert_eq!(policy["lists"]["geoip_city"], serde_json::Value::Null);
     assert_eq!(get(&admin, "/nope").0, 404);
 
     // Graceful stop flushes the log.

@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
 use crate::cache::{CacheConfig, DecisionCache};
+use crate::history::{History, Lazy};
 use crate::policy::{Condition, Effect, Mode, PolicySet};
 use crate::proto::v1::DecideRequest;
 use crate::telemetry::decision_log::{DecisionLog, Entry};
@@ -222,6 +223,7 @@ pub struct Engine {
     reloads: crate::policy::watch::ReloadStatus,
     metrics: Arc<Metrics>,
     decision_log: Option<DecisionLog>,
+    history: Arc<History>,
 }
 
 impl Engine {
@@ -233,7 +235,20 @@ impl Engine {
             reloads: crate::policy::watch::ReloadStatus::default(),
             metrics: Arc::new(Metrics::default()),
             decision_log: None,
+            history: Arc::new(History::default()),
         }
+    }
+
+    /// Remembers and reads subject history with `history` (the default is a
+    /// local store with default settings).
+    pub fn with_history(mut self, history: History) -> Self {
+        self.history = Arc::new(history);
+        self
+    }
+
+    /// The subject history decisions read and update.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
     }
 
     /// Logs decisions passed to [`Engine::log`] to `log`.
@@ -310,8 +325,16 @@ impl Engine {
     pub fn decide(&self, req: &DecideRequest, now: DateTime<Utc>, explain: bool) -> Decision {
         let started = std::time::Instant::now();
         let policy = self.policy.load_full();
+        // A live step-up elevation lifts the session before the cache
+        // lookup, so the key sees the effective session.
+        let elevated = self.history.elevate(&policy, req, now);
+        let req = elevated.as_ref().unwrap_or(req);
         let cache = if explain { None } else { self.cache.as_ref() };
-        let mut decision = decide_with(policy, cache, req, now, explain);
+        // The history view is built only if a condition reads `history`;
+        // recording reuses what it looked up.
+        let lazy = Lazy::new(Some(&self.history), &policy, req, now);
+        let mut decision = decide_lazy(Arc::clone(&policy), cache, req, now, explain, &lazy);
+        self.history.record(req, &decision, now, lazy.built());
         decision.elapsed = started.elapsed();
         self.metrics
             .record(&decision, decision.elapsed, cache.is_some());
@@ -319,13 +342,40 @@ impl Engine {
     }
 }
 
-/// Decides `req` under `policy`, through `cache` when given.
+/// Decides `req` under `policy`, through `cache` when given; `history`
+/// reads as a subject never seen.
 pub fn decide_with(
     policy: Arc<PolicySet>,
     cache: Option<&DecisionCache>,
     req: &DecideRequest,
     now: DateTime<Utc>,
     explain: bool,
+) -> Decision {
+    decide_with_history(policy, cache, req, now, explain, None)
+}
+
+/// [`decide_with`], reading `history` from `history` (built only if a
+/// condition reads it). Recording the decision is the caller's business.
+pub fn decide_with_history(
+    policy: Arc<PolicySet>,
+    cache: Option<&DecisionCache>,
+    req: &DecideRequest,
+    now: DateTime<Utc>,
+    explain: bool,
+    history: Option<&History>,
+) -> Decision {
+    let lazy = Lazy::new(history, &policy, req, now);
+    decide_lazy(Arc::clone(&policy), cache, req, now, explain, &lazy)
+}
+
+/// The decision, with `history` read from `lazy`.
+fn decide_lazy(
+    policy: Arc<PolicySet>,
+    cache: Option<&DecisionCache>,
+    req: &DecideRequest,
+    now: DateTime<Utc>,
+    explain: bool,
+    lazy: &Lazy<'_>,
 ) -> Decision {
     let now_fixed = now.fixed_offset();
     let candidates = || {
@@ -342,7 +392,15 @@ pub fn decide_with(
             let (stable, hit) = match cache.lookup(&policy, req, now) {
                 Ok(e) => (e, true),
                 Err(key) => {
-                    let e = Arc::new(evaluate(&policy, req, now_fixed, &candidates(), None, true));
+                    let e = Arc::new(evaluate(
+                        &policy,
+                        req,
+                        now_fixed,
+                        lazy,
+                        &candidates(),
+                        None,
+                        true,
+                    ));
                     cache.insert(key, Arc::clone(&e));
                     (e, false)
                 }
@@ -352,7 +410,7 @@ pub fn decide_with(
                 None => {
                     // The cached entry's candidates are this action's.
                     let c: Vec<usize> = stable.rules.iter().map(|(i, _)| *i).collect();
-                    let full = evaluate(&policy, req, now_fixed, &c, Some(&stable), false);
+                    let full = evaluate(&policy, req, now_fixed, lazy, &c, Some(&stable), false);
                     full.assessment
                         .unwrap_or_else(|| Arc::new(assess(&policy, &full.signals, &full.rules)))
                 }
@@ -360,7 +418,7 @@ pub fn decide_with(
             (assessment, hit)
         }
         None => {
-            let full = evaluate(&policy, req, now_fixed, &candidates(), None, false);
+            let full = evaluate(&policy, req, now_fixed, lazy, &candidates(), None, false);
             let a = full
                 .assessment
                 .clone()
@@ -372,7 +430,7 @@ pub fn decide_with(
 
     let trace = if explain {
         let full = uncached
-            .unwrap_or_else(|| evaluate(&policy, req, now_fixed, &candidates(), None, false));
+            .unwrap_or_else(|| evaluate(&policy, req, now_fixed, lazy, &candidates(), None, false));
         explain_trace(&policy, req, &full)
     } else {
         Vec::new()
@@ -387,6 +445,7 @@ fn evaluate(
     policy: &PolicySet,
     req: &DecideRequest,
     now: DateTime<chrono::FixedOffset>,
+    history: &Lazy<'_>,
     candidates: &[usize],
     prior: Option<&Evaluated>,
     stable_only: bool,
@@ -395,8 +454,9 @@ fn evaluate(
         request: req,
         now,
         risk: None,
+        history: Some(history),
     };
-    let mut ctx = cel::Context::with_env(Arc::clone(policy.env()));
+    let mut ctx = policy.cel_context();
     ctx.set_variable_resolver(&vars);
 
     let signals: Vec<CondResult> = policy
@@ -426,8 +486,9 @@ fn evaluate(
         request: req,
         now,
         risk: risk.as_ref().map(|(score, _)| (i64::from(*score), fired)),
+        history: Some(history),
     };
-    let mut rule_ctx = cel::Context::with_env(Arc::clone(policy.env()));
+    let mut rule_ctx = policy.cel_context();
     rule_ctx.set_variable_resolver(&rule_vars);
 
     let rules: Vec<(usize, CondResult)> = candidates

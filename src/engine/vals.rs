@@ -18,7 +18,8 @@ use pbjson_types::value::Kind;
 use super::view::{self, Node};
 use crate::proto::v1::DecideRequest;
 
-/// The variables of one decision: the request, `now`, and (for rules) `risk`.
+/// The variables of one decision: the request, `now`, `history`, and (for
+/// rules) `risk`.
 pub struct Variables<'a> {
     /// The request.
     pub request: &'a DecideRequest,
@@ -26,6 +27,8 @@ pub struct Variables<'a> {
     pub now: DateTime<FixedOffset>,
     /// `risk.score` and `risk.signals`, once the signals have run.
     pub risk: Option<(i64, &'a [Arc<str>])>,
+    /// `history`, built on its first read.
+    pub history: Option<&'a crate::history::Lazy<'a>>,
 }
 
 impl VariableResolver for Variables<'_> {
@@ -37,6 +40,7 @@ impl VariableResolver for Variables<'_> {
                 .map(|(score, signals)| CowVal::owned(RiskVal { score, signals })),
             "risk.score" => self.risk.map(|(score, _)| CowVal::owned(CelInt::from(score))),
             "risk.signals" => self.risk.map(|(_, signals)| CowVal::owned(signal_list(signals))),
+            "history" => self.history.map(|h| CowVal::Borrowed(h.view() as &dyn Val)),
             name => resolve_path(self.request, name).map(to_val),
         }
     }

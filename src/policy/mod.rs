@@ -22,6 +22,7 @@ pub use load::{Effect, Mode};
 use schema::{ReadPath, Scope};
 
 use crate::engine::glob::ActionIndex;
+use crate::lists::{ListError, Lists, ListsConfig};
 
 /// A level of the assurance ladder.
 #[derive(Debug)]
@@ -51,9 +52,9 @@ pub struct Condition {
     pub source: Arc<str>,
     /// The compiled program.
     pub program: cel::Program,
-    /// Whether its value may change with time alone (it reads `now`, or
-    /// `risk` while a signal reads `now`): such conditions are evaluated on
-    /// every decision, never cached.
+    /// Whether its value may change with time alone or with the subject's
+    /// history (it reads `now` or `history`, or `risk` while a signal does):
+    /// such conditions are evaluated on every decision, never cached.
     pub volatile: bool,
     /// Whether it reads `risk` (rules only).
     pub reads_risk: bool,
@@ -117,6 +118,9 @@ pub struct PolicySet {
     pub read_paths: Vec<ReadPath>,
     /// Whether any signal is volatile (then rules reading `risk` are too).
     pub volatile_signals: bool,
+    /// Whether any condition reads `history` (then decisions are recorded
+    /// in `[history] enabled = "auto"` mode).
+    pub reads_history: bool,
     /// The smallest step of the stepwise time reads of non-volatile
     /// conditions (see [`schema::Reads::now_step`]): the cache key holds
     /// `floor(now / step)`.
@@ -124,15 +128,42 @@ pub struct PolicySet {
     acr_levels: HashMap<Arc<str>, usize>,
     env: Arc<cel::Env>,
     sources: Sources,
+    /// The IP lists and GeoIP database loaded with the set.
+    lists: Arc<Lists>,
+    /// The root CEL context: the environment and the set's functions
+    /// (`ip_in`, when a condition calls it). Built once; every evaluation
+    /// runs in a child scope of it, so it costs no allocation per decision.
+    cel_root: cel::Context<'static, 'static>,
 }
 
 impl PolicySet {
     /// Loads, validates and compiles every policy file under `dir`. On
     /// success the report holds the warnings; on failure, every error.
     pub fn load(dir: &Path) -> Result<(Self, Report), Report> {
+        Self::load_with(dir, &ListsConfig::default(), None)
+    }
+
+    /// Like [`PolicySet::load`], with the IP lists and GeoIP database of
+    /// `lists` (besides those in the directory's `lists/`). `previous`, the
+    /// set being replaced, lends what has not changed (an unchanged GeoIP
+    /// database is not read again).
+    pub fn load_with(
+        dir: &Path,
+        lists: &ListsConfig,
+        previous: Option<&PolicySet>,
+    ) -> Result<(Self, Report), Report> {
         let mut report = Report::default();
         let defs = load::read_dir(dir, &mut report);
-        let set = compile(defs, dir, &mut report);
+        let lists = match Lists::load(lists, Some(dir), previous.map(|p| &*p.lists)) {
+            Ok(lists) => lists,
+            Err(errors) => {
+                for e in errors {
+                    report.push(list_diagnostic(e));
+                }
+                Lists::declared(lists, Some(dir))
+            }
+        };
+        let set = compile(defs, dir, Arc::new(lists), &mut report);
         match set {
             Some(set) if !report.has_errors() => Ok((set, report)),
             _ => Err(report),
@@ -141,9 +172,18 @@ impl PolicySet {
 
     /// Compiles a set from one in-memory document stream (tests, tools).
     pub fn from_str(path: &str, text: &str) -> Result<(Self, Report), Report> {
+        Self::from_str_with(path, text, Arc::new(Lists::default()))
+    }
+
+    /// Like [`PolicySet::from_str`], with `lists` for `ip_in` and location.
+    pub fn from_str_with(
+        path: &str,
+        text: &str,
+        lists: Arc<Lists>,
+    ) -> Result<(Self, Report), Report> {
         let mut report = Report::default();
         let defs = load::read_str(path, text, &mut report);
-        let set = compile(defs, Path::new(""), &mut report);
+        let set = compile(defs, Path::new(""), lists, &mut report);
         match set {
             Some(set) if !report.has_errors() => Ok((set, report)),
             _ => Err(report),
@@ -215,6 +255,18 @@ impl PolicySet {
     pub fn env(&self) -> &Arc<cel::Env> {
         &self.env
     }
+
+    /// The IP lists and GeoIP database loaded with this set.
+    pub fn lists(&self) -> &Arc<Lists> {
+        &self.lists
+    }
+
+    /// A CEL context to evaluate this set's programs in (set its variable
+    /// resolver): a child scope of the set's root context, which holds the
+    /// environment and `ip_in` answering from the set's lists.
+    pub fn cel_context(&self) -> cel::Context<'_, '_> {
+        self.cel_root.new_inner_scope()
+    }
 }
 
 static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -230,7 +282,12 @@ impl std::fmt::Debug for PolicySet {
     }
 }
 
-fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicySet> {
+fn compile(
+    defs: Definitions,
+    dir: &Path,
+    lists: Arc<Lists>,
+    report: &mut Report,
+) -> Option<PolicySet> {
     let Definitions {
         sources,
         levels,
@@ -240,7 +297,13 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
     if sources.files.is_empty() {
         return None;
     }
-    let env = Arc::new(cel::Env::stdlib());
+    let mut env = cel::Env::stdlib();
+    if let Err(e) = crate::history::view::register(&mut env) {
+        report.push(Diagnostic::error(format!(
+            "cannot declare `history.count`: {e}"
+        )));
+    }
+    let env = Arc::new(env);
 
     // The ladder: exactly one Levels document.
     let mut ladder = Vec::new();
@@ -327,6 +390,9 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
     };
 
     let mut read_paths: HashSet<ReadPath> = HashSet::new();
+    let list_names: Vec<&str> = lists.names().collect();
+    let mut uses_ip_in = false;
+    let mut reads_history = false;
     let mut time_step: Option<Duration> = None;
     let mut step = |reads: &schema::Reads| {
         if let Some(s) = reads.now_step {
@@ -340,20 +406,28 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
     for s in signals {
         check_id(&s.id, report);
         let Some(when) = &s.when else { continue };
-        if let Some((cond, reads)) =
-            condition(&env, &sources, when, &s.id.value, Scope::Signal, report)
-        {
+        if let Some((cond, reads)) = condition(
+            &env,
+            &sources,
+            when,
+            &s.id.value,
+            Scope::Signal,
+            &list_names,
+            report,
+        ) {
             if !s.valid {
                 continue;
             }
             step(&reads);
             read_paths.extend(reads.paths);
+            reads_history |= reads.history;
+            uses_ip_in |= reads.ip_lists;
             signal_ids.push(s.id.clone());
             compiled_signals.push(Signal {
                 id: Arc::from(s.id.value.as_str()),
                 description: s.description.map(Arc::from),
                 when: Condition {
-                    volatile: reads.now,
+                    volatile: reads.now || reads.history,
                     ..cond
                 },
                 score: s.score,
@@ -367,14 +441,24 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
     for r in rules {
         check_id(&r.id, report);
         let when = match &r.when {
-            Some(w) => match condition(&env, &sources, w, &r.id.value, Scope::Rule, report) {
+            Some(w) => match condition(
+                &env,
+                &sources,
+                w,
+                &r.id.value,
+                Scope::Rule,
+                &list_names,
+                report,
+            ) {
                 Some((cond, reads)) => {
                     if r.valid {
                         step(&reads);
                         read_paths.extend(reads.paths);
+                        reads_history |= reads.history;
+                        uses_ip_in |= reads.ip_lists;
                     }
                     Some(Condition {
-                        volatile: reads.now || (reads.risk && volatile_signals),
+                        volatile: reads.now || reads.history || (reads.risk && volatile_signals),
                         ..cond
                     })
                 }
@@ -467,8 +551,12 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
         &sources,
         report,
     );
+    let mut cel_root = cel::Context::with_env(Arc::clone(&env));
+    if uses_ip_in {
+        crate::lists::add_ip_in(&mut cel_root, &lists);
+    }
     Some(PolicySet {
-        revision: revision(&sources, dir),
+        revision: revision(&sources, dir, &lists),
         loaded_at: SystemTime::now(),
         generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         levels: ladder,
@@ -477,11 +565,57 @@ fn compile(defs: Definitions, dir: &Path, report: &mut Report) -> Option<PolicyS
         index,
         read_paths: covered,
         volatile_signals,
+        reads_history,
         time_step,
         acr_levels,
         env,
         sources,
+        lists,
+        cel_root,
     })
+}
+
+/// A list or database problem as a policy diagnostic: at the file, line and
+/// column of a bad line, with the line and a caret.
+fn list_diagnostic(e: ListError) -> Diagnostic {
+    let help = e.help();
+    let d = match &e {
+        ListError::Line {
+            path,
+            line,
+            column,
+            len,
+            source_line,
+            message,
+            ..
+        } => {
+            let mut d = Diagnostic::error(message.clone());
+            d.file = Some(path.clone());
+            d.location = Some(Location {
+                line: *line,
+                column: *column,
+                len: *len,
+            });
+            d.source_line = Some(Arc::from(source_line.as_str()));
+            d
+        }
+        ListError::More { path, count } => {
+            Diagnostic::error(format!("{count} more bad lines not shown")).in_file(path)
+        }
+        ListError::Read {
+            what,
+            path,
+            message,
+        } => Diagnostic::error(format!("cannot read {what}: {message}")).in_file(path),
+        ListError::GeoIp { path, message } => {
+            Diagnostic::error(format!("invalid GeoIP database: {message}")).in_file(path)
+        }
+        ListError::Name { name, path } => {
+            Diagnostic::error(format!("invalid IP list name `{name}`")).in_file(path)
+        }
+        ListError::Duplicate { second, .. } => Diagnostic::error(e.to_string()).in_file(second),
+    };
+    d.maybe_help(help)
 }
 
 fn file_name(sources: &Sources, file: usize) -> String {
@@ -500,6 +634,7 @@ fn condition(
     when: &Spanned<String>,
     id: &str,
     scope: Scope,
+    ip_lists: &[&str],
     report: &mut Report,
 ) -> Option<(Condition, schema::Reads)> {
     let program = match env.compile(&when.value) {
@@ -524,7 +659,7 @@ fn condition(
             return None;
         }
     };
-    match schema::check(program.expression(), scope) {
+    match schema::check_in(program.expression(), scope, ip_lists) {
         Ok(reads) => Some((
             Condition {
                 source: Arc::from(when.value.as_str()),
@@ -623,8 +758,13 @@ fn locate(sources: &Sources, when: &Spanned<String>, offset: usize, len: usize) 
     fallback
 }
 
-fn revision(sources: &Sources, dir: &Path) -> Arc<str> {
+fn revision(sources: &Sources, dir: &Path, lists: &Lists) -> Arc<str> {
     let mut h = Sha256::new();
+    // Without lists the revision is the files' alone, as it always was.
+    if !lists.is_empty() {
+        h.update(b"lists\0");
+        h.update(lists.digest());
+    }
     for f in &sources.files {
         let rel = f.path.strip_prefix(dir).unwrap_or(&f.path);
         h.update(rel.to_string_lossy().as_bytes());

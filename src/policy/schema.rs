@@ -18,6 +18,8 @@ pub enum Ty {
     Bool,
     /// A 64-bit signed integer.
     Int,
+    /// A double.
+    Double,
     /// A timestamp.
     Timestamp,
     /// A list of strings.
@@ -99,6 +101,23 @@ pub static RESOURCE: Message = Message {
         ("attributes", Ty::Map),
     ],
 };
+/// `history`: the subject's history before the decision (see
+/// [`crate::history::view`]); `history.count(glob, window)` is its one
+/// function.
+pub static HISTORY: Message = Message {
+    name: "history",
+    fields: &[
+        ("device_known", Ty::Bool),
+        ("device_first_seen", Ty::Timestamp),
+        ("devices_seen", Ty::Int),
+        ("last_country", Ty::String),
+        ("last_seen", Ty::Timestamp),
+        ("travel_kmh", Ty::Double),
+        ("stepups_failed", Ty::Int),
+    ],
+};
+/// The functions of `history`.
+const HISTORY_FUNCTIONS: &[&str] = &["count"];
 /// `risk` (rules only).
 pub static RISK: Message = Message {
     name: "risk",
@@ -115,6 +134,7 @@ const REQUEST_VARIABLES: &[(&str, Ty)] = &[
     ("resource", Ty::Message(&RESOURCE)),
     ("attributes", Ty::Map),
     ("now", Ty::Timestamp),
+    ("history", Ty::Message(&HISTORY)),
 ];
 
 /// Where an expression is used: rules may also read `risk`.
@@ -159,12 +179,29 @@ pub struct Reads {
     pub now_step: Option<std::time::Duration>,
     /// Whether the expression reads `risk` (so it depends on the signals).
     pub risk: bool,
+    /// Whether the expression reads `history` (so its value changes with
+    /// every decision of the subject: never cached).
+    pub history: bool,
+    /// Whether the expression calls `ip_in` (so its evaluation context needs
+    /// the set's lists).
+    pub ip_lists: bool,
 }
 
 /// Checks `expr` against the context schema for `scope`, returning what it
 /// reads, or every problem found.
 pub fn check(expr: &IdedExpr, scope: Scope) -> Result<Reads, Vec<SchemaError>> {
+    check_in(expr, scope, &[])
+}
+
+/// Like [`check`], for a set whose configured IP lists are `ip_lists`
+/// (the names `ip_in` accepts).
+pub fn check_in(
+    expr: &IdedExpr,
+    scope: Scope,
+    ip_lists: &[&str],
+) -> Result<Reads, Vec<SchemaError>> {
     let mut walker = Walker {
+        ip_lists: ip_lists.iter().map(|n| (*n).to_owned()).collect(),
         scope,
         locals: Vec::new(),
         reads: Reads::default(),
@@ -186,6 +223,8 @@ struct Walker {
     locals: Vec<String>,
     reads: Reads,
     errors: Vec<SchemaError>,
+    /// The configured IP list names.
+    ip_lists: Vec<String>,
 }
 
 impl Walker {
@@ -234,6 +273,10 @@ impl Walker {
                 let operand = self.walk(&select.operand);
                 self.select(expr.id, operand, &select.field)
             }
+            Expr::Call(call) if call.func_name == crate::lists::IP_IN => {
+                self.ip_in(expr.id, call);
+                Ty::Bool
+            }
             Expr::Call(call) => {
                 if let Some(target) = &call.target {
                     match (&target.expr, calendar_step(&call.func_name)) {
@@ -244,7 +287,10 @@ impl Walker {
                                 Some(self.reads.now_step.map_or(step, |s| s.min(step)));
                         }
                         _ => {
-                            self.walk(target);
+                            let ty = self.walk(target);
+                            if ty == Ty::Message(&HISTORY) {
+                                self.history_call(expr.id, &call.func_name, call.args.len());
+                            }
                         }
                     }
                 }
@@ -338,11 +384,110 @@ impl Walker {
         }
     }
 
+    /// Checks `ip_in(ip, "list")`: a plain call with two arguments, the
+    /// second a string literal naming a configured list.
+    fn ip_in(&mut self, id: u64, call: &cel::common::ast::CallExpr) {
+        self.reads.ip_lists = true;
+        let usage = "`ip_in(network.ip, \"tor_exits\")`: an IP address and the name of a list";
+        if let Some(target) = &call.target {
+            self.walk(target);
+            self.errors.push(SchemaError {
+                expr_id: id,
+                message: format!("`{}` is a function, not a method", crate::lists::IP_IN),
+                field: None,
+                help: Some(format!("write {usage}")),
+            });
+        }
+        for arg in call.args.iter().take(1) {
+            self.walk(arg);
+        }
+        let (Some(name), 2) = (call.args.get(1), call.args.len()) else {
+            if call.target.is_none() {
+                self.errors.push(SchemaError {
+                    expr_id: id,
+                    message: format!(
+                        "`{}` takes 2 arguments, got {}",
+                        crate::lists::IP_IN,
+                        call.args.len()
+                    ),
+                    field: None,
+                    help: Some(usage.to_owned()),
+                });
+            }
+            return;
+        };
+        let Expr::Literal(LiteralValue::String(list)) = &name.expr else {
+            self.walk(name);
+            self.errors.push(SchemaError {
+                expr_id: name.id,
+                message: "the list name must be a string literal".to_owned(),
+                // A select's node sits at its dot: underline its field.
+                field: match &name.expr {
+                    Expr::Select(select) => Some(select.field.clone()),
+                    _ => None,
+                },
+                help: Some(
+                    "lists are checked when the policies load: write the name in quotes, e.g. `\"tor_exits\"`"
+                        .to_owned(),
+                ),
+            });
+            return;
+        };
+        let list = list.inner();
+        if !self.ip_lists.iter().any(|l| l == list) {
+            let help = if self.ip_lists.is_empty() {
+                "no IP lists are configured: name the file under `[lists.ip]` in the config file, or add `lists/NAME.txt` to the policy directory".to_owned()
+            } else {
+                did_you_mean(list, self.ip_lists.iter().map(String::as_str)).unwrap_or_else(|| {
+                    format!(
+                        "the IP lists are {}",
+                        self.ip_lists
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            };
+            self.errors.push(SchemaError {
+                expr_id: name.id,
+                message: format!("unknown IP list `{list}`"),
+                field: None,
+                help: Some(help),
+            });
+        }
+    }
+
     fn record(&mut self, path: ReadPath) {
         match path.first().map(String::as_str) {
             Some("now") => self.reads.now = true,
             Some("risk") => self.reads.risk = true,
+            Some("history") => self.reads.history = true,
             _ => self.reads.paths.push(path),
+        }
+    }
+
+    /// Checks a call on `history`: only `count(glob, window)` exists.
+    fn history_call(&mut self, id: u64, function: &str, args: usize) {
+        if !HISTORY_FUNCTIONS.contains(&function) {
+            self.errors.push(SchemaError {
+                expr_id: id,
+                message: format!("`history` has no function `{function}`"),
+                field: None,
+                help: did_you_mean(function, HISTORY_FUNCTIONS.iter().copied()).or_else(|| {
+                    Some(
+                        "`history.count(\"payments.*\", duration(\"1h\"))` counts recent actions"
+                            .to_owned(),
+                    )
+                }),
+            });
+        } else if args != 2 {
+            self.errors.push(SchemaError {
+                expr_id: id,
+                message: format!("`history.count` takes 2 arguments, got {args}"),
+                field: None,
+                help: Some("`history.count(\"payments.*\", duration(\"1h\"))`: an action glob and a window".to_owned()),
+            });
         }
     }
 
@@ -372,7 +517,7 @@ impl Walker {
                 }
             },
             Ty::Map | Ty::Dyn => Ty::Dyn,
-            Ty::String | Ty::Bool | Ty::Int | Ty::Timestamp | Ty::StringList => {
+            Ty::String | Ty::Bool | Ty::Int | Ty::Double | Ty::Timestamp | Ty::StringList => {
                 self.errors.push(SchemaError {
                     expr_id: id,
                     message: format!(
@@ -407,6 +552,7 @@ fn ty_name(ty: Ty) -> &'static str {
         Ty::String => "string",
         Ty::Bool => "bool",
         Ty::Int => "int",
+        Ty::Double => "double",
         Ty::Timestamp => "timestamp",
         Ty::StringList => "list of strings",
         Ty::Map => "map",
@@ -480,6 +626,29 @@ mod tests {
         assert_eq!(msgs[0].1.as_deref(), Some("did you mean `device`?"));
         assert_eq!(msgs[1].0, "`session` has no field `amr_list`");
         assert_eq!(msgs[1].1.as_deref(), Some("did you mean `amr`?"));
+    }
+
+    #[test]
+    fn history_is_checked_and_marks_the_read() {
+        let r = reads(
+            r#"history.travel_kmh > 900.0 && history.count("payments.*", duration("1h")) > 2"#,
+            Scope::Signal,
+        )
+        .unwrap();
+        assert!(r.history);
+        assert!(r.paths.is_empty(), "history is not part of the cache key");
+        let errs = reads(
+            r#"history.travel_kms > 1.0 || history.cont("a", duration("1h")) > 1 || history.count("a") > 1"#,
+            Scope::Rule,
+        )
+        .unwrap_err();
+        let msgs: Vec<(String, Option<String>)> =
+            errs.into_iter().map(|e| (e.message, e.help)).collect();
+        assert_eq!(msgs[0].0, "`history` has no field `travel_kms`");
+        assert_eq!(msgs[0].1.as_deref(), Some("did you mean `travel_kmh`?"));
+        assert_eq!(msgs[1].0, "`history` has no function `cont`");
+        assert_eq!(msgs[1].1.as_deref(), Some("did you mean `count`?"));
+        assert_eq!(msgs[2].0, "`history.count` takes 2 arguments, got 1");
     }
 
     #[test]

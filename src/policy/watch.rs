@@ -6,6 +6,9 @@
 //! (the `stepup.policy` health service turns NOT_SERVING until a reload
 //! succeeds).
 //!
+//! The directories of list files named in the config (`[lists]`) are watched
+//! as well; a reload re-reads every list.
+//!
 //! Kubernetes mounts a ConfigMap as symlinks into a `..data` directory that
 //! is swapped atomically on update; watching the directory itself and
 //! reloading the whole set handles that, and a half-written file or a
@@ -21,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{PolicySet, Report};
 use crate::engine::Engine;
+use crate::lists::ListsConfig;
 
 /// Counters and the last error of reloads, shared with health and (later)
 /// metrics.
@@ -89,28 +93,64 @@ pub enum Reload {
     Rejected(Report),
 }
 
-/// Reloads one engine's policy set from a directory.
+/// Reloads one engine's policy set from a directory (and the IP lists and
+/// GeoIP database loaded with it).
 pub struct Reloader {
     engine: Arc<Engine>,
     dir: PathBuf,
+    lists: ListsConfig,
 }
 
 impl Reloader {
     /// Reloads `engine` from `dir`.
     pub fn new(engine: Arc<Engine>, dir: PathBuf) -> Self {
-        Self { engine, dir }
+        Self {
+            engine,
+            dir,
+            lists: ListsConfig::default(),
+        }
+    }
+
+    /// Also (re)loads the lists of `lists` (`[lists]` in the config file)
+    /// with every set.
+    pub fn with_lists(mut self, lists: ListsConfig) -> Self {
+        self.lists = lists;
+        self
+    }
+
+    /// The directories of the configured list files that the policy
+    /// directory's recursive watch does not cover.
+    fn list_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .lists
+            .ip
+            .values()
+            .chain(self.lists.geoip_city.iter())
+            .filter_map(|p| p.parent())
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    d.to_path_buf()
+                }
+            })
+            .filter(|d| !d.starts_with(&self.dir))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
     }
 
     /// Loads the directory and swaps the set in if it is valid and new.
     /// Blocking (file I/O and compilation): call it off the request path.
     pub fn reload(&self) -> Reload {
         let status = self.engine.reload_status();
-        match PolicySet::load(&self.dir) {
+        let current = self.engine.policy();
+        match PolicySet::load_with(&self.dir, &self.lists, Some(&current)) {
             Ok((set, warnings)) => {
                 for w in &warnings.diagnostics {
                     tracing::warn!("{w}");
                 }
-                let current = self.engine.policy();
                 if set.revision == current.revision {
                     status.succeeded(false);
                     return Reload::Unchanged;
@@ -195,6 +235,18 @@ pub async fn run(
         })
         .and_then(|mut w| {
             w.watch(&reloader.dir, notify::RecursiveMode::Recursive)?;
+            // Lists named in the config live outside the policy directory:
+            // watch their directories too (directories, not files, so that
+            // files replaced by rename are still followed).
+            for dir in reloader.list_dirs() {
+                if let Err(e) = w.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        "cannot watch a list directory ({e}); relying on polling ({:?}) and SIGHUP",
+                        options.poll
+                    );
+                }
+            }
             Ok(w)
         });
         match watcher {

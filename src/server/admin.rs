@@ -158,10 +158,12 @@ fn route(req: &Request<Incoming>, engine: &Engine, ready: &AtomicBool) -> Respon
                 reloads_failed: reloads.failed.load(Ordering::Relaxed),
                 last_reload_failed: reloads.last_error().is_some(),
             };
+            let mut body = engine.metrics().render(&state);
+            engine.history().render_metrics(&mut body);
             text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                engine.metrics().render(&state),
+                body,
             )
         }
         "/policy" => {
@@ -178,6 +180,25 @@ fn route(req: &Request<Incoming>, engine: &Engine, ready: &AtomicBool) -> Respon
                 "levels": policy.levels.len(),
                 "signals": policy.signals.len(),
                 "rules": policy.rules.len(),
+                "lists": {
+                    "ip": policy
+                        .lists()
+                        .ip_lists()
+                        .map(|(name, list, file)| {
+                            (
+                                name.to_owned(),
+                                serde_json::json!({
+                                    "file": file.display().to_string(),
+                                    "prefixes": list.prefixes(),
+                                }),
+                            )
+                        })
+                        .collect::<serde_json::Map<_, _>>(),
+                    "geoip_city": policy
+                        .lists()
+                        .geoip()
+                        .map(|g| g.path().display().to_string()),
+                },
                 "reloads": {
                     "ok": reloads.ok.load(Ordering::Relaxed),
                     "failed": reloads.failed.load(Ordering::Relaxed),

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, InvalidRequest};
 use crate::engine::Engine;
 use crate::proto::v1::decision_service_server::DecisionService;
-use crate::proto::v1::{DecideRequest, DecideResponse};
+use crate::proto::v1::{DecideRequest, DecideResponse, RecordStepUpRequest, RecordStepUpResponse};
 
 /// The Decide API.
 pub struct DecisionApi {
@@ -28,6 +28,11 @@ pub enum CallError {
     /// The request is malformed.
     #[error(transparent)]
     Invalid(#[from] InvalidRequest),
+    /// History is turned off, so a step-up report has nowhere to go.
+    #[error(
+        "history is turned off (`[history] enabled = false`): step-up reports are not recorded"
+    )]
+    HistoryOff,
 }
 
 /// The `Status` for an error: bad input is `INVALID_ARGUMENT` naming the
@@ -35,6 +40,7 @@ pub enum CallError {
 pub fn status(e: CallError) -> Status {
     match e {
         CallError::Invalid(e) => Status::invalid_argument(e.to_string()),
+        CallError::HistoryOff => Status::failed_precondition(e.to_string()),
     }
 }
 
@@ -56,6 +62,12 @@ impl DecisionService for DecisionApi {
                 return Err(status(e.into()));
             }
         };
+        // With a shared history backend, refresh the subject's history first
+        // (bounded by a timeout; a no-op without a backend).
+        if self.engine.history().backend().is_some() {
+            let policy = self.engine.policy();
+            self.engine.history().prefetch(&policy, &req, now).await;
+        }
         let decision = self.engine.decide(&req, now, req.explain);
         crate::telemetry::logging::record(span.as_ref(), &req.action, &decision);
         if !decision.shadow.is_empty() {
@@ -84,5 +96,39 @@ impl DecisionService for DecisionApi {
         self.engine.metrics().grpc_call("Decide", tonic::Code::Ok);
         self.engine.log("decide", now, req, decision);
         Ok(Response::new(response))
+    }
+
+    async fn record_step_up(
+        &self,
+        request: Request<RecordStepUpRequest>,
+    ) -> Result<Response<RecordStepUpResponse>, Status> {
+        let req = request.into_inner();
+        let history = self.engine.history();
+        let fail = |e: CallError| {
+            let code = match e {
+                CallError::Invalid(_) => tonic::Code::InvalidArgument,
+                CallError::HistoryOff => tonic::Code::FailedPrecondition,
+            };
+            self.engine.metrics().grpc_call("RecordStepUp", code);
+            Err(status(e))
+        };
+        if !history.is_on() {
+            return fail(CallError::HistoryOff);
+        }
+        let policy = self.engine.policy();
+        let report = match super::record::step_up_report(&req, Utc::now(), &policy, history.keyer())
+        {
+            Ok(r) => r,
+            Err(e) => return fail(e.into()),
+        };
+        let success = report.success;
+        let (until, failed) = history.report(report);
+        tracing::debug!(success, stepups_failed = failed, "step-up recorded");
+        self.engine
+            .metrics()
+            .grpc_call("RecordStepUp", tonic::Code::Ok);
+        Ok(Response::new(super::record::step_up_response(
+            until, failed,
+        )))
     }
 }

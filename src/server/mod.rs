@@ -8,6 +8,7 @@ pub mod convert;
 pub mod ext_authz;
 pub mod grpc;
 pub mod mapping;
+pub mod record;
 
 use std::future::Future;
 use std::net::SocketAddr;

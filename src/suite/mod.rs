@@ -19,6 +19,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::engine::{self, Decision, Outcome, TraceEntry};
+use crate::history::config::Secret;
+use crate::history::{Enabled, History, HistoryConfig, StepUpReport};
 use crate::policy::PolicySet;
 use crate::policy::diag::{Diagnostic, Location, Report, SourceFile};
 use crate::proto::v1::DecideRequest;
@@ -54,8 +56,84 @@ pub struct Case {
     pub now: DateTime<Utc>,
     /// The request: the fixtures with the case's `request` merged over them.
     pub request: DecideRequest,
+    /// What happened before (`history`): replayed into a fresh history that
+    /// the case's decision then reads. Empty: `history` reads as a subject
+    /// never seen.
+    pub history: Vec<Prior>,
     /// What the decision must show.
     pub expect: Expect,
+}
+
+/// An event before a case's decision.
+#[derive(Debug)]
+pub enum Prior {
+    /// An earlier decision of this request (recorded in the history).
+    Decide {
+        /// The request.
+        request: Box<DecideRequest>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A step-up report for the case's subject, session and device.
+    StepUp {
+        /// When.
+        at: DateTime<Utc>,
+        /// Passed (the device becomes known, the session is elevated to the
+        /// strongest level) or failed.
+        success: bool,
+    },
+}
+
+/// Replays `prior` into a fresh history (a fixed hash key, every decision
+/// recorded) for `request`'s subject.
+fn replay_history(set: &Arc<PolicySet>, request: &DecideRequest, prior: &[Prior]) -> History {
+    let history = History::new(HistoryConfig {
+        enabled: Enabled::On,
+        hash_key: Some(Secret("stepup test".to_owned())),
+        ..HistoryConfig::default()
+    });
+    for p in prior {
+        match p {
+            Prior::Decide { request, at } => {
+                let d = engine::decide_with_history(
+                    Arc::clone(set),
+                    None,
+                    request,
+                    *at,
+                    false,
+                    Some(&history),
+                );
+                history.record(request, &d, *at, None);
+            }
+            Prior::StepUp { at, success } => {
+                let k = history.keyer();
+                let subject = request.subject.as_ref();
+                let ms = at.timestamp_millis();
+                history.report(StepUpReport {
+                    subject: k.subject(
+                        subject.map_or("", |s| &s.tenant),
+                        subject.map_or("", |s| &s.id),
+                    ),
+                    session: request
+                        .session
+                        .as_ref()
+                        .filter(|s| !s.id.is_empty())
+                        .map(|s| k.session(&s.id)),
+                    device: request
+                        .device
+                        .as_ref()
+                        .filter(|d| !d.id.is_empty())
+                        .map(|d| k.device(&d.id)),
+                    acr: set.levels.last().and_then(|l| l.acr.first()).cloned(),
+                    amr: Vec::new(),
+                    auth_time: ms,
+                    at: ms,
+                    success: *success,
+                });
+            }
+        }
+    }
+    history
 }
 
 /// What a case expects; `None` fields are not checked.
@@ -392,8 +470,21 @@ pub fn run<'s>(
                 continue;
             }
             let start = Instant::now();
-            let decision =
-                engine::decide_with(Arc::clone(set), None, &case.request, case.now, true);
+            let decision = if case.history.is_empty() {
+                engine::decide_with(Arc::clone(set), None, &case.request, case.now, true)
+            } else {
+                let history = replay_history(set, &case.request, &case.history);
+                let elevated = history.elevate(set, &case.request, case.now);
+                let request = elevated.as_ref().unwrap_or(&case.request);
+                engine::decide_with_history(
+                    Arc::clone(set),
+                    None,
+                    request,
+                    case.now,
+                    true,
+                    Some(&history),
+                )
+            };
             let elapsed = start.elapsed();
             let a = &decision.assessment;
             for i in a.matched.iter().chain(&a.shadow) {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 use serde_json::Value;
 
-use super::{Case, Expect, ExpectedRequirement, ScoreRange, Suite};
+use super::{Case, Expect, ExpectedRequirement, Prior, ScoreRange, Suite};
 use crate::duration::parse_duration;
 use crate::engine::Outcome;
 use crate::policy::PolicySet;
@@ -510,7 +510,15 @@ impl Reader<'_> {
     }
 
     fn case(&mut self, node: &Node<'_>, ctx: &SuiteContext) -> Option<Case> {
-        const KEYS: &[&str] = &["name", "description", "now", "fixture", "request", "expect"];
+        const KEYS: &[&str] = &[
+            "name",
+            "description",
+            "now",
+            "fixture",
+            "history",
+            "request",
+            "expect",
+        ];
         let entries = self.mapping(node, "a test case", KEYS)?;
         let get = |k: &str| entries.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
         let name_node = get("name");
@@ -567,6 +575,10 @@ impl Reader<'_> {
                 return None;
             }
         };
+        let history = match get("history") {
+            Some(h) => self.history(h, &tree, now)?,
+            None => Vec::new(),
+        };
         let name_at = name_node.map_or_else(|| location(node), location);
         Some(Case {
             name,
@@ -575,8 +587,110 @@ impl Reader<'_> {
             suite: ctx.name.clone(),
             now,
             request,
+            history,
             expect,
         })
+    }
+
+    /// A case's `history`: earlier decisions (the case's request with the
+    /// entry's `request` merged over it) and step-up reports, each `ago`
+    /// before the case's clock, in the order written.
+    fn history(&mut self, node: &Node<'_>, case: &Tree, now: DateTime<Utc>) -> Option<Vec<Prior>> {
+        const KEYS: &[&str] = &["ago", "request", "stepup"];
+        let YamlData::Sequence(items) = &node.data else {
+            let d = self
+                .error(node, "`history` must be a list of earlier events")
+                .help("write `history: [{ ago: 30m, request: { ... } }, { ago: 5m, stepup: failed }]`");
+            self.push(d);
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items {
+            let Some(entries) = self.mapping(item, "a `history` entry", KEYS) else {
+                ok = false;
+                continue;
+            };
+            let get = |k: &str| entries.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+            let ago = match get("ago") {
+                Some(v) => {
+                    let text = match &v.data {
+                        YamlData::Value(Scalar::String(s)) => Some(s.to_string()),
+                        _ => None,
+                    };
+                    match text.as_deref().map(parse_duration) {
+                        Some(Ok(d)) => chrono::Duration::from_std(d).ok(),
+                        _ => {
+                            let d = self
+                                .error(v, "`ago` must be a duration such as `30m`")
+                                .help("write durations like `90s`, `5m`, `1h30m` or `7d`");
+                            self.push(d);
+                            None
+                        }
+                    }
+                }
+                None => {
+                    let d = self
+                        .error(item, "a `history` entry is missing `ago`")
+                        .help("add `ago: 30m`: how long before the case's `now` it happened");
+                    self.push(d);
+                    None
+                }
+            };
+            let Some(at) = ago.and_then(|a| now.checked_sub_signed(a)) else {
+                ok = false;
+                continue;
+            };
+            match (get("stepup"), get("request")) {
+                (Some(_), Some(r)) => {
+                    let d = self
+                        .error(r, "a `history` entry is either a `request` or a `stepup`")
+                        .help("split it into two entries");
+                    self.push(d);
+                    ok = false;
+                }
+                (Some(v), None) => match self.string(v, "`stepup`").as_deref() {
+                    Some("failed") => out.push(Prior::StepUp { at, success: false }),
+                    Some("passed") => out.push(Prior::StepUp { at, success: true }),
+                    Some(other) => {
+                        let d = self
+                            .error(v, format!("unknown step-up outcome `{other}`"))
+                            .help("write `stepup: passed` or `stepup: failed`");
+                        self.push(d);
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
+                (None, r) => {
+                    let tree = match r {
+                        Some(r) => match self.tree(r) {
+                            Some(t) => merge(case.clone(), t, false),
+                            None => {
+                                ok = false;
+                                continue;
+                            }
+                        },
+                        None => case.clone(),
+                    };
+                    let Some(mut request) = self.request(&tree, location(item)) else {
+                        ok = false;
+                        continue;
+                    };
+                    request.time = None;
+                    if let Err(e) = convert::validate(&request, at) {
+                        let d = self.error(item, format!("invalid request in `history`: {e}"));
+                        self.push(d);
+                        ok = false;
+                        continue;
+                    }
+                    out.push(Prior::Decide {
+                        request: Box::new(request),
+                        at,
+                    });
+                }
+            }
+        }
+        ok.then_some(out)
     }
 
     /// The case's fixtures merged in order, then its `request` over them.

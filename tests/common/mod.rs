@@ -27,7 +27,12 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(dir: &Path, cache: CacheConfig) -> Self {
         let (policy, _) = PolicySet::load(dir).unwrap_or_else(|r| panic!("{r}"));
-        let engine = Arc::new(Engine::new(policy, cache));
+        Self::start_engine(Engine::new(policy, cache)).await
+    }
+
+    /// Serves `engine` (e.g. one with its own history settings).
+    pub async fn start_engine(engine: Engine) -> Self {
+        let engine = Arc::new(engine);
         let listener = stepup::server::bind("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();

@@ -1,0 +1,326 @@
+//! `history` as CEL sees it: a [`View`] of one subject's history as it was
+//! before the decision, computed on first read (a decision whose conditions
+//! never read `history` never builds one), and the `history.count(glob,
+//! window)` member function.
+
+use std::sync::{Arc, OnceLock};
+
+use cel::ExecutionError;
+use cel::common::traits::{Container, Indexer};
+use cel::common::types::{
+    self as types, CelBool, CelDouble, CelDuration, CelInt, CelString, CelTimestamp, Type,
+};
+use cel::common::value::{CowVal, StaticVal, Val};
+use chrono::{DateTime, Utc};
+
+use super::History;
+use super::model::Millis;
+use super::store::Entry;
+use crate::policy::PolicySet;
+use crate::proto::v1::DecideRequest;
+
+/// The CEL type of `history`.
+pub static HISTORY_TYPE: Type = Type::new_unspecified_type("stepup.History");
+
+/// The fields of `history` (the schema checker has the same list).
+pub const FIELDS: &[&str] = &[
+    "device_known",
+    "device_first_seen",
+    "devices_seen",
+    "last_country",
+    "last_seen",
+    "travel_kmh",
+    "stepups_failed",
+];
+
+/// One subject's history before a decision, as policies read it.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    /// The request's device is known.
+    pub device_known: bool,
+    /// When the request's device was first seen (`now` for a new one).
+    pub device_first_seen: Millis,
+    /// Devices remembered for the subject.
+    pub devices_seen: i64,
+    /// The last known country (`""`: none).
+    pub last_country: Option<[u8; 2]>,
+    /// When the subject was last seen (0, the epoch: never).
+    pub last_seen: Millis,
+    /// Implied speed from the last location to this one, km/h (0.0: unknown).
+    pub travel_kmh: f64,
+    /// Failed step-ups in the last 24 h.
+    pub stepups_failed: i64,
+    /// The decision's time.
+    pub now: Millis,
+    /// The subject's entry, for `count`.
+    pub entry: Option<Arc<Entry>>,
+    /// What the view looked up, for recording the decision without doing it
+    /// again: the subject, its device and the request's place.
+    pub lookups: Option<Lookups>,
+}
+
+/// The keyed hashes and place of one request.
+#[derive(Clone, Copy, Debug)]
+pub struct Lookups {
+    /// The subject.
+    pub subject: super::SubjectKey,
+    /// The device, if named.
+    pub device: Option<super::ItemKey>,
+    /// Where from, if known.
+    pub place: Option<super::Place>,
+}
+
+impl View {
+    /// A subject never seen, at `now`.
+    pub fn empty(now: Millis) -> Self {
+        Self {
+            device_first_seen: now,
+            now,
+            ..Self::default()
+        }
+    }
+
+    /// Actions matching `pattern` in the `window` (ms) before now, this
+    /// decision excluded.
+    pub fn count(&self, pattern: &str, window: Millis) -> usize {
+        self.entry
+            .as_ref()
+            .map_or(0, |e| e.lock().count(pattern, self.now, window))
+    }
+}
+
+/// The view of one decision, built on first read.
+pub struct Lazy<'a> {
+    source: Option<&'a History>,
+    policy: &'a PolicySet,
+    request: &'a DecideRequest,
+    now: Millis,
+    cell: OnceLock<View>,
+}
+
+impl<'a> Lazy<'a> {
+    /// The history of `request`'s subject at `now`, from `source` (an empty
+    /// one without), located with `policy`'s GeoIP database.
+    pub fn new(
+        source: Option<&'a History>,
+        policy: &'a PolicySet,
+        request: &'a DecideRequest,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            source,
+            policy,
+            request,
+            now: now.timestamp_millis(),
+            cell: OnceLock::new(),
+        }
+    }
+
+    /// The view (computed now if not yet).
+    pub fn view(&self) -> &View {
+        self.cell.get_or_init(|| match self.source {
+            Some(h) => h.view(self.policy, self.request, self.now),
+            None => View::empty(self.now),
+        })
+    }
+
+    /// The view, if it was built (the decision read `history`).
+    pub fn built(&self) -> Option<&View> {
+        self.cell.get()
+    }
+}
+
+fn timestamp(ms: Millis) -> CelTimestamp {
+    let t = DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    CelTimestamp::from(t.fixed_offset())
+}
+
+fn field<'v>(view: &View, name: &str) -> Result<CowVal<'static, 'v>, ExecutionError> {
+    Ok(match name {
+        "device_known" => CowVal::owned(CelBool::from(view.device_known)),
+        "device_first_seen" => CowVal::owned(timestamp(view.device_first_seen)),
+        "devices_seen" => CowVal::owned(CelInt::from(view.devices_seen)),
+        "last_country" => {
+            let s = view
+                .last_country
+                .as_ref()
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .unwrap_or("");
+            CowVal::owned(CelString::from(s.to_owned()))
+        }
+        "last_seen" => CowVal::owned(timestamp(view.last_seen)),
+        "travel_kmh" => CowVal::owned(CelDouble::from(view.travel_kmh)),
+        "stepups_failed" => CowVal::owned(CelInt::from(view.stepups_failed)),
+        other => return Err(ExecutionError::no_such_key(other)),
+    })
+}
+
+fn key_of(idx: &dyn Val) -> Result<&str, ExecutionError> {
+    idx.downcast_ref::<CelString>()
+        .map(CelString::inner)
+        .ok_or_else(|| ExecutionError::UnexpectedType {
+            got: idx.get_type().name().to_owned(),
+            want: "string".to_owned(),
+        })
+}
+
+impl Val for View {
+    fn get_type(&self) -> &Type {
+        &HISTORY_TYPE
+    }
+
+    fn cel_type() -> &'static Type {
+        &HISTORY_TYPE
+    }
+
+    fn as_indexer<'b, 'v>(&'b self) -> Option<&'b (dyn Indexer + 'v)>
+    where
+        Self: 'v,
+    {
+        Some(self)
+    }
+
+    fn as_container(&self) -> Option<&dyn Container> {
+        Some(self)
+    }
+
+    fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v>
+    where
+        Self: 'v,
+    {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+impl StaticVal for View {}
+
+impl Indexer for View {
+    fn get<'b, 'v>(&'b self, idx: &dyn Val) -> Result<CowVal<'b, 'v>, ExecutionError>
+    where
+        Self: 'v,
+    {
+        field(self, key_of(idx)?)
+    }
+
+    fn steal<'v>(self: Box<Self>, idx: &dyn Val) -> Result<Box<dyn Val + 'v>, ExecutionError>
+    where
+        Self: 'v,
+    {
+        field(&self, key_of(idx)?).map(CowVal::into_owned)
+    }
+}
+
+impl Container for View {
+    fn contains(&self, value: &dyn Val) -> Result<bool, ExecutionError> {
+        Ok(FIELDS.contains(&key_of(value)?))
+    }
+}
+
+/// `history.count(pattern, window)`.
+fn count<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let [target, pattern, window] = args.as_slice() else {
+        return Err(ExecutionError::function_error(
+            "count",
+            "expects a glob and a duration",
+        ));
+    };
+    let view = target
+        .downcast_ref::<View>()
+        .ok_or_else(|| ExecutionError::function_error("count", "only `history` has `count`"))?;
+    let pattern = pattern
+        .downcast_ref::<CelString>()
+        .map(CelString::inner)
+        .ok_or_else(|| ExecutionError::function_error("count", "the pattern must be a string"))?;
+    let window = window
+        .downcast_ref::<CelDuration>()
+        .map(|d| d.inner().num_milliseconds())
+        .ok_or_else(|| ExecutionError::function_error("count", "the window must be a duration"))?;
+    if window <= 0 {
+        return Err(ExecutionError::function_error(
+            "count",
+            "the window must be positive",
+        ));
+    }
+    let n = view.count(pattern, window);
+    Ok(CowVal::owned(CelInt::from(
+        i64::try_from(n).unwrap_or(i64::MAX),
+    )))
+}
+
+/// Declares `history.count(string, duration)` in `env`.
+pub fn register(env: &mut cel::Env) -> Result<(), cel::DeclarationError> {
+    env.add_member_overload(
+        "count",
+        "stepup_history_count_string_duration",
+        HISTORY_TYPE.to_owned(),
+        vec![types::STRING_TYPE, types::DURATION_TYPE],
+        count,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval(view: View, src: &str) -> cel::Value {
+        let mut env = cel::Env::stdlib();
+        register(&mut env).unwrap();
+        let env = Arc::new(env);
+        let program = env.compile(src).unwrap();
+        let mut ctx = cel::Context::with_env(env);
+        ctx.add_variable_as_val("history", Box::new(view));
+        program.execute(&ctx).unwrap()
+    }
+
+    #[test]
+    fn fields_and_count_read_in_cel() {
+        let v = View {
+            device_known: true,
+            devices_seen: 3,
+            last_country: Some(*b"DE"),
+            travel_kmh: 1200.5,
+            stepups_failed: 2,
+            now: 10_000,
+            ..View::default()
+        };
+        assert_eq!(
+            eval(
+                v.clone(),
+                "history.device_known && history.devices_seen == 3"
+            ),
+            cel::Value::Bool(true)
+        );
+        assert_eq!(
+            eval(
+                v.clone(),
+                r#"history.last_country == "DE" && history.travel_kmh > 900.0"#
+            ),
+            cel::Value::Bool(true)
+        );
+        assert_eq!(
+            eval(
+                v.clone(),
+                r#"history.count("payments.*", duration("1h")) == 0"#
+            ),
+            cel::Value::Bool(true)
+        );
+        assert_eq!(
+            eval(
+                v.clone(),
+                r#"has(history.stepups_failed) && history.stepups_failed >= 2"#
+            ),
+            cel::Value::Bool(true)
+        );
+        assert_eq!(
+            eval(
+                View::empty(5),
+                r#"history.last_seen == timestamp("1970-01-01T00:00:00Z")"#
+            ),
+            cel::Value::Bool(true)
+        );
+    }
+}
