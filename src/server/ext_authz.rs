@@ -228,14 +228,22 @@ struct DenyBody<'a> {
 }
 
 fn json<T: serde::Serialize>(body: &T) -> String {
-    // Serializing these plain structs cannot fail.
-    serde_json::to_string(body).unwrap_or_default()
+    let mut out = Vec::with_capacity(160);
+    // Writing these plain structs cannot fail, and the writer only ever
+    // writes UTF-8.
+    match crate::telemetry::json::write(&mut out, body) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 fn allowed(id: &str, risk: Option<u32>, spoofed: Vec<String>) -> HttpResponse {
     let mut headers = vec![header(DECISION_ID_HEADER, id.to_owned())];
     if let Some(risk) = risk {
-        headers.push(header(RISK_SCORE_HEADER, risk.to_string()));
+        headers.push(header(
+            RISK_SCORE_HEADER,
+            itoa::Buffer::new().format(risk).to_owned(),
+        ));
     }
     HttpResponse::OkResponse(OkHttpResponse {
         headers,

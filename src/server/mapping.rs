@@ -1047,7 +1047,7 @@ impl Mapping {
             })
             .unwrap_or(0);
         let network = pb::Network {
-            ip: ip.map(|i| i.to_string()).unwrap_or_default(),
+            ip: ip.map(ip_text).unwrap_or_default(),
             country,
             asn,
             attributes: BTreeMap::new(),
@@ -1090,6 +1090,24 @@ impl Mapping {
             Some(address::Address::SocketAddress(s)) => parse_ip(&s.address),
             _ => None,
         })
+    }
+}
+
+/// The canonical text of an address; IPv4 without the formatting machinery
+/// (`Display` for `Ipv4Addr` costs about a microsecond's tenth per call).
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(itoa::Buffer::new().format(octet));
+            }
+            out
+        }
+        IpAddr::V6(_) => ip.to_string(),
     }
 }
 
