@@ -586,8 +586,14 @@ pub fn engine_for(config: &crate::config::Config) -> Result<Arc<Engine>, Failure
         dir = %config.policies.display(),
         "policy set loaded"
     );
-    let engine = Engine::new(policy, config.cache)
-        .with_history(crate::history::History::new(config.history.clone()));
+    let mut history = crate::history::History::new(config.history.clone());
+    if let Some(redis) = &config.history.redis {
+        let backend = crate::history::redis::RedisBackend::start(redis, config.history.limits)
+            .map_err(|e| Failure::usage(format!("error: history backend: {e}")))?;
+        tracing::info!("history shared through Redis");
+        history = history.with_backend(Arc::new(backend));
+    }
+    let engine = Engine::new(policy, config.cache).with_history(history);
     let engine = match &config.decision_log {
         Some(log) => {
             let log = crate::telemetry::decision_log::DecisionLog::start(

@@ -47,6 +47,7 @@ pub mod config;
 pub mod geo;
 pub mod keys;
 pub mod model;
+pub mod redis;
 pub mod store;
 pub mod view;
 
@@ -102,6 +103,10 @@ pub trait Backend: Send + Sync {
     /// Queues an update for the shared store. Must not block: when the queue
     /// is full, drop it (and count the drop).
     fn publish(&self, update: Update);
+
+    /// Appends the backend's own Prometheus metrics to `out` (none by
+    /// default).
+    fn render_metrics(&self, _out: &mut String) {}
 }
 
 /// Most distinct action names interned; past that, each event allocates its
@@ -207,6 +212,9 @@ impl History {
             self.store.evicted(),
             self.fetch_failures()
         );
+        if let Some(b) = &self.backend {
+            b.render_metrics(out);
+        }
     }
 
     /// Whether anything is remembered at all.
