@@ -298,3 +298,60 @@ async fn decisions_go_on_when_redis_is_unreachable() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_from_replicas_are_all_kept() {
+    use std::sync::Arc;
+    use stepup::history::config::{RedisConfig, Secret};
+    use stepup::history::redis::RedisBackend;
+    use stepup::history::{Backend as _, Keyer, Limits, Observation, Update, Verdict};
+
+    let redis = Redis::start();
+    let config = RedisConfig {
+        url: Secret(redis.url()),
+        timeout: Duration::from_secs(1),
+    };
+    let limits = Limits::default();
+    let replicas: Vec<Arc<RedisBackend>> = (0..3)
+        .map(|_| Arc::new(RedisBackend::start(&config, limits).unwrap()))
+        .collect();
+    let keyer = Keyer::from_secret("shared-test-key");
+    let subject = keyer.subject("", "erin");
+    let now = chrono::Utc::now().timestamp_millis();
+    // Five devices through each replica, all at once: every write races the
+    // other replicas' writes to the same key.
+    let writers = replicas.iter().enumerate().map(|(r, backend)| {
+        let backend = Arc::clone(backend);
+        let keyer = keyer.clone();
+        tokio::spawn(async move {
+            for d in 0..5 {
+                backend.publish(Update::Observed(Observation {
+                    subject,
+                    device: Some(keyer.device(&format!("r{r}-d{d}"))),
+                    action: Arc::from("payments.transfer"),
+                    at: now + d,
+                    place: None,
+                    outcome: Verdict::Allow,
+                    session_level: Some(1),
+                    makes_known: true,
+                }));
+                tokio::task::yield_now().await;
+            }
+        })
+    });
+    for w in writers.collect::<Vec<_>>() {
+        w.await.unwrap();
+    }
+    let reader = Arc::clone(&replicas[0]);
+    eventually("all 15 devices in Redis", || {
+        let reader = Arc::clone(&reader);
+        async move {
+            let h = reader.fetch(subject).await.unwrap().unwrap_or_default();
+            h.devices.len() == 15 && h.devices.iter().all(|d| d.known) && h.events.len() == 15
+        }
+    })
+    .await;
+    for r in &replicas {
+        assert_eq!((r.failed(), r.dropped()), (0, 0));
+    }
+}
