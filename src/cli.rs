@@ -89,6 +89,8 @@ pub struct ServeArgs {
     #[arg(long, env = "STEPUP_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
     /// Config file (TOML); flags and STEPUP_* variables override it.
+    /// `[history] backend = "redis"` with `redis_url` shares behavioural
+    /// history between replicas (see the README's configuration table).
     #[arg(long, env = "STEPUP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Decision cache entries; 0 turns the cache off [default: 100000].
