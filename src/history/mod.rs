@@ -125,7 +125,13 @@ pub struct History {
     /// lookup entirely after it.
     elevated_until: AtomicI64,
     fetch_failures: AtomicU64,
+    /// When a fetch failure was last logged (wall clock, ms).
+    fetch_warned_at: AtomicI64,
 }
+
+/// At most one fetch-failure warning per this many ms: during an outage
+/// every decision fails its fetch.
+const FETCH_WARN_EVERY: Millis = 10_000;
 
 impl std::fmt::Debug for History {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,6 +164,7 @@ impl History {
             actions: DashMap::new(),
             elevated_until: AtomicI64::new(i64::MIN),
             fetch_failures: AtomicU64::new(0),
+            fetch_warned_at: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -190,6 +197,19 @@ impl History {
     /// Prefetches that failed or timed out (decisions then used local history).
     pub fn fetch_failures(&self) -> u64 {
         self.fetch_failures.load(Ordering::Relaxed)
+    }
+
+    /// Counts a failed prefetch; whether to log it (at most once per
+    /// [`FETCH_WARN_EVERY`]).
+    fn fetch_failed(&self) -> bool {
+        self.fetch_failures.fetch_add(1, Ordering::Relaxed);
+        let now = Utc::now().timestamp_millis();
+        let last = self.fetch_warned_at.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= FETCH_WARN_EVERY
+            && self
+                .fetch_warned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Appends the history's Prometheus metrics to `out`:
@@ -533,12 +553,14 @@ impl History {
             }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
-                self.fetch_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(backend = backend.name(), error = %e, "history fetch failed: deciding on local history");
+                if self.fetch_failed() {
+                    tracing::warn!(backend = backend.name(), error = %e, failures = self.fetch_failures(), "history fetch failed: deciding on local history");
+                }
             }
             Err(_) => {
-                self.fetch_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(backend = backend.name(), timeout = ?self.config.fetch_timeout, "history fetch timed out: deciding on local history");
+                if self.fetch_failed() {
+                    tracing::warn!(backend = backend.name(), timeout = ?self.config.fetch_timeout, failures = self.fetch_failures(), "history fetch timed out: deciding on local history");
+                }
             }
         }
     }
