@@ -67,7 +67,10 @@ struct Redis {
 
 impl Redis {
     fn start() -> Self {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -244,9 +247,14 @@ async fn a_device_known_through_one_sidecar_is_known_to_another() {
         outcome(&mut cb, transfer("bob", "laptop", "urn:stepup:aal1")).await,
         Outcome::Challenge
     );
-    // Both replicas' updates live in one key, with the retention as TTL.
+    // One key per subject (alice's written by both replicas, bob's once B's
+    // queued write lands), expiring after the retention.
+    eventually("two subjects in Redis", || {
+        let keys = redis.command("KEYS stepup:history:*").unwrap();
+        async move { keys.starts_with("*2\r\n") }
+    })
+    .await;
     let keys = redis.command("KEYS stepup:history:*").unwrap();
-    assert!(keys.starts_with("*2\r\n"), "{keys}");
     let key = keys.lines().nth(2).unwrap().to_owned();
     let ttl: i64 = redis.command(&format!("PTTL {key}")).unwrap()[1..]
         .trim()
@@ -258,6 +266,7 @@ async fn a_device_known_through_one_sidecar_is_known_to_another() {
     assert_eq!(b.metric("stepup_history_publish_dropped_total"), 0.0);
 
     // Redis goes away: decisions go on, on local history.
+    let port = redis.port;
     drop(redis);
     assert_eq!(
         outcome(&mut ca, transfer("alice", "laptop", "urn:stepup:aal1")).await,
@@ -268,6 +277,22 @@ async fn a_device_known_through_one_sidecar_is_known_to_another() {
         Outcome::Challenge
     );
     assert!(a.metric("stepup_history_fetch_failures_total") >= 1.0);
+
+    // It comes back (empty): both sidecars reconnect and share again.
+    let _redis = Redis::start_on(port);
+    assert_eq!(
+        outcome(&mut ca, transfer("alice", "phone", "urn:stepup:aal2")).await,
+        Outcome::Allow
+    );
+    eventually("sidecar B to know the device after the outage", || {
+        let (mut ca, mut cb) = (ca.clone(), cb.clone());
+        async move {
+            // Until A has reconnected, its update may be lost: repeat it.
+            outcome(&mut ca, transfer("alice", "phone", "urn:stepup:aal2")).await;
+            outcome(&mut cb, transfer("alice", "phone", "urn:stepup:aal1")).await == Outcome::Allow
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
