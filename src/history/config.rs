@@ -190,6 +190,14 @@ impl HistoryConfig {
             problems.push("history.hash_key must not be empty".to_owned());
         }
         let redis = resolve_backend(file.backend, file.redis_url, redis_timeout, problems);
+        if redis.is_some() && file.hash_key.as_deref().is_none_or(str::is_empty) {
+            // A random key per process: replicas would never find each
+            // other's subjects.
+            problems.push(
+                "history.backend \"redis\" needs history.hash_key, the same on every replica"
+                    .to_owned(),
+            );
+        }
         Self {
             enabled,
             hash_key: file.hash_key.filter(|k| !k.is_empty()).map(Secret),
@@ -286,7 +294,7 @@ mod tests {
         assert_eq!(resolve(""), (None, vec![]));
         assert_eq!(resolve("backend = \"memory\""), (None, vec![]));
         let (redis, problems) = resolve(
-            "backend = \"redis\"\nredis_url = \"redis://:pw@10.0.0.1:6380/2\"\nredis_timeout = \"250ms\"",
+            "backend = \"redis\"\nredis_url = \"redis://:pw@10.0.0.1:6380/2\"\nredis_timeout = \"250ms\"\nhash_key = \"k\"",
         );
         assert!(problems.is_empty(), "{problems:?}");
         let redis = redis.unwrap();
@@ -306,11 +314,15 @@ mod tests {
                 "history.redis_url is set but history.backend is not \"redis\"",
             ),
             (
+                "backend = \"redis\"\nredis_url = \"redis://x\"",
+                "history.backend \"redis\" needs history.hash_key, the same on every replica",
+            ),
+            (
                 "backend = \"etcd\"",
                 "history.backend `etcd` must be \"memory\" or \"redis\"",
             ),
         ] {
-            assert_eq!(resolve(text), (None, vec![problem.to_owned()]), "{text}");
+            assert_eq!(resolve(text).1, [problem], "{text}");
         }
     }
 }

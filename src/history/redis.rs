@@ -294,3 +294,18 @@ async fn write(
         .map(|u| u64::try_from(u.len()).unwrap_or(u64::MAX))
         .sum())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Keyer;
+
+    #[test]
+    fn keys_name_only_the_keyed_hash() {
+        let subject = Keyer::from_secret("k").subject("acme", "alice@example.com");
+        let k = key(subject);
+        assert_eq!(k, format!("stepup:history:{}", subject.to_hex()));
+        assert_eq!(k.len(), "stepup:history:".len() + 32);
+        assert!(!k.contains("alice"));
+    }
+}
