@@ -308,4 +308,39 @@ mod tests {
         assert_eq!(k.len(), "stepup:history:".len() + 32);
         assert!(!k.contains("alice"));
     }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_queue_drops_and_counts_without_blocking() {
+        // Nothing listens there; on one thread the writer cannot run while
+        // the loop publishes, so exactly the overflow is dropped.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = RedisConfig {
+            url: crate::history::config::Secret(format!("redis://127.0.0.1:{port}/")),
+            timeout: Duration::from_millis(100),
+        };
+        let backend = RedisBackend::start(&config, Limits::default()).unwrap();
+        let keyer = Keyer::from_secret("k");
+        let report = crate::history::StepUpReport {
+            subject: keyer.subject("", "u"),
+            session: None,
+            device: None,
+            acr: None,
+            amr: Vec::new(),
+            auth_time: 0,
+            at: 0,
+            success: false,
+        };
+        for _ in 0..QUEUE + 7 {
+            backend.publish(Update::SteppedUp(report.clone()));
+        }
+        assert_eq!(backend.dropped(), 7);
+        let mut metrics = String::new();
+        backend.render_metrics(&mut metrics);
+        assert!(metrics.contains("\nstepup_history_publish_dropped_total 7\n"));
+        assert!(backend.fetch(report.subject).await.is_err());
+    }
 }
