@@ -89,6 +89,8 @@ pub struct ServeArgs {
     #[arg(long, env = "STEPUP_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
     /// Config file (TOML); flags and STEPUP_* variables override it.
+    /// `[history] backend = "redis"` with `redis_url` shares behavioural
+    /// history between replicas (see the README's configuration table).
     #[arg(long, env = "STEPUP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Decision cache entries; 0 turns the cache off [default: 100000].
@@ -586,8 +588,14 @@ pub fn engine_for(config: &crate::config::Config) -> Result<Arc<Engine>, Failure
         dir = %config.policies.display(),
         "policy set loaded"
     );
-    let engine = Engine::new(policy, config.cache)
-        .with_history(crate::history::History::new(config.history.clone()));
+    let mut history = crate::history::History::new(config.history.clone());
+    if let Some(redis) = &config.history.redis {
+        let backend = crate::history::redis::RedisBackend::start(redis, config.history.limits)
+            .map_err(|e| Failure::usage(format!("error: history backend: {e}")))?;
+        tracing::info!("history shared through Redis");
+        history = history.with_backend(Arc::new(backend));
+    }
+    let engine = Engine::new(policy, config.cache).with_history(history);
     let engine = match &config.decision_log {
         Some(log) => {
             let log = crate::telemetry::decision_log::DecisionLog::start(

@@ -273,7 +273,7 @@ fn history_request(
         1 => ("AU", Some((-33.87, 151.21))),
         _ => ("DE", None),
     };
-    let mut net_attrs = std::collections::HashMap::new();
+    let mut net_attrs = std::collections::BTreeMap::new();
     if let Some((lat, lon)) = coords {
         net_attrs.insert("lat".to_owned(), Value::from(lat));
         net_attrs.insert("lon".to_owned(), Value::from(lon));
@@ -304,7 +304,7 @@ fn history_request(
             ..Default::default()
         }),
         resource: Some(pb::Resource {
-            attributes: std::collections::HashMap::from([(
+            attributes: std::collections::BTreeMap::from([(
                 "amount".to_owned(),
                 Value::from(amount),
             )]),

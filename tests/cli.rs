@@ -39,7 +39,7 @@ fn check_accepts_the_examples() {
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("ok: `"), "{stdout}");
     assert!(
-        stdout.contains("is valid: 3 levels, 8 signals, 14 rules, revision sha256:"),
+        stdout.contains("is valid: 3 levels, 5 signals, 17 rules, revision sha256:"),
         "{stdout}"
     );
 }
@@ -146,7 +146,7 @@ fn eval_prints_the_response_as_json() {
     let out = eval(&ctx, &["--explain"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let trace = v["trace"].as_array().unwrap();
-    assert_eq!(trace.len(), 8 + 14, "every signal and rule");
+    assert_eq!(trace.len(), 5 + 17, "every signal and rule");
 }
 
 #[test]

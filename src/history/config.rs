@@ -47,6 +47,20 @@ pub struct HistoryConfig {
     /// How long a prefetch from a shared backend may take before the decision
     /// goes ahead on local history.
     pub fetch_timeout: Duration,
+    /// The shared backend: `None` keeps history in memory only (the
+    /// default), `Some` shares it through Redis.
+    pub redis: Option<RedisConfig>,
+}
+
+/// `[history] backend = "redis"`: where Redis is, and how long to wait for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host[:port][/db]` (or `rediss://`); may hold a
+    /// password, so it never shows in `Debug` output.
+    pub url: Secret,
+    /// Connect and command timeout of the background writer (default `1s`);
+    /// decisions wait at most `fetch_timeout` anyway.
+    pub timeout: Duration,
 }
 
 impl Default for HistoryConfig {
@@ -57,6 +71,7 @@ impl Default for HistoryConfig {
             limits: Limits::default(),
             known_level: None,
             fetch_timeout: Duration::from_millis(20),
+            redis: None,
         }
     }
 }
@@ -95,6 +110,12 @@ pub struct FileHistory {
     pub known_level: Option<String>,
     /// Prefetch timeout for a shared backend (default `20ms`).
     pub fetch_timeout: Option<String>,
+    /// `"memory"` (default) or `"redis"`.
+    pub backend: Option<String>,
+    /// The Redis URL, with `backend = "redis"`.
+    pub redis_url: Option<String>,
+    /// Redis connect and command timeout for writes (default `1s`).
+    pub redis_timeout: Option<String>,
 }
 
 fn millis(d: Duration) -> Millis {
@@ -148,6 +169,7 @@ impl HistoryConfig {
             Duration::from_millis(d.elevation.unsigned_abs()),
         );
         let fetch_timeout = duration("fetch_timeout", file.fetch_timeout, defaults.fetch_timeout);
+        let redis_timeout = duration("redis_timeout", file.redis_timeout, Duration::from_secs(1));
         let mut count = |name: &str, v: Option<usize>, default: usize| match v {
             Some(0) => {
                 problems.push(format!("history.{name} must be at least 1"));
@@ -167,12 +189,67 @@ impl HistoryConfig {
         if file.hash_key.as_deref() == Some("") {
             problems.push("history.hash_key must not be empty".to_owned());
         }
+        let redis = resolve_backend(file.backend, file.redis_url, redis_timeout, problems);
+        if redis.is_some() && file.hash_key.as_deref().is_none_or(str::is_empty) {
+            // A random key per process: replicas would never find each
+            // other's subjects.
+            problems.push(
+                "history.backend \"redis\" needs history.hash_key, the same on every replica"
+                    .to_owned(),
+            );
+        }
         Self {
             enabled,
             hash_key: file.hash_key.filter(|k| !k.is_empty()).map(Secret),
             limits,
             known_level: file.known_level,
             fetch_timeout,
+            redis,
+        }
+    }
+}
+
+/// `backend` and `redis_url`: the URL is checked here (never echoed: it may
+/// hold a password).
+fn resolve_backend(
+    backend: Option<String>,
+    url: Option<String>,
+    timeout: Duration,
+    problems: &mut Vec<String>,
+) -> Option<RedisConfig> {
+    match backend.as_deref() {
+        None | Some("memory") => {
+            if url.is_some() {
+                problems.push(
+                    "history.redis_url is set but history.backend is not \"redis\"".to_owned(),
+                );
+            }
+            None
+        }
+        Some("redis") => {
+            let Some(url) = url.filter(|u| !u.is_empty()) else {
+                problems.push("history.backend \"redis\" needs history.redis_url".to_owned());
+                return None;
+            };
+            match redis::Client::open(url.as_str()) {
+                Ok(_) => Some(RedisConfig {
+                    url: Secret(url),
+                    timeout,
+                }),
+                Err(_) => {
+                    problems.push(
+                        "history.redis_url is not a Redis URL: expected `redis://[:password@]host[:port][/db]`"
+                            .to_owned(),
+                    );
+                    None
+                }
+            }
+        }
+        Some(other) => {
+            problems.push(format!(
+                "history.backend `{other}` must be \"memory\" or \"redis\""
+            ));
+            None
         }
     }
 }
@@ -205,5 +282,47 @@ mod tests {
             Enabled::Off
         );
         assert!(toml::from_str::<FileHistory>("size = 3").is_err());
+    }
+
+    #[test]
+    fn resolves_the_backend() {
+        let resolve = |text: &str| {
+            let mut problems = Vec::new();
+            let file: FileHistory = toml::from_str(text).unwrap();
+            (HistoryConfig::resolve(file, &mut problems).redis, problems)
+        };
+        assert_eq!(resolve(""), (None, vec![]));
+        assert_eq!(resolve("backend = \"memory\""), (None, vec![]));
+        let (redis, problems) = resolve(
+            "backend = \"redis\"\nredis_url = \"redis://:pw@10.0.0.1:6380/2\"\nredis_timeout = \"250ms\"\nhash_key = \"k\"",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let redis = redis.unwrap();
+        assert_eq!(redis.timeout, Duration::from_millis(250));
+        assert!(!format!("{redis:?}").contains("pw"));
+        for (text, problem) in [
+            (
+                "backend = \"redis\"",
+                "history.backend \"redis\" needs history.redis_url",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"http://:pw@x\"",
+                "history.redis_url is not a Redis URL: expected `redis://[:password@]host[:port][/db]`",
+            ),
+            (
+                "redis_url = \"redis://x\"",
+                "history.redis_url is set but history.backend is not \"redis\"",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://x\"",
+                "history.backend \"redis\" needs history.hash_key, the same on every replica",
+            ),
+            (
+                "backend = \"etcd\"",
+                "history.backend `etcd` must be \"memory\" or \"redis\"",
+            ),
+        ] {
+            assert_eq!(resolve(text).1, [problem], "{text}");
+        }
     }
 }

@@ -47,6 +47,7 @@ pub mod config;
 pub mod geo;
 pub mod keys;
 pub mod model;
+pub mod redis;
 pub mod store;
 pub mod view;
 
@@ -102,6 +103,10 @@ pub trait Backend: Send + Sync {
     /// Queues an update for the shared store. Must not block: when the queue
     /// is full, drop it (and count the drop).
     fn publish(&self, update: Update);
+
+    /// Appends the backend's own Prometheus metrics to `out` (none by
+    /// default).
+    fn render_metrics(&self, _out: &mut String) {}
 }
 
 /// Most distinct action names interned; past that, each event allocates its
@@ -120,7 +125,13 @@ pub struct History {
     /// lookup entirely after it.
     elevated_until: AtomicI64,
     fetch_failures: AtomicU64,
+    /// When a fetch failure was last logged (wall clock, ms).
+    fetch_warned_at: AtomicI64,
 }
+
+/// At most one fetch-failure warning per this many ms: during an outage
+/// every decision fails its fetch.
+const FETCH_WARN_EVERY: Millis = 10_000;
 
 impl std::fmt::Debug for History {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -153,6 +164,7 @@ impl History {
             actions: DashMap::new(),
             elevated_until: AtomicI64::new(i64::MIN),
             fetch_failures: AtomicU64::new(0),
+            fetch_warned_at: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -187,6 +199,19 @@ impl History {
         self.fetch_failures.load(Ordering::Relaxed)
     }
 
+    /// Counts a failed prefetch; whether to log it (at most once per
+    /// [`FETCH_WARN_EVERY`]).
+    fn fetch_failed(&self) -> bool {
+        self.fetch_failures.fetch_add(1, Ordering::Relaxed);
+        let now = Utc::now().timestamp_millis();
+        let last = self.fetch_warned_at.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= FETCH_WARN_EVERY
+            && self
+                .fetch_warned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
     /// Appends the history's Prometheus metrics to `out`:
     /// `stepup_history_subjects`, `stepup_history_evictions_total` and
     /// `stepup_history_fetch_failures_total`.
@@ -207,6 +232,9 @@ impl History {
             self.store.evicted(),
             self.fetch_failures()
         );
+        if let Some(b) = &self.backend {
+            b.render_metrics(out);
+        }
     }
 
     /// Whether anything is remembered at all.
@@ -525,12 +553,14 @@ impl History {
             }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
-                self.fetch_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(backend = backend.name(), error = %e, "history fetch failed: deciding on local history");
+                if self.fetch_failed() {
+                    tracing::warn!(backend = backend.name(), error = %e, failures = self.fetch_failures(), "history fetch failed: deciding on local history");
+                }
             }
             Err(_) => {
-                self.fetch_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(backend = backend.name(), timeout = ?self.config.fetch_timeout, "history fetch timed out: deciding on local history");
+                if self.fetch_failed() {
+                    tracing::warn!(backend = backend.name(), timeout = ?self.config.fetch_timeout, failures = self.fetch_failures(), "history fetch timed out: deciding on local history");
+                }
             }
         }
     }
