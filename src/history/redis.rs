@@ -114,8 +114,10 @@ impl std::fmt::Debug for RedisBackend {
 
 impl RedisBackend {
     /// Sets up the connection (lazily: Redis may be down) and starts the
-    /// writer task. Must be called within a Tokio runtime.
+    /// writer task on the current Tokio runtime (an error outside one).
     pub fn start(config: &RedisConfig, limits: Limits) -> Result<Self, StartError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| StartError::Connect(e.to_string()))?;
         let client = redis::Client::open(config.url.0.as_str())
             .map_err(|e| StartError::Url(e.to_string()))?;
         let manager = redis::aio::ConnectionManagerConfig::new()
@@ -127,7 +129,7 @@ impl RedisBackend {
             .map_err(|e| StartError::Connect(e.to_string()))?;
         let (queue, rx) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
-        tokio::spawn(drain(conn.clone(), rx, limits, Arc::clone(&counters)));
+        runtime.spawn(drain(conn.clone(), rx, limits, Arc::clone(&counters)));
         Ok(Self {
             conn,
             queue,
@@ -342,5 +344,17 @@ mod tests {
         backend.render_metrics(&mut metrics);
         assert!(metrics.contains("\nstepup_history_publish_dropped_total 7\n"));
         assert!(backend.fetch(report.subject).await.is_err());
+    }
+
+    #[test]
+    fn outside_a_runtime_is_an_error_not_a_panic() {
+        let config = RedisConfig {
+            url: crate::history::config::Secret("redis://127.0.0.1:1/".to_owned()),
+            timeout: Duration::from_millis(100),
+        };
+        assert!(matches!(
+            RedisBackend::start(&config, Limits::default()),
+            Err(StartError::Connect(_))
+        ));
     }
 }
