@@ -209,15 +209,20 @@ async fn drain(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let n = batch.len();
         let mut by_subject: HashMap<SubjectKey, Vec<Update>> = HashMap::new();
         for u in batch.drain(..) {
             by_subject.entry(u.subject()).or_default().push(u);
         }
-        match write(&mut conn, by_subject, &limits).await {
-            Ok(0) => {}
-            Ok(lost) => {
-                counters.failed.fetch_add(lost, Ordering::Relaxed);
+        let written = write(&mut conn, &mut by_subject, &limits).await;
+        // What is left was not written.
+        let lost: u64 = by_subject
+            .values()
+            .map(|u| u64::try_from(u.len()).unwrap_or(u64::MAX))
+            .sum();
+        counters.failed.fetch_add(lost, Ordering::Relaxed);
+        match written {
+            Ok(()) if lost == 0 => {}
+            Ok(()) => {
                 if counters.may_warn() {
                     tracing::warn!(
                         updates = lost,
@@ -226,11 +231,8 @@ async fn drain(
                 }
             }
             Err(e) => {
-                counters
-                    .failed
-                    .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
                 if counters.may_warn() {
-                    tracing::warn!(error = %e, updates = n, "history updates not written to Redis");
+                    tracing::warn!(error = %e, updates = lost, "history updates not written to Redis");
                 }
                 // Let Redis come back rather than spin on a dead connection.
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -239,13 +241,13 @@ async fn drain(
     }
 }
 
-/// Applies `pending` (updates per subject); returns how many updates were
-/// given up after [`TRIES`] lost races.
+/// Applies `pending` (updates per subject), removing each subject once
+/// written; what is left was given up after [`TRIES`] lost races or an error.
 async fn write(
     conn: &mut ConnectionManager,
-    mut pending: HashMap<SubjectKey, Vec<Update>>,
+    pending: &mut HashMap<SubjectKey, Vec<Update>>,
     limits: &Limits,
-) -> redis::RedisResult<u64> {
+) -> redis::RedisResult<()> {
     for _ in 0..TRIES {
         let subjects: Vec<SubjectKey> = pending.keys().copied().collect();
         let mut read = redis::pipe();
@@ -288,13 +290,10 @@ async fn write(
             }
         }
         if pending.is_empty() {
-            return Ok(0);
+            break;
         }
     }
-    Ok(pending
-        .values()
-        .map(|u| u64::try_from(u.len()).unwrap_or(u64::MAX))
-        .sum())
+    Ok(())
 }
 
 #[cfg(test)]
