@@ -38,8 +38,12 @@ impl VariableResolver for Variables<'_> {
             "risk" => self
                 .risk
                 .map(|(score, signals)| CowVal::owned(RiskVal { score, signals })),
-            "risk.score" => self.risk.map(|(score, _)| CowVal::owned(CelInt::from(score))),
-            "risk.signals" => self.risk.map(|(_, signals)| CowVal::owned(signal_list(signals))),
+            "risk.score" => self
+                .risk
+                .map(|(score, _)| CowVal::owned(CelInt::from(score))),
+            "risk.signals" => self
+                .risk
+                .map(|(_, signals)| CowVal::owned(signal_list(signals))),
             "history" => self.history.map(|h| CowVal::Borrowed(h.view() as &dyn Val)),
             name => resolve_path(self.request, name).map(to_val),
         }

@@ -320,17 +320,13 @@ mod tests {
         ];
         for (n, json) in cases.iter().enumerate() {
             for explain in [false, true] {
-                let d = crate::engine::decide_with(
-                    Arc::clone(&policy),
-                    None,
-                    &req(json),
-                    now,
-                    explain,
-                );
+                let d =
+                    crate::engine::decide_with(Arc::clone(&policy), None, &req(json), now, explain);
                 let mut ours = Vec::new();
                 crate::telemetry::json::write(&mut ours, &DecisionJson(&d)).unwrap();
-                let back: pb::DecideResponse = serde_json::from_slice(&ours)
-                    .unwrap_or_else(|e| panic!("case {n}: {e}: {}", String::from_utf8_lossy(&ours)));
+                let back: pb::DecideResponse = serde_json::from_slice(&ours).unwrap_or_else(|e| {
+                    panic!("case {n}: {e}: {}", String::from_utf8_lossy(&ours))
+                });
                 assert_eq!(back, convert::response(&d), "case {n}, explain {explain}");
                 // And the same text as pbjson writes, field for field.
                 let theirs: serde_json::Value =

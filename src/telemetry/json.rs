@@ -633,7 +633,9 @@ mod tests {
 
     #[test]
     fn escapes_like_serde_json_at_every_position_of_a_chunk() {
-        for special in ['"', '\\', '\n', '\r', '\t', '\u{8}', '\u{c}', '\0', '\u{1f}'] {
+        for special in [
+            '"', '\\', '\n', '\r', '\t', '\u{8}', '\u{c}', '\0', '\u{1f}',
+        ] {
             for at in 0..20 {
                 let s: String = (0..20)
                     .map(|i| if i == at { special } else { 'a' })
