@@ -18,20 +18,20 @@ pub fn check(pattern: &str) -> Option<&'static str> {
 }
 
 /// Whether `action` matches `pattern`, where `*` matches any run of
-/// characters (dots included).
+/// characters (dots included). Allocates nothing (it runs per pattern on
+/// every decision).
 pub fn matches(pattern: &str, action: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let Some(first) = parts.next() else {
-        return false;
+    let Some((first, tail)) = pattern.split_once('*') else {
+        return pattern == action; // no `*`: exact match
     };
     let Some(mut rest) = action.strip_prefix(first) else {
         return false;
     };
-    let mut parts: Vec<&str> = parts.collect();
-    let Some(last) = parts.pop() else {
-        return rest.is_empty(); // no `*`: exact match
+    let (middle, last) = match tail.rsplit_once('*') {
+        Some((middle, last)) => (Some(middle), last),
+        None => (None, tail),
     };
-    for part in parts {
+    for part in middle.into_iter().flat_map(|m| m.split('*')) {
         match rest.find(part) {
             Some(at) => rest = rest.get(at + part.len()..).unwrap_or(""),
             None => return false,

@@ -45,7 +45,13 @@ impl VariableResolver for Variables<'_> {
                 .risk
                 .map(|(_, signals)| CowVal::owned(signal_list(signals))),
             "history" => self.history.map(|h| CowVal::Borrowed(h.view() as &dyn Val)),
-            name => resolve_path(self.request, name).map(to_val),
+            name => match name.strip_prefix("history.") {
+                // As for request paths: answer `history.x` in one call.
+                Some(field) => self
+                    .history
+                    .and_then(|h| crate::history::view::field(h.view(), field).ok()),
+                None => resolve_path(self.request, name).map(to_val),
+            },
         }
     }
 }

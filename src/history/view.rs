@@ -135,7 +135,8 @@ fn timestamp(ms: Millis) -> CelTimestamp {
     CelTimestamp::from(t.fixed_offset())
 }
 
-fn field<'v>(view: &View, name: &str) -> Result<CowVal<'static, 'v>, ExecutionError> {
+/// Field `name` of the view.
+pub fn field<'v>(view: &View, name: &str) -> Result<CowVal<'static, 'v>, ExecutionError> {
     Ok(match name {
         "device_known" => CowVal::owned(CelBool::from(view.device_known)),
         "device_first_seen" => CowVal::owned(timestamp(view.device_first_seen)),
