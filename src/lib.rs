@@ -80,8 +80,12 @@ pub async fn run(
     };
     let served = server::serve_with(Arc::clone(&engine), listener, options, stopped(stop_rx)).await;
     let _ = reload.await;
-    // Calls are drained: flush the decision log, then stop the admin server.
+    // Calls are drained: flush the decision log and the history updates
+    // queued for a shared backend, then stop the admin server.
     engine.close();
+    if let Some(backend) = engine.history().backend() {
+        backend.flush(std::time::Duration::from_secs(2)).await;
+    }
     if let Some(admin) = admin {
         admin.stop();
     }

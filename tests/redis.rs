@@ -380,3 +380,50 @@ async fn concurrent_updates_from_replicas_are_all_kept() {
         assert_eq!((r.failed(), r.dropped()), (0, 0));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_at_shutdown_writes_what_is_still_queued() {
+    use std::sync::Arc;
+    use stepup::history::config::{RedisConfig, Secret};
+    use stepup::history::redis::RedisBackend;
+    use stepup::history::{Backend as _, Keyer, Limits, Observation, Update, Verdict};
+
+    let redis = Redis::start();
+    let config = RedisConfig {
+        url: Secret(redis.url()),
+        timeout: Duration::from_secs(1),
+    };
+    let backend = RedisBackend::start(&config, Limits::default()).unwrap();
+    let keyer = Keyer::from_secret("shared-test-key");
+    let now = chrono::Utc::now().timestamp_millis();
+    let subjects: Vec<_> = (0..300)
+        .map(|i| keyer.subject("", &format!("s{i}")))
+        .collect();
+    // More than one batch, published at once: most are still queued when
+    // the flush starts.
+    for (i, subject) in subjects.iter().enumerate() {
+        backend.publish(Update::Observed(Observation {
+            subject: *subject,
+            device: Some(keyer.device(&format!("d{i}"))),
+            action: Arc::from("payments.transfer"),
+            at: now,
+            place: None,
+            outcome: Verdict::Allow,
+            session_level: Some(1),
+            makes_known: true,
+        }));
+    }
+    backend.flush(Duration::from_secs(10)).await;
+    for subject in &subjects {
+        let h = backend.fetch(*subject).await.unwrap();
+        assert_eq!(
+            h.map(|h| h.devices.len()),
+            Some(1),
+            "every queued update is written"
+        );
+    }
+    assert_eq!((backend.failed(), backend.dropped()), (0, 0));
+    // After the flush the writer is gone: later updates are not written,
+    // and a second flush returns at once.
+    backend.flush(Duration::from_secs(1)).await;
+}

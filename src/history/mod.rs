@@ -104,6 +104,13 @@ pub trait Backend: Send + Sync {
     /// is full, drop it (and count the drop).
     fn publish(&self, update: Update);
 
+    /// Writes what is still queued, waiting at most `deadline` (called once
+    /// at shutdown, after the last decision). Without a queue, nothing to do.
+    fn flush(&self, deadline: std::time::Duration) -> BoxFuture<'_, ()> {
+        let _ = deadline;
+        Box::pin(async {})
+    }
+
     /// Appends the backend's own Prometheus metrics to `out` (none by
     /// default).
     fn render_metrics(&self, _out: &mut String) {}

@@ -104,6 +104,9 @@ pub struct RedisBackend {
     conn: ConnectionManager,
     queue: mpsc::Sender<Update>,
     counters: Arc<Counters>,
+    /// Tells the writer to write what is queued and stop (at shutdown).
+    stop: Arc<tokio::sync::Notify>,
+    writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -129,11 +132,20 @@ impl RedisBackend {
             .map_err(|e| StartError::Connect(e.to_string()))?;
         let (queue, rx) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
-        runtime.spawn(drain(conn.clone(), rx, limits, Arc::clone(&counters)));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let writer = runtime.spawn(drain(
+            conn.clone(),
+            rx,
+            limits,
+            Arc::clone(&counters),
+            Arc::clone(&stop),
+        ));
         Ok(Self {
             conn,
             queue,
             counters,
+            stop,
+            writer: std::sync::Mutex::new(Some(writer)),
         })
     }
 
@@ -183,6 +195,20 @@ impl Backend for RedisBackend {
         }
     }
 
+    fn flush(&self, deadline: Duration) -> BoxFuture<'_, ()> {
+        // A `notify_one` permit is kept if the writer is busy writing.
+        self.stop.notify_one();
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        Box::pin(async move {
+            let Some(writer) = writer else { return };
+            if tokio::time::timeout(deadline, writer).await.is_err() {
+                tracing::warn!(
+                    "history updates still queued for Redis at shutdown were not all written within {deadline:?}"
+                );
+            }
+        })
+    }
+
     fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let _ = writeln!(
@@ -200,43 +226,74 @@ impl Backend for RedisBackend {
 }
 
 /// The writer: batches of queued updates, grouped by subject, applied by
-/// compare-and-set until the queue closes.
+/// compare-and-set until the queue closes or `stop` is notified; then what
+/// is still queued is written and the writer ends.
 async fn drain(
     mut conn: ConnectionManager,
     mut rx: mpsc::Receiver<Update>,
     limits: Limits,
     counters: Arc<Counters>,
+    stop: Arc<tokio::sync::Notify>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let mut by_subject: HashMap<SubjectKey, Vec<Update>> = HashMap::new();
-        for u in batch.drain(..) {
-            by_subject.entry(u.subject()).or_default().push(u);
+    loop {
+        // `recv_many` is cancel safe: nothing received is lost to the stop.
+        let last = tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    return;
+                }
+                false
+            }
+            () = stop.notified() => {
+                rx.close();
+                while let Ok(u) = rx.try_recv() {
+                    batch.push(u);
+                }
+                true
+            }
+        };
+        apply(&mut conn, &mut batch, &limits, &counters).await;
+        if last {
+            return;
         }
-        let written = write(&mut conn, &mut by_subject, &limits).await;
-        // What is left was not written.
-        let lost: u64 = by_subject
-            .values()
-            .map(|u| u64::try_from(u.len()).unwrap_or(u64::MAX))
-            .sum();
-        counters.failed.fetch_add(lost, Ordering::Relaxed);
-        match written {
-            Ok(()) if lost == 0 => {}
-            Ok(()) => {
-                if counters.may_warn() {
-                    tracing::warn!(
-                        updates = lost,
-                        "history updates not written: contention on their Redis keys"
-                    );
-                }
+    }
+}
+
+/// Writes one batch, counting what could not be written.
+async fn apply(
+    conn: &mut ConnectionManager,
+    batch: &mut Vec<Update>,
+    limits: &Limits,
+    counters: &Counters,
+) {
+    let mut by_subject: HashMap<SubjectKey, Vec<Update>> = HashMap::new();
+    for u in batch.drain(..) {
+        by_subject.entry(u.subject()).or_default().push(u);
+    }
+    let written = write(conn, &mut by_subject, limits).await;
+    // What is left was not written.
+    let lost: u64 = by_subject
+        .values()
+        .map(|u| u64::try_from(u.len()).unwrap_or(u64::MAX))
+        .sum();
+    counters.failed.fetch_add(lost, Ordering::Relaxed);
+    match written {
+        Ok(()) if lost == 0 => {}
+        Ok(()) => {
+            if counters.may_warn() {
+                tracing::warn!(
+                    updates = lost,
+                    "history updates not written: contention on their Redis keys"
+                );
             }
-            Err(e) => {
-                if counters.may_warn() {
-                    tracing::warn!(error = %e, updates = lost, "history updates not written to Redis");
-                }
-                // Let Redis come back rather than spin on a dead connection.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(e) => {
+            if counters.may_warn() {
+                tracing::warn!(error = %e, updates = lost, "history updates not written to Redis");
             }
+            // Let Redis come back rather than spin on a dead connection.
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
