@@ -30,7 +30,7 @@ pub struct InvalidRequest {
     pub problem: String,
 }
 
-fn invalid(field: impl Into<String>, problem: impl Into<String>) -> InvalidRequest {
+pub(crate) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> InvalidRequest {
     InvalidRequest {
         field: field.into(),
         problem: problem.into(),
@@ -110,7 +110,7 @@ fn truncate(s: &str) -> &str {
     }
 }
 
-fn string(field: &str, s: &str) -> Result<(), InvalidRequest> {
+pub(crate) fn string(field: &str, s: &str) -> Result<(), InvalidRequest> {
     if s.len() > MAX_STRING_BYTES {
         return Err(invalid(
             field,
@@ -149,7 +149,7 @@ fn string_at(field: &Path<'_>, s: &str) -> Result<(), InvalidRequest> {
     Ok(())
 }
 
-fn strings(field: &str, list: &[String]) -> Result<(), InvalidRequest> {
+pub(crate) fn strings(field: &str, list: &[String]) -> Result<(), InvalidRequest> {
     if list.len() > MAX_ENTRIES {
         return Err(invalid(field, format!("more than {MAX_ENTRIES} entries")));
     }
@@ -220,7 +220,7 @@ fn value(field: &Path<'_>, v: &Value, depth: usize) -> Result<(), InvalidRequest
 
 /// Timestamps must lie in 0001-01-01..=9999-12-31 with nanos in range, as
 /// protobuf's Timestamp documents.
-fn timestamp(field: &str, t: &Timestamp) -> Result<DateTime<Utc>, InvalidRequest> {
+pub(crate) fn timestamp(field: &str, t: &Timestamp) -> Result<DateTime<Utc>, InvalidRequest> {
     const MIN: i64 = -62_135_596_800;
     const MAX: i64 = 253_402_300_799;
     if !(MIN..=MAX).contains(&t.seconds) {

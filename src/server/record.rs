@@ -7,43 +7,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use pbjson_types::Timestamp;
 
-use super::convert::{InvalidRequest, MAX_ENTRIES, MAX_STRING_BYTES};
+use super::convert::{InvalidRequest, invalid, string, strings, timestamp};
 use crate::history::{Keyer, Millis, StepUpReport};
 use crate::policy::PolicySet;
 use crate::proto::v1 as pb;
-
-fn invalid(field: &str, problem: impl Into<String>) -> InvalidRequest {
-    InvalidRequest {
-        field: field.to_owned(),
-        problem: problem.into(),
-    }
-}
-
-fn string(field: &str, s: &str) -> Result<(), InvalidRequest> {
-    if s.len() > MAX_STRING_BYTES {
-        return Err(invalid(
-            field,
-            format!("longer than {MAX_STRING_BYTES} bytes"),
-        ));
-    }
-    Ok(())
-}
-
-fn timestamp(field: &str, t: &Timestamp) -> Result<DateTime<Utc>, InvalidRequest> {
-    const MIN: i64 = -62_135_596_800;
-    const MAX: i64 = 253_402_300_799;
-    if !(MIN..=MAX).contains(&t.seconds) {
-        return Err(invalid(
-            field,
-            "seconds out of range (0001-01-01 to 9999-12-31)",
-        ));
-    }
-    let nanos = u32::try_from(t.nanos)
-        .ok()
-        .filter(|n| *n < 1_000_000_000)
-        .ok_or_else(|| invalid(field, "nanos must be in 0..=999999999"))?;
-    DateTime::from_timestamp(t.seconds, nanos).ok_or_else(|| invalid(field, "not a valid time"))
-}
 
 /// Checks `req` against `policy` (level names, acr values) and turns it into
 /// a report at `clock` (unless `time` is set), identifiers hashed by `keyer`.
@@ -62,12 +29,7 @@ pub fn step_up_report(
     string("device_id", &req.device_id)?;
     string("level", &req.level)?;
     string("acr", &req.acr)?;
-    if req.amr.len() > MAX_ENTRIES {
-        return Err(invalid("amr", format!("more than {MAX_ENTRIES} entries")));
-    }
-    for (i, m) in req.amr.iter().enumerate() {
-        string(&format!("amr[{i}]"), m)?;
-    }
+    strings("amr", &req.amr)?;
     let level = if req.level.is_empty() {
         None
     } else {

@@ -67,8 +67,12 @@ enum Item<'a> {
     },
 }
 
-fn non_empty(s: &str) -> bool {
-    !s.is_empty()
+/// A string field, left out when empty (proto3 JSON omits defaults).
+fn text<S: SerializeStruct>(m: &mut S, key: &'static str, v: &str) -> Result<(), S::Error> {
+    if v.is_empty() {
+        return Ok(());
+    }
+    m.serialize_field(key, v)
 }
 
 impl Serialize for Item<'_> {
@@ -82,12 +86,8 @@ impl Serialize for Item<'_> {
                 methods,
                 max_age,
             } => {
-                if non_empty(rule_id) {
-                    m.serialize_field("ruleId", rule_id)?;
-                }
-                if non_empty(level) {
-                    m.serialize_field("level", level)?;
-                }
+                text(&mut m, "ruleId", rule_id)?;
+                text(&mut m, "level", level)?;
                 if !acr_values.is_empty() {
                     m.serialize_field("acrValues", &Strs(acr_values.iter().map(|a| &**a)))?;
                 }
@@ -103,21 +103,13 @@ impl Serialize for Item<'_> {
                 effect,
                 message,
             } => {
-                if non_empty(rule_id) {
-                    m.serialize_field("ruleId", rule_id)?;
-                }
+                text(&mut m, "ruleId", rule_id)?;
                 m.serialize_field("effect", effect.as_str_name())?;
-                if non_empty(message) {
-                    m.serialize_field("message", message)?;
-                }
+                text(&mut m, "message", message)?;
             }
             Item::Error { rule_id, message } => {
-                if non_empty(rule_id) {
-                    m.serialize_field("ruleId", rule_id)?;
-                }
-                if non_empty(message) {
-                    m.serialize_field("message", message)?;
-                }
+                text(&mut m, "ruleId", rule_id)?;
+                text(&mut m, "message", message)?;
             }
             Item::Shadow {
                 rule_id,
@@ -125,13 +117,9 @@ impl Serialize for Item<'_> {
                 message,
                 satisfied,
             } => {
-                if non_empty(rule_id) {
-                    m.serialize_field("ruleId", rule_id)?;
-                }
+                text(&mut m, "ruleId", rule_id)?;
                 m.serialize_field("effect", effect.as_str_name())?;
-                if non_empty(message) {
-                    m.serialize_field("message", message)?;
-                }
+                text(&mut m, "message", message)?;
                 if *satisfied {
                     m.serialize_field("satisfied", &true)?;
                 }
@@ -142,18 +130,12 @@ impl Serialize for Item<'_> {
                 fired,
                 detail,
             } => {
-                if non_empty(kind) {
-                    m.serialize_field("kind", kind)?;
-                }
-                if non_empty(id) {
-                    m.serialize_field("id", id)?;
-                }
+                text(&mut m, "kind", kind)?;
+                text(&mut m, "id", id)?;
                 if *fired {
                     m.serialize_field("fired", &true)?;
                 }
-                if non_empty(detail) {
-                    m.serialize_field("detail", detail)?;
-                }
+                text(&mut m, "detail", detail)?;
             }
         }
         m.end()

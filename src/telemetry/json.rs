@@ -37,6 +37,21 @@ pub struct Writer<'a> {
     out: &'a mut Vec<u8>,
 }
 
+/// The eight integer methods of a `Serializer`, each `$body(self, v)`.
+macro_rules! integers {
+    (|$w:ident, $v:ident| $body:expr) => {
+        integers!(@ $w $v $body; serialize_i8 i8, serialize_i16 i16, serialize_i32 i32,
+            serialize_i64 i64, serialize_u8 u8, serialize_u16 u16, serialize_u32 u32,
+            serialize_u64 u64);
+    };
+    (@ $w:ident $v:ident $body:expr; $($name:ident $ty:ty),*) => {
+        $(fn $name(self, $v: $ty) -> Result<(), Error> {
+            let $w = self;
+            $body
+        })*
+    };
+}
+
 /// A byte with each of the eight lanes set to `b`.
 const fn lanes(b: u8) -> u64 {
     0x0101_0101_0101_0101 * b as u64
@@ -65,7 +80,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     // Most strings are short and clean: one pass, one copy.
-    if bytes.len() < 32 && !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+    if bytes.len() < 32 && !bytes.iter().any(|&b| escape(b).is_some()) {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
@@ -132,8 +147,8 @@ impl Writer<'_> {
             .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
 
-    fn float(&mut self, v: f64) {
-        if v.is_finite() {
+    fn float(&mut self, v: impl ryu::Float, finite: bool) {
+        if finite {
             push_float(self.out, ryu::Buffer::new().format_finite(v));
         } else {
             // As serde_json: JSON has no NaN or infinity.
@@ -206,48 +221,16 @@ impl<'a, 'b> ser::Serializer for &'a mut Writer<'b> {
             .extend_from_slice(if v { b"true" } else { b"false" });
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<(), Error> {
-        self.int(v);
+    integers!(|w, v| {
+        w.int(v);
         Ok(())
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), Error> {
-        self.int(v);
-        Ok(())
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), Error> {
-        self.int(v);
-        Ok(())
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), Error> {
-        self.int(v);
-        Ok(())
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), Error> {
-        self.int(v);
-        Ok(())
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), Error> {
-        self.int(v);
-        Ok(())
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), Error> {
-        self.int(v);
-        Ok(())
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), Error> {
-        self.int(v);
-        Ok(())
-    }
+    });
     fn serialize_f32(self, v: f32) -> Result<(), Error> {
-        if v.is_finite() {
-            push_float(self.out, ryu::Buffer::new().format_finite(v));
-        } else {
-            self.out.extend_from_slice(b"null");
-        }
+        self.float(v, v.is_finite());
         Ok(())
     }
     fn serialize_f64(self, v: f64) -> Result<(), Error> {
-        self.float(v);
+        self.float(v, v.is_finite());
         Ok(())
     }
     fn serialize_char(self, v: char) -> Result<(), Error> {
@@ -504,30 +487,7 @@ impl ser::Serializer for KeyWriter<'_, '_> {
     fn serialize_bool(self, v: bool) -> Result<(), Error> {
         self.quoted(if v { "true" } else { "false" })
     }
-    fn serialize_i8(self, v: i8) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(v))
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(v))
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(v))
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(v))
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(v))
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(v))
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(v))
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(v))
-    }
+    integers!(|w, v| w.quoted(itoa::Buffer::new().format(v)));
     fn serialize_char(self, v: char) -> Result<(), Error> {
         self.quoted(v.encode_utf8(&mut [0; 4]))
     }
