@@ -6,6 +6,7 @@
 //! domain copy of it: the request is plain data, and borrowing it is what
 //! keeps a decision free of per-field copies (see [`vals`]).
 
+pub mod fast;
 pub mod glob;
 pub mod vals;
 pub mod view;
@@ -471,7 +472,7 @@ fn evaluate(
             if stable_only && s.when.volatile {
                 CondResult::Pending
             } else {
-                run(&s.when, &ctx)
+                run(&s.when, &vars, &ctx)
             }
         })
         .collect();
@@ -502,7 +503,7 @@ fn evaluate(
             let result = match policy.rules.get(i).and_then(|r| r.when.as_ref()) {
                 None => CondResult::True,
                 Some(c) if stable_only && c.volatile => CondResult::Pending,
-                Some(c) => run(c, &rule_ctx),
+                Some(c) => run(c, &rule_vars, &rule_ctx),
             };
             (i, result)
         })
@@ -572,7 +573,14 @@ fn assess(policy: &PolicySet, signals: &[CondResult], rules: &[(usize, CondResul
     }
 }
 
-fn run(cond: &Condition, ctx: &cel::Context<'_, '_>) -> CondResult {
+fn run(cond: &Condition, vars: &Variables<'_>, ctx: &cel::Context<'_, '_>) -> CondResult {
+    if let Some(answer) = cond.fast.as_ref().and_then(|f| f.eval(vars)) {
+        return if answer {
+            CondResult::True
+        } else {
+            CondResult::False
+        };
+    }
     match cond.program.execute(ctx) {
         Ok(cel::Value::Bool(true)) => CondResult::True,
         Ok(cel::Value::Bool(false)) => CondResult::False,

@@ -47,6 +47,22 @@ pub enum Node<'a> {
     Msg(Msg<'a>),
 }
 
+/// The top-level variables of the request context.
+pub const VARIABLES: &[&str] = &[
+    "action",
+    "subject",
+    "session",
+    "device",
+    "network",
+    "resource",
+    "attributes",
+];
+
+/// Whether `name` is a top-level variable of the request context.
+pub fn is_variable(name: &str) -> bool {
+    VARIABLES.contains(&name)
+}
+
 /// Looks up a top-level variable of the request context.
 pub fn variable<'a>(req: &'a DecideRequest, name: &str) -> Option<Node<'a>> {
     Some(match name {

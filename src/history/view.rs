@@ -116,6 +116,19 @@ impl<'a> Lazy<'a> {
         }
     }
 
+    /// A view given whole (tests of what reads it).
+    #[cfg(test)]
+    pub(crate) fn ready(policy: &'a PolicySet, request: &'a DecideRequest, view: View) -> Self {
+        let now = view.now;
+        Self {
+            source: None,
+            policy,
+            request,
+            now,
+            cell: OnceLock::from(view),
+        }
+    }
+
     /// The view (computed now if not yet).
     pub fn view(&self) -> &View {
         self.cell.get_or_init(|| match self.source {

@@ -52,6 +52,9 @@ pub struct Condition {
     pub source: Arc<str>,
     /// The compiled program.
     pub program: cel::Program,
+    /// The same condition for native evaluation, when it has a shape the
+    /// fast path knows; the program decides whenever it cannot.
+    pub fast: Option<crate::engine::fast::Fast>,
     /// Whether its value may change with time alone or with the subject's
     /// history (it reads `now` or `history`, or `risk` while a signal does):
     /// such conditions are evaluated on every decision, never cached.
@@ -390,7 +393,6 @@ fn compile(
     };
 
     let mut read_paths: HashSet<ReadPath> = HashSet::new();
-    let list_names: Vec<&str> = lists.names().collect();
     let mut uses_ip_in = false;
     let mut reads_history = false;
     let mut time_step: Option<Duration> = None;
@@ -412,7 +414,7 @@ fn compile(
             when,
             &s.id.value,
             Scope::Signal,
-            &list_names,
+            &lists,
             report,
         ) {
             if !s.valid {
@@ -441,15 +443,8 @@ fn compile(
     for r in rules {
         check_id(&r.id, report);
         let when = match &r.when {
-            Some(w) => match condition(
-                &env,
-                &sources,
-                w,
-                &r.id.value,
-                Scope::Rule,
-                &list_names,
-                report,
-            ) {
+            Some(w) => match condition(&env, &sources, w, &r.id.value, Scope::Rule, &lists, report)
+            {
                 Some((cond, reads)) => {
                     if r.valid {
                         step(&reads);
@@ -629,12 +624,12 @@ fn file_name(sources: &Sources, file: usize) -> String {
 /// Compiles and schema-checks one expression, reporting problems at their
 /// column in the policy file.
 fn condition(
-    env: &cel::Env,
+    env: &Arc<cel::Env>,
     sources: &Sources,
     when: &Spanned<String>,
     id: &str,
     scope: Scope,
-    ip_lists: &[&str],
+    lists: &Arc<Lists>,
     report: &mut Report,
 ) -> Option<(Condition, schema::Reads)> {
     let program = match env.compile(&when.value) {
@@ -659,10 +654,12 @@ fn condition(
             return None;
         }
     };
-    match schema::check_in(program.expression(), scope, ip_lists) {
+    let ip_lists: Vec<&str> = lists.names().collect();
+    match schema::check_in(program.expression(), scope, &ip_lists) {
         Ok(reads) => Some((
             Condition {
                 source: Arc::from(when.value.as_str()),
+                fast: crate::engine::fast::Fast::compile(program.expression(), env, lists),
                 program,
                 volatile: false,
                 reads_risk: reads.risk,
