@@ -25,8 +25,8 @@ use cel::common::ast::{CallExpr, Expr, LiteralValue, operators};
 use chrono::{DateTime, Utc};
 use pbjson_types::value::Kind;
 
-use super::vals::{Variables, resolve_path};
-use super::view::Node;
+use super::vals::Variables;
+use super::view::{Node, Path};
 use crate::history::view::View;
 use crate::lists::Lists;
 
@@ -43,11 +43,11 @@ enum Cond {
     Is(Operand),
     Cmp(Op, Operand, Operand),
     /// `has(path.field)`.
-    Has(Box<str>, Box<str>),
+    Has(Path, Box<str>),
     /// `operand in [string literals]`.
     InLiterals(Operand, Box<[Box<str>]>),
     /// `operand in path`: a list or map of the request.
-    InPath(Operand, Box<str>),
+    InPath(Operand, Path),
     /// `operand in risk.signals`.
     InSignals(Operand),
     /// `ip_in(operand, "list")`.
@@ -75,14 +75,15 @@ enum Op {
 
 #[derive(Debug)]
 enum Operand {
-    /// A dotted path into the request (`resource.attributes.amount`).
-    Path(Box<str>),
+    /// A path into the request (`resource.attributes.amount`).
+    Path(Path),
     Lit(Lit),
     Now,
     RiskScore,
     History(HistoryField),
-    /// `history.count(pattern, duration(...))`, the window in ms (> 0).
-    Count(Box<str>, i64),
+    /// `history.count(pattern, duration(...))`, the window in ms (> 0),
+    /// counted no further than the limit (see [`limit_count`]).
+    Count(Box<str>, i64, usize),
 }
 
 #[derive(Debug)]
@@ -200,7 +201,10 @@ impl Compiler<'_> {
                     operators::GREATER_EQUALS => Op::Ge,
                     _ => return None,
                 };
-                Some(Cond::Cmp(op, self.operand(a)?, self.operand(b)?))
+                let (mut a, mut b) = (self.operand(a)?, self.operand(b)?);
+                limit_count(&mut a, &b);
+                limit_count(&mut b, &a);
+                Some(Cond::Cmp(op, a, b))
             }
             _ => None,
         }
@@ -260,7 +264,17 @@ impl Compiler<'_> {
             return None;
         };
         let ms = d.num_milliseconds();
-        (ms > 0).then(|| Operand::Count(pattern.inner().into(), ms))
+        (ms > 0).then(|| Operand::Count(pattern.inner().into(), ms, usize::MAX))
+    }
+}
+
+/// A count compared with an int literal `k` is only ever told apart from
+/// `k`: counting to `k + 1` gives every comparison operator the answer the
+/// whole count would, and a subject with hundreds of recent events costs
+/// no more than one with a few.
+fn limit_count(count: &mut Operand, other: &Operand) {
+    if let (Operand::Count(_, _, limit), Operand::Lit(Lit::Int(k))) = (count, other) {
+        *limit = usize::try_from(k.saturating_add(1)).unwrap_or(0);
     }
 }
 
@@ -279,10 +293,9 @@ fn path_name(expr: &IdedExpr) -> Option<String> {
 }
 
 /// A path into the request context; `None` for anything else.
-fn request_path(expr: &IdedExpr) -> Option<Box<str>> {
+fn request_path(expr: &IdedExpr) -> Option<Path> {
     let name = path_name(expr)?;
-    let root = name.split('.').next()?;
-    super::view::is_variable(root).then(|| name.into_boxed_str())
+    Path::parse(&name.split('.').collect::<Vec<_>>())
 }
 
 fn history_field(name: &str) -> Option<HistoryField> {
@@ -321,7 +334,7 @@ impl Cond {
                 _ => None,
             },
             Cond::Cmp(op, a, b) => compare(*op, a.eval(vars)?, b.eval(vars)?),
-            Cond::Has(path, field) => match resolve_path(vars.request, path)? {
+            Cond::Has(path, field) => match path.resolve(vars.request)? {
                 node @ (Node::Msg(_) | Node::Map(_)) => Some(node.member(field).is_some()),
                 node @ Node::Value(v) if matches!(v.kind, Some(Kind::StructValue(_))) => {
                     Some(node.member(field).is_some())
@@ -345,7 +358,7 @@ impl Cond {
                 let Scalar::Str(s) = item.eval(vars)? else {
                     return None;
                 };
-                contains(resolve_path(vars.request, path)?, s)
+                contains(path.resolve(vars.request)?, s)
             }
             Cond::IpIn(ip, name, lists) => {
                 let Scalar::Str(ip) = ip.eval(vars)? else {
@@ -385,7 +398,7 @@ fn contains(container: Node<'_>, s: &str) -> Option<bool> {
 impl Operand {
     fn eval<'a>(&'a self, vars: &Variables<'a>) -> Option<Scalar<'a>> {
         match self {
-            Operand::Path(path) => scalar(resolve_path(vars.request, path)?),
+            Operand::Path(path) => scalar(path.resolve(vars.request)?),
             Operand::Lit(lit) => Some(match lit {
                 Lit::Bool(b) => Scalar::Bool(*b),
                 Lit::Int(i) => Scalar::Int(*i),
@@ -396,8 +409,8 @@ impl Operand {
             Operand::Now => Some(Scalar::Time(vars.now.to_utc())),
             Operand::RiskScore => vars.risk.map(|(score, _)| Scalar::Int(score)),
             Operand::History(field) => Some(history(vars.history?.view(), *field)),
-            Operand::Count(pattern, window) => {
-                let n = vars.history?.view().count(pattern, *window);
+            Operand::Count(pattern, window, limit) => {
+                let n = vars.history?.view().count_up_to(pattern, *window, *limit);
                 Some(Scalar::Int(i64::try_from(n).unwrap_or(i64::MAX)))
             }
         }

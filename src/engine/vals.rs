@@ -66,7 +66,7 @@ impl VariableResolver for Variables<'_> {
 ///
 /// Names are short, so a byte loop finds the dots (`str::split` costs about
 /// a hundred instructions per call here, more than the lookup itself).
-pub(crate) fn resolve_path<'a>(req: &'a DecideRequest, name: &str) -> Option<Node<'a>> {
+fn resolve_path<'a>(req: &'a DecideRequest, name: &str) -> Option<Node<'a>> {
     let (root, mut rest) = split_segment(name);
     let mut node = view::variable(req, root)?;
     while let Some(path) = rest {

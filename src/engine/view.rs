@@ -47,22 +47,6 @@ pub enum Node<'a> {
     Msg(Msg<'a>),
 }
 
-/// The top-level variables of the request context.
-pub const VARIABLES: &[&str] = &[
-    "action",
-    "subject",
-    "session",
-    "device",
-    "network",
-    "resource",
-    "attributes",
-];
-
-/// Whether `name` is a top-level variable of the request context.
-pub fn is_variable(name: &str) -> bool {
-    VARIABLES.contains(&name)
-}
-
 /// Looks up a top-level variable of the request context.
 pub fn variable<'a>(req: &'a DecideRequest, name: &str) -> Option<Node<'a>> {
     Some(match name {
@@ -97,28 +81,161 @@ impl<'a> Msg<'a> {
 
     /// Field `name`, or `None` when the message has no such field.
     pub fn field(&self, name: &str) -> Option<Node<'a>> {
-        Some(match (*self, name) {
-            (Msg::Subject(s), "id") => Node::Str(s.map_or("", |s| &s.id)),
-            (Msg::Subject(s), "tenant") => Node::Str(s.map_or("", |s| &s.tenant)),
-            (Msg::Subject(s), "roles") => Node::StrList(s.map_or(&[], |s| &s.roles)),
-            (Msg::Subject(s), "attributes") => attrs(s.map(|s| &s.attributes)),
-            (Msg::Session(s), "id") => Node::Str(s.map_or("", |s| &s.id)),
-            (Msg::Session(s), "acr") => Node::Str(s.map_or("", |s| &s.acr)),
-            (Msg::Session(s), "amr") => Node::StrList(s.map_or(&[], |s| &s.amr)),
-            (Msg::Session(s), "auth_time") => Node::Time(s.and_then(|s| s.auth_time.as_ref())),
-            (Msg::Device(d), "id") => Node::Str(d.map_or("", |d| &d.id)),
-            (Msg::Device(d), "trusted") => Node::Bool(d.is_some_and(|d| d.trusted)),
-            (Msg::Device(d), "platform") => Node::Str(d.map_or("", |d| &d.platform)),
-            (Msg::Device(d), "attributes") => attrs(d.map(|d| &d.attributes)),
-            (Msg::Network(n), "ip") => Node::Str(n.map_or("", |n| &n.ip)),
-            (Msg::Network(n), "country") => Node::Str(n.map_or("", |n| &n.country)),
-            (Msg::Network(n), "asn") => Node::Int(n.map_or(0, |n| i64::from(n.asn))),
-            (Msg::Network(n), "attributes") => attrs(n.map(|n| &n.attributes)),
-            (Msg::Resource(r), "type") => Node::Str(r.map_or("", |r| &r.r#type)),
-            (Msg::Resource(r), "id") => Node::Str(r.map_or("", |r| &r.id)),
-            (Msg::Resource(r), "attributes") => attrs(r.map(|r| &r.attributes)),
+        self.get(Field::parse(name)?)
+    }
+
+    /// Field `f`, or `None` when the message has no such field.
+    pub fn get(&self, f: Field) -> Option<Node<'a>> {
+        Some(match (*self, f) {
+            (Msg::Subject(s), Field::Id) => Node::Str(s.map_or("", |s| &s.id)),
+            (Msg::Subject(s), Field::Tenant) => Node::Str(s.map_or("", |s| &s.tenant)),
+            (Msg::Subject(s), Field::Roles) => Node::StrList(s.map_or(&[], |s| &s.roles)),
+            (Msg::Subject(s), Field::Attributes) => attrs(s.map(|s| &s.attributes)),
+            (Msg::Session(s), Field::Id) => Node::Str(s.map_or("", |s| &s.id)),
+            (Msg::Session(s), Field::Acr) => Node::Str(s.map_or("", |s| &s.acr)),
+            (Msg::Session(s), Field::Amr) => Node::StrList(s.map_or(&[], |s| &s.amr)),
+            (Msg::Session(s), Field::AuthTime) => Node::Time(s.and_then(|s| s.auth_time.as_ref())),
+            (Msg::Device(d), Field::Id) => Node::Str(d.map_or("", |d| &d.id)),
+            (Msg::Device(d), Field::Trusted) => Node::Bool(d.is_some_and(|d| d.trusted)),
+            (Msg::Device(d), Field::Platform) => Node::Str(d.map_or("", |d| &d.platform)),
+            (Msg::Device(d), Field::Attributes) => attrs(d.map(|d| &d.attributes)),
+            (Msg::Network(n), Field::Ip) => Node::Str(n.map_or("", |n| &n.ip)),
+            (Msg::Network(n), Field::Country) => Node::Str(n.map_or("", |n| &n.country)),
+            (Msg::Network(n), Field::Asn) => Node::Int(n.map_or(0, |n| i64::from(n.asn))),
+            (Msg::Network(n), Field::Attributes) => attrs(n.map(|n| &n.attributes)),
+            (Msg::Resource(r), Field::Type) => Node::Str(r.map_or("", |r| &r.r#type)),
+            (Msg::Resource(r), Field::Id) => Node::Str(r.map_or("", |r| &r.id)),
+            (Msg::Resource(r), Field::Attributes) => attrs(r.map(|r| &r.attributes)),
             _ => return None,
         })
+    }
+}
+
+/// A field name of the request's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    /// `id`
+    Id,
+    /// `tenant`
+    Tenant,
+    /// `roles`
+    Roles,
+    /// `attributes`
+    Attributes,
+    /// `acr`
+    Acr,
+    /// `amr`
+    Amr,
+    /// `auth_time`
+    AuthTime,
+    /// `trusted`
+    Trusted,
+    /// `platform`
+    Platform,
+    /// `ip`
+    Ip,
+    /// `country`
+    Country,
+    /// `asn`
+    Asn,
+    /// `type`
+    Type,
+}
+
+impl Field {
+    /// The field called `name` in some message.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "id" => Self::Id,
+            "tenant" => Self::Tenant,
+            "roles" => Self::Roles,
+            "attributes" => Self::Attributes,
+            "acr" => Self::Acr,
+            "amr" => Self::Amr,
+            "auth_time" => Self::AuthTime,
+            "trusted" => Self::Trusted,
+            "platform" => Self::Platform,
+            "ip" => Self::Ip,
+            "country" => Self::Country,
+            "asn" => Self::Asn,
+            "type" => Self::Type,
+            _ => return None,
+        })
+    }
+}
+
+/// A path into the request (`resource.attributes.amount`) with its
+/// variable and message field looked up once, at load: resolving it per
+/// decision compares no names but the map keys.
+#[derive(Clone, Debug)]
+pub struct Path {
+    root: Root,
+    field: Option<Field>,
+    keys: Box<[Box<str>]>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Root {
+    Action,
+    Subject,
+    Session,
+    Device,
+    Network,
+    Resource,
+    Attributes,
+}
+
+impl Path {
+    /// The path of `segments`, or `None` when the first is not a variable
+    /// of the request context.
+    pub fn parse<S: AsRef<str>>(segments: &[S]) -> Option<Self> {
+        let (root, rest) = segments.split_first()?;
+        let root = match root.as_ref() {
+            "action" => Root::Action,
+            "subject" => Root::Subject,
+            "session" => Root::Session,
+            "device" => Root::Device,
+            "network" => Root::Network,
+            "resource" => Root::Resource,
+            "attributes" => Root::Attributes,
+            _ => return None,
+        };
+        let is_msg = !matches!(root, Root::Action | Root::Attributes);
+        let (field, rest) = match rest.split_first() {
+            Some((f, tail)) if is_msg => match Field::parse(f.as_ref()) {
+                Some(f) => (Some(f), tail),
+                // No such field: resolves to nothing, as by name.
+                None => (None, rest),
+            },
+            _ => (None, rest),
+        };
+        Some(Self {
+            root,
+            field,
+            keys: rest.iter().map(|k| k.as_ref().into()).collect(),
+        })
+    }
+
+    /// The value at this path in `req`, if there is one.
+    pub fn resolve<'a>(&self, req: &'a DecideRequest) -> Option<Node<'a>> {
+        let msg = |m| Node::Msg(m);
+        let mut node = match self.root {
+            Root::Action => Node::Str(&req.action),
+            Root::Subject => msg(Msg::Subject(req.subject.as_ref())),
+            Root::Session => msg(Msg::Session(req.session.as_ref())),
+            Root::Device => msg(Msg::Device(req.device.as_ref())),
+            Root::Network => msg(Msg::Network(req.network.as_ref())),
+            Root::Resource => msg(Msg::Resource(req.resource.as_ref())),
+            Root::Attributes => Node::Map(&req.attributes),
+        };
+        if let Some(f) = self.field {
+            let Node::Msg(m) = node else { return None };
+            node = m.get(f)?;
+        }
+        for key in &self.keys {
+            node = node.member(key)?;
+        }
+        Some(node)
     }
 }
 
@@ -153,6 +270,77 @@ impl<'a> Node<'a> {
                 Msg::Network(s) => s.is_some(),
                 Msg::Resource(s) => s.is_some(),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// By name, as CEL's resolver walks it.
+    fn by_name<'a>(req: &'a DecideRequest, path: &[&str]) -> Option<Node<'a>> {
+        let (root, rest) = path.split_first()?;
+        let mut node = variable(req, root)?;
+        for seg in rest {
+            node = node.member(seg)?;
+        }
+        Some(node)
+    }
+
+    #[test]
+    fn a_looked_up_path_resolves_as_by_name() {
+        let req: DecideRequest = serde_json::from_str(
+            r#"{"action": "a", "subject": {"id": "u", "roles": ["r"],
+                "attributes": {"s": {"k": [1, "x"]}}},
+                "session": {"acr": "x", "authTime": "2026-01-01T00:00:00Z"},
+                "network": {"asn": 7, "attributes": {"anonymizer": true}},
+                "resource": {"type": "t", "attributes": {"amount": 5}},
+                "attributes": {"f": 0.5}}"#,
+        )
+        .unwrap();
+        let empty = DecideRequest::default();
+        let mut paths: Vec<Vec<&str>> = vec![
+            vec!["action"],
+            vec!["action", "x"],
+            vec!["attributes", "f"],
+            vec!["attributes", "id"],
+            vec!["subject", "attributes", "s", "k"],
+            vec!["subject", "attributes", "s", "nope"],
+            vec!["subject", "nope"],
+            vec!["subject", "nope", "deeper"],
+            vec!["network", "attributes", "anonymizer"],
+            vec!["resource", "attributes", "amount", "x"],
+            vec!["risk", "score"],
+            vec!["history"],
+        ];
+        for m in ["subject", "session", "device", "network", "resource"] {
+            paths.push(vec![m]);
+            for f in [
+                "id",
+                "tenant",
+                "roles",
+                "attributes",
+                "acr",
+                "amr",
+                "auth_time",
+            ] {
+                paths.push(vec![m, f]);
+            }
+            for f in ["trusted", "platform", "ip", "country", "asn", "type"] {
+                paths.push(vec![m, f]);
+            }
+        }
+        for r in [&req, &empty] {
+            for p in &paths {
+                let looked_up = Path::parse(p).and_then(|path| path.resolve(r));
+                assert_eq!(
+                    format!("{looked_up:?}"),
+                    format!("{:?}", by_name(r, p)),
+                    "{}",
+                    p.join(".")
+                );
+            }
         }
     }
 }

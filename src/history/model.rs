@@ -421,6 +421,13 @@ impl SubjectHistory {
     /// allocation; a run of events sharing one interned action string is
     /// matched once.
     pub fn count(&self, pattern: &str, now: Millis, window: Millis) -> usize {
+        self.count_up_to(pattern, now, window, usize::MAX)
+    }
+
+    /// [`SubjectHistory::count`], but stops counting at `limit`: enough to
+    /// compare the count with a number below it, without reading every
+    /// event of a busy subject.
+    pub fn count_up_to(&self, pattern: &str, now: Millis, window: Millis, limit: usize) -> usize {
         let since = now.saturating_sub(window);
         let mut last: Option<(&Arc<str>, bool)> = None;
         let mut n = 0;
@@ -435,6 +442,9 @@ impl SubjectHistory {
             };
             if hit && e.at <= now {
                 n += 1;
+                if n >= limit {
+                    break;
+                }
             }
         }
         n
@@ -508,6 +518,8 @@ mod tests {
         assert_eq!(h.events.len(), 3);
         assert_eq!(h.count("a.*", 1009, 60_000), 3);
         assert_eq!(h.count("x", 1009, 60_000), 0);
+        assert_eq!(h.count_up_to("a.*", 1009, 60_000, 2), 2);
+        assert_eq!(h.count_up_to("a.*", 1009, 60_000, 5), 3);
     }
 
     #[test]

@@ -83,9 +83,14 @@ impl View {
     /// Actions matching `pattern` in the `window` (ms) before now, this
     /// decision excluded.
     pub fn count(&self, pattern: &str, window: Millis) -> usize {
-        self.entry
-            .as_ref()
-            .map_or(0, |e| e.lock().count(pattern, self.now, window))
+        self.count_up_to(pattern, window, usize::MAX)
+    }
+
+    /// [`View::count`], counting no further than `limit`.
+    pub fn count_up_to(&self, pattern: &str, window: Millis, limit: usize) -> usize {
+        self.entry.as_ref().map_or(0, |e| {
+            e.lock().count_up_to(pattern, self.now, window, limit)
+        })
     }
 }
 
