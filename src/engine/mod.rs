@@ -457,8 +457,16 @@ fn evaluate(
         risk: None,
         history: Some(history),
     };
-    let mut ctx = policy.cel_context();
-    ctx.set_variable_resolver(&vars);
+    // The interpreter's context, made only if a condition needs it (the
+    // fast path answers most without).
+    let ctx = std::cell::OnceCell::new();
+    let ctx = || {
+        ctx.get_or_init(|| {
+            let mut c = policy.cel_context();
+            c.set_variable_resolver(&vars);
+            c
+        })
+    };
 
     let signals: Vec<CondResult> = policy
         .signals
@@ -472,7 +480,7 @@ fn evaluate(
             if stable_only && s.when.volatile {
                 CondResult::Pending
             } else {
-                run(&s.when, &vars, &ctx)
+                run(&s.when, &vars, ctx)
             }
         })
         .collect();
@@ -489,8 +497,14 @@ fn evaluate(
         risk: risk.as_ref().map(|(score, _)| (i64::from(*score), fired)),
         history: Some(history),
     };
-    let mut rule_ctx = policy.cel_context();
-    rule_ctx.set_variable_resolver(&rule_vars);
+    let rule_ctx = std::cell::OnceCell::new();
+    let rule_ctx = || {
+        rule_ctx.get_or_init(|| {
+            let mut c = policy.cel_context();
+            c.set_variable_resolver(&rule_vars);
+            c
+        })
+    };
 
     let rules: Vec<(usize, CondResult)> = candidates
         .iter()
@@ -503,7 +517,7 @@ fn evaluate(
             let result = match policy.rules.get(i).and_then(|r| r.when.as_ref()) {
                 None => CondResult::True,
                 Some(c) if stable_only && c.volatile => CondResult::Pending,
-                Some(c) => run(c, &rule_vars, &rule_ctx),
+                Some(c) => run(c, &rule_vars, rule_ctx),
             };
             (i, result)
         })
@@ -573,7 +587,11 @@ fn assess(policy: &PolicySet, signals: &[CondResult], rules: &[(usize, CondResul
     }
 }
 
-fn run(cond: &Condition, vars: &Variables<'_>, ctx: &cel::Context<'_, '_>) -> CondResult {
+fn run<'c>(
+    cond: &Condition,
+    vars: &Variables<'_>,
+    ctx: impl FnOnce() -> &'c cel::Context<'c, 'c>,
+) -> CondResult {
     if let Some(answer) = cond.fast.as_ref().and_then(|f| f.eval(vars)) {
         return if answer {
             CondResult::True
@@ -581,7 +599,7 @@ fn run(cond: &Condition, vars: &Variables<'_>, ctx: &cel::Context<'_, '_>) -> Co
             CondResult::False
         };
     }
-    match cond.program.execute(ctx) {
+    match cond.program.execute(ctx()) {
         Ok(cel::Value::Bool(true)) => CondResult::True,
         Ok(cel::Value::Bool(false)) => CondResult::False,
         Ok(other) => CondResult::Error(Arc::from(format!(
