@@ -409,21 +409,22 @@ fn decide_lazy(
             let assessment = match &stable.assessment {
                 Some(a) => Arc::clone(a),
                 None => {
-                    // The cached entry's candidates are this action's.
-                    let c: Vec<usize> = stable.rules.iter().map(|(i, _)| *i).collect();
-                    let full = evaluate(&policy, req, now_fixed, lazy, &c, Some(&stable), false);
-                    full.assessment
-                        .unwrap_or_else(|| Arc::new(assess(&policy, &full.signals, &full.rules)))
+                    // The cached entry's rules are this action's candidates.
+                    let full = evaluate(&policy, req, now_fixed, lazy, &[], Some(&stable), false);
+                    full.assessment.unwrap_or_else(|| {
+                        let risk = risk_of(&policy, &full.signals);
+                        Arc::new(assess(&policy, &full.signals, &full.rules, risk))
+                    })
                 }
             };
             (assessment, hit)
         }
         None => {
             let full = evaluate(&policy, req, now_fixed, lazy, &candidates(), None, false);
-            let a = full
-                .assessment
-                .clone()
-                .unwrap_or_else(|| Arc::new(assess(&policy, &full.signals, &full.rules)));
+            let a = full.assessment.clone().unwrap_or_else(|| {
+                let risk = risk_of(&policy, &full.signals);
+                Arc::new(assess(&policy, &full.signals, &full.rules, risk))
+            });
             uncached = Some(full);
             (a, false)
         }
@@ -490,42 +491,48 @@ fn evaluate(
     } else {
         Some(risk_of(policy, &signals))
     };
-    let fired = risk.as_ref().map(|(_, f)| f.as_slice()).unwrap_or(&[]);
-    let rule_vars = Variables {
-        request: req,
-        now,
-        risk: risk.as_ref().map(|(score, _)| (i64::from(*score), fired)),
-        history: Some(history),
-    };
-    let rule_ctx = std::cell::OnceCell::new();
-    let rule_ctx = || {
-        rule_ctx.get_or_init(|| {
-            let mut c = policy.cel_context();
-            c.set_variable_resolver(&rule_vars);
-            c
-        })
+    // In a scope of its own: the context borrows `risk` until it is dropped.
+    let rules: Vec<(usize, CondResult)> = {
+        let fired = risk.as_ref().map(|(_, f)| f.as_slice()).unwrap_or(&[]);
+        let rule_vars = Variables {
+            request: req,
+            now,
+            risk: risk.as_ref().map(|(score, _)| (i64::from(*score), fired)),
+            history: Some(history),
+        };
+        let rule_ctx = std::cell::OnceCell::new();
+        let rule_ctx = || {
+            rule_ctx.get_or_init(|| {
+                let mut c = policy.cel_context();
+                c.set_variable_resolver(&rule_vars);
+                c
+            })
+        };
+
+        let rule = |i: usize| match policy.rules.get(i).and_then(|r| r.when.as_ref()) {
+            None => CondResult::True,
+            Some(c) if stable_only && c.volatile => CondResult::Pending,
+            Some(c) => run(c, &rule_vars, rule_ctx),
+        };
+        // With a prior evaluation, its rules are this action's candidates.
+        match prior {
+            Some(p) => p
+                .rules
+                .iter()
+                .map(|(i, r)| match r {
+                    CondResult::Pending => (*i, rule(*i)),
+                    done => (*i, done.clone()),
+                })
+                .collect(),
+            None => candidates.iter().map(|&i| (i, rule(i))).collect(),
+        }
     };
 
-    let rules: Vec<(usize, CondResult)> = candidates
-        .iter()
-        .map(|&i| {
-            if let Some(r) = prior.and_then(|p| p.rules.iter().find(|(j, _)| *j == i))
-                && r.1 != CondResult::Pending
-            {
-                return r.clone();
-            }
-            let result = match policy.rules.get(i).and_then(|r| r.when.as_ref()) {
-                None => CondResult::True,
-                Some(c) if stable_only && c.volatile => CondResult::Pending,
-                Some(c) => run(c, &rule_vars, rule_ctx),
-            };
-            (i, result)
-        })
-        .collect();
-
-    let complete = !signals.contains(&CondResult::Pending)
-        && rules.iter().all(|(_, r)| *r != CondResult::Pending);
-    let assessment = complete.then(|| Arc::new(assess(policy, &signals, &rules)));
+    let complete = risk.is_some() && rules.iter().all(|(_, r)| *r != CondResult::Pending);
+    let assessment = match risk {
+        Some(risk) if complete => Some(Arc::new(assess(policy, &signals, &rules, risk))),
+        _ => None,
+    };
     Evaluated {
         signals,
         rules,
@@ -545,8 +552,13 @@ fn risk_of(policy: &PolicySet, signals: &[CondResult]) -> (u32, Vec<Arc<str>>) {
     (u32::try_from(score.clamp(0, 100)).unwrap_or(0), fired)
 }
 
-fn assess(policy: &PolicySet, signals: &[CondResult], rules: &[(usize, CondResult)]) -> Assessment {
-    let (risk_score, fired) = risk_of(policy, signals);
+/// The assessment of complete results, `risk` being [`risk_of`] them.
+fn assess(
+    policy: &PolicySet,
+    signals: &[CondResult],
+    rules: &[(usize, CondResult)],
+    (risk_score, fired): (u32, Vec<Arc<str>>),
+) -> Assessment {
     let mut errors = Vec::new();
     for (s, r) in policy.signals.iter().zip(signals) {
         if let CondResult::Error(e) = r {
