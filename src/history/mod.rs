@@ -127,7 +127,7 @@ pub struct History {
     keyer: Keyer,
     store: LocalStore,
     backend: Option<Arc<dyn Backend>>,
-    actions: DashMap<Box<str>, Arc<str>>,
+    actions: DashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>,
     /// Until when some elevation may be live: decisions skip the elevation
     /// lookup entirely after it.
     elevated_until: AtomicI64,
@@ -168,7 +168,7 @@ impl History {
             config,
             keyer,
             backend: None,
-            actions: DashMap::new(),
+            actions: DashMap::default(),
             elevated_until: AtomicI64::new(i64::MIN),
             fetch_failures: AtomicU64::new(0),
             fetch_warned_at: AtomicI64::new(i64::MIN),

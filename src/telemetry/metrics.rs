@@ -51,7 +51,10 @@ impl Histogram {
 pub struct Metrics {
     decisions: [AtomicU64; 3],
     latency: Histogram,
-    rule_matches: Counters<Arc<str>>,
+    rule_matches: DashMap<Arc<str>, Arc<AtomicU64>, foldhash::fast::RandomState>,
+    /// `rule_matches` by rule index for one policy set (by generation): a
+    /// match costs an atomic add, not a lookup by id.
+    matches_by_index: arc_swap::ArcSwapOption<(u64, Vec<Arc<AtomicU64>>)>,
     rule_errors: Counters<Arc<str>>,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
@@ -98,9 +101,36 @@ impl Metrics {
             c.fetch_add(1, Ordering::Relaxed);
         }
         self.latency.observe(elapsed);
-        for i in &d.assessment.matched {
-            if let Some(rule) = d.policy.rules.get(*i) {
-                bump(&self.rule_matches, &rule.id);
+        if !d.assessment.matched.is_empty() {
+            let generation = d.policy.generation;
+            let current = self.matches_by_index.load();
+            let table = match current.as_ref().filter(|t| t.0 == generation) {
+                Some(t) => Arc::clone(t),
+                None => {
+                    // A new policy set: its rules' counters, found or made once.
+                    let t = Arc::new((
+                        generation,
+                        d.policy
+                            .rules
+                            .iter()
+                            .map(|r| {
+                                Arc::clone(
+                                    self.rule_matches
+                                        .entry(Arc::clone(&r.id))
+                                        .or_default()
+                                        .value(),
+                                )
+                            })
+                            .collect(),
+                    ));
+                    self.matches_by_index.store(Some(Arc::clone(&t)));
+                    t
+                }
+            };
+            for i in &d.assessment.matched {
+                if let Some(c) = table.1.get(*i) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         for e in &d.assessment.errors {
@@ -114,6 +144,24 @@ impl Metrics {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Matches by rule id, sorted.
+    fn match_counts(&self) -> Vec<(Arc<str>, u64)> {
+        sorted(
+            self.rule_matches
+                .iter()
+                .map(|e| (Arc::clone(e.key()), e.value().load(Ordering::Relaxed))),
+        )
+    }
+
+    /// Errors by signal or rule id, sorted.
+    fn error_counts(&self) -> Vec<(Arc<str>, u64)> {
+        sorted(
+            self.rule_errors
+                .iter()
+                .map(|e| (Arc::clone(e.key()), e.value().load(Ordering::Relaxed))),
+        )
     }
 
     /// Counts a gRPC call by method and status code name.
@@ -184,7 +232,7 @@ impl Metrics {
             "counter",
             "Decisions in which a rule matched, by rule id.",
         );
-        for (rule, v) in sorted(&self.rule_matches) {
+        for (rule, v) in self.match_counts() {
             let _ = writeln!(
                 w,
                 "stepup_rule_matches_total{{rule=\"{}\"}} {v}",
@@ -197,7 +245,7 @@ impl Metrics {
             "counter",
             "Signal and rule conditions that failed to evaluate, by id.",
         );
-        for (rule, v) in sorted(&self.rule_errors) {
+        for (rule, v) in self.error_counts() {
             let _ = writeln!(
                 w,
                 "stepup_rule_errors_total{{rule=\"{}\"}} {v}",
@@ -356,8 +404,8 @@ impl Metrics {
             ],
             latency_count: load(&self.latency.count),
             latency_sum: load(&self.latency.sum_nanos) as f64 / 1e9,
-            rule_matches: sorted(&self.rule_matches),
-            rule_errors: sorted(&self.rule_errors),
+            rule_matches: self.match_counts(),
+            rule_errors: self.error_counts(),
             cache_hits: load(&self.cache_hits),
             cache_misses: load(&self.cache_misses),
             log_written: load(&self.log_written),
@@ -384,11 +432,8 @@ fn header(w: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn sorted(map: &Counters<Arc<str>>) -> Vec<(Arc<str>, u64)> {
-    let mut v: Vec<(Arc<str>, u64)> = map
-        .iter()
-        .map(|e| (Arc::clone(e.key()), e.value().load(Ordering::Relaxed)))
-        .collect();
+fn sorted(counters: impl Iterator<Item = (Arc<str>, u64)>) -> Vec<(Arc<str>, u64)> {
+    let mut v: Vec<(Arc<str>, u64)> = counters.collect();
     v.sort_unstable();
     v
 }
@@ -420,5 +465,51 @@ fn code_name(code: tonic::Code) -> &'static str {
         Unavailable => "UNAVAILABLE",
         DataLoss => "DATA_LOSS",
         Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PolicySet;
+    use crate::proto::v1 as pb;
+
+    const SET: &str = "apiVersion: stepup/v1\nkind: Levels\nlevels:\n  - name: aal1\n    acr: [a]\n\
+        ---\napiVersion: stepup/v1\nkind: Policy\nname: p\nrules:\n\
+        \x20 - id: no-deletes\n    actions: [\"*.delete\"]\n    effect: deny\n\
+        \x20 - id: other\n    actions: [\"x\"]\n    effect: deny\n";
+
+    #[test]
+    fn rule_matches_count_across_policy_sets() {
+        let metrics = Metrics::default();
+        let a = Arc::new(PolicySet::from_str("a.yaml", SET).unwrap().0);
+        let b = Arc::new(
+            PolicySet::from_str("b.yaml", &SET.replace("no-deletes", "deletes"))
+                .unwrap()
+                .0,
+        );
+        let req = pb::DecideRequest {
+            action: "env.delete".into(),
+            subject: Some(pb::Subject {
+                id: "u".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let now = chrono::Utc::now();
+        for set in [&a, &a, &b, &a] {
+            let d = crate::engine::decide_with(Arc::clone(set), None, &req, now, false);
+            metrics.record(&d, Duration::ZERO, false);
+        }
+        assert_eq!(
+            metrics.match_counts(),
+            [
+                (Arc::from("deletes"), 1),
+                (Arc::from("no-deletes"), 3),
+                // Present from the first match of its set on: a series that
+                // exists before it counts anything.
+                (Arc::from("other"), 0)
+            ]
+        );
     }
 }
