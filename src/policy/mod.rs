@@ -130,7 +130,8 @@ pub struct PolicySet {
     /// conditions (see [`schema::Reads::now_step`]): the cache key holds
     /// `floor(now / step)`.
     pub time_step: Option<Duration>,
-    acr_levels: HashMap<Arc<str>, usize>,
+    /// acr value → level (foldhash: looked up on every decision and record).
+    acr_levels: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     env: Arc<cel::Env>,
     sources: Sources,
     /// The IP lists and GeoIP database loaded with the set.
@@ -312,7 +313,7 @@ fn compile(
 
     // The ladder: exactly one Levels document.
     let mut ladder = Vec::new();
-    let mut acr_levels: HashMap<Arc<str>, usize> = HashMap::new();
+    let mut acr_levels: HashMap<Arc<str>, usize, foldhash::fast::RandomState> = HashMap::default();
     let mut level_names: HashMap<String, usize> = HashMap::new();
     match levels.as_slice() {
         [] => report.push(
