@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
 
+use super::json::Obj;
 use super::metrics::Metrics;
 use crate::engine::{Decision, Outcome};
 use crate::proto::v1::DecideRequest;
@@ -405,51 +406,62 @@ fn rotate(path: &std::path::Path, keep: u32) -> io::Result<()> {
     std::fs::rename(path, numbered(1))
 }
 
-/// One line, serialised straight from borrowed parts: no intermediate JSON
-/// tree unless masks must edit the request.
-#[derive(serde::Serialize)]
-struct Line<'a, R: serde::Serialize> {
-    time: String,
-    source: &'static str,
-    latency_us: f64,
-    cache_hit: bool,
-    request: R,
-    decision: super::decision_json::DecisionJson<'a>,
-}
-
+/// One line, written straight from the entry (see [`super::json::Obj`]):
+/// no intermediate JSON tree unless masks must edit the request.
 fn line(entry: &Entry, masks: &Masks, buf: &mut Vec<u8>) -> Result<(), LineError> {
-    let time = entry.time.to_rfc3339_opts(SecondsFormat::Micros, true);
-    let latency_us = entry.elapsed.as_secs_f64() * 1e6;
-    let decision = super::decision_json::DecisionJson(&entry.decision);
-    let cache_hit = entry.decision.cache_hit;
+    let mut o = Obj::new(buf);
+    write_time(o.key("time"), &entry.time);
+    o.str("source", entry.source);
+    write_latency(o.key("latency_us"), entry.elapsed);
+    o.raw(
+        "cache_hit",
+        if entry.decision.cache_hit {
+            b"true"
+        } else {
+            b"false"
+        },
+    );
     if masks.hash.is_empty() && masks.drop.is_empty() {
-        super::json::write(
-            buf,
-            &Line {
-                time,
-                source: entry.source,
-                latency_us,
-                cache_hit,
-                request: &entry.request,
-                decision,
-            },
-        )?;
+        super::request_json::write_request(o.key("request"), &entry.request);
     } else {
         let mut request = serde_json::to_value(&entry.request)?;
         masks.apply(&mut request);
-        super::json::write(
-            buf,
-            &Line {
-                time,
-                source: entry.source,
-                latency_us,
-                cache_hit,
-                request,
-                decision,
-            },
-        )?;
+        super::json::write(o.key("request"), &request)?;
     }
+    super::decision_json::write_decision(o.key("decision"), &entry.decision);
+    o.end();
     Ok(())
+}
+
+/// The decision's clock as RFC 3339 in UTC with microseconds
+/// (`2026-11-28T05:32:36.673915Z`).
+fn write_time(out: &mut Vec<u8>, time: &DateTime<Utc>) {
+    let micros = time.timestamp_subsec_micros();
+    if super::request_json::write_date_time(out, time, 6, micros) {
+        out.extend_from_slice(b"Z\"");
+    } else {
+        super::json::write_str(out, &time.to_rfc3339_opts(SecondsFormat::Micros, true));
+    }
+}
+
+/// Microseconds with up to three decimals (nanosecond precision), always
+/// with a fraction so that readers see a float: `1162.64`, `3.0`.
+fn write_latency(out: &mut Vec<u8>, elapsed: Duration) {
+    let nanos = elapsed.as_nanos();
+    super::json::write_int(out, nanos / 1000);
+    let frac = (nanos % 1000) as u16;
+    let digits = [
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ];
+    let len = match frac {
+        f if f % 100 == 0 => 2,
+        f if f % 10 == 0 => 3,
+        _ => 4,
+    };
+    out.extend_from_slice(digits.get(..len).unwrap_or_default());
 }
 
 /// Why a line could not be built or written.
@@ -674,5 +686,40 @@ mod tests {
         assert_eq!(read(&dir.path().join("d.log.1")), "line number 08\n");
         assert_eq!(read(&dir.path().join("d.log.2")), "line number 07\n");
         assert!(!dir.path().join("d.log.3").exists());
+    }
+
+    #[test]
+    fn time_and_latency_are_written_without_fmt() {
+        let text = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = Vec::new();
+            f(&mut out);
+            String::from_utf8(out).unwrap()
+        };
+        for (micros, want) in [
+            (3_000, "3.0"),
+            (3_100, "3.1"),
+            (3_120, "3.12"),
+            (1_162_640, "1162.64"),
+            (1, "0.001"),
+            (0, "0.0"),
+        ] {
+            let d = Duration::from_nanos(micros);
+            assert_eq!(text(&|o| write_latency(o, d)), want);
+        }
+        for t in [
+            "2026-11-28T05:32:36.673915Z",
+            "2026-01-01T00:00:00.000000Z",
+            "0001-02-03T04:05:06.000007Z",
+            "9999-12-31T23:59:59.999999Z",
+        ] {
+            let time: DateTime<Utc> = t.parse().unwrap();
+            assert_eq!(text(&|o| write_time(o, &time)), format!("\"{t}\""));
+        }
+        // Outside what four digits can write: chrono's own text.
+        let far = DateTime::<Utc>::from_timestamp(300_000_000_000, 0).unwrap();
+        assert_eq!(
+            text(&|o| write_time(o, &far)),
+            format!("\"{}\"", far.to_rfc3339_opts(SecondsFormat::Micros, true))
+        );
     }
 }
