@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use super::json::{Obj, write_int};
+use super::json::{Obj, key, write_int};
 use crate::engine::{Decision, Outcome};
 use crate::proto::v1 as pb;
 use crate::server::convert;
@@ -24,7 +24,7 @@ pub fn write_decision(out: &mut Vec<u8>, d: &Decision) {
     let policy = &*d.policy;
     let mut o = Obj::new(out);
     o.raw(
-        "outcome",
+        key!("outcome"),
         match d.outcome {
             Outcome::Allow => b"\"OUTCOME_ALLOW\"",
             Outcome::Challenge => b"\"OUTCOME_CHALLENGE\"",
@@ -38,80 +38,80 @@ pub fn write_decision(out: &mut Vec<u8>, d: &Decision) {
         .filter_map(|rule| Some((rule, rule.requirement.as_ref()?)))
         .peekable();
     if requirements.peek().is_some() {
-        let out = o.key("requirements");
+        let out = o.key(key!("requirements"));
         out.push(b'[');
         for (n, (rule, r)) in requirements.enumerate() {
             if n > 0 {
                 out.push(b',');
             }
             let mut m = Obj::new(out);
-            m.text("ruleId", &rule.id);
+            m.text(key!("ruleId"), &rule.id);
             if let Some(level) = r.level.and_then(|l| policy.levels.get(l)) {
-                m.text("level", &level.name);
+                m.text(key!("level"), &level.name);
             }
-            m.strs("methods", r.methods.iter().map(|x| &**x));
+            m.strs(key!("methods"), r.methods.iter().map(|x| &**x));
             if let Some(max_age) = r.max_age {
-                write_duration(m.key("maxAge"), max_age);
+                write_duration(m.key(key!("maxAge")), max_age);
             }
             m.end();
         }
         out.push(b']');
     }
-    o.strs("acrValues", d.acr_values().iter().map(|x| &**x));
+    o.strs(key!("acrValues"), d.acr_values().iter().map(|x| &**x));
     if let Some(max_age) = d.max_age {
-        write_duration(o.key("maxAge"), max_age);
+        write_duration(o.key(key!("maxAge")), max_age);
     }
     {
-        let mut risk = Obj::new(o.key("risk"));
+        let mut risk = Obj::new(o.key(key!("risk")));
         if a.risk_score != 0 {
-            write_int(risk.key("score"), a.risk_score);
+            write_int(risk.key(key!("score")), a.risk_score);
         }
-        risk.strs("signals", a.signals.iter().map(|x| &**x));
+        risk.strs(key!("signals"), a.signals.iter().map(|x| &**x));
         risk.end();
     }
     let rules = |i: &usize| policy.rules.get(*i);
     list(
         &mut o,
-        "reasons",
+        key!("reasons"),
         a.matched.iter().filter_map(rules),
         |out, rule| {
             let mut m = Obj::new(out);
-            m.text("ruleId", &rule.id);
-            m.raw("effect", effect(convert::effect(rule.effect)));
+            m.text(key!("ruleId"), &rule.id);
+            m.raw(key!("effect"), effect(convert::effect(rule.effect)));
             m.end();
         },
     );
-    list(&mut o, "errors", a.errors.iter(), |out, e| {
+    list(&mut o, key!("errors"), a.errors.iter(), |out, e| {
         let mut m = Obj::new(out);
-        m.text("ruleId", &e.id);
-        m.text("message", &e.message);
+        m.text(key!("ruleId"), &e.id);
+        m.text(key!("message"), &e.message);
         m.end();
     });
     {
         let mut id = uuid::Uuid::encode_buffer();
-        o.str("decisionId", d.id.hyphenated().encode_lower(&mut id));
+        o.str(key!("decisionId"), d.id.hyphenated().encode_lower(&mut id));
     }
-    o.text("policyRevision", &policy.revision);
-    list(&mut o, "trace", d.trace.iter(), |out, t| {
+    o.text(key!("policyRevision"), &policy.revision);
+    list(&mut o, key!("trace"), d.trace.iter(), |out, t| {
         let mut m = Obj::new(out);
-        m.text("kind", t.kind);
-        m.text("id", &t.id);
+        m.text(key!("kind"), t.kind);
+        m.text(key!("id"), &t.id);
         if t.fired {
-            m.raw("fired", b"true");
+            m.raw(key!("fired"), b"true");
         }
-        m.text("detail", &t.detail);
+        m.text(key!("detail"), &t.detail);
         m.end();
     });
     let shadow = d
         .shadow
         .iter()
         .filter_map(|sh| Some((sh, policy.rules.get(sh.rule)?)));
-    list(&mut o, "shadow", shadow, |out, (sh, rule)| {
+    list(&mut o, key!("shadow"), shadow, |out, (sh, rule)| {
         let mut m = Obj::new(out);
-        m.text("ruleId", &rule.id);
-        m.raw("effect", effect(convert::effect(sh.effect)));
+        m.text(key!("ruleId"), &rule.id);
+        m.raw(key!("effect"), effect(convert::effect(sh.effect)));
         if sh.satisfied {
-            m.raw("satisfied", b"true");
+            m.raw(key!("satisfied"), b"true");
         }
         m.end();
     });

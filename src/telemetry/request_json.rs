@@ -9,7 +9,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use pbjson_types::value::Kind;
 use pbjson_types::{ListValue, Struct, Timestamp, Value};
 
-use super::json::{Obj, write_f64, write_int, write_str};
+use super::json::{Obj, key, write_f64, write_int, write_str};
 use crate::proto::v1::{DecideRequest, Device, Network, Resource, Session, Subject};
 
 /// Appends the proto3 JSON of `r` to `out`.
@@ -26,30 +26,30 @@ pub fn write_request(out: &mut Vec<u8>, r: &DecideRequest) {
         explain,
     } = r;
     let mut o = Obj::new(out);
-    o.text("action", action);
+    o.text(key!("action"), action);
     if let Some(v) = subject {
-        write_subject(o.key("subject"), v);
+        write_subject(o.key(key!("subject")), v);
     }
     if let Some(v) = session {
-        write_session(o.key("session"), v);
+        write_session(o.key(key!("session")), v);
     }
     if let Some(v) = device {
-        write_device(o.key("device"), v);
+        write_device(o.key(key!("device")), v);
     }
     if let Some(v) = network {
-        write_network(o.key("network"), v);
+        write_network(o.key(key!("network")), v);
     }
     if let Some(v) = resource {
-        write_resource(o.key("resource"), v);
+        write_resource(o.key(key!("resource")), v);
     }
     if !attributes.is_empty() {
-        write_map(o.key("attributes"), attributes);
+        write_map(o.key(key!("attributes")), attributes);
     }
     if let Some(t) = time {
-        write_timestamp(o.key("time"), t);
+        write_timestamp(o.key(key!("time")), t);
     }
     if *explain {
-        o.raw("explain", b"true");
+        o.raw(key!("explain"), b"true");
     }
     o.end();
 }
@@ -62,11 +62,11 @@ fn write_subject(out: &mut Vec<u8>, s: &Subject) {
         attributes,
     } = s;
     let mut o = Obj::new(out);
-    o.text("id", id);
-    o.text("tenant", tenant);
-    o.strs("roles", roles.iter().map(String::as_str));
+    o.text(key!("id"), id);
+    o.text(key!("tenant"), tenant);
+    o.strs(key!("roles"), roles.iter().map(String::as_str));
     if !attributes.is_empty() {
-        write_map(o.key("attributes"), attributes);
+        write_map(o.key(key!("attributes")), attributes);
     }
     o.end();
 }
@@ -79,11 +79,11 @@ fn write_session(out: &mut Vec<u8>, s: &Session) {
         auth_time,
     } = s;
     let mut o = Obj::new(out);
-    o.text("id", id);
-    o.text("acr", acr);
-    o.strs("amr", amr.iter().map(String::as_str));
+    o.text(key!("id"), id);
+    o.text(key!("acr"), acr);
+    o.strs(key!("amr"), amr.iter().map(String::as_str));
     if let Some(t) = auth_time {
-        write_timestamp(o.key("authTime"), t);
+        write_timestamp(o.key(key!("authTime")), t);
     }
     o.end();
 }
@@ -96,13 +96,13 @@ fn write_device(out: &mut Vec<u8>, d: &Device) {
         attributes,
     } = d;
     let mut o = Obj::new(out);
-    o.text("id", id);
+    o.text(key!("id"), id);
     if *trusted {
-        o.raw("trusted", b"true");
+        o.raw(key!("trusted"), b"true");
     }
-    o.text("platform", platform);
+    o.text(key!("platform"), platform);
     if !attributes.is_empty() {
-        write_map(o.key("attributes"), attributes);
+        write_map(o.key(key!("attributes")), attributes);
     }
     o.end();
 }
@@ -115,13 +115,13 @@ fn write_network(out: &mut Vec<u8>, n: &Network) {
         attributes,
     } = n;
     let mut o = Obj::new(out);
-    o.text("ip", ip);
-    o.text("country", country);
+    o.text(key!("ip"), ip);
+    o.text(key!("country"), country);
     if *asn != 0 {
-        write_int(o.key("asn"), *asn);
+        write_int(o.key(key!("asn")), *asn);
     }
     if !attributes.is_empty() {
-        write_map(o.key("attributes"), attributes);
+        write_map(o.key(key!("attributes")), attributes);
     }
     o.end();
 }
@@ -133,10 +133,10 @@ fn write_resource(out: &mut Vec<u8>, r: &Resource) {
         attributes,
     } = r;
     let mut o = Obj::new(out);
-    o.text("type", r#type);
-    o.text("id", id);
+    o.text(key!("type"), r#type);
+    o.text(key!("id"), id);
     if !attributes.is_empty() {
-        write_map(o.key("attributes"), attributes);
+        write_map(o.key(key!("attributes")), attributes);
     }
     o.end();
 }
