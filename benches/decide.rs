@@ -92,7 +92,7 @@ fn bench(c: &mut Criterion) {
 
 /// The gRPC handler's work per decision with the decision log off and on
 /// (to a file; the writer thread runs on the other core): decide, build the
-/// response, and for the log, move the request and decision into its queue.
+/// response, and for the log, write the line and queue its bytes.
 fn logging(c: &mut Criterion) {
     use stepup::telemetry::decision_log::{DecisionLog, DecisionLogConfig, Sink};
     let now = Utc

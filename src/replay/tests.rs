@@ -305,3 +305,71 @@ fn the_cache_does_not_change_answers() {
     }
     assert_eq!(a, b);
 }
+
+#[test]
+fn lines_the_decision_log_writes_replay_like_the_full_response() {
+    use crate::telemetry::decision_log::{DecisionLog, DecisionLogConfig, Entry, Sink};
+    use crate::telemetry::metrics::Metrics;
+
+    let old = set("1000.0");
+    let new = set("100.0");
+    let requests = [
+        request(50, "DE"),
+        request(500, "DE"),
+        request(5000, "DE"),
+        request(500, "KP"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    let writer = DecisionLog::start(
+        DecisionLogConfig::new(Sink::File {
+            path: path.clone(),
+            max_bytes: u64::MAX,
+            keep: 1,
+        }),
+        Arc::new(Metrics::default()),
+    )
+    .unwrap();
+    let now: DateTime<Utc> = "2026-11-27T10:00:00Z".parse().unwrap();
+    for r in &requests {
+        let decision = engine::decide_with(Arc::clone(&old), None, r, now, false);
+        assert!(writer.submit(Entry {
+            time: now,
+            source: "decide",
+            request: r.clone(),
+            decision,
+            elapsed: Duration::from_micros(7),
+        }));
+    }
+    writer.close();
+    let written = std::fs::read_to_string(&path).unwrap();
+    let summary = |input: String| {
+        let report = replay(
+            Cursor::new(input),
+            "log.jsonl",
+            &new,
+            &Baseline::Recorded,
+            &options(),
+        )
+        .unwrap();
+        let counts: Vec<_> = report
+            .transitions
+            .iter()
+            .map(|t| (t.before, t.after, t.count, t.rules_added.clone()))
+            .collect();
+        (counts, report.rules_changed_only)
+    };
+    let (counts, rules_changed_only) = summary(written);
+    assert_eq!(
+        (counts.clone(), rules_changed_only),
+        summary(log(&old, &requests))
+    );
+    assert!(
+        counts.iter().all(|c| c.0.is_some()),
+        "every line's outcome is read: {counts:?}"
+    );
+    assert_eq!(
+        rules_changed_only, 1,
+        "the KP line's recorded reasons are read"
+    );
+}

@@ -1,267 +1,173 @@
-//! A decision as the proto3 JSON of its `DecideResponse`, written straight
-//! from the [`Decision`]: the decision log does not build the response
-//! message (a `String` per reason, signal and acr value) only to serialise
-//! it. The test below holds this to `convert::response` + pbjson: both must
-//! read back as the same `DecideResponse`.
+//! A decision as the decision log records it: the proto3 JSON of its
+//! `DecideResponse` without what the policy revision already says, written
+//! straight from the [`Decision`] (no response message, no serde).
+//!
+//! Left out: `wwwAuthenticate` (made from the first reason's message, the
+//! acr values and max age), each requirement's `acrValues` (its level's; the
+//! challenge's are in the top-level `acrValues`) and each reason's and
+//! shadow result's `message` (the rule's). Everything else is as the
+//! response has it, so a line's `decision` still reads as a
+//! `DecideResponse` (with those fields empty), and old lines that have them
+//! read the same way. The test below holds this to `convert::response` +
+//! pbjson.
 
-use serde::ser::{Serialize, SerializeSeq, SerializeStruct, Serializer};
+use std::time::Duration;
 
+use super::json::{Obj, key, write_int};
 use crate::engine::{Decision, Outcome};
 use crate::proto::v1 as pb;
 use crate::server::convert;
 
-/// Serialises as `convert::response(decision)` does through pbjson.
-pub struct DecisionJson<'a>(pub &'a Decision);
-
-/// A list of borrowed strings.
-struct Strs<'a, I>(I)
-where
-    I: Iterator<Item = &'a str> + Clone;
-
-impl<'a, I> Serialize for Strs<'a, I>
-where
-    I: Iterator<Item = &'a str> + Clone,
-{
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(None)?;
-        for item in self.0.clone() {
-            seq.serialize_element(item)?;
+/// Appends the decision's record to `out`.
+pub fn write_decision(out: &mut Vec<u8>, d: &Decision) {
+    let a = &*d.assessment;
+    let policy = &*d.policy;
+    let mut o = Obj::new(out);
+    o.raw(
+        key!("outcome"),
+        match d.outcome {
+            Outcome::Allow => b"\"OUTCOME_ALLOW\"",
+            Outcome::Challenge => b"\"OUTCOME_CHALLENGE\"",
+            Outcome::Deny => b"\"OUTCOME_DENY\"",
+        },
+    );
+    let mut requirements = d
+        .unmet
+        .iter()
+        .filter_map(|i| policy.rules.get(*i))
+        .filter_map(|rule| Some((rule, rule.requirement.as_ref()?)))
+        .peekable();
+    if requirements.peek().is_some() {
+        let out = o.key(key!("requirements"));
+        out.push(b'[');
+        for (n, (rule, r)) in requirements.enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            let mut m = Obj::new(out);
+            m.text(key!("ruleId"), &rule.id);
+            if let Some(level) = r.level.and_then(|l| policy.levels.get(l)) {
+                m.text(key!("level"), &level.name);
+            }
+            m.strs(key!("methods"), r.methods.iter().map(|x| &**x));
+            if let Some(max_age) = r.max_age {
+                write_duration(m.key(key!("maxAge")), max_age);
+            }
+            m.end();
         }
-        seq.end()
+        out.push(b']');
     }
-}
-
-/// A repeated message field: the elements `item` makes of `items`.
-type ItemFn<T> = for<'x> fn(&'x T, &'x Decision) -> Option<Item<'x>>;
-struct List<'a, T>(&'a [T], ItemFn<T>, &'a Decision);
-
-/// One element of a repeated message field.
-enum Item<'a> {
-    Requirement {
-        rule_id: &'a str,
-        level: &'a str,
-        acr_values: &'a [std::sync::Arc<str>],
-        methods: &'a [std::sync::Arc<str>],
-        max_age: Option<std::time::Duration>,
-    },
-    Reason {
-        rule_id: &'a str,
-        effect: pb::Effect,
-        message: &'a str,
-    },
-    Error {
-        rule_id: &'a str,
-        message: &'a str,
-    },
-    Shadow {
-        rule_id: &'a str,
-        effect: pb::Effect,
-        message: &'a str,
-        satisfied: bool,
-    },
-    Trace {
-        kind: &'a str,
-        id: &'a str,
-        fired: bool,
-        detail: &'a str,
-    },
-}
-
-/// A string field, left out when empty (proto3 JSON omits defaults).
-fn text<S: SerializeStruct>(m: &mut S, key: &'static str, v: &str) -> Result<(), S::Error> {
-    if v.is_empty() {
-        return Ok(());
+    o.strs(key!("acrValues"), d.acr_values().iter().map(|x| &**x));
+    if let Some(max_age) = d.max_age {
+        write_duration(o.key(key!("maxAge")), max_age);
     }
-    m.serialize_field(key, v)
-}
-
-impl Serialize for Item<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_struct("Item", 5)?;
-        match self {
-            Item::Requirement {
-                rule_id,
-                level,
-                acr_values,
-                methods,
-                max_age,
-            } => {
-                text(&mut m, "ruleId", rule_id)?;
-                text(&mut m, "level", level)?;
-                if !acr_values.is_empty() {
-                    m.serialize_field("acrValues", &Strs(acr_values.iter().map(|a| &**a)))?;
-                }
-                if !methods.is_empty() {
-                    m.serialize_field("methods", &Strs(methods.iter().map(|a| &**a)))?;
-                }
-                if let Some(d) = max_age {
-                    m.serialize_field("maxAge", &convert::duration(*d))?;
-                }
-            }
-            Item::Reason {
-                rule_id,
-                effect,
-                message,
-            } => {
-                text(&mut m, "ruleId", rule_id)?;
-                m.serialize_field("effect", effect.as_str_name())?;
-                text(&mut m, "message", message)?;
-            }
-            Item::Error { rule_id, message } => {
-                text(&mut m, "ruleId", rule_id)?;
-                text(&mut m, "message", message)?;
-            }
-            Item::Shadow {
-                rule_id,
-                effect,
-                message,
-                satisfied,
-            } => {
-                text(&mut m, "ruleId", rule_id)?;
-                m.serialize_field("effect", effect.as_str_name())?;
-                text(&mut m, "message", message)?;
-                if *satisfied {
-                    m.serialize_field("satisfied", &true)?;
-                }
-            }
-            Item::Trace {
-                kind,
-                id,
-                fired,
-                detail,
-            } => {
-                text(&mut m, "kind", kind)?;
-                text(&mut m, "id", id)?;
-                if *fired {
-                    m.serialize_field("fired", &true)?;
-                }
-                text(&mut m, "detail", detail)?;
-            }
-        }
-        m.end()
-    }
-}
-
-impl<T> Serialize for List<'_, T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(None)?;
-        for x in self.0 {
-            if let Some(item) = (self.1)(x, self.2) {
-                seq.serialize_element(&item)?;
-            }
-        }
-        seq.end()
-    }
-}
-
-struct Risk<'a>(&'a Decision);
-
-impl Serialize for Risk<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let a = &self.0.assessment;
-        let mut m = s.serialize_struct("Risk", 2)?;
+    {
+        let mut risk = Obj::new(o.key(key!("risk")));
         if a.risk_score != 0 {
-            m.serialize_field("score", &a.risk_score)?;
+            write_int(risk.key(key!("score")), a.risk_score);
         }
-        if !a.signals.is_empty() {
-            m.serialize_field("signals", &Strs(a.signals.iter().map(|x| &**x)))?;
+        risk.strs(key!("signals"), a.signals.iter().map(|x| &**x));
+        risk.end();
+    }
+    let rules = |i: &usize| policy.rules.get(*i);
+    list(
+        &mut o,
+        key!("reasons"),
+        a.matched.iter().filter_map(rules),
+        |out, rule| {
+            let mut m = Obj::new(out);
+            m.text(key!("ruleId"), &rule.id);
+            m.raw(key!("effect"), effect(convert::effect(rule.effect)));
+            m.end();
+        },
+    );
+    list(&mut o, key!("errors"), a.errors.iter(), |out, e| {
+        let mut m = Obj::new(out);
+        m.text(key!("ruleId"), &e.id);
+        m.text(key!("message"), &e.message);
+        m.end();
+    });
+    {
+        let mut id = uuid::Uuid::encode_buffer();
+        o.str(key!("decisionId"), d.id.hyphenated().encode_lower(&mut id));
+    }
+    o.text(key!("policyRevision"), &policy.revision);
+    list(&mut o, key!("trace"), d.trace.iter(), |out, t| {
+        let mut m = Obj::new(out);
+        m.text(key!("kind"), t.kind);
+        m.text(key!("id"), &t.id);
+        if t.fired {
+            m.raw(key!("fired"), b"true");
         }
-        m.end()
+        m.text(key!("detail"), &t.detail);
+        m.end();
+    });
+    let shadow = d
+        .shadow
+        .iter()
+        .filter_map(|sh| Some((sh, policy.rules.get(sh.rule)?)));
+    list(&mut o, key!("shadow"), shadow, |out, (sh, rule)| {
+        let mut m = Obj::new(out);
+        m.text(key!("ruleId"), &rule.id);
+        m.raw(key!("effect"), effect(convert::effect(sh.effect)));
+        if sh.satisfied {
+            m.raw(key!("satisfied"), b"true");
+        }
+        m.end();
+    });
+    o.end();
+}
+
+/// A repeated message field, left out when `items` is empty.
+fn list<T>(
+    o: &mut Obj<'_>,
+    key: &'static str,
+    items: impl Iterator<Item = T>,
+    mut item: impl FnMut(&mut Vec<u8>, T),
+) {
+    let mut items = items.peekable();
+    if items.peek().is_none() {
+        return;
+    }
+    let out = o.key(key);
+    out.push(b'[');
+    for (n, x) in items.enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        item(out, x);
+    }
+    out.push(b']');
+}
+
+fn effect(e: pb::Effect) -> &'static [u8] {
+    match e {
+        pb::Effect::Unspecified => b"\"EFFECT_UNSPECIFIED\"",
+        pb::Effect::Challenge => b"\"EFFECT_CHALLENGE\"",
+        pb::Effect::Deny => b"\"EFFECT_DENY\"",
     }
 }
 
-fn requirement<'a>(i: &usize, d: &'a Decision) -> Option<Item<'a>> {
-    let rule = d.policy.rules.get(*i)?;
-    let r = rule.requirement.as_ref()?;
-    let level = r.level.and_then(|l| d.policy.levels.get(l));
-    Some(Item::Requirement {
-        rule_id: &rule.id,
-        level: level.map_or("", |l| &*l.name),
-        acr_values: level.map_or(&[], |l| &l.acr),
-        methods: &r.methods,
-        max_age: r.max_age,
-    })
-}
-
-fn reason<'a>(i: &usize, d: &'a Decision) -> Option<Item<'a>> {
-    let rule = d.policy.rules.get(*i)?;
-    Some(Item::Reason {
-        rule_id: &rule.id,
-        effect: convert::effect(rule.effect),
-        message: &rule.message,
-    })
-}
-
-fn error<'a>(e: &'a crate::engine::EvalError, _: &'a Decision) -> Option<Item<'a>> {
-    Some(Item::Error {
-        rule_id: &e.id,
-        message: &e.message,
-    })
-}
-
-fn trace<'a>(t: &'a crate::engine::TraceEntry, _: &'a Decision) -> Option<Item<'a>> {
-    Some(Item::Trace {
-        kind: t.kind,
-        id: &t.id,
-        fired: t.fired,
-        detail: &t.detail,
-    })
-}
-
-fn shadow<'a>(sh: &'a crate::engine::ShadowResult, d: &'a Decision) -> Option<Item<'a>> {
-    let rule = d.policy.rules.get(sh.rule)?;
-    Some(Item::Shadow {
-        rule_id: &rule.id,
-        effect: convert::effect(sh.effect),
-        message: &rule.message,
-        satisfied: sh.satisfied,
-    })
-}
-
-impl Serialize for DecisionJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let d = self.0;
-        let a = &d.assessment;
-        let mut m = s.serialize_struct("DecideResponse", 12)?;
-        let outcome = match d.outcome {
-            Outcome::Allow => pb::Outcome::Allow,
-            Outcome::Challenge => pb::Outcome::Challenge,
-            Outcome::Deny => pb::Outcome::Deny,
+/// A duration as proto3 JSON writes it: `"300s"`, `"1.500s"`.
+fn write_duration(out: &mut Vec<u8>, d: Duration) {
+    out.push(b'"');
+    write_int(out, d.as_secs().min(i64::MAX as u64));
+    let nanos = d.subsec_nanos();
+    if nanos != 0 {
+        let (digits, mut n) = match nanos {
+            n if n % 1_000_000 == 0 => (3, n / 1_000_000),
+            n if n % 1_000 == 0 => (6, n / 1_000),
+            n => (9, n),
         };
-        m.serialize_field("outcome", outcome.as_str_name())?;
-        let unmet: &[usize] = &d.unmet;
-        if unmet.iter().any(|&i| requirement(&i, d).is_some()) {
-            m.serialize_field("requirements", &List(unmet, requirement, d))?;
+        let mut buf = [b'0'; 9];
+        for b in buf.iter_mut().take(digits).rev() {
+            *b = b'0' + (n % 10) as u8;
+            n /= 10;
         }
-        let acr = d.acr_values();
-        if !acr.is_empty() {
-            m.serialize_field("acrValues", &Strs(acr.iter().map(|x| &**x)))?;
-        }
-        if let Some(max_age) = d.max_age {
-            m.serialize_field("maxAge", &convert::duration(max_age))?;
-        }
-        if let Some(header) = d.www_authenticate() {
-            m.serialize_field("wwwAuthenticate", &header)?;
-        }
-        m.serialize_field("risk", &Risk(d))?;
-        if a.matched.iter().any(|&i| reason(&i, d).is_some()) {
-            m.serialize_field("reasons", &List(&a.matched, reason, d))?;
-        }
-        if !a.errors.is_empty() {
-            m.serialize_field("errors", &List(&a.errors, error, d))?;
-        }
-        m.serialize_field("decisionId", &*d.id_string())?;
-        if !d.policy.revision.is_empty() {
-            m.serialize_field("policyRevision", &*d.policy.revision)?;
-        }
-        if !d.trace.is_empty() {
-            m.serialize_field("trace", &List(&d.trace, trace, d))?;
-        }
-        if d.shadow.iter().any(|sh| shadow(sh, d).is_some()) {
-            m.serialize_field("shadow", &List(&d.shadow, shadow, d))?;
-        }
-        m.end()
+        out.push(b'.');
+        out.extend_from_slice(buf.get(..digits).unwrap_or_default());
     }
+    out.extend_from_slice(b"s\"");
 }
 
 #[cfg(test)]
@@ -305,17 +211,49 @@ mod tests {
                 let d =
                     crate::engine::decide_with(Arc::clone(&policy), None, &req(json), now, explain);
                 let mut ours = Vec::new();
-                crate::telemetry::json::write(&mut ours, &DecisionJson(&d)).unwrap();
+                write_decision(&mut ours, &d);
                 let back: pb::DecideResponse = serde_json::from_slice(&ours).unwrap_or_else(|e| {
                     panic!("case {n}: {e}: {}", String::from_utf8_lossy(&ours))
                 });
-                assert_eq!(back, convert::response(&d), "case {n}, explain {explain}");
+                let mut lean = convert::response(&d);
+                lean.www_authenticate.clear();
+                for r in &mut lean.requirements {
+                    r.acr_values.clear();
+                }
+                for r in &mut lean.reasons {
+                    r.message.clear();
+                }
+                for r in &mut lean.shadow {
+                    r.message.clear();
+                }
+                assert_eq!(back, lean, "case {n}, explain {explain}");
                 // And the same text as pbjson writes, field for field.
-                let theirs: serde_json::Value =
-                    serde_json::to_value(convert::response(&d)).unwrap();
+                let theirs: serde_json::Value = serde_json::to_value(&lean).unwrap();
                 let ours: serde_json::Value = serde_json::from_slice(&ours).unwrap();
                 assert_eq!(ours, theirs, "case {n}, explain {explain}");
             }
+        }
+    }
+
+    #[test]
+    fn durations_as_proto3_json_writes_them() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_secs(300),
+            Duration::from_millis(1500),
+            Duration::from_micros(1),
+            Duration::from_nanos(1_000_000_001),
+            Duration::from_secs(u64::MAX),
+        ] {
+            let mut ours = Vec::new();
+            write_duration(&mut ours, d);
+            let mut theirs = Vec::new();
+            crate::telemetry::json::write(&mut theirs, &convert::duration(d)).unwrap();
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                String::from_utf8(theirs).unwrap(),
+                "{d:?}"
+            );
         }
     }
 }

@@ -79,8 +79,8 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(s.len() + 2);
     out.push(b'"');
     let bytes = s.as_bytes();
-    // Most strings are short and clean: one pass, one copy.
-    if bytes.len() < 32 && !bytes.iter().any(|&b| escape(b).is_some()) {
+    // Most strings are clean: one check, one copy.
+    if is_clean(bytes) {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
@@ -110,6 +110,134 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(bytes.get(clean..).unwrap_or_default());
     out.push(b'"');
+}
+
+/// Whether `bytes` holds nothing JSON must escape: eight bytes at a time
+/// (the last word overlapping the one before it), a byte at a time below
+/// eight.
+#[inline]
+fn is_clean(bytes: &[u8]) -> bool {
+    // A word that cannot be read (never: the chunks are eight bytes) counts
+    // as dirty, which only costs the slow path.
+    let word = |c: &[u8]| u64::from_le_bytes(<[u8; 8]>::try_from(c).unwrap_or([0; 8]));
+    if bytes.len() < 8 {
+        return !bytes.iter().any(|&b| escape(b).is_some());
+    }
+    let mut chunks = bytes.chunks_exact(8);
+    if chunks.any(|c| needs_escape(word(c))) {
+        return false;
+    }
+    chunks.remainder().is_empty()
+        || !needs_escape(word(bytes.get(bytes.len() - 8..).unwrap_or_default()))
+}
+
+/// `"name":`, a field's key as [`Obj`] writes it, made at compile time (one
+/// copy per key instead of four pushes and copies).
+macro_rules! key {
+    ($name:literal) => {
+        concat!("\"", $name, "\":")
+    };
+}
+pub(crate) use key;
+
+/// A JSON object written field by field straight into a buffer, without
+/// serde: the decision log's hot path. Keys are made by [`key!`]: `'static`
+/// names that need no escaping (checked in debug builds).
+pub struct Obj<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Obj<'a> {
+    /// Opens an object.
+    pub fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, first: true }
+    }
+
+    /// Writes `"key":` (after a comma unless first; `key` as [`key!`]
+    /// makes it) and returns the buffer for the value, which the caller
+    /// must write.
+    pub fn key(&mut self, key: &'static str) -> &mut Vec<u8> {
+        debug_assert!(
+            key.len() > 3
+                && key.starts_with('"')
+                && key.ends_with("\":")
+                && !key[1..key.len() - 2].bytes().any(|b| escape(b).is_some()),
+            "{key:?}"
+        );
+        let out = &mut *self.out;
+        if !std::mem::take(&mut self.first) {
+            out.push(b',');
+        }
+        out.extend_from_slice(key.as_bytes());
+        out
+    }
+
+    /// A string field.
+    pub fn str(&mut self, key: &'static str, v: &str) {
+        write_str(self.key(key), v);
+    }
+
+    /// A string field left out when empty (proto3 JSON omits defaults).
+    pub fn text(&mut self, key: &'static str, v: &str) {
+        if !v.is_empty() {
+            self.str(key, v);
+        }
+    }
+
+    /// A field whose value is already JSON.
+    pub fn raw(&mut self, key: &'static str, json: &[u8]) {
+        self.key(key).extend_from_slice(json);
+    }
+
+    /// A list of strings, left out when empty.
+    pub fn strs<'s, I>(&mut self, key: &'static str, items: I)
+    where
+        I: IntoIterator<Item = &'s str>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let items = items.into_iter();
+        if items.len() > 0 {
+            write_strs(self.key(key), items);
+        }
+    }
+
+    /// Closes the object.
+    pub fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// Writes `["a","b"]`.
+pub fn write_strs<'s>(out: &mut Vec<u8>, items: impl IntoIterator<Item = &'s str>) {
+    out.push(b'[');
+    for (i, s) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, s);
+    }
+    out.push(b']');
+}
+
+/// Writes an integer.
+pub fn write_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// Writes a float as `serde_json` does (`null` when not finite).
+pub fn write_f64(out: &mut Vec<u8>, v: f64) {
+    // Whole numbers (amounts, counts) as ryu writes them (`2500.0`), at a
+    // tenth of its instructions; ryu switches to exponents from 1e16.
+    if v.fract() == 0.0 && v.abs() < 1e15 && !(v == 0.0 && v.is_sign_negative()) {
+        write_int(out, v as i64);
+        out.extend_from_slice(b".0");
+    } else if v.is_finite() {
+        push_float(out, ryu::Buffer::new().format_finite(v));
+    } else {
+        out.extend_from_slice(b"null");
+    }
 }
 
 /// The escape for a byte, if it needs one: the short form's letter, or `u`.
@@ -612,6 +740,16 @@ mod tests {
         #[test]
         fn any_string_is_written_as_serde_json_writes_it(s in any::<String>()) {
             prop_assert_eq!(ours(&s), serde_json::to_string(&s).unwrap());
+        }
+
+        #[test]
+        fn any_float_is_written_as_serde_json_writes_it(
+            v in prop_oneof![any::<f64>(), (-1e16..1e16f64).prop_map(f64::trunc)]
+        ) {
+            let mut out = Vec::new();
+            write_f64(&mut out, v);
+            let want = if v.is_finite() { serde_json::to_string(&v).unwrap() } else { "null".into() };
+            prop_assert_eq!(String::from_utf8(out).unwrap(), want);
         }
 
         #[test]

@@ -7,3 +7,4 @@ pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod otlp;
+pub mod request_json;
