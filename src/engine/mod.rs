@@ -58,7 +58,7 @@ pub enum CondResult {
 /// cache stores. Volatile conditions are `Pending` in a cached entry.
 #[derive(Debug)]
 pub struct Evaluated {
-    signals: Vec<CondResult>,
+    signals: Arc<[CondResult]>,
     /// (rule index, result) for the rules whose actions match.
     rules: Vec<(usize, CondResult)>,
     /// The finished assessment when nothing is pending.
@@ -469,22 +469,26 @@ fn evaluate(
         })
     };
 
-    let signals: Vec<CondResult> = policy
-        .signals
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            match prior.and_then(|p| p.signals.get(i)) {
-                Some(r) if *r != CondResult::Pending => return r.clone(),
-                _ => {}
-            }
-            if stable_only && s.when.volatile {
-                CondResult::Pending
-            } else {
-                run(&s.when, &vars, ctx)
-            }
-        })
-        .collect();
+    // Settled signals of a prior evaluation are shared, not copied.
+    let signals: Arc<[CondResult]> = match prior {
+        Some(p) if !p.signals.contains(&CondResult::Pending) => Arc::clone(&p.signals),
+        _ => policy
+            .signals
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                match prior.and_then(|p| p.signals.get(i)) {
+                    Some(r) if *r != CondResult::Pending => return r.clone(),
+                    _ => {}
+                }
+                if stable_only && s.when.volatile {
+                    CondResult::Pending
+                } else {
+                    run(&s.when, &vars, ctx)
+                }
+            })
+            .collect(),
+    };
 
     let risk = if signals.contains(&CondResult::Pending) {
         None
@@ -737,7 +741,7 @@ fn conclude(
 /// Per signal and rule: whether it fired and why.
 fn explain_trace(policy: &PolicySet, req: &DecideRequest, full: &Evaluated) -> Vec<TraceEntry> {
     let mut out = Vec::new();
-    for (s, r) in policy.signals.iter().zip(&full.signals) {
+    for (s, r) in policy.signals.iter().zip(full.signals.iter()) {
         let (fired, detail) = describe(r, &s.when.source);
         out.push(TraceEntry {
             kind: "signal",

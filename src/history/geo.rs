@@ -51,7 +51,6 @@ mod tests {
             at,
             country: None,
             coords: Some(coords),
-            ip: None,
         }
     }
 

@@ -38,7 +38,6 @@ enum Domain {
     Subject = b'S',
     Device = b'D',
     Session = b's',
-    Ip = b'I',
 }
 
 /// Hashes identifiers with one secret key.
@@ -109,11 +108,6 @@ impl Keyer {
     pub fn session(&self, id: &str) -> ItemKey {
         self.item(Domain::Session, id)
     }
-
-    /// The key of an IP address (as text).
-    pub fn ip(&self, ip: &str) -> ItemKey {
-        self.item(Domain::Ip, ip)
-    }
 }
 
 #[cfg(test)]
@@ -129,7 +123,6 @@ mod tests {
         assert_ne!(a.subject("t", "alice"), c.subject("t", "alice"));
         assert_ne!(a.subject("ta", "lice"), a.subject("t", "alice"));
         assert_ne!(a.device("x"), a.session("x"));
-        assert_ne!(a.device("x"), a.ip("x"));
         assert_eq!(a.subject("", "a").to_hex().len(), 32);
         assert!(!format!("{a:?}").contains(&a.k0.to_string()));
     }

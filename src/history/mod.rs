@@ -304,7 +304,6 @@ impl History {
             at: now,
             country,
             coords,
-            ip: (!n.ip.is_empty()).then(|| self.keyer.ip(&n.ip)),
         })
     }
 

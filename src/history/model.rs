@@ -94,8 +94,6 @@ pub struct Place {
     pub country: Option<[u8; 2]>,
     /// (latitude, longitude) in degrees, when known.
     pub coords: Option<(f64, f64)>,
-    /// Keyed hash of the client IP, when known.
-    pub ip: Option<ItemKey>,
 }
 
 impl Place {
