@@ -8,6 +8,10 @@
 #              decoding, the most a gRPC call can do on this machine (PORT)
 #   cache-on   stepup serve --policies POLICIES                 (PORT + 1)
 #   cache-off  stepup serve --policies POLICIES --cache-size 0  (PORT + 2)
+# and with LOG_DIR set, in the same rounds (issue 6: logging on is at least
+# LOG_TARGET_RATIO of logging off, measured at the same moment):
+#   cache-on+log   cache-on with --decision-log LOG_DIR/cache-on.jsonl  (PORT + 3)
+#   cache-off+log  cache-off with --decision-log LOG_DIR/cache-off.jsonl (PORT + 4)
 # (with `--admin off` where stepup has an admin listener).
 # Peak req/s: rounds of DURATION seconds of h2load (16 connections x 32
 # streams) against each target in turn, interleaved so that a noisy neighbour
@@ -26,6 +30,8 @@
 #        QUIET_WAIT (0 s: how long to wait for an idle machine before starting),
 #        OTHER_MAX (20: % of a core other processes may use in a counted run),
 #        LOAD_STEPUP (a stepup executable to measure instead of building one),
+#        LOG_DIR (adds the +log targets, writing their logs there),
+#        LOG_TARGET_RATIO (0.8: a +log target's req/s over its target's),
 #        STEPUP_EXTRA (more `stepup serve` flags, e.g. '--decision-log FILE')
 # Exit:  0 target met; 1 a server failed to start, a call failed or a tool
 #        failed; 2 usage; 3 every call succeeded but Decide missed the target.
@@ -42,6 +48,8 @@ PORT=${PORT:-7170}
 OUT=${OUT:-target/load}
 POLICIES=${POLICIES:-policies}
 TARGET_RATIO=${TARGET_RATIO:-0.5}
+LOG_DIR=${LOG_DIR:-}
+LOG_TARGET_RATIO=${LOG_TARGET_RATIO:-0.8}
 QUIET_WAIT=${QUIET_WAIT:-0}
 OTHER_MAX=${OTHER_MAX:-20}
 STEPUP_BIN=${LOAD_STEPUP:-target/release/stepup}
@@ -470,6 +478,15 @@ if ((!floor_only)); then
     targets+=(cache-on cache-off)
     start_server cache-on $((PORT + 1)) "$STEPUP_BIN" serve "${STEPUP_FLAGS[@]}" --listen '{addr}'
     start_server cache-off $((PORT + 2)) "$STEPUP_BIN" serve "${STEPUP_FLAGS[@]}" --listen '{addr}' --cache-size 0
+    if [[ -n $LOG_DIR ]]; then
+        mkdir -p "$LOG_DIR" || die "cannot make LOG_DIR \`$LOG_DIR\`"
+        rm -f "$LOG_DIR"/cache-on.jsonl* "$LOG_DIR"/cache-off.jsonl*
+        targets+=(cache-on+log cache-off+log)
+        start_server cache-on+log $((PORT + 3)) "$STEPUP_BIN" serve "${STEPUP_FLAGS[@]}" --listen '{addr}' \
+            --decision-log "$LOG_DIR/cache-on.jsonl"
+        start_server cache-off+log $((PORT + 4)) "$STEPUP_BIN" serve "${STEPUP_FLAGS[@]}" --listen '{addr}' \
+            --cache-size 0 --decision-log "$LOG_DIR/cache-off.jsonl"
+    fi
 fi
 for name in "${targets[@]}"; do
     check_call "$name"
@@ -513,11 +530,12 @@ stop_servers
     done
 } > "$OUT/figures.txt"
 set +e
-python3 - "$OUT/figures.txt" "$TARGET_RATIO" "$OUT/summary.json" "$busy_pct" "$OTHER_MAX" "$clean_rounds" \
+python3 - "$OUT/figures.txt" "$TARGET_RATIO" "$OUT/summary.json" "$busy_pct" "$OTHER_MAX" "$clean_rounds" "$LOG_TARGET_RATIO" \
     << 'EOF' | tee "$OUT/summary.txt"
 import json, statistics, sys
 
 path, target, json_path, busy, other_max = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+log_target = float(sys.argv[7])
 counted = [int(r) - 1 for r in sys.argv[6].split()]
 rows = {}
 for line in open(path):
@@ -530,14 +548,22 @@ for line in open(path):
         p50_us=int(p50), p99_us=int(p99), fixed_rate_rps=int(rate), fixed_rate_other_cpu_pct=int(other_rate),
     )
 floor = rows["floor"]["rates"]
-fmt = "{:<10} {:>10} {:>6} {:>7} {:>7} {:>7}   {:>7} {:>7} {:>8} {:>7}  {}"
+fmt = "{:<13} {:>10} {:>6} {:>7} {:>7} {:>7}   {:>7} {:>7} {:>8} {:>7}  {}"
 print(fmt.format("", "peak", "", "server", "h2load", "other", "p50", "p99", "at", "other", ""))
 print(fmt.format("target", "req/s", "/floor", "CPU %", "CPU %", "CPU %", "us", "us", "req/s", "CPU %", "verdict"))
 missed, noisy, summary = False, False, {}
 for name, row in rows.items():
     ratio = statistics.median(r / f for r, f in zip(row["rates"], floor))
     verdict = ""
-    if name != "floor":
+    if name.endswith("+log"):
+        # Against the same server without the log, round by round.
+        base = rows[name[: -len("+log")]]["rates"]
+        of_base = statistics.median(r / b for r, b in zip(row["rates"], base))
+        verdict = (f"{of_base:.2f} of logging off: "
+                   + ("ok" if of_base >= log_target else "MISSED") + f" (target {log_target})")
+        missed |= of_base < log_target
+        row["of_no_log"] = of_base
+    elif name != "floor":
         verdict = f"ok (>= {target})" if ratio >= target else f"MISSED (< {target})"
         missed |= ratio < target
     other = statistics.mean(row["other"])
@@ -549,6 +575,8 @@ for name, row in rows.items():
         p50_us=row["p50_us"], p99_us=row["p99_us"], fixed_rate_rps=row["fixed_rate_rps"],
         fixed_rate_other_cpu_pct=row["fixed_rate_other_cpu_pct"],
     )
+    if "of_no_log" in row:
+        summary[name]["ratio_to_no_log"] = round(row["of_no_log"], 3)
     s = summary[name]
     print(fmt.format(name, s["peak_rps"], f"{ratio:.2f}", s["server_cpu_pct"], s["h2load_cpu_pct"],
                      s["other_cpu_pct"], s["p50_us"], s["p99_us"], s["fixed_rate_rps"],
