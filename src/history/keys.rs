@@ -1,4 +1,4 @@
-//! Keyed hashes of identifiers: subjects, devices, sessions and IPs are
+//! Keyed hashes of identifiers: subjects, devices and sessions are
 //! remembered (and sent to a shared backend) only as these, never in clear.
 //!
 //! SipHash-1-3 with a 128-bit output: a keyed PRF built for short inputs
@@ -26,7 +26,7 @@ impl SubjectKey {
     }
 }
 
-/// The keyed hash of a device, session or IP: 64 bits, compared only within
+/// The keyed hash of a device or session: 64 bits, compared only within
 /// one subject's history, where a handful of values never collide.
 pub type ItemKey = u64;
 
