@@ -485,6 +485,25 @@ fn push_bounded<T>(q: &mut VecDeque<T>, item: T, max: usize) {
 mod tests {
     use super::*;
 
+    /// Histories written by a version that kept a keyed hash of the client
+    /// IP in the last place (a shared Redis store may still hold them) read
+    /// as if it were not there.
+    #[test]
+    fn reads_places_with_the_old_ip_field() {
+        let h = SubjectHistory {
+            last_place: Some(Place {
+                at: 5,
+                country: Some(*b"DE"),
+                coords: Some((52.5, 13.4)),
+            }),
+            ..SubjectHistory::default()
+        };
+        let mut old = serde_json::to_value(&h).unwrap();
+        old["last_place"]["ip"] = serde_json::json!(12_345_u64);
+        let back: SubjectHistory = serde_json::from_value(old).unwrap();
+        assert_eq!(back, h);
+    }
+
     fn obs(device: u64, action: &str, at: Millis) -> Observation {
         Observation {
             subject: SubjectKey(1),
