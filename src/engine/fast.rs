@@ -27,6 +27,7 @@ use pbjson_types::value::Kind;
 
 use super::vals::Variables;
 use super::view::{Node, Path};
+use crate::history::model::country_str;
 use crate::history::view::View;
 use crate::lists::Lists;
 
@@ -50,8 +51,8 @@ enum Cond {
     InPath(Operand, Path),
     /// `operand in risk.signals`.
     InSignals(Operand),
-    /// `ip_in(operand, "list")`.
-    IpIn(Operand, Box<str>, Lists_),
+    /// `ip_in(operand, "list")`: the set's lists and the list's index.
+    IpIn(Operand, Lists_, usize),
 }
 
 /// The policy set's lists, for `ip_in`.
@@ -184,11 +185,11 @@ impl Compiler<'_> {
                     return None;
                 };
                 // A list the set does not have is the interpreter's error.
-                self.lists.ip_list(list.inner())?;
+                let index = self.lists.ip_index(list.inner())?;
                 Some(Cond::IpIn(
                     self.operand(ip)?,
-                    list.inner().into(),
                     Lists_(Arc::clone(self.lists)),
+                    index,
                 ))
             }
             [a, b] => {
@@ -360,12 +361,12 @@ impl Cond {
                 };
                 contains(path.resolve(vars.request)?, s)
             }
-            Cond::IpIn(ip, name, lists) => {
+            Cond::IpIn(ip, lists, index) => {
                 let Scalar::Str(ip) = ip.eval(vars)? else {
                     return None;
                 };
                 let addr: IpAddr = ip.parse().ok()?;
-                Some(lists.0.ip_list(name)?.contains(addr))
+                Some(lists.0.ip_list_at(*index)?.contains(addr))
             }
         }
     }
@@ -423,14 +424,7 @@ fn scalar(node: Node<'_>) -> Option<Scalar<'_>> {
         Node::Str(s) => Scalar::Str(s),
         Node::Bool(b) => Scalar::Bool(b),
         Node::Int(i) => Scalar::Int(i),
-        // As `vals::to_val` converts it.
-        Node::Time(t) => {
-            let (secs, nanos) = t.map_or((0, 0), |t| (t.seconds, t.nanos));
-            Scalar::Time(
-                DateTime::from_timestamp(secs, u32::try_from(nanos).unwrap_or(0))
-                    .unwrap_or_default(),
-            )
-        }
+        Node::Time(t) => Scalar::Time(super::view::instant(t)),
         Node::Value(v) => match &v.kind {
             Some(Kind::NumberValue(n)) => Scalar::Double(*n),
             Some(Kind::StringValue(s)) => Scalar::Str(s),
@@ -443,17 +437,12 @@ fn scalar(node: Node<'_>) -> Option<Scalar<'_>> {
 
 /// A `history` field, as `history::view::field` hands it to CEL.
 fn history(view: &View, field: HistoryField) -> Scalar<'_> {
-    let time = |ms| Scalar::Time(DateTime::from_timestamp_millis(ms).unwrap_or_default());
+    let time = |ms| Scalar::Time(crate::history::view::instant(ms));
     match field {
         HistoryField::DeviceKnown => Scalar::Bool(view.device_known),
         HistoryField::DeviceFirstSeen => time(view.device_first_seen),
         HistoryField::DevicesSeen => Scalar::Int(view.devices_seen),
-        HistoryField::LastCountry => Scalar::Str(
-            view.last_country
-                .as_ref()
-                .and_then(|c| std::str::from_utf8(c).ok())
-                .unwrap_or(""),
-        ),
+        HistoryField::LastCountry => Scalar::Str(country_str(view.last_country.as_ref())),
         HistoryField::LastSeen => time(view.last_seen),
         HistoryField::TravelKmh => Scalar::Double(view.travel_kmh),
         HistoryField::StepupsFailed => Scalar::Int(view.stepups_failed),

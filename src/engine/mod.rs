@@ -461,13 +461,7 @@ fn evaluate(
     // The interpreter's context, made only if a condition needs it (the
     // fast path answers most without).
     let ctx = std::cell::OnceCell::new();
-    let ctx = || {
-        ctx.get_or_init(|| {
-            let mut c = policy.cel_context();
-            c.set_variable_resolver(&vars);
-            c
-        })
-    };
+    let ctx = || interpreter(&ctx, policy, &vars);
 
     // Settled signals of a prior evaluation are shared, not copied.
     let signals: Arc<[CondResult]> = match prior {
@@ -505,13 +499,7 @@ fn evaluate(
             history: Some(history),
         };
         let rule_ctx = std::cell::OnceCell::new();
-        let rule_ctx = || {
-            rule_ctx.get_or_init(|| {
-                let mut c = policy.cel_context();
-                c.set_variable_resolver(&rule_vars);
-                c
-            })
-        };
+        let rule_ctx = || interpreter(&rule_ctx, policy, &rule_vars);
 
         let rule = |i: usize| match policy.rules.get(i).and_then(|r| r.when.as_ref()) {
             None => CondResult::True,
@@ -603,10 +591,23 @@ fn assess(
     }
 }
 
-fn run<'c>(
+/// The CEL context over `vars` in `cell`, made on first use.
+fn interpreter<'c, 'v>(
+    cell: &'c std::cell::OnceCell<cel::Context<'v, 'v>>,
+    policy: &'v PolicySet,
+    vars: &'v Variables<'_>,
+) -> &'c cel::Context<'v, 'v> {
+    cell.get_or_init(|| {
+        let mut c = policy.cel_context();
+        c.set_variable_resolver(vars);
+        c
+    })
+}
+
+fn run<'c, 'v: 'c>(
     cond: &Condition,
     vars: &Variables<'_>,
-    ctx: impl FnOnce() -> &'c cel::Context<'c, 'c>,
+    ctx: impl FnOnce() -> &'c cel::Context<'v, 'v>,
 ) -> CondResult {
     if let Some(answer) = cond.fast.as_ref().and_then(|f| f.eval(vars)) {
         return if answer {

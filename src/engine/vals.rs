@@ -99,12 +99,7 @@ pub fn to_val<'a>(node: Node<'a>) -> CowVal<'a, 'a> {
         Node::Str(s) => CowVal::owned(CelString::from(s)),
         Node::Bool(b) => CowVal::owned(CelBool::from(b)),
         Node::Int(i) => CowVal::owned(CelInt::from(i)),
-        Node::Time(t) => {
-            let (secs, nanos) = t.map_or((0, 0), |t| (t.seconds, t.nanos));
-            let utc = DateTime::from_timestamp(secs, u32::try_from(nanos).unwrap_or(0))
-                .unwrap_or_default();
-            CowVal::owned(CelTimestamp::from(utc.fixed_offset()))
-        }
+        Node::Time(t) => CowVal::owned(CelTimestamp::from(view::instant(t).fixed_offset())),
         Node::StrList(list) => {
             let items: Vec<Box<dyn Val + 'a>> = list
                 .iter()
@@ -131,7 +126,8 @@ pub fn to_val<'a>(node: Node<'a>) -> CowVal<'a, 'a> {
     }
 }
 
-fn key_of(idx: &dyn Val) -> Result<&str, ExecutionError> {
+/// A map key given to CEL's indexing: a string, else a type error.
+pub(crate) fn key_of(idx: &dyn Val) -> Result<&str, ExecutionError> {
     idx.downcast_ref::<CelString>()
         .map(CelString::inner)
         .ok_or_else(|| ExecutionError::UnexpectedType {

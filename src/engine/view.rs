@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use pbjson_types::value::Kind;
 use pbjson_types::{Timestamp, Value};
 
@@ -49,16 +50,14 @@ pub enum Node<'a> {
 
 /// Looks up a top-level variable of the request context.
 pub fn variable<'a>(req: &'a DecideRequest, name: &str) -> Option<Node<'a>> {
-    Some(match name {
-        "action" => Node::Str(&req.action),
-        "subject" => Node::Msg(Msg::Subject(req.subject.as_ref())),
-        "session" => Node::Msg(Msg::Session(req.session.as_ref())),
-        "device" => Node::Msg(Msg::Device(req.device.as_ref())),
-        "network" => Node::Msg(Msg::Network(req.network.as_ref())),
-        "resource" => Node::Msg(Msg::Resource(req.resource.as_ref())),
-        "attributes" => Node::Map(&req.attributes),
-        _ => return None,
-    })
+    Root::parse(name).map(|root| root.node(req))
+}
+
+/// A timestamp field as CEL reads it: unset (or out of range) is the Unix
+/// epoch, "long ago".
+pub fn instant(t: Option<&Timestamp>) -> DateTime<Utc> {
+    let (secs, nanos) = t.map_or((0, 0), |t| (t.seconds, t.nanos));
+    DateTime::from_timestamp(secs, u32::try_from(nanos).unwrap_or(0)).unwrap_or_default()
 }
 
 static EMPTY_MAP: BTreeMap<String, Value> = BTreeMap::new();
@@ -185,21 +184,41 @@ enum Root {
     Attributes,
 }
 
+impl Root {
+    /// The top-level variable called `name`.
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "action" => Self::Action,
+            "subject" => Self::Subject,
+            "session" => Self::Session,
+            "device" => Self::Device,
+            "network" => Self::Network,
+            "resource" => Self::Resource,
+            "attributes" => Self::Attributes,
+            _ => return None,
+        })
+    }
+
+    /// Its value in `req`.
+    fn node(self, req: &DecideRequest) -> Node<'_> {
+        match self {
+            Self::Action => Node::Str(&req.action),
+            Self::Subject => Node::Msg(Msg::Subject(req.subject.as_ref())),
+            Self::Session => Node::Msg(Msg::Session(req.session.as_ref())),
+            Self::Device => Node::Msg(Msg::Device(req.device.as_ref())),
+            Self::Network => Node::Msg(Msg::Network(req.network.as_ref())),
+            Self::Resource => Node::Msg(Msg::Resource(req.resource.as_ref())),
+            Self::Attributes => Node::Map(&req.attributes),
+        }
+    }
+}
+
 impl Path {
     /// The path of `segments`, or `None` when the first is not a variable
     /// of the request context.
     pub fn parse<S: AsRef<str>>(segments: &[S]) -> Option<Self> {
         let (root, rest) = segments.split_first()?;
-        let root = match root.as_ref() {
-            "action" => Root::Action,
-            "subject" => Root::Subject,
-            "session" => Root::Session,
-            "device" => Root::Device,
-            "network" => Root::Network,
-            "resource" => Root::Resource,
-            "attributes" => Root::Attributes,
-            _ => return None,
-        };
+        let root = Root::parse(root.as_ref())?;
         let is_msg = !matches!(root, Root::Action | Root::Attributes);
         let (field, rest) = match rest.split_first() {
             Some((f, tail)) if is_msg => match Field::parse(f.as_ref()) {
@@ -218,16 +237,7 @@ impl Path {
 
     /// The value at this path in `req`, if there is one.
     pub fn resolve<'a>(&self, req: &'a DecideRequest) -> Option<Node<'a>> {
-        let msg = |m| Node::Msg(m);
-        let mut node = match self.root {
-            Root::Action => Node::Str(&req.action),
-            Root::Subject => msg(Msg::Subject(req.subject.as_ref())),
-            Root::Session => msg(Msg::Session(req.session.as_ref())),
-            Root::Device => msg(Msg::Device(req.device.as_ref())),
-            Root::Network => msg(Msg::Network(req.network.as_ref())),
-            Root::Resource => msg(Msg::Resource(req.resource.as_ref())),
-            Root::Attributes => Node::Map(&req.attributes),
-        };
+        let mut node = self.root.node(req);
         if let Some(f) = self.field {
             let Node::Msg(m) = node else { return None };
             node = m.get(f)?;

@@ -99,11 +99,13 @@ pub struct Place {
 impl Place {
     /// The country as text, `""` when unknown.
     pub fn country_str(&self) -> &str {
-        self.country
-            .as_ref()
-            .and_then(|c| std::str::from_utf8(c).ok())
-            .unwrap_or("")
+        country_str(self.country.as_ref())
     }
+}
+
+/// A kept country code as text, `""` when unknown.
+pub fn country_str(code: Option<&[u8; 2]>) -> &str {
+    code.and_then(|c| std::str::from_utf8(c).ok()).unwrap_or("")
 }
 
 /// Parses an ISO 3166-1 alpha-2 code (any case); other text is not kept.

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use super::History;
 use super::model::Millis;
 use super::store::Entry;
+use crate::engine::vals::key_of;
 use crate::policy::PolicySet;
 use crate::proto::v1::DecideRequest;
 
@@ -148,9 +149,13 @@ impl<'a> Lazy<'a> {
     }
 }
 
+/// A history time (ms) as CEL reads it: out of range is the Unix epoch.
+pub fn instant(ms: Millis) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
 fn timestamp(ms: Millis) -> CelTimestamp {
-    let t = DateTime::from_timestamp_millis(ms).unwrap_or_default();
-    CelTimestamp::from(t.fixed_offset())
+    CelTimestamp::from(instant(ms).fixed_offset())
 }
 
 /// Field `name` of the view.
@@ -159,28 +164,14 @@ pub fn field<'v>(view: &View, name: &str) -> Result<CowVal<'static, 'v>, Executi
         "device_known" => CowVal::owned(CelBool::from(view.device_known)),
         "device_first_seen" => CowVal::owned(timestamp(view.device_first_seen)),
         "devices_seen" => CowVal::owned(CelInt::from(view.devices_seen)),
-        "last_country" => {
-            let s = view
-                .last_country
-                .as_ref()
-                .and_then(|c| std::str::from_utf8(c).ok())
-                .unwrap_or("");
-            CowVal::owned(CelString::from(s.to_owned()))
-        }
+        "last_country" => CowVal::owned(CelString::from(
+            super::model::country_str(view.last_country.as_ref()).to_owned(),
+        )),
         "last_seen" => CowVal::owned(timestamp(view.last_seen)),
         "travel_kmh" => CowVal::owned(CelDouble::from(view.travel_kmh)),
         "stepups_failed" => CowVal::owned(CelInt::from(view.stepups_failed)),
         other => return Err(ExecutionError::no_such_key(other)),
     })
-}
-
-fn key_of(idx: &dyn Val) -> Result<&str, ExecutionError> {
-    idx.downcast_ref::<CelString>()
-        .map(CelString::inner)
-        .ok_or_else(|| ExecutionError::UnexpectedType {
-            got: idx.get_type().name().to_owned(),
-            want: "string".to_owned(),
-        })
 }
 
 impl Val for View {

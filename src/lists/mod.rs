@@ -241,11 +241,19 @@ impl Lists {
     /// The IP list called `name`.
     #[inline]
     pub fn ip_list(&self, name: &str) -> Option<&IpList> {
-        self.ip
-            .binary_search_by(|(n, _, _)| (**n).cmp(name))
-            .ok()
-            .and_then(|i| self.ip.get(i))
-            .map(|(_, l, _)| l)
+        self.ip_list_at(self.ip_index(name)?)
+    }
+
+    /// Where the IP list called `name` is, for [`Lists::ip_list_at`]: a name
+    /// looked up once instead of on every use.
+    pub fn ip_index(&self, name: &str) -> Option<usize> {
+        self.ip.binary_search_by(|(n, _, _)| (**n).cmp(name)).ok()
+    }
+
+    /// The IP list at `index` (from [`Lists::ip_index`] on this value).
+    #[inline]
+    pub fn ip_list_at(&self, index: usize) -> Option<&IpList> {
+        self.ip.get(index).map(|(_, l, _)| l)
     }
 
     /// Whether `ip` is in list `name`; `None` when there is no such list.
