@@ -503,4 +503,4 @@ fn u_as_f64(u: u64) -> f64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

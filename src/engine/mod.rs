@@ -59,6 +59,8 @@ pub enum CondResult {
 #[derive(Debug)]
 pub struct Evaluated {
     signals: Arc<[CondResult]>,
+    /// The risk, when no signal is pending.
+    risk: Option<Risk>,
     /// (rule index, result) for the rules whose actions match.
     rules: Vec<(usize, CondResult)>,
     /// The finished assessment when nothing is pending.
@@ -93,8 +95,8 @@ pub struct TraceEntry {
 pub struct Assessment {
     /// 0..=100.
     pub risk_score: u32,
-    /// Ids of the signals that fired.
-    pub signals: Vec<Arc<str>>,
+    /// Ids of the signals that fired (shared with the cached entry).
+    pub signals: Arc<[Arc<str>]>,
     /// Indices of the enforced rules that matched, in policy order.
     pub matched: Vec<usize>,
     /// Indices of the shadow rules that matched (report-only).
@@ -393,37 +395,22 @@ fn decide_lazy(
             let (stable, hit) = match cache.lookup(&policy, req, now) {
                 Ok(e) => (e, true),
                 Err(key) => {
-                    let e = Arc::new(evaluate(
-                        &policy,
-                        req,
-                        now_fixed,
-                        lazy,
-                        &candidates(),
-                        None,
-                        true,
-                    ));
+                    let e = Arc::new(evaluate(&policy, req, now_fixed, lazy, &candidates(), true));
                     cache.insert(key, Arc::clone(&e));
                     (e, false)
                 }
             };
             let assessment = match &stable.assessment {
                 Some(a) => Arc::clone(a),
-                None => {
-                    // The cached entry's rules are this action's candidates.
-                    let full = evaluate(&policy, req, now_fixed, lazy, &[], Some(&stable), false);
-                    full.assessment.unwrap_or_else(|| {
-                        let risk = risk_of(&policy, &full.signals);
-                        Arc::new(assess(&policy, &full.signals, &full.rules, risk))
-                    })
-                }
+                None => Arc::new(finish(&policy, req, now_fixed, lazy, &stable)),
             };
             (assessment, hit)
         }
         None => {
-            let full = evaluate(&policy, req, now_fixed, lazy, &candidates(), None, false);
+            let full = evaluate(&policy, req, now_fixed, lazy, &candidates(), false);
             let a = full.assessment.clone().unwrap_or_else(|| {
-                let risk = risk_of(&policy, &full.signals);
-                Arc::new(assess(&policy, &full.signals, &full.rules, risk))
+                // Unreachable: nothing is left pending without `stable_only`.
+                Arc::new(finish(&policy, req, now_fixed, lazy, &full))
             });
             uncached = Some(full);
             (a, false)
@@ -432,7 +419,7 @@ fn decide_lazy(
 
     let trace = if explain {
         let full = uncached
-            .unwrap_or_else(|| evaluate(&policy, req, now_fixed, lazy, &candidates(), None, false));
+            .unwrap_or_else(|| evaluate(&policy, req, now_fixed, lazy, &candidates(), false));
         explain_trace(&policy, req, &full)
     } else {
         Vec::new()
@@ -440,16 +427,19 @@ fn decide_lazy(
     conclude(policy, assessment, req, now, cache_hit, trace)
 }
 
+/// The risk score and the ids of the signals that fired, shared between an
+/// evaluation, its cached entry and the assessments made from it.
+type Risk = (u32, Arc<[Arc<str>]>);
+
 /// Evaluates the conditions of the signals and of the rules in `candidates`.
-/// With `stable_only`, volatile conditions are left `Pending`; results in
-/// `prior` are reused.
+/// With `stable_only`, volatile conditions are left `Pending`, for
+/// [`finish`] to run per decision.
 fn evaluate(
     policy: &PolicySet,
     req: &DecideRequest,
     now: DateTime<chrono::FixedOffset>,
     history: &Lazy<'_>,
     candidates: &[usize],
-    prior: Option<&Evaluated>,
     stable_only: bool,
 ) -> Evaluated {
     let vars = Variables {
@@ -462,77 +452,110 @@ fn evaluate(
     // fast path answers most without).
     let ctx = std::cell::OnceCell::new();
     let ctx = || interpreter(&ctx, policy, &vars);
-
-    // Settled signals of a prior evaluation are shared, not copied.
-    let signals: Arc<[CondResult]> = match prior {
-        Some(p) if !p.signals.contains(&CondResult::Pending) => Arc::clone(&p.signals),
-        _ => policy
-            .signals
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                match prior.and_then(|p| p.signals.get(i)) {
-                    Some(r) if *r != CondResult::Pending => return r.clone(),
-                    _ => {}
-                }
-                if stable_only && s.when.volatile {
-                    CondResult::Pending
-                } else {
-                    run(&s.when, &vars, ctx)
-                }
-            })
-            .collect(),
-    };
-
+    let signals: Arc<[CondResult]> = policy
+        .signals
+        .iter()
+        .map(|s| {
+            if stable_only && s.when.volatile {
+                CondResult::Pending
+            } else {
+                run(&s.when, &vars, ctx)
+            }
+        })
+        .collect();
     let risk = if signals.contains(&CondResult::Pending) {
         None
     } else {
         Some(risk_of(policy, &signals))
     };
-    // In a scope of its own: the context borrows `risk` until it is dropped.
     let rules: Vec<(usize, CondResult)> = {
-        let fired = risk.as_ref().map(|(_, f)| f.as_slice()).unwrap_or(&[]);
-        let rule_vars = Variables {
-            request: req,
-            now,
-            risk: risk.as_ref().map(|(score, _)| (i64::from(*score), fired)),
-            history: Some(history),
-        };
+        let rule_vars = vars.with_risk(risk.as_ref());
         let rule_ctx = std::cell::OnceCell::new();
         let rule_ctx = || interpreter(&rule_ctx, policy, &rule_vars);
-
-        let rule = |i: usize| match policy.rules.get(i).and_then(|r| r.when.as_ref()) {
-            None => CondResult::True,
-            Some(c) if stable_only && c.volatile => CondResult::Pending,
-            Some(c) => run(c, &rule_vars, rule_ctx),
-        };
-        // With a prior evaluation, its rules are this action's candidates.
-        match prior {
-            Some(p) => p
-                .rules
-                .iter()
-                .map(|(i, r)| match r {
-                    CondResult::Pending => (*i, rule(*i)),
-                    done => (*i, done.clone()),
-                })
-                .collect(),
-            None => candidates.iter().map(|&i| (i, rule(i))).collect(),
-        }
+        candidates
+            .iter()
+            .map(|&i| {
+                let r = match policy.rules.get(i).and_then(|r| r.when.as_ref()) {
+                    None => CondResult::True,
+                    // Rules reading `risk` are volatile when a signal is.
+                    Some(c) if stable_only && c.volatile => CondResult::Pending,
+                    Some(c) => run(c, &rule_vars, rule_ctx),
+                };
+                (i, r)
+            })
+            .collect()
     };
-
-    let complete = risk.is_some() && rules.iter().all(|(_, r)| *r != CondResult::Pending);
-    let assessment = match risk {
-        Some(risk) if complete => Some(Arc::new(assess(policy, &signals, &rules, risk))),
+    let assessment = match &risk {
+        Some(risk) if rules.iter().all(|(_, r)| *r != CondResult::Pending) => {
+            let mut a = Assessor::new(policy, &signals);
+            for (i, r) in &rules {
+                a.rule(*i, r);
+            }
+            Some(Arc::new(a.finish(risk.clone())))
+        }
         _ => None,
     };
     Evaluated {
         signals,
+        risk,
         rules,
         assessment,
     }
 }
 
-fn risk_of(policy: &PolicySet, signals: &[CondResult]) -> (u32, Vec<Arc<str>>) {
+/// The assessment of a cached evaluation with pending conditions: those
+/// run now, the settled results (and the risk, when every signal is
+/// settled) are taken as they are, and nothing is collected on the way.
+fn finish(
+    policy: &PolicySet,
+    req: &DecideRequest,
+    now: DateTime<chrono::FixedOffset>,
+    history: &Lazy<'_>,
+    stable: &Evaluated,
+) -> Assessment {
+    let vars = Variables {
+        request: req,
+        now,
+        risk: None,
+        history: Some(history),
+    };
+    let settled;
+    let (signals, risk): (&[CondResult], Risk) = match &stable.risk {
+        Some(risk) => (&stable.signals, risk.clone()),
+        None => {
+            let ctx = std::cell::OnceCell::new();
+            let ctx = || interpreter(&ctx, policy, &vars);
+            settled = policy
+                .signals
+                .iter()
+                .zip(stable.signals.iter())
+                .map(|(s, r)| match r {
+                    CondResult::Pending => run(&s.when, &vars, ctx),
+                    done => done.clone(),
+                })
+                .collect::<Vec<_>>();
+            let risk = risk_of(policy, &settled);
+            (&settled, risk)
+        }
+    };
+    let mut a = Assessor::new(policy, signals);
+    // In a scope of its own: the context borrows `risk` until it is dropped.
+    {
+        let rule_vars = vars.with_risk(Some(&risk));
+        let rule_ctx = std::cell::OnceCell::new();
+        let rule_ctx = || interpreter(&rule_ctx, policy, &rule_vars);
+        for (i, r) in &stable.rules {
+            match (r, policy.rules.get(*i).and_then(|r| r.when.as_ref())) {
+                (CondResult::Pending, Some(c)) => a.rule(*i, &run(c, &rule_vars, rule_ctx)),
+                (CondResult::Pending, None) => a.rule(*i, &CondResult::True),
+                (done, _) => a.rule(*i, done),
+            }
+        }
+    }
+    a.finish(risk)
+}
+
+fn risk_of(policy: &PolicySet, signals: &[CondResult]) -> Risk {
     let mut score: i64 = 0;
     let mut fired = Vec::new();
     for (s, r) in policy.signals.iter().zip(signals) {
@@ -541,39 +564,54 @@ fn risk_of(policy: &PolicySet, signals: &[CondResult]) -> (u32, Vec<Arc<str>>) {
             fired.push(Arc::clone(&s.id));
         }
     }
-    (u32::try_from(score.clamp(0, 100)).unwrap_or(0), fired)
+    (
+        u32::try_from(score.clamp(0, 100)).unwrap_or(0),
+        fired.into(),
+    )
 }
 
-/// The assessment of complete results, `risk` being [`risk_of`] them.
-fn assess(
-    policy: &PolicySet,
-    signals: &[CondResult],
-    rules: &[(usize, CondResult)],
-    (risk_score, fired): (u32, Vec<Arc<str>>),
-) -> Assessment {
-    let mut errors = Vec::new();
-    for (s, r) in policy.signals.iter().zip(signals) {
-        if let CondResult::Error(e) = r {
-            errors.push(EvalError {
-                id: Arc::clone(&s.id),
-                message: Arc::clone(e),
-            });
+/// Builds an [`Assessment`] from complete condition results, rule by rule.
+struct Assessor<'p> {
+    policy: &'p PolicySet,
+    matched: Vec<usize>,
+    shadow: Vec<usize>,
+    errors: Vec<EvalError>,
+}
+
+impl<'p> Assessor<'p> {
+    /// Starts with the signals' results (their errors are reported).
+    fn new(policy: &'p PolicySet, signals: &[CondResult]) -> Self {
+        let mut errors = Vec::new();
+        for (s, r) in policy.signals.iter().zip(signals) {
+            if let CondResult::Error(e) = r {
+                errors.push(EvalError {
+                    id: Arc::clone(&s.id),
+                    message: Arc::clone(e),
+                });
+            }
+        }
+        Self {
+            policy,
+            matched: Vec::new(),
+            shadow: Vec::new(),
+            errors,
         }
     }
-    let mut matched = Vec::new();
-    let mut shadow = Vec::new();
-    for (i, r) in rules {
-        let list = match policy.rules.get(*i).map(|r| r.mode) {
-            Some(Mode::Shadow) => &mut shadow,
-            _ => &mut matched,
+
+    /// Rule `i`'s result (rules in ascending order).
+    fn rule(&mut self, i: usize, r: &CondResult) {
+        let rule = self.policy.rules.get(i);
+        let list = match rule.map(|r| r.mode) {
+            Some(Mode::Shadow) => &mut self.shadow,
+            _ => &mut self.matched,
         };
         match r {
-            CondResult::True => list.push(*i),
+            CondResult::True => list.push(i),
             // Fail closed: a rule that cannot be evaluated counts as matched.
             CondResult::Error(e) => {
-                list.push(*i);
-                if let Some(rule) = policy.rules.get(*i) {
-                    errors.push(EvalError {
+                list.push(i);
+                if let Some(rule) = rule {
+                    self.errors.push(EvalError {
                         id: Arc::clone(&rule.id),
                         message: Arc::clone(e),
                     });
@@ -582,12 +620,15 @@ fn assess(
             CondResult::False | CondResult::Pending => {}
         }
     }
-    Assessment {
-        risk_score,
-        signals: fired,
-        matched,
-        shadow,
-        errors,
+
+    fn finish(self, (risk_score, signals): Risk) -> Assessment {
+        Assessment {
+            risk_score,
+            signals,
+            matched: self.matched,
+            shadow: self.shadow,
+            errors: self.errors,
+        }
     }
 }
 

@@ -31,6 +31,21 @@ pub struct Variables<'a> {
     pub history: Option<&'a crate::history::Lazy<'a>>,
 }
 
+impl<'a> Variables<'a> {
+    /// The same variables with `risk` (score, fired signal ids) for rules.
+    pub fn with_risk<'r>(&'r self, risk: Option<&'r (u32, Arc<[Arc<str>]>)>) -> Variables<'r>
+    where
+        'a: 'r,
+    {
+        Variables {
+            request: self.request,
+            now: self.now,
+            risk: risk.map(|(score, fired)| (i64::from(*score), &fired[..])),
+            history: self.history,
+        }
+    }
+}
+
 impl VariableResolver for Variables<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         match variable {

@@ -173,8 +173,9 @@ pub struct Path {
     keys: Box<[Box<str>]>,
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Root {
+/// A top-level variable of the request context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Root {
     Action,
     Subject,
     Session,
@@ -186,7 +187,7 @@ enum Root {
 
 impl Root {
     /// The top-level variable called `name`.
-    fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "action" => Self::Action,
             "subject" => Self::Subject,
@@ -200,7 +201,7 @@ impl Root {
     }
 
     /// Its value in `req`.
-    fn node(self, req: &DecideRequest) -> Node<'_> {
+    pub(crate) fn node(self, req: &DecideRequest) -> Node<'_> {
         match self {
             Self::Action => Node::Str(&req.action),
             Self::Subject => Node::Msg(Msg::Subject(req.subject.as_ref())),
@@ -252,7 +253,7 @@ impl Path {
 /// A map's entry by key: for the few keys attribute maps usually hold, a
 /// scan comparing lengths first beats the map's own search (string ordering
 /// in a B-tree, SipHash in a hash map).
-fn small_get<'a>(
+pub(crate) fn small_get<'a>(
     len: usize,
     mut entries: impl Iterator<Item = (&'a String, &'a Value)>,
     get: impl FnOnce() -> Option<&'a Value>,

@@ -119,8 +119,8 @@ pub struct PolicySet {
     pub index: ActionIndex,
     /// Every request path any condition reads: the decision cache key.
     pub read_paths: Vec<ReadPath>,
-    /// `read_paths` looked up for resolving (`None`: not a request path).
-    pub key_paths: Vec<Option<crate::engine::view::Path>>,
+    /// `read_paths` as the decision cache key reads them.
+    pub key_tree: crate::cache::KeyTree,
     /// Whether any signal is volatile (then rules reading `risk` are too).
     pub volatile_signals: bool,
     /// Whether any condition reads `history` (then decisions are recorded
@@ -561,10 +561,7 @@ fn compile(
         signals: compiled_signals,
         rules: compiled_rules,
         index,
-        key_paths: covered
-            .iter()
-            .map(|p| crate::engine::view::Path::parse(p))
-            .collect(),
+        key_tree: crate::cache::KeyTree::new(&covered),
         read_paths: covered,
         volatile_signals,
         reads_history,

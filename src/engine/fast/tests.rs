@@ -147,7 +147,9 @@ fn attributes(keys: &'static [&'static str]) -> impl Strategy<Value = BTreeMap<S
 }
 
 prop_compose! {
-    fn request()(
+    /// A request of the shapes the example policies read (shared with the
+    /// cache key's tests).
+    pub(crate) fn request()(
         action in prop::sample::select(vec!["payments.refund", "orders.list"]),
         roles in prop::sample::subsequence(vec!["admin", "support"], 0..=2),
         subject_attrs in attributes(&["usual_countries", "x"]),
