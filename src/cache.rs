@@ -153,8 +153,8 @@ struct Branch {
 
 impl KeyTree {
     /// The tree of `paths` (a path read whole covers the paths below it).
-    /// Paths that are not request paths
-    /// (`risk`, `history`, `now`) are left out: they are not request values.
+    /// Paths that are not request paths (`risk`, `history`, `now`) are left
+    /// out: they are not request values.
     pub fn new(paths: &[Vec<String>]) -> Self {
         let mut paths: Vec<&[String]> = paths
             .iter()
