@@ -42,7 +42,7 @@ prop_compose! {
         tor in prop::option::weighted(0.2, Just("203.0.113.201")),
         fraud in prop::option::of(Just(0.95)),
         anonymizer in prop::option::of(Just(true)),
-        timezone in prop::option::of(Just("Asia/Kolkata")),
+        timezone in prop::option::of(prop::sample::select(vec!["Asia/Kolkata", "+05:17"])),
         acr in prop::sample::select(vec!["urn:stepup:aal1", "urn:stepup:aal2", "phr", "unknown"]),
         amr in prop::sample::subsequence(vec!["pwd", "otp", "hwk"], 0..=3),
         auth_age in prop::option::of(-600i64..4000),
@@ -150,6 +150,58 @@ proptest! {
         prop_assert_eq!(observable(&a), observable(&b));
         prop_assert_ne!(a.id, b.id);
     }
+}
+
+/// Calendar reads of `now` are cached per time step (a quarter hour for
+/// `getHours`), which holds only where the time zone's offset is a whole
+/// number of steps: a fixed offset like `+05:17`, or a zone's local mean time
+/// before 1900, is not. Every 20 seconds over a few hours around an hour
+/// boundary of each zone, in order, through one cache: cached == uncached.
+#[test]
+fn calendar_reads_stay_exact_in_any_time_zone() {
+    let policy = policy();
+    let cache = DecisionCache::new(CacheConfig::default()).unwrap();
+    let zones = [
+        "+05:17",
+        "-03:07",
+        "Asia/Kolkata",
+        "Asia/Kathmandu",
+        "Europe/Berlin",
+        "Mars/Base",
+    ];
+    let starts = [
+        Utc.with_ymd_and_hms(2026, 3, 28, 22, 0, 0).unwrap(),
+        // Europe/Berlin changes to summer time at 01:00 UTC.
+        Utc.with_ymd_and_hms(2026, 3, 29, 0, 0, 0).unwrap(),
+        // Local mean time: Kolkata +05:53:28, Kathmandu +05:41:16.
+        Utc.with_ymd_and_hms(1890, 3, 1, 0, 0, 0).unwrap(),
+    ];
+    let mut hits = 0;
+    for zone in zones {
+        let req: pb::DecideRequest = serde_json::from_value(serde_json::json!({
+            "action": "payments.refund",
+            "subject": { "id": "u", "attributes": { "timezone": zone } },
+            "device": { "id": "d", "trusted": true },
+            "resource": { "attributes": { "amount": 50 } },
+        }))
+        .unwrap();
+        for start in starts {
+            for step in 0..(4 * 180) {
+                let now = start + chrono::Duration::seconds(20 * step);
+                let cached = decide_with(Arc::clone(&policy), Some(&cache), &req, now, false);
+                let fresh = decide_with(Arc::clone(&policy), None, &req, now, false);
+                assert_eq!(
+                    observable(&cached),
+                    observable(&fresh),
+                    "{zone} at {now} (cache hit: {})",
+                    cached.cache_hit
+                );
+                hits += usize::from(cached.cache_hit);
+            }
+        }
+    }
+    // Zones whose offsets are whole quarter hours are still cached.
+    assert!(hits > 4 * 180, "only {hits} hits");
 }
 
 #[test]

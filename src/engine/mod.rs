@@ -6,6 +6,7 @@
 //! domain copy of it: the request is plain data, and borrowing it is what
 //! keeps a decision free of per-field copies (see [`vals`]).
 
+mod calendar;
 pub mod fast;
 pub mod glob;
 pub mod vals;
@@ -396,7 +397,11 @@ fn decide_lazy(
                 Ok(e) => (e, true),
                 Err(key) => {
                     let e = Arc::new(evaluate(&policy, req, now_fixed, lazy, &candidates(), true));
-                    cache.insert(key, Arc::clone(&e));
+                    // Calendar reads in a zone off the key's time step
+                    // would not hold for the whole step.
+                    if calendar::steady(&policy, req, now, lazy, &e) {
+                        cache.insert(key, Arc::clone(&e));
+                    }
                     (e, false)
                 }
             };

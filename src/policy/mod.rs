@@ -61,6 +61,9 @@ pub struct Condition {
     pub volatile: bool,
     /// Whether it reads `risk` (rules only).
     pub reads_risk: bool,
+    /// The time-zone arguments of its calendar reads of `now`
+    /// ([`schema::Reads::time_zones`]).
+    pub time_zones: Box<[cel::IdedExpr]>,
 }
 
 /// A risk signal.
@@ -667,6 +670,7 @@ fn condition(
                 program,
                 volatile: false,
                 reads_risk: reads.risk,
+                time_zones: reads.time_zones.clone().into(),
             },
             reads,
         )),

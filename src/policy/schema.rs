@@ -177,6 +177,10 @@ pub struct Reads {
     /// change at multiples of this step, so the cache keys it by
     /// `floor(now / step)` instead of re-evaluating it.
     pub now_step: Option<std::time::Duration>,
+    /// The time-zone arguments of those calendar accessors (none for UTC):
+    /// the step holds only while a zone's UTC offset is a whole number of
+    /// steps, which the cache checks before it keeps an entry.
+    pub time_zones: Vec<IdedExpr>,
     /// Whether the expression reads `risk` (so it depends on the signals).
     pub risk: bool,
     /// Whether the expression reads `history` (so its value changes with
@@ -285,6 +289,7 @@ impl Walker {
                         {
                             self.reads.now_step =
                                 Some(self.reads.now_step.map_or(step, |s| s.min(step)));
+                            self.reads.time_zones.extend(call.args.first().cloned());
                         }
                         _ => {
                             let ty = self.walk(target);
@@ -533,10 +538,12 @@ impl Walker {
     }
 }
 
-/// How often a calendar accessor's result on `now` can change. Every time
-/// zone's UTC offset is a whole number of quarter hours (and DST moves it by
-/// quarter hours, at such boundaries), so hours and coarser fields are stable
-/// within each UTC quarter hour.
+/// How often a calendar accessor's result on `now` can change, in a time
+/// zone whose UTC offset is a whole number of quarter hours (every zone's
+/// today, DST included): hours and coarser fields are stable within each UTC
+/// quarter hour. Fixed offsets like `+05:17` and local mean times before
+/// 1900 are not: the cache checks the offsets (see
+/// [`Reads::time_zones`]).
 fn calendar_step(function: &str) -> Option<std::time::Duration> {
     match function {
         "getFullYear" | "getMonth" | "getDayOfYear" | "getDayOfMonth" | "getDate"
