@@ -662,7 +662,7 @@ fn condition(
         }
     };
     let ip_lists: Vec<&str> = lists.names().collect();
-    match schema::check_in(program.expression(), scope, &ip_lists) {
+    match schema::check_in(program.expression(), scope, &ip_lists, Some(env)) {
         Ok(reads) => Some((
             Condition {
                 source: Arc::from(when.value.as_str()),
@@ -682,9 +682,13 @@ fn condition(
                     .unwrap_or((0, 0));
                 let start = usize::try_from(start).unwrap_or(0);
                 // `stop` is inclusive; a select's node sits at its dot.
-                let (start, len) = match &e.field {
-                    Some(field) => (start + 1, field.chars().count()),
-                    None => (
+                let (start, len) = match (&e.field, &e.callee) {
+                    (Some(field), _) => (start + 1, field.chars().count()),
+                    (None, Some(name)) => {
+                        let len = name.chars().count();
+                        (start.saturating_sub(len), len)
+                    }
+                    (None, None) => (
                         start,
                         usize::try_from(stop).unwrap_or(0).saturating_sub(start) + 1,
                     ),

@@ -161,6 +161,9 @@ pub struct SchemaError {
     /// For a bad field of a select (`x.field`): the field, so the
     /// diagnostic underlines it rather than the dot.
     pub field: Option<String>,
+    /// For an unknown function: its name, which ends where the call's node
+    /// (its opening parenthesis) starts, so the diagnostic underlines it.
+    pub callee: Option<String>,
 }
 
 /// What an expression reads, found by [`check`].
@@ -194,18 +197,22 @@ pub struct Reads {
 /// Checks `expr` against the context schema for `scope`, returning what it
 /// reads, or every problem found.
 pub fn check(expr: &IdedExpr, scope: Scope) -> Result<Reads, Vec<SchemaError>> {
-    check_in(expr, scope, &[])
+    check_in(expr, scope, &[], None)
 }
 
 /// Like [`check`], for a set whose configured IP lists are `ip_lists`
-/// (the names `ip_in` accepts).
+/// (the names `ip_in` accepts), and, given `env`, requiring every function
+/// called to be one `env` declares (`now.getHour()` and `sizee(x)` would
+/// otherwise fail only when a request comes, and fail closed).
 pub fn check_in(
     expr: &IdedExpr,
     scope: Scope,
     ip_lists: &[&str],
+    env: Option<&std::sync::Arc<cel::Env>>,
 ) -> Result<Reads, Vec<SchemaError>> {
     let mut walker = Walker {
         ip_lists: ip_lists.iter().map(|n| (*n).to_owned()).collect(),
+        env: env.cloned(),
         scope,
         locals: Vec::new(),
         reads: Reads::default(),
@@ -229,6 +236,8 @@ struct Walker {
     errors: Vec<SchemaError>,
     /// The configured IP list names.
     ip_lists: Vec<String>,
+    /// The functions' environment, when calls are checked.
+    env: Option<std::sync::Arc<cel::Env>>,
 }
 
 impl Walker {
@@ -261,6 +270,7 @@ impl Walker {
                     expr_id: expr.id,
                     message: format!("unknown variable `{name}`"),
                     field: None,
+                    callee: None,
                     help: help.or_else(|| {
                         Some(format!(
                             "the variables are {}",
@@ -282,6 +292,7 @@ impl Walker {
                 Ty::Bool
             }
             Expr::Call(call) => {
+                self.function(expr.id, &call.func_name);
                 if let Some(target) = &call.target {
                     match (&target.expr, calendar_step(&call.func_name)) {
                         (Expr::Ident(name), Some(step))
@@ -400,6 +411,7 @@ impl Walker {
                 expr_id: id,
                 message: format!("`{}` is a function, not a method", crate::lists::IP_IN),
                 field: None,
+                callee: None,
                 help: Some(format!("write {usage}")),
             });
         }
@@ -416,6 +428,7 @@ impl Walker {
                         call.args.len()
                     ),
                     field: None,
+                    callee: None,
                     help: Some(usage.to_owned()),
                 });
             }
@@ -431,6 +444,7 @@ impl Walker {
                     Expr::Select(select) => Some(select.field.clone()),
                     _ => None,
                 },
+                callee: None,
                 help: Some(
                     "lists are checked when the policies load: write the name in quotes, e.g. `\"tor_exits\"`"
                         .to_owned(),
@@ -458,6 +472,7 @@ impl Walker {
                 expr_id: name.id,
                 message: format!("unknown IP list `{list}`"),
                 field: None,
+                callee: None,
                 help: Some(help),
             });
         }
@@ -479,6 +494,7 @@ impl Walker {
                 expr_id: id,
                 message: format!("`history` has no function `{function}`"),
                 field: None,
+                callee: None,
                 help: did_you_mean(function, HISTORY_FUNCTIONS.iter().copied()).or_else(|| {
                     Some(
                         "`history.count(\"payments.*\", duration(\"1h\"))` counts recent actions"
@@ -491,6 +507,7 @@ impl Walker {
                 expr_id: id,
                 message: format!("`history.count` takes 2 arguments, got {args}"),
                 field: None,
+                callee: None,
                 help: Some("`history.count(\"payments.*\", duration(\"1h\"))`: an action glob and a window".to_owned()),
             });
         }
@@ -506,6 +523,7 @@ impl Walker {
                         expr_id: id,
                         message: format!("`{}` has no field `{field}`", m.name),
                         field: Some(field.to_owned()),
+                        callee: None,
                         help: did_you_mean(field, m.fields.iter().map(|(n, _)| *n)).or_else(|| {
                             Some(format!(
                                 "the fields of `{}` are {}",
@@ -531,12 +549,71 @@ impl Walker {
                     ),
                     help: None,
                     field: Some(field.to_owned()),
+                    callee: None,
                 });
                 Ty::Dyn
             }
         }
     }
 }
+
+impl Walker {
+    /// Reports `name` when calls are checked and the environment declares
+    /// no function of that name. Operators (`_+_`, `@in`, `!_`) are the
+    /// interpreter's own.
+    fn function(&mut self, id: u64, name: &str) {
+        let Some(env) = &self.env else { return };
+        if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            return;
+        }
+        // `Context::add_function` refuses a name the environment declares
+        // (as a function or a member function): the only way `cel` offers
+        // to ask. The probe context is thrown away.
+        let mut probe = cel::Context::with_env(std::sync::Arc::clone(env));
+        if probe.add_function(name, |x: i64| x).is_err() {
+            return;
+        }
+        self.errors.push(SchemaError {
+            expr_id: id,
+            message: format!("unknown function `{name}`"),
+            help: did_you_mean(name, STANDARD_FUNCTIONS.iter().copied()),
+            field: None,
+            callee: Some(name.to_owned()),
+        });
+    }
+}
+
+/// Names of CEL's standard functions, for did-you-mean (the environment
+/// decides what exists; this list only suggests).
+const STANDARD_FUNCTIONS: &[&str] = &[
+    "size",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "matches",
+    "int",
+    "uint",
+    "double",
+    "string",
+    "bool",
+    "bytes",
+    "timestamp",
+    "duration",
+    "type",
+    "dyn",
+    "getFullYear",
+    "getMonth",
+    "getDayOfYear",
+    "getDayOfMonth",
+    "getDate",
+    "getDayOfWeek",
+    "getHours",
+    "getMinutes",
+    "getSeconds",
+    "getMilliseconds",
+    "ip_in",
+    "count",
+];
 
 /// How often a calendar accessor's result on `now` can change, in a time
 /// zone whose UTC offset is a whole number of quarter hours (every zone's

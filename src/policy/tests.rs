@@ -42,6 +42,38 @@ fn unknown_variable_with_caret_and_did_you_mean() {
 }
 
 #[test]
+fn unknown_functions_with_caret_and_did_you_mean() {
+    let errs = errors(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: 'now.getHour(\"UTC\") < 6 || sizee(subject.roles) > 2'\n    effect: deny\n"
+    ));
+    assert_eq!(
+        errs,
+        [
+            "error: unknown function `getHour` (in `r1`)\n  --> p.yaml:15:16\n   |\n15 |     when: 'now.getHour(\"UTC\") < 6 || sizee(subject.roles) > 2'\n   |                ^^^^^^^\n   = help: did you mean `getHours`?",
+            "error: unknown function `sizee` (in `r1`)\n  --> p.yaml:15:38\n   |\n15 |     when: 'now.getHour(\"UTC\") < 6 || sizee(subject.roles) > 2'\n   |                                      ^^^^^\n   = help: did you mean `size`?",
+        ]
+    );
+}
+
+#[test]
+fn standard_functions_macros_and_operators_are_known() {
+    let when = "int(resource.attributes.amount) > 5 && 'a' in subject.roles && \
+        [1, 2].exists(x, x > 1) && [1].all(x, x > 0) && [1].map(x, x * 2)[0] == 2 && \
+        [1].filter(x, x > 0).size() == 1 && !device.trusted && -1 < 0 && \
+        timestamp('2020-01-01T00:00:00Z') < now && subject.id.matches('^a') && \
+        subject.id.startsWith('a') && subject.id.endsWith('a') && subject.id.contains('a') && \
+        has(device.id) && (true ? 1 : 2) == 1 && subject.roles[0] == 'x' && \
+        double(1) > 0.0 && string(1) == '1' && uint(1) == 1u && bool('true') && \
+        duration('1h') > duration('1m') && type(1) == type(2) && dyn(1) == 1 && \
+        size(subject.roles) < 9 && now.getHours() >= 0 && now.getDayOfWeek('UTC') >= 0 && \
+        history.count('a.*', duration('1h')) >= 0";
+    let errs = errors(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: \"{when}\"\n    effect: deny\n"
+    ));
+    assert!(errs.is_empty(), "{errs:#?}");
+}
+
+#[test]
 fn unknown_request_field() {
     let e = one_error(&format!(
         "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: session.amr_list == []\n    effect: deny\n"
