@@ -74,6 +74,32 @@ fn cel_syntax_error() {
 }
 
 #[test]
+fn cel_syntax_error_at_the_end_points_past_the_expression() {
+    // Quoted: just past the last character, i.e. at the closing quote.
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: \"device.trusted && foo(1\"\n    effect: deny\n"
+    ));
+    assert!(e.starts_with("error: invalid CEL: Syntax error: "), "{e}");
+    assert!(
+        e.ends_with("(in `r1`)\n  --> p.yaml:15:35\n   |\n15 |     when: \"device.trusted && foo(1\"\n   |                                   ^"),
+        "{e}"
+    );
+    // Folded over two lines: at the end of the last line, not the first.
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: >-\n      device.trusted &&\n      foo(1\n    effect: deny\n"
+    ));
+    assert!(
+        e.ends_with("(in `r1`)\n  --> p.yaml:17:12\n   |\n17 |       foo(1\n   |            ^"),
+        "{e}"
+    );
+    // A literal block keeps its final newline: still after the `1`.
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: |\n      device.trusted &&\n      foo(1\n    effect: deny\n"
+    ));
+    assert!(e.contains("(in `r1`)\n  --> p.yaml:17:12\n"), "{e}");
+}
+
+#[test]
 fn unknown_key_has_did_you_mean() {
     let e = one_error(&format!(
         "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    effect: deny\n    mesage: hi\n"
