@@ -106,7 +106,28 @@ fn unknown_key_has_did_you_mean() {
     ));
     assert_eq!(
         e,
-        "error: unknown key `mesage` in a rule\n  --> p.yaml:16:5\n   |\n16 |     mesage: hi\n   |     ^^^^^^\n   = help: did you mean `message`?"
+        "error: unknown key `mesage` in a rule (in `r1`)\n  --> p.yaml:16:5\n   |\n16 |     mesage: hi\n   |     ^^^^^^\n   = help: did you mean `message`?"
+    );
+}
+
+#[test]
+fn unknown_key_names_the_id_written_after_it() {
+    assert_eq!(
+        errors(&format!(
+            "{HEAD}signals:\n  - when: \"true\"\n    scor: 5\n    id: s1\n    score: 5\nrules:\n  - acions: [a]\n    id: r5\n    actions: [a]\n    effect: deny\n"
+        )),
+        [
+            "error: unknown key `scor` in a signal (in `s1`)\n  --> p.yaml:14:5\n   |\n14 |     scor: 5\n   |     ^^^^\n   = help: did you mean `score`?",
+            "error: unknown key `acions` in a rule (in `r5`)\n  --> p.yaml:18:5\n   |\n18 |   - acions: [a]\n   |     ^^^^^^\n   = help: did you mean `actions`?",
+        ]
+    );
+    // Without a valid id there is nothing to name.
+    let errs = errors(&format!(
+        "{HEAD}rules:\n  - acions: [a]\n    id: \"bad id\"\n    actions: [a]\n    effect: deny\n"
+    ));
+    assert!(
+        errs[0].starts_with("error: unknown key `acions` in a rule\n"),
+        "{errs:#?}"
     );
 }
 
