@@ -481,10 +481,10 @@ fn compile(
                                             level_names.keys().map(String::as_str),
                                         )
                                         .or_else(|| {
-                                            let mut names: Vec<&str> =
-                                                ladder.iter().map(|l| &*l.name).collect();
-                                            names.sort_unstable();
-                                            Some(format!("the levels are {}", names.join(", ")))
+                                            Some(levels_help(
+                                                ladder.iter().map(|l| &*l.name),
+                                                levels.is_empty(),
+                                            ))
                                         }),
                                     ),
                             );
@@ -615,6 +615,23 @@ fn list_diagnostic(e: ListError) -> Diagnostic {
         ListError::Duplicate { second, .. } => Diagnostic::error(e.to_string()).in_file(second),
     };
     d.maybe_help(help)
+}
+
+/// The help for an unknown level: the levels there are, or how to define
+/// some when there are none (`no_document`: the set has no `kind: Levels`
+/// document at all).
+fn levels_help<'a>(names: impl Iterator<Item = &'a str>, no_document: bool) -> String {
+    let mut names: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    names.sort_unstable();
+    if !names.is_empty() {
+        format!("the levels are {}", names.join(", "))
+    } else if no_document {
+        "the set defines no levels: add a `kind: Levels` document listing them, weakest first"
+            .to_owned()
+    } else {
+        "the set defines no levels: list them under `levels:` in its `kind: Levels` document"
+            .to_owned()
+    }
 }
 
 fn file_name(sources: &Sources, file: usize) -> String {

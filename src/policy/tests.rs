@@ -143,6 +143,37 @@ fn unknown_level_lists_close_names() {
 }
 
 #[test]
+fn unknown_level_without_a_ladder_says_there_are_none() {
+    let rule = "rules:\n  - id: r1\n    actions: [a]\n    effect: challenge\n    require: { level: aal2 }\n";
+    let report = PolicySet::from_str("p.yaml", &format!("{HEAD}{rule}")).unwrap_err();
+    let errs: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errs[1],
+        "error: unknown level `aal2` (in `r1`)\n --> p.yaml:8:23\n  |\n8 |     require: { level: aal2 }\n  |                       ^^^^\n  = help: the set defines no levels: add a `kind: Levels` document listing them, weakest first",
+        "{errs:#?}"
+    );
+    let report = PolicySet::from_str(
+        "p.yaml",
+        &format!("apiVersion: stepup/v1\nkind: Levels\nlevels: []\n---\n{HEAD}{rule}"),
+    )
+    .unwrap_err();
+    let errs: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].ends_with("= help: the set defines no levels: list them under `levels:` in its `kind: Levels` document"),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn unknown_level_lists_the_levels() {
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    effect: challenge\n    require: {{ level: superstrong }}\n"
+    ));
+    assert!(e.ends_with("= help: the levels are `aal1`, `aal2`"), "{e}");
+}
+
+#[test]
 fn bad_durations() {
     let errs = errors(&format!(
         "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    effect: challenge\n    require: {{ max_age: 5 }}\n  - id: r2\n    actions: [a]\n    effect: challenge\n    require: {{ max_age: 5 minutes }}\n"
