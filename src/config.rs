@@ -138,7 +138,7 @@ pub struct Overrides {
     pub policies: Option<PathBuf>,
     /// `--listen` / `STEPUP_LISTEN`.
     pub listen: Option<String>,
-    /// `--no-watch` / `STEPUP_WATCH`.
+    /// `--no-watch` / `STEPUP_NO_WATCH`.
     pub watch: Option<bool>,
     /// `--admin` / `STEPUP_ADMIN`.
     pub admin: Option<String>,
