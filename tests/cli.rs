@@ -418,6 +418,56 @@ fn sigterm_lets_calls_in_flight_finish() {
     );
 }
 
+#[test]
+fn environment_beats_the_config_file_and_flags_beat_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stepup.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies = \"{}\"\nlisten = \"file:listen\"\n[cache]\nttl = \"file-ttl\"\n",
+            examples()
+        ),
+    )
+    .unwrap();
+    // Bad values everywhere, so that the error names the one that won and
+    // the server never starts. Each child gets only the environment given.
+    let serve = |env: &[(&str, &str)], flags: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_stepup"))
+            .args(["serve", "--admin", "off", "--config"])
+            .arg(&config)
+            .args(flags)
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        text(&out.stderr)
+    };
+    let listen =
+        |v: &str| format!("error: listen address `{v}` is not IP:PORT (e.g. `127.0.0.1:7171`)\n");
+    let ttl = |v: &str| format!("error: cache ttl `{v}`: expected a number at `{v}`\n");
+    assert_eq!(serve(&[], &[]), listen("file:listen") + &ttl("file-ttl"));
+    let env = [
+        ("STEPUP_LISTEN", "env:listen"),
+        ("STEPUP_CACHE_TTL", "env-ttl"),
+    ];
+    assert_eq!(serve(&env, &[]), listen("env:listen") + &ttl("env-ttl"));
+    assert_eq!(
+        serve(&env, &["--listen", "flag:listen"]),
+        listen("flag:listen") + &ttl("env-ttl")
+    );
+    // The config file itself can come from the environment.
+    let out = Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args(["serve", "--admin", "off"])
+        .env_clear()
+        .env("STEPUP_CONFIG", &config)
+        .env("STEPUP_CACHE_TTL", "env-ttl")
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stderr), listen("file:listen") + &ttl("env-ttl"));
+}
+
 /// Decides `account.password.change` on `addr`, returning the revision.
 fn revision_at(
     rt: &tokio::runtime::Runtime,
