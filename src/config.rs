@@ -138,7 +138,7 @@ pub struct Overrides {
     pub policies: Option<PathBuf>,
     /// `--listen` / `STEPUP_LISTEN`.
     pub listen: Option<String>,
-    /// `--no-watch` / `STEPUP_WATCH`.
+    /// `--no-watch` / `STEPUP_NO_WATCH`.
     pub watch: Option<bool>,
     /// `--admin` / `STEPUP_ADMIN`.
     pub admin: Option<String>,
@@ -197,25 +197,7 @@ impl Config {
         let mut problems = Vec::new();
         let from_file = match file {
             Some(path) => match std::fs::read_to_string(path) {
-                Ok(text) => match toml::from_str::<FileConfig>(&text) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let at = e
-                            .span()
-                            .map(|s| {
-                                let line =
-                                    text.get(..s.start).map_or(0, |t| t.matches('\n').count()) + 1;
-                                format!(":{line}")
-                            })
-                            .unwrap_or_default();
-                        problems.push(format!(
-                            "{}{at}: {}",
-                            path.display(),
-                            e.message().trim_end_matches('.')
-                        ));
-                        FileConfig::default()
-                    }
-                },
+                Ok(text) => parse_file(path, &text, &mut problems),
                 Err(e) => {
                     problems.push(format!("cannot read config file `{}`: {e}", path.display()));
                     FileConfig::default()
@@ -326,6 +308,118 @@ impl Config {
             _ => Err(ConfigError { problems }),
         }
     }
+}
+
+/// Most problems reported for one config file; the rest are dropped.
+const MAX_FILE_PROBLEMS: usize = 32;
+
+/// Parses the config file `text` read from `path`, adding a line to
+/// `problems` per bad key. serde stops at the first bad key, so each one is
+/// removed from the parsed document and the rest deserialized again: every
+/// unknown or mistyped key is reported, not only the first. A syntax error
+/// stops there (what follows it cannot be read reliably).
+fn parse_file(path: &Path, text: &str, problems: &mut Vec<String>) -> FileConfig {
+    use serde::Deserialize as _;
+
+    // Reported in file order, not in the order serde meets the keys.
+    let mut found: Vec<(usize, String)> = Vec::new();
+    let mut report = |e: &toml::de::Error| {
+        let start = e.span().map_or(0, |s| s.start);
+        let at = e
+            .span()
+            .map(|s| {
+                let line = text.get(..s.start).map_or(0, |t| t.matches('\n').count()) + 1;
+                format!(":{line}")
+            })
+            .unwrap_or_default();
+        found.push((
+            start,
+            format!(
+                "{}{at}: {}",
+                path.display(),
+                e.message().trim_end_matches('.')
+            ),
+        ));
+    };
+    let mut doc = match toml::de::DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            report(&e);
+            problems.extend(found.into_iter().map(|(_, p)| p));
+            return FileConfig::default();
+        }
+    };
+    // Keys removed so far, with the span of their table: a required key
+    // removed for its bad value is not reported missing too.
+    let mut removed: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+    let root = doc.span();
+    let mut config = None;
+    for _ in 0..MAX_FILE_PROBLEMS {
+        let e = match FileConfig::deserialize(toml::de::Deserializer::from(doc.clone())) {
+            Ok(c) => {
+                config = Some(c);
+                break;
+            }
+            Err(e) => e,
+        };
+        let missing = e
+            .message()
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next());
+        let echo = missing.is_some_and(|key| {
+            removed
+                .iter()
+                .any(|(span, k)| k == key && Some(span.clone()) == e.span())
+        });
+        if !echo {
+            report(&e);
+        }
+        let Some(at) = e.span().map(|s| s.start) else {
+            break;
+        };
+        let Some(gone) = remove_at(doc.get_mut(), root.clone(), at) else {
+            break;
+        };
+        removed.push(gone);
+    }
+    found.sort_by_key(|(start, _)| *start);
+    problems.extend(found.into_iter().map(|(_, p)| p));
+    config.unwrap_or_default()
+}
+
+/// Removes from `table` (spanning `span`) the innermost key-value the byte
+/// `at` is in, looking into nested tables and arrays of tables; returns the
+/// span of the table it was in and its key.
+fn remove_at(
+    table: &mut toml::de::DeTable<'_>,
+    span: std::ops::Range<usize>,
+    at: usize,
+) -> Option<(std::ops::Range<usize>, String)> {
+    use toml::de::DeValue;
+
+    for (_, value) in table.iter_mut() {
+        let value_span = value.span();
+        let found = match value.get_mut() {
+            DeValue::Table(inner) => remove_at(inner, value_span, at),
+            DeValue::Array(items) => items.iter_mut().find_map(|item| {
+                let item_span = item.span();
+                match item.get_mut() {
+                    DeValue::Table(inner) => remove_at(inner, item_span, at),
+                    _ => None,
+                }
+            }),
+            _ => None,
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    let key = table
+        .iter()
+        .find(|(k, v)| k.span().contains(&at) || v.span().contains(&at))
+        .map(|(k, _)| k.get_ref().to_string())?;
+    table.remove(key.as_str());
+    Some((span, key))
 }
 
 /// `[lists]` with relative paths resolved against `base`, the config
@@ -483,6 +577,45 @@ mod tests {
                 .contains("stepup.toml:3: unknown field `geoip`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn reports_every_bad_key_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "bogus = 1\npolicies = \"p\"\n[cache]\nsize = -1\nttl = 5\n[log]\nformat = \"xml\"\n[[ext_authz.routes]]\npath = 5\n",
+        )
+        .unwrap();
+        let err = Config::resolve(Overrides::default(), Some(&file)).unwrap_err();
+        let at = file.display();
+        assert_eq!(
+            err.problems,
+            [
+                format!(
+                    "{at}:1: unknown field `bogus`, expected one of `policies`, `listen`, `watch`, `admin`, `cache`, `ext_authz`, `log`, `decision_log`, `history`, `lists`"
+                ),
+                format!("{at}:4: invalid value: integer `-1`, expected u64"),
+                format!("{at}:5: invalid type: integer `5`, expected a string"),
+                format!("{at}:7: unknown variant `xml`, expected `text` or `json`"),
+                format!("{at}:9: invalid type: integer `5`, expected a string"),
+            ]
+        );
+        // Good keys still count: only the bad ones are dropped.
+        std::fs::write(&file, "policies = \"p\"\n[cache]\nsize = 7\nttl = 5\n").unwrap();
+        let err = Config::resolve(Overrides::default(), Some(&file)).unwrap_err();
+        assert_eq!(
+            err.problems,
+            [format!(
+                "{at}:4: invalid type: integer `5`, expected a string"
+            )]
+        );
+        // A syntax error stops the reading there.
+        std::fs::write(&file, "bogus = 1\npolicies = \"p\n").unwrap();
+        let err = Config::resolve(Overrides::default(), Some(&file)).unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.problems[0].starts_with(&format!("{at}:2: ")), "{err}");
     }
 
     #[test]

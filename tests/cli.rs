@@ -271,6 +271,203 @@ fn serve_answers_and_stops_on_sigterm() {
     );
 }
 
+/// A stand-in for Redis that never answers `HGET`, so that a history fetch
+/// takes its whole `fetch_timeout` and a Decide call stays in flight that
+/// long. Each `HGET` is reported on the returned channel. Any other command
+/// first gets the unanswered `HGET`s their (nil) replies, then an error
+/// (`CLIENT SETINFO`'s is ignored; a history write fails at once).
+fn stalling_redis() -> (u16, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use std::io::Read as _;
+
+    fn line(r: &mut impl std::io::BufRead) -> Option<String> {
+        let mut l = String::new();
+        (r.read_line(&mut l).ok()? > 0).then(|| l.trim_end().to_owned())
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().unwrap();
+                let mut r = std::io::BufReader::new(conn);
+                let mut stalled = 0;
+                // A command is `*N` and N bulk strings (`$LEN`, the bytes).
+                while let Some(n) = line(&mut r).and_then(|l| l.strip_prefix('*')?.parse().ok()) {
+                    let mut args = Vec::new();
+                    for _ in 0..n {
+                        let len: usize = line(&mut r)
+                            .and_then(|l| l.strip_prefix('$')?.parse().ok())
+                            .unwrap();
+                        let mut arg = vec![0; len + 2];
+                        r.read_exact(&mut arg).unwrap();
+                        arg.truncate(len);
+                        args.push(String::from_utf8(arg).unwrap().to_uppercase());
+                    }
+                    if args[0] == "HGET" {
+                        stalled += 1;
+                        let _ = tx.send(());
+                        continue;
+                    }
+                    let nils = "$-1\r\n".repeat(std::mem::take(&mut stalled));
+                    let reply = format!("{nils}-ERR not a real Redis\r\n");
+                    if out.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn sigterm_lets_calls_in_flight_finish() {
+    // Each call waits 2 s for a history fetch that never comes back.
+    let (redis, mut fetches) = stalling_redis();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stepup.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[history]\nenabled = true\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:{redis}\"\nhash_key = \"k\"\nfetch_timeout = \"2s\"\nredis_timeout = \"10s\"\n"
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args(["serve", "--policies", &examples(), "--listen", &addr])
+        .args(["--admin", "off", "--log-format", "json", "--config"])
+        .arg(&config)
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    const CALLS: usize = 3;
+    let started = Instant::now();
+    rt.block_on(async {
+        let client = common::connect_when_up(&mut child, &addr).await;
+        let calls: Vec<_> = (0..CALLS)
+            .map(|i| {
+                let mut client = client.clone();
+                let req = stepup::proto::v1::DecideRequest {
+                    action: "account.password.change".into(),
+                    subject: Some(stepup::proto::v1::Subject {
+                        id: format!("u{i}"),
+                        ..Default::default()
+                    }),
+                    session: Some(stepup::proto::v1::Session {
+                        id: format!("s{i}"),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                tokio::spawn(async move {
+                    let answer = client.decide(req).await;
+                    (answer, Instant::now())
+                })
+            })
+            .collect();
+        // Every call is in the server, waiting on its history fetch.
+        for _ in 0..CALLS {
+            tokio::time::timeout(Duration::from_secs(10), fetches.recv())
+                .await
+                .expect("a call did not reach the history fetch")
+                .unwrap();
+        }
+        let signalled = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for call in calls {
+            let (answer, done) = call.await.unwrap();
+            let answer = answer.expect("an in-flight call fails at shutdown");
+            assert_eq!(
+                answer.into_inner().outcome(),
+                stepup::proto::v1::Outcome::Challenge
+            );
+            assert!(done > signalled, "the call was answered before SIGTERM");
+        }
+    });
+    drop(rt);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "graceful exit on SIGTERM: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn environment_beats_the_config_file_and_flags_beat_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stepup.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies = \"{}\"\nlisten = \"file:listen\"\n[cache]\nttl = \"file-ttl\"\n",
+            examples()
+        ),
+    )
+    .unwrap();
+    // Bad values everywhere, so that the error names the one that won and
+    // the server never starts. Each child gets only the environment given.
+    let serve = |env: &[(&str, &str)], flags: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_stepup"))
+            .args(["serve", "--admin", "off", "--config"])
+            .arg(&config)
+            .args(flags)
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        text(&out.stderr)
+    };
+    let listen =
+        |v: &str| format!("error: listen address `{v}` is not IP:PORT (e.g. `127.0.0.1:7171`)\n");
+    let ttl = |v: &str| format!("error: cache ttl `{v}`: expected a number at `{v}`\n");
+    assert_eq!(serve(&[], &[]), listen("file:listen") + &ttl("file-ttl"));
+    let env = [
+        ("STEPUP_LISTEN", "env:listen"),
+        ("STEPUP_CACHE_TTL", "env-ttl"),
+    ];
+    assert_eq!(serve(&env, &[]), listen("env:listen") + &ttl("env-ttl"));
+    assert_eq!(
+        serve(&env, &["--listen", "flag:listen"]),
+        listen("flag:listen") + &ttl("env-ttl")
+    );
+    // The config file itself can come from the environment.
+    let out = Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args(["serve", "--admin", "off"])
+        .env_clear()
+        .env("STEPUP_CONFIG", &config)
+        .env("STEPUP_CACHE_TTL", "env-ttl")
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stderr), listen("file:listen") + &ttl("env-ttl"));
+}
+
 /// Decides `account.password.change` on `addr`, returning the revision.
 fn revision_at(
     rt: &tokio::runtime::Runtime,

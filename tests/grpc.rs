@@ -180,6 +180,12 @@ async fn invalid_requests_name_the_field() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(status.message(), "`subject.id`: longer than 1024 bytes");
 
+    // Over 1 MiB the transport refuses the message before Decide sees it.
+    let mut r = refund(10.0);
+    r.subject.as_mut().unwrap().id = "x".repeat(stepup::server::MAX_MESSAGE_BYTES + 1);
+    let status = client.decide(r).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+
     server.stop().await;
 }
 

@@ -577,11 +577,7 @@ impl Reader<'_> {
     ) -> Option<Spanned<String>> {
         let node = self.required(entries, "id", item, what, None)?;
         let id = self.string(node, "`id`", None)?;
-        let valid = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-        if !valid {
+        if !valid_id(&id) {
             let d = self.error(node, format!("invalid id `{id}`")).help(
                 "ids are letters, digits, `-`, `_`, `.` and `:`, starting with a letter or digit",
             );
@@ -592,11 +588,12 @@ impl Reader<'_> {
     }
 
     fn signal(&mut self, item: &Node<'_>) -> Option<SignalDef> {
+        let named = peek_id(item);
         let entries = self.mapping(
             item,
             "a signal",
             &["id", "when", "score", "description"],
-            None,
+            named.as_deref(),
         )?;
         let id = self.id(&entries, item, "signal")?;
         let rule = Some(id.value.as_str());
@@ -630,6 +627,7 @@ impl Reader<'_> {
     }
 
     fn rule(&mut self, item: &Node<'_>) -> Option<RuleDef> {
+        let named = peek_id(item);
         let entries = self.mapping(
             item,
             "a rule",
@@ -643,7 +641,7 @@ impl Reader<'_> {
                 "message",
                 "mode",
             ],
-            None,
+            named.as_deref(),
         )?;
         let id = self.id(&entries, item, "rule")?;
         let rule_id = id.value.clone();
@@ -800,6 +798,37 @@ impl Reader<'_> {
         req.valid = ok;
         Some(req)
     }
+}
+
+/// Whether `id` is a valid signal or rule id.
+fn valid_id(id: &str) -> bool {
+    id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+/// The valid `id` of a signal or rule mapping, if it has one. Looked up
+/// before the keys are checked, so that a bad key written before `id` is
+/// reported with it.
+fn peek_id(item: &Node<'_>) -> Option<String> {
+    let YamlData::Mapping(map) = &item.data else {
+        return None;
+    };
+    let id = map.iter().find_map(|(k, v)| match (&k.data, &v.data) {
+        (YamlData::Value(Scalar::String(k)), YamlData::Value(Scalar::String(id)))
+            if k.as_ref() == "id" =>
+        {
+            Some(id.to_string())
+        }
+        (YamlData::Value(Scalar::String(k)), YamlData::Value(Scalar::Integer(i)))
+            if k.as_ref() == "id" =>
+        {
+            Some(i.to_string())
+        }
+        _ => None,
+    })?;
+    valid_id(&id).then_some(id)
 }
 
 fn with_rule(d: Diagnostic, rule: Option<&str>) -> Diagnostic {

@@ -484,10 +484,10 @@ fn compile(
                                             level_names.keys().map(String::as_str),
                                         )
                                         .or_else(|| {
-                                            let mut names: Vec<&str> =
-                                                ladder.iter().map(|l| &*l.name).collect();
-                                            names.sort_unstable();
-                                            Some(format!("the levels are {}", names.join(", ")))
+                                            Some(levels_help(
+                                                ladder.iter().map(|l| &*l.name),
+                                                levels.is_empty(),
+                                            ))
                                         }),
                                     ),
                             );
@@ -620,6 +620,23 @@ fn list_diagnostic(e: ListError) -> Diagnostic {
     d.maybe_help(help)
 }
 
+/// The help for an unknown level: the levels there are, or how to define
+/// some when there are none (`no_document`: the set has no `kind: Levels`
+/// document at all).
+fn levels_help<'a>(names: impl Iterator<Item = &'a str>, no_document: bool) -> String {
+    let mut names: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    names.sort_unstable();
+    if !names.is_empty() {
+        format!("the levels are {}", names.join(", "))
+    } else if no_document {
+        "the set defines no levels: add a `kind: Levels` document listing them, weakest first"
+            .to_owned()
+    } else {
+        "the set defines no levels: list them under `levels:` in its `kind: Levels` document"
+            .to_owned()
+    }
+}
+
 fn file_name(sources: &Sources, file: usize) -> String {
     sources
         .files
@@ -647,7 +664,7 @@ fn condition(
                 let line = usize::try_from(e.pos.0).unwrap_or(1).max(1);
                 let col = usize::try_from(e.pos.1).unwrap_or(1).saturating_sub(1);
                 let offset = char_offset_of(&when.value, line, col);
-                let loc = locate(sources, when, offset, 1);
+                let loc = locate_error(sources, when, offset);
                 report.push(
                     sources
                         .place(
@@ -716,6 +733,31 @@ fn char_offset_of(text: &str, line: usize, col: usize) -> usize {
     before + col
 }
 
+/// Where a syntax error at char `offset` of the expression `when` sits in its
+/// file. At the end of the expression (`foo(1` missing its `)`), the parser
+/// points past the last character, where there is no text to look up: the
+/// caret goes just after the last non-blank character, on its line.
+fn locate_error(sources: &Sources, when: &Spanned<String>, offset: usize) -> Location {
+    let chars: Vec<char> = when.value.chars().collect();
+    let rest_is_blank = chars
+        .get(offset..)
+        .is_none_or(|rest| rest.iter().all(|c| c.is_whitespace()));
+    if !rest_is_blank {
+        return locate(sources, when, offset, 1);
+    }
+    let Some(last) = chars.iter().take(offset).rposition(|c| !c.is_whitespace()) else {
+        return locate(sources, when, offset, 1);
+    };
+    find(sources, when, last, 1).map_or_else(
+        || locate(sources, when, offset, 1),
+        |at| Location {
+            column: at.column + 1,
+            len: 1,
+            ..at
+        },
+    )
+}
+
 /// Finds where char `offset` of the expression `when` sits in its file. The
 /// text at the offset is looked up in the source from the scalar's start,
 /// skipping as many earlier occurrences as the expression has before the
@@ -724,20 +766,22 @@ fn char_offset_of(text: &str, line: usize, col: usize) -> usize {
 /// When the text cannot be found (escapes in a quoted scalar), the scalar's
 /// start is used.
 fn locate(sources: &Sources, when: &Spanned<String>, offset: usize, len: usize) -> Location {
-    let fallback = Location {
+    find(sources, when, offset, len).unwrap_or(Location {
         len: 1,
         ..when.location
-    };
-    let Some(file) = sources.files.get(when.file) else {
-        return fallback;
-    };
+    })
+}
+
+/// [`locate`], `None` when the text is not found.
+fn find(sources: &Sources, when: &Spanned<String>, offset: usize, len: usize) -> Option<Location> {
+    let file = sources.files.get(when.file)?;
     let expr: Vec<char> = when.value.chars().collect();
-    let end = (offset + len.max(1)).min(expr.len());
-    let Some(needle) = expr.get(offset..end).map(|c| c.iter().collect::<String>()) else {
-        return fallback;
-    };
+    let end = offset.saturating_add(len.max(1)).min(expr.len());
+    let needle = expr
+        .get(offset..end)
+        .map(|c| c.iter().collect::<String>())?;
     if needle.trim().is_empty() {
-        return fallback;
+        return None;
     }
     let before: String = expr.iter().take(offset).collect();
     let mut skip = before.matches(needle.as_str()).count();
@@ -754,17 +798,17 @@ fn locate(sources: &Sources, when: &Spanned<String>, offset: usize, len: usize) 
             let abs = from_byte + at;
             if skip == 0 {
                 let column = src.get(..abs).map_or(0, |s| s.chars().count()) + 1;
-                return Location {
+                return Some(Location {
                     line: line_no,
                     column,
                     len: needle.chars().count(),
-                };
+                });
             }
             skip -= 1;
             from_byte = abs + needle.len();
         }
     }
-    fallback
+    None
 }
 
 fn revision(sources: &Sources, dir: &Path, lists: &Lists) -> Arc<str> {

@@ -544,8 +544,8 @@ impl Walker {
                 self.errors.push(SchemaError {
                     expr_id: id,
                     message: format!(
-                        "cannot select `{field}`: the value is a {}",
-                        ty_name(operand)
+                        "cannot select `{field}`: the value is {}",
+                        with_article(ty_name(operand))
                     ),
                     help: None,
                     field: Some(field.to_owned()),
@@ -629,6 +629,15 @@ fn calendar_step(function: &str) -> Option<std::time::Duration> {
         "getSeconds" => Some(std::time::Duration::from_secs(1)),
         _ => None,
     }
+}
+
+/// `name` with its indefinite article: `an int`, `a string`.
+fn with_article(name: &str) -> String {
+    let vowel = name
+        .chars()
+        .next()
+        .is_some_and(|c| matches!(c.to_ascii_lowercase(), 'a' | 'e' | 'i' | 'o' | 'u'));
+    format!("{} {name}", if vowel { "an" } else { "a" })
 }
 
 fn ty_name(ty: Ty) -> &'static str {
@@ -733,6 +742,28 @@ mod tests {
         assert_eq!(msgs[1].0, "`history` has no function `cont`");
         assert_eq!(msgs[1].1.as_deref(), Some("did you mean `count`?"));
         assert_eq!(msgs[2].0, "`history.count` takes 2 arguments, got 1");
+    }
+
+    #[test]
+    fn selecting_from_a_scalar_names_its_type_with_the_right_article() {
+        let errs = reads(
+            "network.asn.x || subject.id.x || device.trusted.x || subject.roles.x",
+            Scope::Rule,
+        )
+        .unwrap_err();
+        let msgs: Vec<String> = errs.into_iter().map(|e| e.message).collect();
+        assert_eq!(
+            msgs,
+            [
+                "cannot select `x`: the value is an int",
+                "cannot select `x`: the value is a string",
+                "cannot select `x`: the value is a bool",
+                "cannot select `x`: the value is a list of strings",
+            ]
+        );
+        assert_eq!(with_article("int"), "an int");
+        assert_eq!(with_article("double"), "a double");
+        assert_eq!(with_article("timestamp"), "a timestamp");
     }
 
     #[test]

@@ -106,13 +106,60 @@ fn cel_syntax_error() {
 }
 
 #[test]
+fn cel_syntax_error_at_the_end_points_past_the_expression() {
+    // Quoted: just past the last character, i.e. at the closing quote.
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: \"device.trusted && foo(1\"\n    effect: deny\n"
+    ));
+    assert!(e.starts_with("error: invalid CEL: Syntax error: "), "{e}");
+    assert!(
+        e.ends_with("(in `r1`)\n  --> p.yaml:15:35\n   |\n15 |     when: \"device.trusted && foo(1\"\n   |                                   ^"),
+        "{e}"
+    );
+    // Folded over two lines: at the end of the last line, not the first.
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: >-\n      device.trusted &&\n      foo(1\n    effect: deny\n"
+    ));
+    assert!(
+        e.ends_with("(in `r1`)\n  --> p.yaml:17:12\n   |\n17 |       foo(1\n   |            ^"),
+        "{e}"
+    );
+    // A literal block keeps its final newline: still after the `1`.
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: |\n      device.trusted &&\n      foo(1\n    effect: deny\n"
+    ));
+    assert!(e.contains("(in `r1`)\n  --> p.yaml:17:12\n"), "{e}");
+}
+
+#[test]
 fn unknown_key_has_did_you_mean() {
     let e = one_error(&format!(
         "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    effect: deny\n    mesage: hi\n"
     ));
     assert_eq!(
         e,
-        "error: unknown key `mesage` in a rule\n  --> p.yaml:16:5\n   |\n16 |     mesage: hi\n   |     ^^^^^^\n   = help: did you mean `message`?"
+        "error: unknown key `mesage` in a rule (in `r1`)\n  --> p.yaml:16:5\n   |\n16 |     mesage: hi\n   |     ^^^^^^\n   = help: did you mean `message`?"
+    );
+}
+
+#[test]
+fn unknown_key_names_the_id_written_after_it() {
+    assert_eq!(
+        errors(&format!(
+            "{HEAD}signals:\n  - when: \"true\"\n    scor: 5\n    id: s1\n    score: 5\nrules:\n  - acions: [a]\n    id: r5\n    actions: [a]\n    effect: deny\n"
+        )),
+        [
+            "error: unknown key `scor` in a signal (in `s1`)\n  --> p.yaml:14:5\n   |\n14 |     scor: 5\n   |     ^^^^\n   = help: did you mean `score`?",
+            "error: unknown key `acions` in a rule (in `r5`)\n  --> p.yaml:18:5\n   |\n18 |   - acions: [a]\n   |     ^^^^^^\n   = help: did you mean `actions`?",
+        ]
+    );
+    // Without a valid id there is nothing to name.
+    let errs = errors(&format!(
+        "{HEAD}rules:\n  - acions: [a]\n    id: \"bad id\"\n    actions: [a]\n    effect: deny\n"
+    ));
+    assert!(
+        errs[0].starts_with("error: unknown key `acions` in a rule\n"),
+        "{errs:#?}"
     );
 }
 
@@ -125,6 +172,37 @@ fn unknown_level_lists_close_names() {
         e,
         "error: unknown level `aal3` (in `r1`)\n  --> p.yaml:16:23\n   |\n16 |     require: { level: aal3 }\n   |                       ^^^^\n   = help: did you mean `aal1` or `aal2`?"
     );
+}
+
+#[test]
+fn unknown_level_without_a_ladder_says_there_are_none() {
+    let rule = "rules:\n  - id: r1\n    actions: [a]\n    effect: challenge\n    require: { level: aal2 }\n";
+    let report = PolicySet::from_str("p.yaml", &format!("{HEAD}{rule}")).unwrap_err();
+    let errs: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errs[1],
+        "error: unknown level `aal2` (in `r1`)\n --> p.yaml:8:23\n  |\n8 |     require: { level: aal2 }\n  |                       ^^^^\n  = help: the set defines no levels: add a `kind: Levels` document listing them, weakest first",
+        "{errs:#?}"
+    );
+    let report = PolicySet::from_str(
+        "p.yaml",
+        &format!("apiVersion: stepup/v1\nkind: Levels\nlevels: []\n---\n{HEAD}{rule}"),
+    )
+    .unwrap_err();
+    let errs: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].ends_with("= help: the set defines no levels: list them under `levels:` in its `kind: Levels` document"),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn unknown_level_lists_the_levels() {
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    effect: challenge\n    require: {{ level: superstrong }}\n"
+    ));
+    assert!(e.ends_with("= help: the levels are `aal1`, `aal2`"), "{e}");
 }
 
 #[test]

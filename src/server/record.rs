@@ -41,13 +41,14 @@ pub fn step_up_report(
                     .iter()
                     .map(|l| format!("`{}`", l.name))
                     .collect();
+                let known = if names.is_empty() {
+                    "the policy set defines no levels".to_owned()
+                } else {
+                    format!("the levels are {}", names.join(", "))
+                };
                 return Err(invalid(
                     "level",
-                    format!(
-                        "unknown level `{}` (the levels are {})",
-                        req.level,
-                        names.join(", ")
-                    ),
+                    format!("unknown level `{}` ({known})", req.level),
                 ));
             }
         }
@@ -129,6 +130,25 @@ levels:
         let (policy, _) = PolicySet::from_str("p.yaml", POLICY).unwrap();
         step_up_report(&req, Utc::now(), &policy, &Keyer::from_secret("k"))
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn unknown_level_without_levels_says_there_are_none() {
+        let (policy, _) = PolicySet::from_str(
+            "p.yaml",
+            "apiVersion: stepup/v1\nkind: Levels\nlevels: []\n",
+        )
+        .unwrap();
+        let req = pb::RecordStepUpRequest {
+            subject_id: "alice".into(),
+            level: "aal2".into(),
+            ..Default::default()
+        };
+        let e = step_up_report(&req, Utc::now(), &policy, &Keyer::from_secret("k")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`level`: unknown level `aal2` (the policy set defines no levels)"
+        );
     }
 
     #[test]

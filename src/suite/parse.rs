@@ -1036,7 +1036,13 @@ impl Reader<'_> {
                         let d = self
                             .error(v, format!("unknown level `{level}`"))
                             .maybe_help(did_you_mean(&level, levels.iter().copied()).or_else(
-                                || Some(format!("the levels are {}", quoted_list(&levels))),
+                                || {
+                                    Some(if levels.is_empty() {
+                                        "the policy set defines no levels".to_owned()
+                                    } else {
+                                        format!("the levels are {}", quoted_list(&levels))
+                                    })
+                                },
                             ));
                         self.push(d);
                         ok = false;

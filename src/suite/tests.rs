@@ -267,6 +267,29 @@ cases:
 }
 
 #[test]
+fn unknown_level_without_levels_says_there_are_none() {
+    let (set, _) = PolicySet::from_str(
+        "p.yaml",
+        "apiVersion: stepup/v1\nkind: Levels\nlevels: []\n---\napiVersion: stepup/v1\nkind: Policy\nname: p\nrules:\n  - { id: r, actions: [a], effect: deny }\n",
+    )
+    .unwrap_or_else(|r| panic!("{r}"));
+    let names = parse::Names::of(&set);
+    let file = SourceFile {
+        path: "s_test.yaml".into(),
+        text: "name: s\ncases:\n  - name: c\n    request: { action: a, subject: { id: u } }\n    expect:\n      outcome: deny\n      requirements: [{ level: aal2 }]\n".to_owned(),
+    };
+    let mut report = Report::default();
+    parse::read_file(&file, &names, &mut report);
+    let e: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].starts_with("error: unknown level `aal2`\n")
+            && e[0].ends_with("= help: the policy set defines no levels"),
+        "{e:#?}"
+    );
+}
+
+#[test]
 fn unknown_fixture_and_bad_now() {
     let e = errors(
         r#"name: s
