@@ -4,8 +4,8 @@
     reason = "a bench with bad fixtures should stop at once"
 )]
 //! Decision cost over the example policy set (`policies/`): the engine alone,
-//! with the cache off, on a cache hit, and the response conversion the gRPC
-//! server adds. Run: `cargo bench --bench decide`.
+//! with the cache off, on a cache hit and on a miss, and the response
+//! conversion the gRPC server adds. Run: `cargo bench --bench decide`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -80,6 +80,28 @@ fn bench(c: &mut Criterion) {
                 black_box(d)
             })
         });
+        if name == "refund_challenge" {
+            // Misses: every iteration a refund of a new amount (a new key):
+            // the evaluation plus the key, the check of the calendar reads'
+            // time zones, the insertion and, once full, moka's evictions.
+            let mut req = req.clone();
+            let mut amount = 1_000_000.0;
+            g.bench_function("cache_miss", |b| {
+                b.iter(|| {
+                    amount += 1.0;
+                    if let Some(v) = req
+                        .resource
+                        .as_mut()
+                        .and_then(|r| r.attributes.get_mut("amount"))
+                    {
+                        *v = pbjson_types::Value::from(amount);
+                    }
+                    let d = on.decide(black_box(&req), now, false);
+                    debug_assert!(!d.cache_hit);
+                    black_box(d)
+                })
+            });
+        }
         g.bench_function("cache_off+response", |b| {
             b.iter(|| {
                 let d = off.decide(black_box(&req), now, false);
