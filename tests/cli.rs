@@ -204,12 +204,7 @@ fn serve_refuses_an_invalid_set_and_bad_settings() {
 
 #[test]
 fn serve_answers_and_stops_on_sigterm() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", common::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
         .args([
             "serve",
@@ -226,10 +221,7 @@ fn serve_answers_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let outcome = rt.block_on(async {
         let mut client = common::connect_when_up(&mut child, &addr).await;
         let req = stepup::proto::v1::DecideRequest {
@@ -336,12 +328,7 @@ fn sigterm_lets_calls_in_flight_finish() {
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", common::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
         .args(["serve", "--policies", &examples(), "--listen", &addr])
         .args(["--admin", "off", "--log-format", "json", "--config"])
@@ -351,10 +338,7 @@ fn sigterm_lets_calls_in_flight_finish() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     const CALLS: usize = 3;
     let started = Instant::now();
     rt.block_on(async {
@@ -499,12 +483,7 @@ fn sighup_reloads_the_policy_set() {
     for f in ["levels.yaml", "account.yaml"] {
         std::fs::copy(Path::new(&examples()).join(f), dir.path().join(f)).unwrap();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", common::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
         .args([
             "serve",
@@ -520,10 +499,7 @@ fn sighup_reloads_the_policy_set() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let before = revision_at(&rt, &mut child, &addr);
     let mut text = std::fs::read_to_string(dir.path().join("account.yaml")).unwrap();
     text.push_str("# edited\n");

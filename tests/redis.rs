@@ -41,14 +41,6 @@ rules:
     require: { level: aal2 }
 "#;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A child process killed (and reaped) on drop.
 struct Killed(Child);
 
@@ -67,7 +59,7 @@ struct Redis {
 
 impl Redis {
     fn start() -> Self {
-        Self::start_on(free_port())
+        Self::start_on(common::free_port())
     }
 
     fn start_on(port: u16) -> Self {
@@ -130,8 +122,8 @@ impl Sidecar {
             ),
         )
         .unwrap();
-        let grpc = format!("127.0.0.1:{}", free_port());
-        let admin = format!("127.0.0.1:{}", free_port());
+        let grpc = format!("127.0.0.1:{}", common::free_port());
+        let admin = format!("127.0.0.1:{}", common::free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_stepup"))
             .args(["serve", "--policies"])
             .arg(policies)
@@ -299,7 +291,7 @@ async fn a_device_known_through_one_sidecar_is_known_to_another() {
 async fn decisions_go_on_when_redis_is_unreachable() {
     let policies = policy_dir();
     // Nothing listens there.
-    let url = format!("redis://127.0.0.1:{}/", free_port());
+    let url = format!("redis://127.0.0.1:{}/", common::free_port());
     let mut s = Sidecar::start(policies.path(), &url);
     let mut c = s.client().await;
 

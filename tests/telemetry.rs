@@ -16,14 +16,6 @@ use std::process::{Command, Stdio};
 
 use stepup::proto::v1::{DecideRequest, Outcome};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GET `path` on `addr`: (status code, body).
 fn get(addr: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -68,8 +60,8 @@ fn metrics_probes_and_decision_log() {
         "[decision_log]\nhash = [\"network.ip\"]\ndrop = [\"subject.attributes.email\"]\nhash_key = \"test-key\"\n",
     )
     .unwrap();
-    let grpc = format!("127.0.0.1:{}", free_port());
-    let admin = format!("127.0.0.1:{}", free_port());
+    let grpc = format!("127.0.0.1:{}", common::free_port());
+    let admin = format!("127.0.0.1:{}", common::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
         .args(["serve", "--policies"])
         .arg(&examples)
@@ -82,10 +74,7 @@ fn metrics_probes_and_decision_log() {
         .spawn()
         .unwrap();
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let outcomes = rt.block_on(async {
         let mut client = common::connect_when_up(&mut child, &grpc).await;
         let base = serde_json::json!({

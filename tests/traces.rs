@@ -118,12 +118,7 @@ fn otlp_traces_metrics_and_decision_log() {
             .await
     });
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", common::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
         .args([
             "serve",

@@ -13,6 +13,24 @@ use stepup::proto::v1::decision_service_client::DecisionServiceClient;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
+/// A current-thread runtime for a test that drives a child process.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A free loopback port: bound, then released for a child process to bind
+/// (`serve` in a separate process cannot take a listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
