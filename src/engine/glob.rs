@@ -18,20 +18,36 @@ pub fn check(pattern: &str) -> Option<&'static str> {
 }
 
 /// Whether `action` matches `pattern`, where `*` matches any run of
-/// characters (dots included). Allocates nothing (it runs per pattern on
-/// every decision).
+/// characters (dots included). Allocates nothing. The index matches rules'
+/// patterns split once at load instead ([`ActionIndex`]).
 pub fn matches(pattern: &str, action: &str) -> bool {
     let Some((first, tail)) = pattern.split_once('*') else {
         return pattern == action; // no `*`: exact match
-    };
-    let Some(mut rest) = action.strip_prefix(first) else {
-        return false;
     };
     let (middle, last) = match tail.rsplit_once('*') {
         Some((middle, last)) => (Some(middle), last),
         None => (None, tail),
     };
-    for part in middle.into_iter().flat_map(|m| m.split('*')) {
+    matches_split(
+        first,
+        middle.into_iter().flat_map(|m| m.split('*')),
+        last,
+        action,
+    )
+}
+
+/// Whether `action` is `first`, then each of `middle` in order (anything
+/// before each), then anything, ending with `last`.
+fn matches_split<'p>(
+    first: &str,
+    middle: impl IntoIterator<Item = &'p str>,
+    last: &str,
+    action: &str,
+) -> bool {
+    let Some(mut rest) = action.strip_prefix(first) else {
+        return false;
+    };
+    for part in middle {
         match rest.find(part) {
             Some(at) => rest = rest.get(at + part.len()..).unwrap_or(""),
             None => return false,
@@ -66,16 +82,12 @@ impl Glob {
     }
 
     fn matches(&self, action: &str) -> bool {
-        let Some(mut rest) = action.strip_prefix(&*self.first) else {
-            return false;
-        };
-        for part in &self.middle {
-            match rest.find(&**part) {
-                Some(at) => rest = rest.get(at + part.len()..).unwrap_or(""),
-                None => return false,
-            }
-        }
-        rest.len() >= self.last.len() && rest.ends_with(&*self.last)
+        matches_split(
+            &self.first,
+            self.middle.iter().map(|p| &**p),
+            &self.last,
+            action,
+        )
     }
 }
 

@@ -253,14 +253,13 @@ impl Path {
 /// A map's entry by key: for the few keys attribute maps usually hold, a
 /// scan comparing lengths first beats the map's own search (string ordering
 /// in a B-tree, SipHash in a hash map).
-pub(crate) fn small_get<'a>(
-    len: usize,
-    mut entries: impl Iterator<Item = (&'a String, &'a Value)>,
+fn small_get<'a>(
+    mut entries: impl ExactSizeIterator<Item = (&'a String, &'a Value)>,
     get: impl FnOnce() -> Option<&'a Value>,
     key: &str,
 ) -> Option<&'a Value> {
     const SMALL: usize = 8;
-    if len <= SMALL {
+    if entries.len() <= SMALL {
         entries.find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
     } else {
         get()
@@ -272,11 +271,10 @@ impl<'a> Node<'a> {
     pub fn member(&self, name: &str) -> Option<Node<'a>> {
         match self {
             Node::Msg(m) => m.field(name),
-            Node::Map(m) => small_get(m.len(), m.iter(), || m.get(name), name).map(Node::Value),
+            Node::Map(m) => small_get(m.iter(), || m.get(name), name).map(Node::Value),
             Node::Value(Value {
                 kind: Some(Kind::StructValue(s)),
-            }) => small_get(s.fields.len(), s.fields.iter(), || s.fields.get(name), name)
-                .map(Node::Value),
+            }) => small_get(s.fields.iter(), || s.fields.get(name), name).map(Node::Value),
             _ => None,
         }
     }

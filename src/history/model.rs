@@ -96,13 +96,6 @@ pub struct Place {
     pub coords: Option<(f64, f64)>,
 }
 
-impl Place {
-    /// The country as text, `""` when unknown.
-    pub fn country_str(&self) -> &str {
-        country_str(self.country.as_ref())
-    }
-}
-
 /// A kept country code as text, `""` when unknown.
 pub fn country_str(code: Option<&[u8; 2]>) -> &str {
     code.and_then(|c| std::str::from_utf8(c).ok()).unwrap_or("")

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 pub use diag::{Diagnostic, Location, Report, Severity, SourceFile};
 use load::{Definitions, Sources, Spanned};
 pub use load::{Effect, Mode};
-use schema::{ReadPath, Scope};
+use schema::{ReadPath, Scope, Underline};
 
 use crate::engine::glob::ActionIndex;
 use crate::lists::{ListError, Lists, ListsConfig};
@@ -680,14 +680,14 @@ fn condition(
     };
     let ip_lists: Vec<&str> = lists.names().collect();
     match schema::check_in(program.expression(), scope, &ip_lists, Some(env)) {
-        Ok(reads) => Some((
+        Ok(mut reads) => Some((
             Condition {
                 source: Arc::from(when.value.as_str()),
                 fast: crate::engine::fast::Fast::compile(program.expression(), env, lists),
                 program,
                 volatile: false,
                 reads_risk: reads.risk,
-                time_zones: reads.time_zones.clone().into(),
+                time_zones: std::mem::take(&mut reads.time_zones).into(),
             },
             reads,
         )),
@@ -699,13 +699,13 @@ fn condition(
                     .unwrap_or((0, 0));
                 let start = usize::try_from(start).unwrap_or(0);
                 // `stop` is inclusive; a select's node sits at its dot.
-                let (start, len) = match (&e.field, &e.callee) {
-                    (Some(field), _) => (start + 1, field.chars().count()),
-                    (None, Some(name)) => {
+                let (start, len) = match &e.underline {
+                    Underline::Field(field) => (start + 1, field.chars().count()),
+                    Underline::Callee(name) => {
                         let len = name.chars().count();
                         (start.saturating_sub(len), len)
                     }
-                    (None, None) => (
+                    Underline::Node => (
                         start,
                         usize::try_from(stop).unwrap_or(0).saturating_sub(start) + 1,
                     ),

@@ -158,12 +158,20 @@ pub struct SchemaError {
     pub message: String,
     /// Did-you-mean or other advice.
     pub help: Option<String>,
-    /// For a bad field of a select (`x.field`): the field, so the
-    /// diagnostic underlines it rather than the dot.
-    pub field: Option<String>,
-    /// For an unknown function: its name, which ends where the call's node
-    /// (its opening parenthesis) starts, so the diagnostic underlines it.
-    pub callee: Option<String>,
+    /// What the diagnostic underlines.
+    pub underline: Underline,
+}
+
+/// What a [`SchemaError`]'s diagnostic underlines.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Underline {
+    /// The node's own source range.
+    Node,
+    /// A select's field (`x.field`), which follows the node (its dot).
+    Field(String),
+    /// An unknown function's name, which ends where the call's node (its
+    /// opening parenthesis) starts.
+    Callee(String),
 }
 
 /// What an expression reads, found by [`check`].
@@ -269,8 +277,7 @@ impl Walker {
                 self.errors.push(SchemaError {
                     expr_id: expr.id,
                     message: format!("unknown variable `{name}`"),
-                    field: None,
-                    callee: None,
+                    underline: Underline::Node,
                     help: help.or_else(|| {
                         Some(format!(
                             "the variables are {}",
@@ -292,7 +299,8 @@ impl Walker {
                 Ty::Bool
             }
             Expr::Call(call) => {
-                self.function(expr.id, &call.func_name);
+                // `history`'s functions are checked by `history_call`.
+                let mut on_history = false;
                 if let Some(target) = &call.target {
                     match (&target.expr, calendar_step(&call.func_name)) {
                         (Expr::Ident(name), Some(step))
@@ -305,10 +313,14 @@ impl Walker {
                         _ => {
                             let ty = self.walk(target);
                             if ty == Ty::Message(&HISTORY) {
+                                on_history = true;
                                 self.history_call(expr.id, &call.func_name, call.args.len());
                             }
                         }
                     }
+                }
+                if !on_history {
+                    self.function(expr.id, &call.func_name);
                 }
                 for arg in &call.args {
                     self.walk(arg);
@@ -410,8 +422,7 @@ impl Walker {
             self.errors.push(SchemaError {
                 expr_id: id,
                 message: format!("`{}` is a function, not a method", crate::lists::IP_IN),
-                field: None,
-                callee: None,
+                underline: Underline::Node,
                 help: Some(format!("write {usage}")),
             });
         }
@@ -427,8 +438,7 @@ impl Walker {
                         crate::lists::IP_IN,
                         call.args.len()
                     ),
-                    field: None,
-                    callee: None,
+                    underline: Underline::Node,
                     help: Some(usage.to_owned()),
                 });
             }
@@ -440,11 +450,10 @@ impl Walker {
                 expr_id: name.id,
                 message: "the list name must be a string literal".to_owned(),
                 // A select's node sits at its dot: underline its field.
-                field: match &name.expr {
-                    Expr::Select(select) => Some(select.field.clone()),
-                    _ => None,
+                underline: match &name.expr {
+                    Expr::Select(select) => Underline::Field(select.field.clone()),
+                    _ => Underline::Node,
                 },
-                callee: None,
                 help: Some(
                     "lists are checked when the policies load: write the name in quotes, e.g. `\"tor_exits\"`"
                         .to_owned(),
@@ -471,8 +480,7 @@ impl Walker {
             self.errors.push(SchemaError {
                 expr_id: name.id,
                 message: format!("unknown IP list `{list}`"),
-                field: None,
-                callee: None,
+                underline: Underline::Node,
                 help: Some(help),
             });
         }
@@ -493,8 +501,7 @@ impl Walker {
             self.errors.push(SchemaError {
                 expr_id: id,
                 message: format!("`history` has no function `{function}`"),
-                field: None,
-                callee: None,
+                underline: Underline::Node,
                 help: did_you_mean(function, HISTORY_FUNCTIONS.iter().copied()).or_else(|| {
                     Some(
                         "`history.count(\"payments.*\", duration(\"1h\"))` counts recent actions"
@@ -506,8 +513,7 @@ impl Walker {
             self.errors.push(SchemaError {
                 expr_id: id,
                 message: format!("`history.count` takes 2 arguments, got {args}"),
-                field: None,
-                callee: None,
+                underline: Underline::Node,
                 help: Some("`history.count(\"payments.*\", duration(\"1h\"))`: an action glob and a window".to_owned()),
             });
         }
@@ -522,8 +528,7 @@ impl Walker {
                     self.errors.push(SchemaError {
                         expr_id: id,
                         message: format!("`{}` has no field `{field}`", m.name),
-                        field: Some(field.to_owned()),
-                        callee: None,
+                        underline: Underline::Field(field.to_owned()),
                         help: did_you_mean(field, m.fields.iter().map(|(n, _)| *n)).or_else(|| {
                             Some(format!(
                                 "the fields of `{}` are {}",
@@ -548,8 +553,7 @@ impl Walker {
                         with_article(ty_name(operand))
                     ),
                     help: None,
-                    field: Some(field.to_owned()),
-                    callee: None,
+                    underline: Underline::Field(field.to_owned()),
                 });
                 Ty::Dyn
             }
@@ -576,15 +580,22 @@ impl Walker {
         self.errors.push(SchemaError {
             expr_id: id,
             message: format!("unknown function `{name}`"),
-            help: did_you_mean(name, STANDARD_FUNCTIONS.iter().copied()),
-            field: None,
-            callee: Some(name.to_owned()),
+            help: did_you_mean(
+                name,
+                STANDARD_FUNCTIONS
+                    .iter()
+                    .chain(HISTORY_FUNCTIONS)
+                    .copied()
+                    .chain([crate::lists::IP_IN]),
+            ),
+            underline: Underline::Callee(name.to_owned()),
         });
     }
 }
 
-/// Names of CEL's standard functions, for did-you-mean (the environment
-/// decides what exists; this list only suggests).
+/// Names of CEL's standard functions, for did-you-mean with `ip_in` and
+/// `history`'s (the environment decides what exists; this list only
+/// suggests).
 const STANDARD_FUNCTIONS: &[&str] = &[
     "size",
     "contains",
@@ -611,8 +622,6 @@ const STANDARD_FUNCTIONS: &[&str] = &[
     "getMinutes",
     "getSeconds",
     "getMilliseconds",
-    "ip_in",
-    "count",
 ];
 
 /// How often a calendar accessor's result on `now` can change, in a time

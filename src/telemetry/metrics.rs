@@ -104,8 +104,9 @@ impl Metrics {
         if !d.assessment.matched.is_empty() {
             let generation = d.policy.generation;
             let current = self.matches_by_index.load();
-            let table = match current.as_ref().filter(|t| t.0 == generation) {
-                Some(t) => Arc::clone(t),
+            let made;
+            let counters = match current.as_ref().filter(|t| t.0 == generation) {
+                Some(t) => &t.1,
                 None => {
                     // A new policy set: its rules' counters, found or made once.
                     let t = Arc::new((
@@ -123,12 +124,18 @@ impl Metrics {
                             })
                             .collect(),
                     ));
-                    self.matches_by_index.store(Some(Arc::clone(&t)));
-                    t
+                    // Generations only grow: a decision still finishing on
+                    // an older set during a reload counts through its own
+                    // table and leaves the newer one in place.
+                    if current.as_ref().is_none_or(|c| c.0 < generation) {
+                        self.matches_by_index.store(Some(Arc::clone(&t)));
+                    }
+                    made = t;
+                    &made.1
                 }
             };
             for i in &d.assessment.matched {
-                if let Some(c) = table.1.get(*i) {
+                if let Some(c) = counters.get(*i) {
                     c.fetch_add(1, Ordering::Relaxed);
                 }
             }
