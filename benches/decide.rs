@@ -14,8 +14,8 @@ use std::sync::Arc;
 use chrono::{TimeZone, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use stepup::PolicySet;
+use stepup::Service;
 use stepup::cache::CacheConfig;
-use stepup::engine::Engine;
 use stepup::proto::v1::DecideRequest;
 use stepup::server::convert;
 
@@ -46,10 +46,10 @@ const READ: &str = r#"{
   "network": { "ip": "203.0.113.7", "country": "DE" }
 }"#;
 
-fn engine(cache: u64) -> Engine {
+fn engine(cache: u64) -> Service {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let (policy, _) = PolicySet::load(&dir).expect("example policies are valid");
-    Engine::new(
+    Service::new(
         policy,
         CacheConfig {
             capacity: cache,

@@ -21,12 +21,13 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use envoy_types::pb::google::protobuf as epb;
 use stepup::PolicySet;
+use stepup::Service;
 use stepup::cache::CacheConfig;
 use stepup::config::{Config, Overrides};
-use stepup::engine::Engine;
+use stepup::mapping::Mapping;
 use stepup::proto::v1::DecideRequest;
 use stepup::proto::v1::decision_service_client::DecisionServiceClient;
-use stepup::server::{ServeOptions, convert, ext_authz, mapping::Mapping};
+use stepup::server::{ServeOptions, convert, ext_authz};
 
 const NOW: i64 = 1_795_780_800; // 2026-11-27T12:00:00Z
 
@@ -152,10 +153,10 @@ fn check_request() -> CheckRequest {
     }
 }
 
-fn engine(cache: u64) -> Arc<Engine> {
+fn engine(cache: u64) -> Arc<Service> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let (policy, _) = PolicySet::load(&dir).expect("example policies are valid");
-    Arc::new(Engine::new(
+    Arc::new(Service::new(
         policy,
         CacheConfig {
             capacity: cache,
@@ -189,7 +190,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function("decide", |b| {
             b.iter(|| {
                 let req = black_box(&decide_req);
-                let now = convert::validate(req, clock).expect("valid");
+                let now = stepup::request::validate(req, clock).expect("valid");
                 let d = engine.decide(req, now, false);
                 black_box(convert::response(&d))
             })

@@ -15,8 +15,8 @@ use std::path::Path;
 use chrono::{TimeZone, Utc};
 use criterion::{Criterion, criterion_group};
 use stepup::PolicySet;
+use stepup::Service;
 use stepup::cache::CacheConfig;
-use stepup::engine::Engine;
 use stepup::history::{Enabled, History, HistoryConfig, Limits};
 use stepup::proto::v1::DecideRequest;
 
@@ -63,7 +63,7 @@ fn copy_dir(from: &Path, to: &Path, skip: &str) {
 
 /// The example set, with or without `behaviour.yaml` (the policies reading
 /// `history`).
-fn engine(reads_history: bool, enabled: Enabled, cache: u64) -> Engine {
+fn engine(reads_history: bool, enabled: Enabled, cache: u64) -> Service {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let dir = tempfile::tempdir().expect("temp dir");
     copy_dir(
@@ -72,7 +72,7 @@ fn engine(reads_history: bool, enabled: Enabled, cache: u64) -> Engine {
         if reads_history { "" } else { "behaviour.yaml" },
     );
     let (policy, _) = PolicySet::load(dir.path()).expect("bench policies are valid");
-    Engine::new(
+    Service::new(
         policy,
         CacheConfig {
             capacity: cache,
@@ -130,7 +130,7 @@ fn memory() {
     let n = 100_000;
     let policy_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let (policy, _) = PolicySet::load(&policy_dir).expect("example policies are valid");
-    let engine = Engine::new(
+    let engine = Service::new(
         policy,
         CacheConfig {
             capacity: 0,

@@ -20,7 +20,7 @@ use chrono::{DateTime, Duration, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 use stepup::PolicySet;
-use stepup::engine;
+
 use stepup::proto::v1::DecideRequest;
 use stepup::replay::{Baseline, ReplayOptions, replay};
 use stepup::server::convert;
@@ -97,7 +97,7 @@ fn log(policy: &Arc<PolicySet>, lines: usize) -> String {
             "attributes": { "fraud_score": f64::from(u32::try_from(rng.next(100)).unwrap_or(0)) / 100.0 }
         }))
         .expect("bench request is valid");
-        let decision = engine::decide_with(Arc::clone(policy), None, &request, now, false);
+        let decision = stepup::cache::decide_with(Arc::clone(policy), None, &request, now, false);
         let line = json!({
             "time": now.to_rfc3339(),
             "source": "decide",

@@ -13,11 +13,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::cache::CacheConfig;
 use crate::config::{LogFormat, Overrides};
-use crate::engine::Engine;
 use crate::lists::ListsConfig;
 use crate::policy::{PolicySet, Report};
 use crate::proto::v1::DecideRequest;
 use crate::server::convert;
+use crate::service::{Service, StartError};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -405,10 +405,10 @@ pub fn eval(args: &EvalArgs) -> Result<String, Failure> {
             e.column()
         ))
     })?;
-    let now = convert::validate(&req, args.now.unwrap_or_else(Utc::now))
+    let now = crate::request::validate(&req, args.now.unwrap_or_else(Utc::now))
         .map_err(|e| Failure::usage(format!("error: {name}: invalid request: {e}")))?;
     let policy = load_policies(&args.policies, &lists_config(args.config.as_deref())?)?;
-    let engine = Engine::new(
+    let engine = Service::new(
         policy,
         CacheConfig {
             capacity: 0,
@@ -567,45 +567,12 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Failure> {
     })
 }
 
-/// Builds the engine for `serve` from resolved settings.
-pub fn engine_for(config: &crate::config::Config) -> Result<Arc<Engine>, Failure> {
-    // Warnings go to the log (in its format), not to standard error as text.
-    let policy = match PolicySet::load_with(&config.policies, &config.lists, None) {
-        Ok((set, warnings)) => {
-            for w in &warnings.diagnostics {
-                tracing::warn!("{w}");
-            }
-            set
-        }
-        Err(report) => return Err(Failure::policy(&report)),
-    };
-    tracing::info!(
-        revision = %policy.revision,
-        levels = policy.levels.len(),
-        signals = policy.signals.len(),
-        rules = policy.rules.len(),
-        lists = %policy.lists().summary(),
-        dir = %config.policies.display(),
-        "policy set loaded"
-    );
-    let mut history = crate::history::History::new(config.history.clone());
-    if let Some(redis) = &config.history.redis {
-        let backend = crate::history::redis::RedisBackend::start(redis, config.history.limits)
-            .map_err(|e| Failure::usage(format!("error: history backend: {e}")))?;
-        tracing::info!("history shared through Redis");
-        history = history.with_backend(Arc::new(backend));
+/// The service `config` describes, with start-up failures mapped to exit
+/// codes.
+pub fn service_for(config: &crate::config::Config) -> Result<Arc<Service>, Failure> {
+    match Service::start(config) {
+        Ok(service) => Ok(Arc::new(service)),
+        Err(StartError::Policy(report)) => Err(Failure::policy(&report)),
+        Err(e) => Err(Failure::usage(format!("error: {e}"))),
     }
-    let engine = Engine::new(policy, config.cache).with_history(history);
-    let engine = match &config.decision_log {
-        Some(log) => {
-            let log = crate::telemetry::decision_log::DecisionLog::start(
-                log.clone(),
-                Arc::clone(engine.metrics()),
-            )
-            .map_err(|e| Failure::usage(format!("error: cannot open the decision log: {e}")))?;
-            engine.with_decision_log(log)
-        }
-        None => engine,
-    };
-    Ok(Arc::new(engine))
 }

@@ -2,6 +2,7 @@
 //! config file (TOML) > defaults. Every field is parsed and every bad one
 //! reported before failing once.
 
+pub use crate::telemetry::logging::LogFormat;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,17 +17,6 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:7172";
 /// The default gRPC listen address: loopback, since a sidecar shares its
 /// pod's network namespace with the service it serves.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7171";
-
-/// Log output format.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// The config file: every key optional, unknown keys rejected.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -45,7 +35,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub cache: FileCache,
     /// `[ext_authz]`: how Envoy ext_authz `Check` requests map to decisions.
-    pub ext_authz: Option<crate::server::mapping::FileExtAuthz>,
+    pub ext_authz: Option<crate::mapping::FileExtAuthz>,
     /// Logging.
     #[serde(default)]
     pub log: FileLog,
@@ -170,7 +160,7 @@ pub struct Config {
     /// Decision cache.
     pub cache: CacheConfig,
     /// The ext_authz mapping, checked.
-    pub ext_authz: crate::server::mapping::Mapping,
+    pub ext_authz: crate::mapping::Mapping,
     /// Log filter.
     pub log_level: String,
     /// Log format.
@@ -259,12 +249,11 @@ impl Config {
             .log_format
             .or(from_file.log.format)
             .unwrap_or_default();
-        let ext_authz =
-            crate::server::mapping::Mapping::compile(&from_file.ext_authz.unwrap_or_default())
-                .unwrap_or_else(|errors| {
-                    problems.extend(errors);
-                    crate::server::mapping::Mapping::default()
-                });
+        let ext_authz = crate::mapping::Mapping::compile(&from_file.ext_authz.unwrap_or_default())
+            .unwrap_or_else(|errors| {
+                problems.extend(errors);
+                crate::mapping::Mapping::default()
+            });
 
         let admin_text = overrides
             .admin

@@ -1,97 +1,59 @@
 //! stepup: a policy decision sidecar for step-up authentication.
 //!
 //! A service asks, over gRPC (`stepup.v1.DecisionService/Decide`), whether a
-//! request may go ahead. The [`engine`] evaluates the risk signals and rules
-//! of a [`policy::PolicySet`] (CEL conditions in YAML files) against the
-//! request context and answers ALLOW, CHALLENGE (with the RFC 9470 step-up
-//! requirement) or DENY, with reasons, risk score, decision id and policy
-//! revision.
+//! request may go ahead. The engine evaluates the risk signals and rules of a
+//! [`PolicySet`] (CEL conditions in YAML files) against the request context
+//! and answers ALLOW, CHALLENGE (with the RFC 9470 step-up requirement) or
+//! DENY, with reasons, risk score, decision id and policy revision.
 //!
-//! - [`policy`]: load, validate and compile policy files.
-//! - [`engine`]: the decision.
-//! - [`cache`]: the decision cache.
-//! - [`history`]: what the sidecar remembers per subject (`history` in CEL).
-//! - [`server`]: the gRPC server (Decide, health, reflection).
-//! - [`config`]: settings from flags, environment and file.
-//! - [`suite`]: policy tests (`stepup test`).
-//! - [`replay`]: recorded traffic under a candidate policy set (`stepup replay`).
+//! # Architecture: one direction of dependencies
+//!
+//! Modules, lowest first. A module imports only from modules above it in
+//! this list, never from one below; `tests/architecture.rs` checks it.
+//!
+//! | module | role |
+//! | --- | --- |
+//! | `proto`, `duration`, `glob`, `json` | generated types; leaf helpers (durations, action globs, a JSON writer) |
+//! | `request` | the request schema: field views, validation and limits, JSON form, cache key |
+//! | `lists` | IP lists and GeoIP, `ip_in` |
+//! | `expr` | the condition language: CEL variables, `history` as CEL reads it, the native fast path |
+//! | `policy` | load, check and compile policy files into a [`PolicySet`] |
+//! | `engine` | the decision, pure over (policy set, request, clock, history view) |
+//! | `cache` | the decision cache in front of the engine |
+//! | `history` | what is remembered per subject: store, backends, recording, elevation |
+//! | `mapping` | Envoy `CheckRequest` -> `DecideRequest` (ext_authz settings, tokens) |
+//! | `telemetry` | metrics, the decision log, logging and OTLP |
+//! | `config` | settings from flags, environment and file |
+//! | `service` | the composition root: [`Service`] (policy swap, cache, history, metrics, log), reload |
+//! | `server` | the gRPC and admin listeners over the service; [`run`] |
+//! | `suite`, `replay` | policy tests (`stepup test`) and replay of recorded traffic |
+//! | `cli` | the commands of the `stepup` binary |
+//!
+//! Unit tests may import from anywhere to build their fixtures.
 
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod engine;
+pub mod expr;
+pub mod glob;
 pub mod history;
+pub(crate) mod json;
 pub mod lists;
+pub mod mapping;
 pub mod policy;
 pub mod replay;
+pub mod request;
 pub mod server;
+pub mod service;
 pub mod suite;
 pub mod telemetry;
 
-pub use engine::{Decision, Engine, Outcome};
-
-use std::future::Future;
-use std::sync::Arc;
-
-/// Serves decisions per `config` with `engine` until `shutdown` resolves:
-/// binds the gRPC listener, runs the policy reload loop (directory watch and
-/// SIGHUP) beside it, and drains in-flight calls on the way out.
-pub async fn run(
-    engine: Arc<Engine>,
-    config: &config::Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), server::ServeError> {
-    let listener = server::bind(config.listen).await?;
-    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let admin = match config.admin {
-        Some(addr) => Some(
-            server::admin::Admin::start(addr, Arc::clone(&engine), Arc::clone(&ready))
-                .map_err(|source| server::ServeError::Bind { addr, source })?,
-        ),
-        None => None,
-    };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let reloader = Arc::new(
-        policy::watch::Reloader::new(Arc::clone(&engine), config.policies.clone())
-            .with_lists(config.lists.clone()),
-    );
-    let defaults = policy::watch::WatchOptions::default();
-    let options = policy::watch::WatchOptions {
-        notify: config.watch,
-        poll: defaults.poll.filter(|_| config.watch),
-        ..defaults
-    };
-    let reload = tokio::spawn(policy::watch::run(
-        reloader,
-        options,
-        stopped(stop_rx.clone()),
-    ));
-    tokio::spawn(async move {
-        shutdown.await;
-        ready.store(false, std::sync::atomic::Ordering::Relaxed);
-        let _ = stop_tx.send(true);
-    });
-    let options = server::ServeOptions {
-        ext_authz: Arc::new(config.ext_authz.clone()),
-    };
-    let served = server::serve_with(Arc::clone(&engine), listener, options, stopped(stop_rx)).await;
-    let _ = reload.await;
-    // Calls are drained: flush the decision log and the history updates
-    // queued for a shared backend, then stop the admin server.
-    engine.close();
-    if let Some(backend) = engine.history().backend() {
-        backend.flush(std::time::Duration::from_secs(2)).await;
-    }
-    if let Some(admin) = admin {
-        admin.stop();
-    }
-    served
-}
+pub use engine::{Decision, Outcome};
 pub use policy::PolicySet;
+pub use server::run;
+pub use service::Service;
 
 /// The generated protobuf types and gRPC stubs of `proto/`.
 pub mod proto {

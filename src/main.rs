@@ -71,7 +71,7 @@ fn serve(args: &cli::ServeArgs) -> Result<String, Failure> {
     let (telemetry, engine, metrics) = {
         let _rt = runtime.enter();
         let telemetry = stepup::telemetry::logging::init(&config.log_level, config.log_format);
-        let engine = match cli::engine_for(&config) {
+        let engine = match cli::service_for(&config) {
             Ok(e) => e,
             Err(e) => {
                 telemetry.shutdown();
@@ -79,7 +79,10 @@ fn serve(args: &cli::ServeArgs) -> Result<String, Failure> {
             }
         };
         let metrics = if stepup::telemetry::otlp::metrics_requested() {
-            match stepup::telemetry::otlp::start_metrics(&engine) {
+            match stepup::telemetry::otlp::start_metrics(
+                engine.metrics(),
+                std::sync::Arc::clone(&engine) as _,
+            ) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     tracing::error!("OTLP metrics are configured but cannot start: {e}");

@@ -19,7 +19,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Value, json};
 
 use crate::cache::{CacheConfig, DecisionCache};
-use crate::engine::{self, Decision, Outcome};
+use crate::engine::{Decision, Outcome};
 use crate::policy::PolicySet;
 use crate::proto::v1::DecideRequest;
 
@@ -375,7 +375,7 @@ pub fn replay(
         };
         let line = parse_line(text).map_err(bad)?;
         let now = clock(&line, options.now).map_err(|m| bad(LineProblem::new(m)))?;
-        let after = engine::decide_with(
+        let after = crate::cache::decide_with(
             Arc::clone(candidate),
             candidate_cache.as_ref(),
             &line.request,
@@ -384,7 +384,7 @@ pub fn replay(
         );
         requests += 1;
         let baseline_decision = match baseline {
-            Baseline::Set(set) => Some(engine::decide_with(
+            Baseline::Set(set) => Some(crate::cache::decide_with(
                 Arc::clone(set),
                 baseline_cache.as_ref(),
                 &line.request,

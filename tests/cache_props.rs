@@ -16,9 +16,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use pbjson_types::{Timestamp, Value};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
+use stepup::Decision;
 use stepup::PolicySet;
+use stepup::cache::decide_with;
 use stepup::cache::{CacheConfig, DecisionCache};
-use stepup::engine::{Decision, decide_with};
 use stepup::proto::v1 as pb;
 
 fn policy() -> Arc<PolicySet> {
@@ -301,11 +302,11 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn history_engine(cache: CacheConfig) -> stepup::engine::Engine {
+fn history_engine(cache: CacheConfig) -> stepup::Service {
     use stepup::history::{Enabled, History, HistoryConfig, config::Secret};
     let (policy, _) =
         PolicySet::from_str("h.yaml", HISTORY_POLICY).unwrap_or_else(|r| panic!("{r}"));
-    stepup::engine::Engine::new(policy, cache).with_history(History::new(HistoryConfig {
+    stepup::Service::new(policy, cache).with_history(History::new(HistoryConfig {
         enabled: Enabled::On,
         hash_key: Some(Secret("k".into())),
         ..HistoryConfig::default()

@@ -27,12 +27,12 @@ use envoy_types::pb::envoy::service::auth::v3::{
 };
 use envoy_types::pb::google::protobuf as epb;
 use stepup::PolicySet;
+use stepup::Service;
 use stepup::cache::CacheConfig;
 use stepup::config::{Config, Overrides};
-use stepup::engine::Engine;
+use stepup::mapping::{FileExtAuthz, Mapping};
 use stepup::proto::v1::decision_service_client::DecisionServiceClient;
 use stepup::proto::v1::{self as pb, DecideRequest};
-use stepup::server::mapping::{FileExtAuthz, Mapping};
 use stepup::server::{ServeOptions, serve_with};
 use tokio::sync::oneshot;
 use tonic::Code;
@@ -58,7 +58,7 @@ impl Sidecar {
             enabled: stepup::history::Enabled::Off,
             ..Default::default()
         });
-        let engine = Arc::new(Engine::new(policy, CacheConfig::default()).with_history(history));
+        let engine = Arc::new(Service::new(policy, CacheConfig::default()).with_history(history));
         let listener = stepup::server::bind("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();

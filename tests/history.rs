@@ -12,8 +12,8 @@ mod common;
 use common::TestServer;
 use pbjson_types::Timestamp;
 use stepup::PolicySet;
+use stepup::Service;
 use stepup::cache::CacheConfig;
-use stepup::engine::Engine;
 use stepup::history::{History, HistoryConfig, Limits};
 use stepup::proto::v1::decision_service_client::DecisionServiceClient;
 use stepup::proto::v1::{DecideRequest, DecideResponse, Outcome, RecordStepUpRequest};
@@ -109,7 +109,7 @@ fn policy_dir() -> tempfile::TempDir {
 async fn serve(history: HistoryConfig) -> (TestServer, tempfile::TempDir) {
     let dir = policy_dir();
     let (policy, _) = PolicySet::load(dir.path()).unwrap_or_else(|r| panic!("{r}"));
-    let engine = Engine::new(policy, CacheConfig::default()).with_history(History::new(history));
+    let engine = Service::new(policy, CacheConfig::default()).with_history(History::new(history));
     (TestServer::start_engine(engine).await, dir)
 }
 
@@ -425,7 +425,7 @@ fn memory_stays_flat_under_200k_distinct_subjects() {
     let dir = policy_dir();
     let (policy, _) = PolicySet::load(dir.path()).unwrap_or_else(|r| panic!("{r}"));
     let engine =
-        Engine::new(policy, CacheConfig::default()).with_history(History::new(HistoryConfig {
+        Service::new(policy, CacheConfig::default()).with_history(History::new(HistoryConfig {
             limits: Limits {
                 max_subjects: 10_000,
                 ..Limits::default()

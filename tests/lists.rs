@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use stepup::PolicySet;
+use stepup::Service;
 use stepup::cache::CacheConfig;
-use stepup::engine::Engine;
 use stepup::lists::ListsConfig;
-use stepup::policy::watch::{Reloader, WatchOptions};
 use stepup::proto::v1::{DecideRequest, DecideResponse, Network, Outcome, Subject};
+use stepup::service::watch::{Reloader, WatchOptions};
 
 const POLICY: &str = "apiVersion: stepup/v1
 kind: Levels
@@ -129,7 +129,7 @@ async fn decisions_follow_list_membership_and_list_reloads() {
     let s = setup();
     let (policy, _) = PolicySet::load_with(&s.policies, &s.lists, None).unwrap();
     // The cache is on: list changes must still change answers.
-    let server = TestServer::start_engine(Engine::new(policy, CacheConfig::default())).await;
+    let server = TestServer::start_engine(Service::new(policy, CacheConfig::default())).await;
 
     let r = decide(&server, "192.0.2.7").await;
     assert_eq!(r.outcome(), Outcome::Deny);
@@ -153,7 +153,7 @@ async fn decisions_follow_list_membership_and_list_reloads() {
         Reloader::new(Arc::clone(&server.engine), s.policies.clone()).with_lists(s.lists.clone()),
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let watch = tokio::spawn(stepup::policy::watch::run(
+    let watch = tokio::spawn(stepup::service::watch::run(
         reloader,
         WatchOptions {
             notify: true,
@@ -304,13 +304,13 @@ async fn a_configmap_style_list_swap_is_picked_up() {
         geoip_city: None,
     };
     let (policy, _) = PolicySet::load_with(&s.policies, &lists, None).unwrap();
-    let server = TestServer::start_engine(Engine::new(policy, CacheConfig::default())).await;
+    let server = TestServer::start_engine(Service::new(policy, CacheConfig::default())).await;
     assert_eq!(decide(&server, "192.0.2.7").await.outcome(), Outcome::Deny);
 
     let reloader =
         Arc::new(Reloader::new(Arc::clone(&server.engine), s.policies.clone()).with_lists(lists));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let watch = tokio::spawn(stepup::policy::watch::run(
+    let watch = tokio::spawn(stepup::service::watch::run(
         reloader,
         WatchOptions {
             notify: true,

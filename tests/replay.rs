@@ -76,7 +76,7 @@ fn recorded(requests: &[DecideRequest]) -> String {
     let now: DateTime<Utc> = "2026-11-27T10:00:00Z".parse().unwrap();
     let mut out = String::new();
     for r in requests {
-        let d = stepup::engine::decide_with(Arc::clone(&set), None, r, now, false);
+        let d = stepup::cache::decide_with(Arc::clone(&set), None, r, now, false);
         out.push_str(
             &json!({
                 "time": "2026-11-27T10:00:00.000000Z",

@@ -5,7 +5,11 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use pbjson_types::{Timestamp, Value};
 
+use std::time::Duration;
+
 use super::*;
+use crate::cache::{CacheConfig, DecisionCache, decide_with};
+use crate::policy::{Effect, Mode};
 use crate::proto::v1 as pb;
 
 const LEVELS: &str = r#"

@@ -46,10 +46,10 @@
 pub mod config;
 pub mod geo;
 pub mod keys;
+mod lazy;
 pub mod model;
 pub mod redis;
 pub mod store;
-pub mod view;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -60,13 +60,14 @@ use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use pbjson_types::value::Kind;
 
+pub use crate::expr::history::View;
 pub use config::{Enabled, HistoryConfig};
 pub use keys::{ItemKey, Keyer, SubjectKey};
+pub use lazy::{Built, Lazy, Lookups};
 pub use model::{
     Elevation, Limits, Millis, Observation, Place, StepUpReport, SubjectHistory, Update, Verdict,
 };
 pub use store::LocalStore;
-pub use view::{Lazy, View};
 
 use crate::engine::{Decision, Outcome};
 use crate::policy::PolicySet;
@@ -307,23 +308,32 @@ impl History {
         })
     }
 
-    /// The view of `req`'s subject at `now` (before this decision).
-    pub fn view(&self, policy: &PolicySet, req: &DecideRequest, now: Millis) -> View {
+    /// The view of `req`'s subject at `now` (before this decision), with
+    /// what was looked up to build it.
+    pub fn view(&self, policy: &PolicySet, req: &DecideRequest, now: Millis) -> Built {
+        let empty = || Built {
+            view: View::empty(now),
+            lookups: None,
+            entry: None,
+        };
         if !self.is_on() {
-            return View::empty(now);
+            return empty();
         }
         let Some(subject) = self.subject_key(req) else {
-            return View::empty(now);
+            return empty();
         };
-        let lookups = view::Lookups {
+        let lookups = Lookups {
             subject,
             device: self.device_key(req),
             place: self.place_of(policy, req, now),
         };
         let mut v = View::empty(now);
-        v.lookups = Some(lookups);
         let Some(entry) = self.store.get(subject, now) else {
-            return v;
+            return Built {
+                view: v,
+                lookups: Some(lookups),
+                entry: None,
+            };
         };
         {
             let h = entry.lock();
@@ -346,8 +356,12 @@ impl History {
             }
             v.stepups_failed = i64::try_from(h.failures_since(now)).unwrap_or(i64::MAX);
         }
-        v.entry = Some(entry);
-        v
+        v.actions = Some(Arc::clone(&entry) as Arc<dyn crate::expr::history::Actions>);
+        Built {
+            view: v,
+            lookups: Some(lookups),
+            entry: Some(entry),
+        }
     }
 
     /// The shared string for `action`: from a small per-thread cache of
@@ -400,7 +414,7 @@ impl History {
         req: &DecideRequest,
         decision: &Decision,
         now: DateTime<Utc>,
-        view: Option<&View>,
+        view: Option<&Built>,
     ) {
         let policy = &decision.policy;
         if !self.records(policy) {
@@ -409,14 +423,14 @@ impl History {
         let at = now.timestamp_millis();
         let lookups = match view
             .and_then(|v| v.lookups)
-            .filter(|_| view.is_some_and(|v| v.now == at))
+            .filter(|_| view.is_some_and(|v| v.view.now == at))
         {
             Some(l) => l,
             None => {
                 let Some(subject) = self.subject_key(req) else {
                     return;
                 };
-                view::Lookups {
+                Lookups {
                     subject,
                     device: self.device_key(req),
                     place: self.place_of(policy, req, at),
@@ -443,7 +457,7 @@ impl History {
         let limits = self.config.limits;
         // The view's entry, when it found one, saves a second map lookup.
         match view.and_then(|v| v.entry.as_ref()) {
-            Some(entry) if view.is_some_and(|v| v.now == at) => {
+            Some(entry) if view.is_some_and(|v| v.view.now == at) => {
                 self.store
                     .update_entry(entry, at, |h| h.observe(&o, &limits));
             }
@@ -504,9 +518,7 @@ impl History {
             }
         }
         for m in &e.amr {
-            if !s.amr.iter().any(|x| **x == **m)
-                && s.amr.len() < crate::server::convert::MAX_ENTRIES
-            {
+            if !s.amr.iter().any(|x| **x == **m) && s.amr.len() < crate::request::MAX_ENTRIES {
                 s.amr.push(m.to_string());
                 changed = true;
             }

@@ -30,8 +30,7 @@ impl From<Outcome> for Verdict {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub type Millis = i64;
+pub use crate::expr::history::{Millis, country_str};
 
 /// How much is kept, and for how long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,11 +93,6 @@ pub struct Place {
     pub country: Option<[u8; 2]>,
     /// (latitude, longitude) in degrees, when known.
     pub coords: Option<(f64, f64)>,
-}
-
-/// A kept country code as text, `""` when unknown.
-pub fn country_str(code: Option<&[u8; 2]>) -> &str {
-    code.and_then(|c| std::str::from_utf8(c).ok()).unwrap_or("")
 }
 
 /// Parses an ISO 3166-1 alpha-2 code (any case); other text is not kept.
@@ -445,7 +439,7 @@ impl SubjectHistory {
 }
 
 /// Whether `action` matches `pattern`, where `*` matches any run of
-/// characters (as [`crate::engine::glob::matches`], without allocating).
+/// characters (as [`crate::glob::matches`], without allocating).
 pub fn glob(pattern: &str, action: &str) -> bool {
     let stars = pattern.matches('*').count();
     if stars == 0 {
@@ -597,7 +591,7 @@ mod tests {
         ];
         for p in patterns {
             for a in actions {
-                assert_eq!(glob(p, a), crate::engine::glob::matches(p, a), "{p} {a}");
+                assert_eq!(glob(p, a), crate::glob::matches(p, a), "{p} {a}");
             }
         }
     }

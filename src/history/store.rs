@@ -26,6 +26,12 @@ pub struct Entry {
     touched: AtomicI64,
 }
 
+impl crate::expr::history::Actions for Entry {
+    fn count_up_to(&self, pattern: &str, now: Millis, window: Millis, limit: usize) -> usize {
+        self.lock().count_up_to(pattern, now, window, limit)
+    }
+}
+
 impl Entry {
     /// Locks the history (a poisoned lock is still usable: the history is
     /// plain data, each update leaves it consistent).

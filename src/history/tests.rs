@@ -8,8 +8,8 @@ use chrono::{TimeZone, Utc};
 
 use super::*;
 use crate::cache::CacheConfig;
-use crate::engine::Engine;
 use crate::lists::{Lists, ListsConfig, mmdb_writer};
+use crate::service::Service;
 
 const POLICY: &str = r#"
 apiVersion: stepup/v1
@@ -65,7 +65,7 @@ fn geoip_locates_requests_without_coordinates() {
     )
     .unwrap();
     let (policy, _) = PolicySet::from_str_with("p.yaml", POLICY, Arc::new(lists)).unwrap();
-    let engine = Engine::new(policy, CacheConfig::default());
+    let engine = Service::new(policy, CacheConfig::default());
     let t0 = Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).unwrap();
     let d = engine.decide(&request("192.0.2.7"), t0, false);
     assert_eq!(d.assessment.risk_score, 0);
@@ -96,7 +96,7 @@ fn geoip_locates_requests_without_coordinates() {
 fn auto_records_only_for_sets_that_read_history() {
     let quiet = "apiVersion: stepup/v1\nkind: Levels\nlevels:\n  - name: aal1\n    acr: [a1]\n";
     let (policy, _) = PolicySet::from_str("p.yaml", quiet).unwrap();
-    let engine = Engine::new(policy, CacheConfig::default());
+    let engine = Service::new(policy, CacheConfig::default());
     let t0 = Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).unwrap();
     engine.decide(&request("192.0.2.7"), t0, false);
     assert!(

@@ -9,7 +9,9 @@
 
 pub mod geoip;
 pub mod ip;
+/// A writer of small MMDB files for tests (shared with `tests/`).
 #[cfg(test)]
+#[path = "../../tests/common/mmdb_writer.rs"]
 pub(crate) mod mmdb_writer;
 #[cfg(test)]
 mod tests;

@@ -184,9 +184,11 @@ fn ip_in_errors_on_bad_input() {
 
 // --- through the policy set and the engine -----------------------------------
 
-use crate::engine::{Engine, Outcome, decide_with};
+use crate::cache::decide_with;
+use crate::engine::Outcome;
 use crate::policy::PolicySet;
 use crate::proto::v1 as pb;
+use crate::service::Service;
 
 const LEVELS: &str = "apiVersion: stepup/v1
 kind: Levels
@@ -383,7 +385,7 @@ fn sets_without_ip_in_do_not_register_it() {
 #[test]
 fn a_reload_with_a_changed_list_changes_the_cached_answer() {
     use crate::cache::CacheConfig;
-    use crate::policy::watch::{Reload, Reloader};
+    use crate::service::watch::{Reload, Reloader};
 
     let dir = tempfile::tempdir().unwrap();
     write(
@@ -397,7 +399,7 @@ fn a_reload_with_a_changed_list_changes_the_cached_answer() {
         geoip_city: None,
     };
     let (set, _) = PolicySet::load_with(dir.path(), &config, None).unwrap();
-    let engine = Arc::new(Engine::new(
+    let engine = Arc::new(Service::new(
         set,
         CacheConfig {
             capacity: 1000,

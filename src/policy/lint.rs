@@ -5,7 +5,7 @@
 use super::diag::{Diagnostic, Report};
 use super::load::{Sources, Spanned};
 use super::{Effect, Mode, Requirement, Rule, Signal};
-use crate::engine::glob;
+use crate::glob;
 
 /// Adds the warnings for `signals` and `rules` (whose definitions are at
 /// `signal_ids` and `rule_ids`) to `report`.

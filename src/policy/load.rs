@@ -91,6 +91,16 @@ pub enum Effect {
     Deny,
 }
 
+impl Effect {
+    /// The wire form.
+    pub fn to_proto(self) -> crate::proto::v1::Effect {
+        match self {
+            Effect::Challenge => crate::proto::v1::Effect::Challenge,
+            Effect::Deny => crate::proto::v1::Effect::Deny,
+        }
+    }
+}
+
 /// Whether a rule's effect counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -665,7 +675,7 @@ impl Reader<'_> {
                     return None;
                 }
                 for a in &list {
-                    if let Some(problem) = crate::engine::glob::check(&a.value) {
+                    if let Some(problem) = crate::glob::check(&a.value) {
                         let d = self.error(n, format!("invalid action pattern `{}`: {problem}", a.value));
                         self.push(d.rule(&rule_id));
                     }

@@ -7,7 +7,6 @@ pub mod diag;
 pub mod lint;
 pub mod load;
 pub mod schema;
-pub mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -21,7 +20,7 @@ use load::{Definitions, Sources, Spanned};
 pub use load::{Effect, Mode};
 use schema::{ReadPath, Scope, Underline};
 
-use crate::engine::glob::ActionIndex;
+use crate::glob::ActionIndex;
 use crate::lists::{ListError, Lists, ListsConfig};
 
 /// A level of the assurance ladder.
@@ -54,7 +53,7 @@ pub struct Condition {
     pub program: cel::Program,
     /// The same condition for native evaluation, when it has a shape the
     /// fast path knows; the program decides whenever it cannot.
-    pub fast: Option<crate::engine::fast::Fast>,
+    pub fast: Option<crate::expr::fast::Fast>,
     /// Whether its value may change with time alone or with the subject's
     /// history (it reads `now` or `history`, or `risk` while a signal does):
     /// such conditions are evaluated on every decision, never cached.
@@ -123,7 +122,7 @@ pub struct PolicySet {
     /// Every request path any condition reads: the decision cache key.
     pub read_paths: Vec<ReadPath>,
     /// `read_paths` as the decision cache key reads them.
-    pub key_tree: crate::cache::KeyTree,
+    pub key_tree: crate::request::key::KeyTree,
     /// Whether any signal is volatile (then rules reading `risk` are too).
     pub volatile_signals: bool,
     /// Whether any condition reads `history` (then decisions are recorded
@@ -307,7 +306,7 @@ fn compile(
         return None;
     }
     let mut env = cel::Env::stdlib();
-    if let Err(e) = crate::history::view::register(&mut env) {
+    if let Err(e) = crate::expr::history::register(&mut env) {
         report.push(Diagnostic::error(format!(
             "cannot declare `history.count`: {e}"
         )));
@@ -564,7 +563,7 @@ fn compile(
         signals: compiled_signals,
         rules: compiled_rules,
         index,
-        key_tree: crate::cache::KeyTree::new(&covered),
+        key_tree: crate::request::key::KeyTree::new(&covered),
         read_paths: covered,
         volatile_signals,
         reads_history,
@@ -683,7 +682,7 @@ fn condition(
         Ok(mut reads) => Some((
             Condition {
                 source: Arc::from(when.value.as_str()),
-                fast: crate::engine::fast::Fast::compile(program.expression(), env, lists),
+                fast: crate::expr::fast::Fast::compile(program.expression(), env, lists),
                 program,
                 volatile: false,
                 reads_risk: reads.risk,

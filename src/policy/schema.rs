@@ -102,7 +102,7 @@ pub static RESOURCE: Message = Message {
     ],
 };
 /// `history`: the subject's history before the decision (see
-/// [`crate::history::view`]); `history.count(glob, window)` is its one
+/// [`crate::expr::history`]); `history.count(glob, window)` is its one
 /// function.
 pub static HISTORY: Message = Message {
     name: "history",

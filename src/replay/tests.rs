@@ -54,7 +54,7 @@ fn log(recorded_under: &Arc<PolicySet>, requests: &[DecideRequest]) -> String {
     let now: DateTime<Utc> = "2026-11-27T10:00:00Z".parse().unwrap();
     let mut out = String::new();
     for r in requests {
-        let d = engine::decide_with(Arc::clone(recorded_under), None, r, now, false);
+        let d = crate::cache::decide_with(Arc::clone(recorded_under), None, r, now, false);
         let line = json!({
             "time": "2026-11-27T10:00:00.000000Z",
             "source": "decide",
@@ -332,7 +332,7 @@ fn lines_the_decision_log_writes_replay_like_the_full_response() {
     .unwrap();
     let now: DateTime<Utc> = "2026-11-27T10:00:00Z".parse().unwrap();
     for r in &requests {
-        let decision = engine::decide_with(Arc::clone(&old), None, r, now, false);
+        let decision = crate::cache::decide_with(Arc::clone(&old), None, r, now, false);
         assert!(writer.submit(Entry {
             time: now,
             source: "decide",

@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
-use crate::engine::Engine;
+use crate::service::Service;
 use crate::telemetry::metrics::ScrapeState;
 
 /// A running admin listener.
@@ -32,7 +32,7 @@ impl Admin {
     /// thread of its own. `ready` is what `/readyz` reports.
     pub fn start(
         addr: SocketAddr,
-        engine: Arc<Engine>,
+        engine: Arc<Service>,
         ready: Arc<AtomicBool>,
     ) -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind(addr)?;
@@ -75,7 +75,7 @@ impl Admin {
 
 async fn serve(
     listener: std::net::TcpListener,
-    engine: Arc<Engine>,
+    engine: Arc<Service>,
     ready: Arc<AtomicBool>,
     mut stopped: oneshot::Receiver<()>,
 ) {
@@ -125,7 +125,7 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 }
 
 /// Answers one admin request.
-fn route(req: &Request<Incoming>, engine: &Engine, ready: &AtomicBool) -> Response<Full<Bytes>> {
+fn route(req: &Request<Incoming>, engine: &Service, ready: &AtomicBool) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -1,6 +1,6 @@
 //! `envoy.service.auth.v3.Authorization/Check`: Envoy's ext_authz filter
 //! (or Istio's `CUSTOM` action) asks, the [`Mapping`] turns the request into
-//! a `DecideRequest`, the same [`Engine`] decides, and the answer is one
+//! a `DecideRequest`, the same [`Service`] decides, and the answer is one
 //! Envoy enforces as is: ALLOW passes with decision headers, CHALLENGE is a
 //! 401 with the RFC 9470 `WWW-Authenticate` challenge, DENY a 403.
 //!
@@ -22,10 +22,11 @@ use envoy_types::pb::google::protobuf as epb;
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
-use super::convert::InvalidRequest;
 use super::grpc::{CallError, status};
-use super::mapping::{Fallback, Headers, MapError, Mapping};
-use crate::engine::{Decision, Engine, Outcome};
+use crate::engine::{Decision, Outcome};
+use crate::mapping::{Fallback, Headers, MapError, Mapping};
+use crate::request::InvalidRequest;
+use crate::service::Service;
 
 /// Upstream header with the decision id (set on ALLOW).
 pub const DECISION_ID_HEADER: &str = "x-stepup-decision-id";
@@ -41,14 +42,14 @@ const RPC_UNAUTHENTICATED: i32 = 16;
 
 /// The Authorization API over an engine and a mapping.
 pub struct AuthorizationApi {
-    engine: Arc<Engine>,
+    engine: Arc<Service>,
     mapping: Arc<Mapping>,
 }
 
 impl AuthorizationApi {
     /// Answers `Check` with decisions from `engine`, mapping requests with
     /// `mapping`.
-    pub fn new(engine: Arc<Engine>, mapping: Arc<Mapping>) -> Self {
+    pub fn new(engine: Arc<Service>, mapping: Arc<Mapping>) -> Self {
         Self { engine, mapping }
     }
 }
@@ -82,7 +83,7 @@ impl Authorization for AuthorizationApi {
 /// (a gRPC `INVALID_ARGUMENT`); one that cannot be mapped gets the
 /// mapping's fallback, and the reason is logged.
 pub fn check(
-    engine: &Engine,
+    engine: &Service,
     mapping: &Mapping,
     req: &CheckRequest,
     clock: DateTime<Utc>,
@@ -93,7 +94,7 @@ pub fn check(
 /// [`check`], recording the decision on `span`. Decisions go to the
 /// decision log (source `check`) like `Decide`'s.
 fn check_in(
-    engine: &Engine,
+    engine: &Service,
     mapping: &Mapping,
     req: &CheckRequest,
     clock: DateTime<Utc>,
@@ -231,7 +232,7 @@ fn json<T: serde::Serialize>(body: &T) -> String {
     let mut out = Vec::with_capacity(160);
     // Writing these plain structs cannot fail, and the writer only ever
     // writes UTF-8.
-    match crate::telemetry::json::write(&mut out, body) {
+    match crate::json::write(&mut out, body) {
         Ok(()) => String::from_utf8(out).unwrap_or_default(),
         Err(_) => String::new(),
     }

@@ -1,23 +1,24 @@
-//! `stepup.v1.DecisionService` over the [`Engine`].
+//! `stepup.v1.DecisionService` over the [`Service`].
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use tonic::{Request, Response, Status};
 
-use super::convert::{self, InvalidRequest};
-use crate::engine::Engine;
+use super::convert;
 use crate::proto::v1::decision_service_server::DecisionService;
 use crate::proto::v1::{DecideRequest, DecideResponse, RecordStepUpRequest, RecordStepUpResponse};
+use crate::request::{InvalidRequest, validate};
+use crate::service::Service;
 
 /// The Decide API.
 pub struct DecisionApi {
-    engine: Arc<Engine>,
+    engine: Arc<Service>,
 }
 
 impl DecisionApi {
     /// Serves decisions from `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub fn new(engine: Arc<Service>) -> Self {
         Self { engine }
     }
 }
@@ -53,7 +54,7 @@ impl DecisionService for DecisionApi {
         let span = crate::telemetry::logging::decision_span(request.metadata(), "Decide");
         let _entered = span.as_ref().map(tracing::Span::enter);
         let req = request.into_inner();
-        let now = match convert::validate(&req, Utc::now()) {
+        let now = match validate(&req, Utc::now()) {
             Ok(now) => now,
             Err(e) => {
                 self.engine

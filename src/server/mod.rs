@@ -7,7 +7,6 @@ pub mod admin;
 pub mod convert;
 pub mod ext_authz;
 pub mod grpc;
-pub mod mapping;
 pub mod record;
 
 use std::future::Future;
@@ -18,8 +17,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-use crate::engine::Engine;
 use crate::proto::v1::decision_service_server::DecisionServiceServer;
+use crate::service::Service;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 
 /// The health service name whose status says whether the last policy
@@ -66,14 +65,14 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
     /// How ext_authz `Check` requests map to decisions.
-    pub ext_authz: Arc<mapping::Mapping>,
+    pub ext_authz: Arc<crate::mapping::Mapping>,
 }
 
 /// Serves on `listener` until `shutdown` completes, then stops accepting and
 /// lets in-flight calls finish, for at most [`SHUTDOWN_GRACE`]. `Check` uses
 /// the default mapping.
 pub async fn serve(
-    engine: Arc<Engine>,
+    engine: Arc<Service>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
@@ -82,7 +81,7 @@ pub async fn serve(
 
 /// [`serve`] with `options`.
 pub async fn serve_with(
-    engine: Arc<Engine>,
+    engine: Arc<Service>,
     listener: TcpListener,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
@@ -164,4 +163,61 @@ pub async fn serve_with(
         }
     }
     Ok(())
+}
+/// Serves decisions per `config` with `engine` until `shutdown` resolves:
+/// binds the gRPC listener, runs the policy reload loop (directory watch and
+/// SIGHUP) beside it, and drains in-flight calls on the way out.
+pub async fn run(
+    engine: Arc<Service>,
+    config: &crate::config::Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let listener = bind(config.listen).await?;
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let admin = match config.admin {
+        Some(addr) => Some(
+            admin::Admin::start(addr, Arc::clone(&engine), Arc::clone(&ready))
+                .map_err(|source| ServeError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let reloader = Arc::new(
+        crate::service::watch::Reloader::new(Arc::clone(&engine), config.policies.clone())
+            .with_lists(config.lists.clone()),
+    );
+    let defaults = crate::service::watch::WatchOptions::default();
+    let options = crate::service::watch::WatchOptions {
+        notify: config.watch,
+        poll: defaults.poll.filter(|_| config.watch),
+        ..defaults
+    };
+    let reload = tokio::spawn(crate::service::watch::run(
+        reloader,
+        options,
+        stopped(stop_rx.clone()),
+    ));
+    tokio::spawn(async move {
+        shutdown.await;
+        ready.store(false, std::sync::atomic::Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+    });
+    let options = ServeOptions {
+        ext_authz: Arc::new(config.ext_authz.clone()),
+    };
+    let served = serve_with(Arc::clone(&engine), listener, options, stopped(stop_rx)).await;
+    let _ = reload.await;
+    // Calls are drained: flush the decision log and the history updates
+    // queued for a shared backend, then stop the admin server.
+    engine.close();
+    if let Some(backend) = engine.history().backend() {
+        backend.flush(std::time::Duration::from_secs(2)).await;
+    }
+    if let Some(admin) = admin {
+        admin.stop();
+    }
+    served
 }

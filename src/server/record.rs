@@ -7,10 +7,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use pbjson_types::Timestamp;
 
-use super::convert::{InvalidRequest, invalid, string, strings, timestamp};
 use crate::history::{Keyer, Millis, StepUpReport};
 use crate::policy::PolicySet;
 use crate::proto::v1 as pb;
+use crate::request::validate::{InvalidRequest, invalid, string, strings, timestamp};
 
 /// Checks `req` against `policy` (level names, acr values) and turns it into
 /// a report at `clock` (unless `time` is set), identifiers hashed by `keyer`.

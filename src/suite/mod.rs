@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::engine::{self, Decision, Outcome, TraceEntry};
 use crate::history::config::Secret;
-use crate::history::{Enabled, History, HistoryConfig, StepUpReport};
+use crate::history::{Enabled, History, HistoryConfig, Lazy, StepUpReport};
 use crate::policy::PolicySet;
 use crate::policy::diag::{Diagnostic, Location, Report, SourceFile};
 use crate::proto::v1::DecideRequest;
@@ -95,14 +95,8 @@ fn replay_history(set: &Arc<PolicySet>, request: &DecideRequest, prior: &[Prior]
     for p in prior {
         match p {
             Prior::Decide { request, at } => {
-                let d = engine::decide_with_history(
-                    Arc::clone(set),
-                    None,
-                    request,
-                    *at,
-                    false,
-                    Some(&history),
-                );
+                let lazy = Lazy::new(Some(&history), set, request, *at);
+                let d = engine::decide(Arc::clone(set), request, *at, &lazy, false);
                 history.record(request, &d, *at, None);
             }
             Prior::StepUp { at, success } => {
@@ -252,7 +246,7 @@ impl Filter {
     /// Whether the case `name` (`suite › case`) is selected.
     pub fn matches(&self, name: &str) -> bool {
         if self.pattern.contains('*') {
-            engine::glob::matches(&self.pattern, name)
+            crate::glob::matches(&self.pattern, name)
         } else {
             name.contains(&self.pattern)
         }
@@ -471,19 +465,13 @@ pub fn run<'s>(
             }
             let start = Instant::now();
             let decision = if case.history.is_empty() {
-                engine::decide_with(Arc::clone(set), None, &case.request, case.now, true)
+                crate::cache::decide_with(Arc::clone(set), None, &case.request, case.now, true)
             } else {
                 let history = replay_history(set, &case.request, &case.history);
                 let elevated = history.elevate(set, &case.request, case.now);
                 let request = elevated.as_ref().unwrap_or(&case.request);
-                engine::decide_with_history(
-                    Arc::clone(set),
-                    None,
-                    request,
-                    case.now,
-                    true,
-                    Some(&history),
-                )
+                let lazy = Lazy::new(Some(&history), set, request, case.now);
+                engine::decide(Arc::clone(set), request, case.now, &lazy, true)
             };
             let elapsed = start.elapsed();
             let a = &decision.assessment;

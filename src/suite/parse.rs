@@ -14,7 +14,7 @@ use crate::engine::Outcome;
 use crate::policy::PolicySet;
 use crate::policy::diag::{Diagnostic, Location, Report, SourceFile, did_you_mean};
 use crate::proto::v1::DecideRequest;
-use crate::server::convert;
+use crate::request::validate as convert;
 
 type Node<'i> = MarkedYaml<'i>;
 

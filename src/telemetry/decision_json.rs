@@ -13,10 +13,9 @@
 
 use std::time::Duration;
 
-use super::json::{Obj, key, write_int};
 use crate::engine::{Decision, Outcome};
+use crate::json::{Obj, key, write_int};
 use crate::proto::v1 as pb;
-use crate::server::convert;
 
 /// Appends the decision's record to `out`.
 pub fn write_decision(out: &mut Vec<u8>, d: &Decision) {
@@ -77,7 +76,7 @@ pub fn write_decision(out: &mut Vec<u8>, d: &Decision) {
         |out, rule| {
             let mut m = Obj::new(out);
             m.text(key!("ruleId"), &rule.id);
-            m.raw(key!("effect"), effect(convert::effect(rule.effect)));
+            m.raw(key!("effect"), effect(rule.effect.to_proto()));
             m.end();
         },
     );
@@ -109,7 +108,7 @@ pub fn write_decision(out: &mut Vec<u8>, d: &Decision) {
     list(&mut o, key!("shadow"), shadow, |out, (sh, rule)| {
         let mut m = Obj::new(out);
         m.text(key!("ruleId"), &rule.id);
-        m.raw(key!("effect"), effect(convert::effect(sh.effect)));
+        m.raw(key!("effect"), effect(sh.effect.to_proto()));
         if sh.satisfied {
             m.raw(key!("satisfied"), b"true");
         }
@@ -178,6 +177,7 @@ mod tests {
 
     use super::*;
     use crate::proto::v1::DecideRequest;
+    use crate::server::convert;
 
     fn policies() -> Arc<crate::PolicySet> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
@@ -209,7 +209,7 @@ mod tests {
         for (n, json) in cases.iter().enumerate() {
             for explain in [false, true] {
                 let d =
-                    crate::engine::decide_with(Arc::clone(&policy), None, &req(json), now, explain);
+                    crate::cache::decide_with(Arc::clone(&policy), None, &req(json), now, explain);
                 let mut ours = Vec::new();
                 write_decision(&mut ours, &d);
                 let back: pb::DecideResponse = serde_json::from_slice(&ours).unwrap_or_else(|e| {
@@ -248,7 +248,7 @@ mod tests {
             let mut ours = Vec::new();
             write_duration(&mut ours, d);
             let mut theirs = Vec::new();
-            crate::telemetry::json::write(&mut theirs, &convert::duration(d)).unwrap();
+            crate::json::write(&mut theirs, &convert::duration(d)).unwrap();
             assert_eq!(
                 String::from_utf8(ours).unwrap(),
                 String::from_utf8(theirs).unwrap(),

@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
 
-use super::json::{Obj, key};
 use super::metrics::Metrics;
 use crate::engine::{Decision, Outcome};
+use crate::json::{Obj, key};
 use crate::proto::v1::DecideRequest;
 
 /// Where lines go.
@@ -474,7 +474,7 @@ fn rotate(path: &std::path::Path, keep: u32) -> io::Result<()> {
     std::fs::rename(path, numbered(1))
 }
 
-/// One line, written straight from the entry (see [`super::json::Obj`]):
+/// One line, written straight from the entry (see [`crate::json::Obj`]):
 /// no intermediate JSON tree unless masks must edit the request.
 fn line(entry: &Entry, masks: &Masks, buf: &mut Vec<u8>) -> Result<(), LineError> {
     let mut o = Obj::new(buf);
@@ -490,11 +490,11 @@ fn line(entry: &Entry, masks: &Masks, buf: &mut Vec<u8>) -> Result<(), LineError
         },
     );
     if masks.is_empty() {
-        super::request_json::write_request(o.key(key!("request")), &entry.request);
+        crate::request::json::write_request(o.key(key!("request")), &entry.request);
     } else {
         let mut request = serde_json::to_value(&entry.request)?;
         masks.apply(&mut request);
-        super::json::write(o.key(key!("request")), &request)?;
+        crate::json::write(o.key(key!("request")), &request)?;
     }
     super::decision_json::write_decision(o.key(key!("decision")), &entry.decision);
     o.end();
@@ -505,10 +505,10 @@ fn line(entry: &Entry, masks: &Masks, buf: &mut Vec<u8>) -> Result<(), LineError
 /// (`2026-11-28T05:32:36.673915Z`).
 fn write_time(out: &mut Vec<u8>, time: &DateTime<Utc>) {
     let micros = time.timestamp_subsec_micros();
-    if super::request_json::write_date_time(out, time, 6, micros) {
+    if crate::request::json::write_date_time(out, time, 6, micros) {
         out.extend_from_slice(b"Z\"");
     } else {
-        super::json::write_str(out, &time.to_rfc3339_opts(SecondsFormat::Micros, true));
+        crate::json::write_str(out, &time.to_rfc3339_opts(SecondsFormat::Micros, true));
     }
 }
 
@@ -516,7 +516,7 @@ fn write_time(out: &mut Vec<u8>, time: &DateTime<Utc>) {
 /// with a fraction so that readers see a float: `1162.64`, `3.0`.
 fn write_latency(out: &mut Vec<u8>, elapsed: Duration) {
     let nanos = elapsed.as_nanos();
-    super::json::write_int(out, nanos / 1000);
+    crate::json::write_int(out, nanos / 1000);
     let frac = (nanos % 1000) as u16;
     let digits = [
         b'.',
@@ -538,7 +538,7 @@ enum LineError {
     #[error(transparent)]
     Json(#[from] serde_json::Error),
     #[error(transparent)]
-    Write(#[from] super::json::Error),
+    Write(#[from] crate::json::Error),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -677,7 +677,7 @@ mod tests {
             ..Default::default()
         };
         let now = Utc::now();
-        let decision = crate::engine::decide_with(Arc::clone(policy), None, &req, now, false);
+        let decision = crate::cache::decide_with(Arc::clone(policy), None, &req, now, false);
         Entry {
             time: now,
             source: "decide",

@@ -505,7 +505,7 @@ mod tests {
         };
         let now = chrono::Utc::now();
         for set in [&a, &a, &b, &a] {
-            let d = crate::engine::decide_with(Arc::clone(set), None, &req, now, false);
+            let d = crate::cache::decide_with(Arc::clone(set), None, &req, now, false);
             metrics.record(&d, Duration::ZERO, false);
         }
         assert_eq!(

@@ -3,8 +3,6 @@
 
 pub mod decision_json;
 pub mod decision_log;
-pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod otlp;
-pub mod request_json;

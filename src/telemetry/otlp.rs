@@ -12,7 +12,7 @@ use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 
-use crate::engine::Engine;
+use super::metrics::Metrics;
 
 fn env_set(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
@@ -36,9 +36,21 @@ pub fn metrics_requested() -> bool {
             || env_set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
 }
 
-/// Starts periodic OTLP export of `engine`'s metrics. Call within a Tokio
-/// runtime. Keep the provider; shut it down to flush.
-pub fn start_metrics(engine: &Arc<Engine>) -> Result<SdkMeterProvider, String> {
+/// What the exported metrics read beyond [`Metrics`]: the policy reload
+/// counters and the serving revision.
+pub trait PolicyState: Send + Sync + 'static {
+    /// Reloads that succeeded and failed.
+    fn reloads(&self) -> (u64, u64);
+    /// The serving policy set's revision.
+    fn revision(&self) -> Arc<str>;
+}
+
+/// Starts periodic OTLP export of `metrics` and `policy`. Call within a
+/// Tokio runtime. Keep the provider; shut it down to flush.
+pub fn start_metrics(
+    metrics: &Arc<Metrics>,
+    policy: Arc<dyn PolicyState>,
+) -> Result<SdkMeterProvider, String> {
     let exporter = opentelemetry_otlp::MetricExporter::builder()
         .with_tonic()
         .build()
@@ -48,7 +60,7 @@ pub fn start_metrics(engine: &Arc<Engine>) -> Result<SdkMeterProvider, String> {
         .with_resource(resource())
         .build();
     let meter = provider.meter("stepup");
-    let m = Arc::clone(engine.metrics());
+    let m = Arc::clone(metrics);
     let _decisions = meter
         .u64_observable_counter("stepup_decisions")
         .with_description("Decisions by outcome.")
@@ -59,13 +71,13 @@ pub fn start_metrics(engine: &Arc<Engine>) -> Result<SdkMeterProvider, String> {
             }
         })
         .build();
-    let m = Arc::clone(engine.metrics());
+    let m = Arc::clone(metrics);
     let _latency = meter
         .f64_observable_counter("stepup_decision_duration_seconds_sum")
         .with_description("Total time spent deciding, server side (the histogram is on /metrics).")
         .with_callback(move |o| o.observe(m.snapshot().latency_sum, &[]))
         .build();
-    let m = Arc::clone(engine.metrics());
+    let m = Arc::clone(metrics);
     let _rules = meter
         .u64_observable_counter("stepup_rule_matches")
         .with_description("Decisions in which a rule matched, by rule id.")
@@ -75,7 +87,7 @@ pub fn start_metrics(engine: &Arc<Engine>) -> Result<SdkMeterProvider, String> {
             }
         })
         .build();
-    let m = Arc::clone(engine.metrics());
+    let m = Arc::clone(metrics);
     let _errors = meter
         .u64_observable_counter("stepup_rule_errors")
         .with_description("Conditions that failed to evaluate, by id.")
@@ -85,7 +97,7 @@ pub fn start_metrics(engine: &Arc<Engine>) -> Result<SdkMeterProvider, String> {
             }
         })
         .build();
-    let m = Arc::clone(engine.metrics());
+    let m = Arc::clone(metrics);
     let _cache = meter
         .u64_observable_counter("stepup_cache_lookups")
         .with_description("Decision cache lookups by result.")
@@ -95,37 +107,28 @@ pub fn start_metrics(engine: &Arc<Engine>) -> Result<SdkMeterProvider, String> {
             o.observe(s.cache_misses, &[KeyValue::new("result", "miss")]);
         })
         .build();
-    let m = Arc::clone(engine.metrics());
+    let m = Arc::clone(metrics);
     let _log = meter
         .u64_observable_counter("stepup_decision_log_dropped")
         .with_description("Decision-log entries dropped because the queue was full.")
         .with_callback(move |o| o.observe(m.snapshot().log_dropped, &[]))
         .build();
-    let e = Arc::clone(engine);
+    let e = Arc::clone(&policy);
     let _reloads = meter
         .u64_observable_counter("stepup_policy_reloads")
         .with_description("Policy reloads by result.")
         .with_callback(move |o| {
-            let r = e.reload_status();
-            o.observe(
-                r.ok.load(std::sync::atomic::Ordering::Relaxed),
-                &[KeyValue::new("result", "ok")],
-            );
-            o.observe(
-                r.failed.load(std::sync::atomic::Ordering::Relaxed),
-                &[KeyValue::new("result", "failed")],
-            );
+            let (ok, failed) = e.reloads();
+            o.observe(ok, &[KeyValue::new("result", "ok")]);
+            o.observe(failed, &[KeyValue::new("result", "failed")]);
         })
         .build();
-    let e = Arc::clone(engine);
+    let e = policy;
     let _info = meter
         .u64_observable_gauge("stepup_policy_info")
         .with_description("The serving policy set (value 1), by revision.")
         .with_callback(move |o| {
-            o.observe(
-                1,
-                &[KeyValue::new("revision", e.policy().revision.to_string())],
-            );
+            o.observe(1, &[KeyValue::new("revision", e.revision().to_string())]);
         })
         .build();
     Ok(provider)

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use stepup::PolicySet;
+use stepup::Service;
 use stepup::cache::CacheConfig;
-use stepup::engine::Engine;
 use stepup::proto::v1::decision_service_client::DecisionServiceClient;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -37,7 +37,7 @@ pub fn examples() -> PathBuf {
 
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
-    pub engine: Arc<Engine>,
+    pub engine: Arc<Service>,
     shutdown: Option<oneshot::Sender<()>>,
     pub task: tokio::task::JoinHandle<Result<(), stepup::server::ServeError>>,
 }
@@ -45,11 +45,11 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(dir: &Path, cache: CacheConfig) -> Self {
         let (policy, _) = PolicySet::load(dir).unwrap_or_else(|r| panic!("{r}"));
-        Self::start_engine(Engine::new(policy, cache)).await
+        Self::start_engine(Service::new(policy, cache)).await
     }
 
     /// Serves `engine` (e.g. one with its own history settings).
-    pub async fn start_engine(engine: Engine) -> Self {
+    pub async fn start_engine(engine: Service) -> Self {
         let engine = Arc::new(engine);
         let listener = stepup::server::bind("127.0.0.1:0".parse().unwrap())
             .await

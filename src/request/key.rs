@@ -1,130 +1,12 @@
-//! The decision cache: a moka cache in front of evaluation, keyed by the
-//! policy set's generation, the action and the values of exactly the request
-//! paths the set's conditions read, so that requests differing only in unread
-//! fields share an entry.
-//!
-//! What is cached is the result of the time-independent conditions only
-//! (see [`crate::policy::Condition::volatile`]); conditions reading `now` and
-//! the session's freshness check run on every decision. The cache therefore
-//! never changes an answer, which a property test checks. Conditions that
-//! read the clock only through calendar accessors (`now.getHours(tz)`) are
-//! cached with `floor(now / step)` in the key (see
-//! [`crate::policy::PolicySet::time_step`]).
+//! The cache key of a request: an injective encoding of the values at the
+//! request paths a policy set reads, written by walking those paths as a
+//! tree.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
 use pbjson_types::Value;
 use pbjson_types::value::Kind;
 
-use crate::engine::Evaluated;
-use crate::engine::view::{Field, Node, Root};
-use crate::policy::PolicySet;
+use super::view::{Field, Node, Root};
 use crate::proto::v1::DecideRequest;
-
-/// Cache settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CacheConfig {
-    /// Maximum entries; 0 turns the cache off.
-    pub capacity: u64,
-    /// How long an entry lives.
-    pub ttl: Duration,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        Self {
-            capacity: 100_000,
-            ttl: Duration::from_secs(60),
-        }
-    }
-}
-
-/// A cache of evaluations.
-///
-/// Keys are hashed with foldhash, randomly seeded per cache, rather than
-/// moka's default SipHash: a key is a few hundred bytes, and SipHash-1-3
-/// over them was a quarter of a cache hit. Keys hold request values a user
-/// may choose, so the seed stays random (no fixed-seed hasher).
-pub struct DecisionCache {
-    inner: moka::sync::Cache<Box<[u8]>, Arc<Evaluated>, foldhash::fast::RandomState>,
-}
-
-impl DecisionCache {
-    /// A cache per `config`, or `None` when it is turned off.
-    pub fn new(config: CacheConfig) -> Option<Self> {
-        (config.capacity > 0).then(|| Self {
-            inner: moka::sync::Cache::builder()
-                .max_capacity(config.capacity)
-                .time_to_live(config.ttl)
-                .build_with_hasher(foldhash::fast::RandomState::default()),
-        })
-    }
-
-    /// The entry for `req` at `now` under `policy`, if cached. The key is
-    /// built in a reused per-thread buffer, so a hit allocates nothing; a
-    /// miss returns the key for [`DecisionCache::insert`].
-    pub fn lookup(
-        &self,
-        policy: &PolicySet,
-        req: &DecideRequest,
-        now: DateTime<Utc>,
-    ) -> Result<Arc<Evaluated>, Box<[u8]>> {
-        KEY_BUFFER.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            buf.clear();
-            write_key(&mut buf, policy, req, now);
-            match self.inner.get(buf.as_slice()) {
-                Some(hit) => Ok(hit),
-                None => Err(Box::from(buf.as_slice())),
-            }
-        })
-    }
-
-    /// The entry for `key`, if cached.
-    pub fn get(&self, key: &[u8]) -> Option<Arc<Evaluated>> {
-        self.inner.get(key)
-    }
-
-    /// Caches `value` under `key`.
-    pub fn insert(&self, key: Box<[u8]>, value: Arc<Evaluated>) {
-        self.inner.insert(key, value);
-    }
-
-    /// Drops every entry (after a policy reload).
-    pub fn clear(&self) {
-        self.inner.invalidate_all();
-    }
-
-    /// Approximate number of entries.
-    pub fn len(&self) -> u64 {
-        self.inner.entry_count()
-    }
-
-    /// Whether the cache is (approximately) empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-thread_local! {
-    static KEY_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(256));
-}
-
-/// Writes the cache key of `req` under `policy` into `buf`: the generation,
-/// the time step, the action and an injective encoding of every read path's
-/// value (tags and lengths, no hash: two requests share a key only if the
-/// policy cannot tell them apart).
-fn write_key(buf: &mut Vec<u8>, policy: &PolicySet, req: &DecideRequest, now: DateTime<Utc>) {
-    buf.extend_from_slice(&policy.generation.to_le_bytes());
-    if let Some(step) = policy.time_step {
-        let step = i64::try_from(step.as_secs()).unwrap_or(i64::MAX).max(1);
-        buf.extend_from_slice(&now.timestamp().div_euclid(step).to_le_bytes());
-    }
-    write_str(buf, &req.action);
-    policy.key_tree.write(buf, req);
-}
 
 /// The request paths a policy set reads, as a tree: the key walks each
 /// message and attributes map once, however many of its entries are read
@@ -171,7 +53,7 @@ impl KeyTree {
     }
 
     /// Writes the values of the tree's paths in `req`.
-    fn write(&self, buf: &mut Vec<u8>, req: &DecideRequest) {
+    pub(crate) fn write(&self, buf: &mut Vec<u8>, req: &DecideRequest) {
         for (root, children) in &self.roots {
             let node = root.node(req);
             if children.is_empty() {
@@ -246,7 +128,7 @@ fn write_len(buf: &mut Vec<u8>, n: usize) {
     buf.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
 }
 
-fn write_str(buf: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_str(buf: &mut Vec<u8>, s: &str) {
     buf.push(b's');
     write_len(buf, s.len());
     buf.extend_from_slice(s.as_bytes());
@@ -324,8 +206,8 @@ mod tests {
     use proptest::strategy::ValueTree;
 
     use super::*;
-    use crate::engine::fast::tests::request;
-    use crate::engine::view::Path;
+    use crate::request::testing::request;
+    use crate::request::view::Path;
 
     /// Paths of every shape below each root: fields, map keys, keys in
     /// nested structs, whole messages and maps, names no message has.

@@ -25,11 +25,10 @@ use cel::common::ast::{CallExpr, Expr, LiteralValue, operators};
 use chrono::{DateTime, Utc};
 use pbjson_types::value::Kind;
 
+use super::history::{View, country_str};
 use super::vals::Variables;
-use super::view::{Node, Path};
-use crate::history::model::country_str;
-use crate::history::view::View;
 use crate::lists::Lists;
+use crate::request::view::{Node, Path};
 
 /// A condition compiled for native evaluation.
 #[derive(Debug)]
@@ -424,7 +423,7 @@ fn scalar(node: Node<'_>) -> Option<Scalar<'_>> {
         Node::Str(s) => Scalar::Str(s),
         Node::Bool(b) => Scalar::Bool(b),
         Node::Int(i) => Scalar::Int(i),
-        Node::Time(t) => Scalar::Time(super::view::instant(t)),
+        Node::Time(t) => Scalar::Time(crate::request::view::instant(t)),
         Node::Value(v) => match &v.kind {
             Some(Kind::NumberValue(n)) => Scalar::Double(*n),
             Some(Kind::StringValue(s)) => Scalar::Str(s),
@@ -437,7 +436,7 @@ fn scalar(node: Node<'_>) -> Option<Scalar<'_>> {
 
 /// A `history` field, as `history::view::field` hands it to CEL.
 fn history(view: &View, field: HistoryField) -> Scalar<'_> {
-    let time = |ms| Scalar::Time(crate::history::view::instant(ms));
+    let time = |ms| Scalar::Time(super::history::instant(ms));
     match field {
         HistoryField::DeviceKnown => Scalar::Bool(view.device_known),
         HistoryField::DeviceFirstSeen => time(view.device_first_seen),

@@ -1,6 +1,6 @@
 //! A borrowed, schema-shaped view of a request: the one place that knows how
 //! `DecideRequest` fields map to the names policies use. The CEL values
-//! ([`super::vals`]) and the cache key ([`crate::cache`]) both walk it, so a
+//! (`expr::vals`) and the cache key ([`super::key`]) both walk it, so a
 //! field a policy can read is always a field the key covers.
 
 use std::collections::BTreeMap;

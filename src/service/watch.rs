@@ -22,9 +22,9 @@ use std::time::{Duration, SystemTime};
 use notify::Watcher as _;
 use tokio::sync::{mpsc, watch};
 
-use super::{PolicySet, Report};
-use crate::engine::Engine;
+use super::Service;
 use crate::lists::ListsConfig;
+use crate::policy::{PolicySet, Report};
 
 /// Counters and the last error of reloads, shared with health and (later)
 /// metrics.
@@ -96,14 +96,14 @@ pub enum Reload {
 /// Reloads one engine's policy set from a directory (and the IP lists and
 /// GeoIP database loaded with it).
 pub struct Reloader {
-    engine: Arc<Engine>,
+    engine: Arc<Service>,
     dir: PathBuf,
     lists: ListsConfig,
 }
 
 impl Reloader {
     /// Reloads `engine` from `dir`.
-    pub fn new(engine: Arc<Engine>, dir: PathBuf) -> Self {
+    pub fn new(engine: Arc<Service>, dir: PathBuf) -> Self {
         Self {
             engine,
             dir,

@@ -3,7 +3,7 @@
 //! never read `history` never builds one), and the `history.count(glob,
 //! window)` member function.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use cel::ExecutionError;
 use cel::common::traits::{Container, Indexer};
@@ -13,12 +13,10 @@ use cel::common::types::{
 use cel::common::value::{CowVal, StaticVal, Val};
 use chrono::{DateTime, Utc};
 
-use super::History;
-use super::model::Millis;
-use super::store::Entry;
-use crate::engine::vals::key_of;
-use crate::policy::PolicySet;
-use crate::proto::v1::DecideRequest;
+use super::vals::key_of;
+
+/// Milliseconds since the Unix epoch: how history keeps time.
+pub type Millis = i64;
 
 /// The CEL type of `history`.
 pub static HISTORY_TYPE: Type = Type::new_unspecified_type("stepup.History");
@@ -53,22 +51,30 @@ pub struct View {
     pub stepups_failed: i64,
     /// The decision's time.
     pub now: Millis,
-    /// The subject's entry, for `count`.
-    pub entry: Option<Arc<Entry>>,
-    /// What the view looked up, for recording the decision without doing it
-    /// again: the subject, its device and the request's place.
-    pub lookups: Option<Lookups>,
+    /// The subject's recent actions, for `count` (none: a subject never
+    /// seen, or history off).
+    pub actions: Option<Arc<dyn Actions>>,
 }
 
-/// The keyed hashes and place of one request.
-#[derive(Clone, Copy, Debug)]
-pub struct Lookups {
-    /// The subject.
-    pub subject: super::SubjectKey,
-    /// The device, if named.
-    pub device: Option<super::ItemKey>,
-    /// Where from, if known.
-    pub place: Option<super::Place>,
+/// The actions a subject took, as `history.count` reads them.
+pub trait Actions: Send + Sync + std::fmt::Debug {
+    /// Actions matching `pattern` in the `window` (ms) before `now`,
+    /// counting no further than `limit`.
+    fn count_up_to(&self, pattern: &str, now: Millis, window: Millis, limit: usize) -> usize;
+}
+
+/// Where a decision reads `history` from. A view can be built on the first
+/// read (a decision whose conditions never read `history` never builds
+/// one) or given whole.
+pub trait Recall: Sync {
+    /// The subject's history before the decision.
+    fn view(&self) -> &View;
+}
+
+impl Recall for View {
+    fn view(&self) -> &View {
+        self
+    }
 }
 
 impl View {
@@ -89,69 +95,20 @@ impl View {
 
     /// [`View::count`], counting no further than `limit`.
     pub fn count_up_to(&self, pattern: &str, window: Millis, limit: usize) -> usize {
-        self.entry.as_ref().map_or(0, |e| {
-            e.lock().count_up_to(pattern, self.now, window, limit)
-        })
-    }
-}
-
-/// The view of one decision, built on first read.
-pub struct Lazy<'a> {
-    source: Option<&'a History>,
-    policy: &'a PolicySet,
-    request: &'a DecideRequest,
-    now: Millis,
-    cell: OnceLock<View>,
-}
-
-impl<'a> Lazy<'a> {
-    /// The history of `request`'s subject at `now`, from `source` (an empty
-    /// one without), located with `policy`'s GeoIP database.
-    pub fn new(
-        source: Option<&'a History>,
-        policy: &'a PolicySet,
-        request: &'a DecideRequest,
-        now: DateTime<Utc>,
-    ) -> Self {
-        Self {
-            source,
-            policy,
-            request,
-            now: now.timestamp_millis(),
-            cell: OnceLock::new(),
-        }
-    }
-
-    /// A view given whole (tests of what reads it).
-    #[cfg(test)]
-    pub(crate) fn ready(policy: &'a PolicySet, request: &'a DecideRequest, view: View) -> Self {
-        let now = view.now;
-        Self {
-            source: None,
-            policy,
-            request,
-            now,
-            cell: OnceLock::from(view),
-        }
-    }
-
-    /// The view (computed now if not yet).
-    pub fn view(&self) -> &View {
-        self.cell.get_or_init(|| match self.source {
-            Some(h) => h.view(self.policy, self.request, self.now),
-            None => View::empty(self.now),
-        })
-    }
-
-    /// The view, if it was built (the decision read `history`).
-    pub fn built(&self) -> Option<&View> {
-        self.cell.get()
+        self.actions
+            .as_ref()
+            .map_or(0, |a| a.count_up_to(pattern, self.now, window, limit))
     }
 }
 
 /// A history time (ms) as CEL reads it: out of range is the Unix epoch.
 pub fn instant(ms: Millis) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// A country code as text (`""` for none).
+pub fn country_str(code: Option<&[u8; 2]>) -> &str {
+    code.and_then(|c| std::str::from_utf8(c).ok()).unwrap_or("")
 }
 
 fn timestamp(ms: Millis) -> CelTimestamp {
@@ -165,7 +122,7 @@ pub fn field<'v>(view: &View, name: &str) -> Result<CowVal<'static, 'v>, Executi
         "device_first_seen" => CowVal::owned(timestamp(view.device_first_seen)),
         "devices_seen" => CowVal::owned(CelInt::from(view.devices_seen)),
         "last_country" => CowVal::owned(CelString::from(
-            super::model::country_str(view.last_country.as_ref()).to_owned(),
+            country_str(view.last_country.as_ref()).to_owned(),
         )),
         "last_seen" => CowVal::owned(timestamp(view.last_seen)),
         "travel_kmh" => CowVal::owned(CelDouble::from(view.travel_kmh)),

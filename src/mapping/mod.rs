@@ -14,8 +14,8 @@ use envoy_types::pb::google::protobuf as epb;
 use pbjson_types::value::Kind;
 use pbjson_types::{Timestamp, Value};
 
-use super::convert::{self, InvalidRequest};
 use crate::proto::v1 as pb;
+use crate::request::validate::{self as convert, InvalidRequest};
 
 /// The filter-metadata namespace Envoy's `jwt_authn` filter writes verified
 /// JWT payloads to (`payload_in_metadata`).

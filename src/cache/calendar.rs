@@ -19,9 +19,9 @@
 
 use chrono::{DateTime, FixedOffset, Offset, TimeZone, Utc};
 
-use super::Evaluated;
-use super::vals::Variables;
-use crate::history::Lazy;
+use crate::engine::{CondResult, Evaluated, interpreter};
+use crate::expr::history::Recall;
+use crate::expr::vals::Variables;
 use crate::policy::{Condition, PolicySet};
 use crate::proto::v1::DecideRequest;
 
@@ -85,7 +85,7 @@ pub(super) fn steady(
     policy: &PolicySet,
     req: &DecideRequest,
     now: DateTime<Utc>,
-    history: &Lazy<'_>,
+    history: &dyn Recall,
     evaluated: &Evaluated,
 ) -> bool {
     let Some(step) = policy.time_step else {
@@ -94,9 +94,8 @@ pub(super) fn steady(
     let step = i64::try_from(step.as_secs()).unwrap_or(i64::MAX).max(1);
     let start = now.timestamp().div_euclid(step).saturating_mul(step);
     // Settled conditions only: pending ones are evaluated per decision.
-    let settled = |c: &Condition, r: &super::CondResult| {
-        !c.time_zones.is_empty() && *r != super::CondResult::Pending
-    };
+    let settled =
+        |c: &Condition, r: &CondResult| !c.time_zones.is_empty() && *r != CondResult::Pending;
     let signals = policy
         .signals
         .iter()
@@ -120,7 +119,7 @@ pub(super) fn steady(
     };
     let vars = vars.with_risk(evaluated.risk.as_ref());
     let ctx = std::cell::OnceCell::new();
-    let ctx = || super::interpreter(&ctx, policy, &vars);
+    let ctx = || interpreter(&ctx, policy, &vars);
     conditions.all(|c| {
         c.time_zones.iter().all(|zone| match ctx().resolve(zone) {
             Ok(cel::Value::String(name)) => {

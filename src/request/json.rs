@@ -1,6 +1,6 @@
 //! A `DecideRequest` as its proto3 JSON, written field by field without
 //! serde: the same text pbjson's `Serialize` impl writes through
-//! [`super::json::write`], at a fraction of the instructions (the decision
+//! [`crate::json::write`], at a fraction of the instructions (the decision
 //! log writes one per decision). Every message is destructured without `..`,
 //! so a field added to the proto does not compile until it is written here;
 //! the tests hold the text to pbjson's.
@@ -9,7 +9,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use pbjson_types::value::Kind;
 use pbjson_types::{ListValue, Struct, Timestamp, Value};
 
-use super::json::{Obj, key, write_f64, write_int, write_str};
+use crate::json::{Obj, key, write_f64, write_int, write_str};
 use crate::proto::v1::{DecideRequest, Device, Network, Resource, Session, Subject};
 
 /// Appends the proto3 JSON of `r` to `out`.
@@ -351,7 +351,7 @@ mod tests {
 
     fn pbjson(r: &DecideRequest) -> String {
         let mut out = Vec::new();
-        super::super::json::write(&mut out, r).unwrap();
+        crate::json::write(&mut out, r).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -422,7 +422,7 @@ mod tests {
             };
             let text = ours(&r);
             let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-            match super::super::json::write(&mut Vec::new(), &r) {
+            match crate::json::write(&mut Vec::new(), &r) {
                 Ok(()) => assert_eq!(text, pbjson(&r), "{seconds} {nanos}"),
                 Err(_) => assert_eq!(v["time"], serde_json::Value::Null, "{text}"),
             }

@@ -15,8 +15,8 @@ use cel::context::VariableResolver;
 use chrono::{DateTime, FixedOffset};
 use pbjson_types::value::Kind;
 
-use super::view::{self, Node};
 use crate::proto::v1::DecideRequest;
+use crate::request::view::{self, Node};
 
 /// The variables of one decision: the request, `now`, `history`, and (for
 /// rules) `risk`.
@@ -28,7 +28,7 @@ pub struct Variables<'a> {
     /// `risk.score` and `risk.signals`, once the signals have run.
     pub risk: Option<(i64, &'a [Arc<str>])>,
     /// `history`, built on its first read.
-    pub history: Option<&'a crate::history::Lazy<'a>>,
+    pub history: Option<&'a dyn super::history::Recall>,
 }
 
 impl<'a> Variables<'a> {
@@ -64,7 +64,7 @@ impl VariableResolver for Variables<'_> {
                 // As for request paths: answer `history.x` in one call.
                 Some(field) => self
                     .history
-                    .and_then(|h| crate::history::view::field(h.view(), field).ok()),
+                    .and_then(|h| super::history::field(h.view(), field).ok()),
                 None => resolve_path(self.request, name).map(to_val),
             },
         }

@@ -1,0 +1,73 @@
+//! The explanation of a decision: per signal and rule, whether it fired
+//! and why.
+
+use std::sync::Arc;
+
+use super::decision::TraceEntry;
+use super::evaluate::{CondResult, Evaluated};
+use crate::policy::{Mode, PolicySet};
+use crate::proto::v1::DecideRequest;
+
+/// Per signal and rule: whether it fired and why.
+pub(super) fn trace(policy: &PolicySet, req: &DecideRequest, full: &Evaluated) -> Vec<TraceEntry> {
+    let mut out = Vec::new();
+    for (s, r) in policy.signals.iter().zip(full.signals.iter()) {
+        let (fired, detail) = describe(r, &s.when.source);
+        out.push(TraceEntry {
+            kind: "signal",
+            id: Arc::clone(&s.id),
+            fired,
+            detail: if fired {
+                format!("{detail}; adds {}", s.score)
+            } else {
+                detail
+            },
+        });
+    }
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let entry = match full.rules.iter().find(|(j, _)| *j == i) {
+            Some((_, r)) => match &rule.when {
+                Some(w) => {
+                    let (fired, detail) = describe(r, &w.source);
+                    let detail = if matches!(r, CondResult::Error(_)) {
+                        format!("{detail}; counts as matched (fail closed)")
+                    } else {
+                        detail
+                    };
+                    (fired || matches!(r, CondResult::Error(_)), detail)
+                }
+                None => (
+                    true,
+                    format!("action `{}` matches and the rule has no `when`", req.action),
+                ),
+            },
+            None => (
+                false,
+                format!(
+                    "not considered: action `{}` matches none of {:?}",
+                    req.action, rule.actions
+                ),
+            ),
+        };
+        let detail = match rule.mode {
+            Mode::Shadow => format!("shadow (report-only): {}", entry.1),
+            Mode::Enforce => entry.1,
+        };
+        out.push(TraceEntry {
+            kind: "rule",
+            id: Arc::clone(&rule.id),
+            fired: entry.0,
+            detail,
+        });
+    }
+    out
+}
+
+fn describe(r: &CondResult, source: &str) -> (bool, String) {
+    match r {
+        CondResult::True => (true, format!("`{source}` is true")),
+        CondResult::False => (false, format!("`{source}` is false")),
+        CondResult::Error(e) => (false, format!("`{source}` failed: {e}")),
+        CondResult::Pending => (false, format!("`{source}` was not evaluated")),
+    }
+}

@@ -1,0 +1,221 @@
+//! The composition root: one [`Service`] holds what a decision needs beyond
+//! the pure engine (the policy set, swapped atomically on reload; the
+//! decision cache; the subject history; the metrics; the decision log) and
+//! decides with it. [`Service::start`] builds it from a [`Config`];
+//! [`watch`] reloads its policy set when the files change.
+
+pub mod watch;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+
+use crate::cache::{self, CacheConfig, DecisionCache};
+use crate::config::Config;
+use crate::engine::Decision;
+use crate::history::{History, Lazy};
+use crate::policy::{PolicySet, Report};
+use crate::proto::v1::DecideRequest;
+use crate::telemetry::decision_log::{DecisionLog, Entry};
+use crate::telemetry::metrics::Metrics;
+use watch::ReloadStatus;
+
+/// Why the service cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The policy set does not load.
+    #[error("{0}")]
+    Policy(Report),
+    /// The shared history backend cannot be set up.
+    #[error("history backend: {0}")]
+    HistoryBackend(#[source] crate::history::redis::StartError),
+    /// The decision log cannot be opened.
+    #[error("cannot open the decision log: {0}")]
+    DecisionLog(#[source] std::io::Error),
+}
+
+/// The decision service: the current policy set (swapped atomically on
+/// reload; readers never lock), the decision cache, the subject history,
+/// the metrics and the decision log.
+pub struct Service {
+    policy: ArcSwap<PolicySet>,
+    cache: Option<DecisionCache>,
+    reloads: ReloadStatus,
+    metrics: Arc<Metrics>,
+    decision_log: Option<DecisionLog>,
+    history: Arc<History>,
+}
+
+impl Service {
+    /// A service deciding with `policy`, without history recording settings
+    /// (a local store with the defaults) or a decision log.
+    pub fn new(policy: PolicySet, cache: CacheConfig) -> Self {
+        Self {
+            policy: ArcSwap::from_pointee(policy),
+            cache: DecisionCache::new(cache),
+            reloads: ReloadStatus::default(),
+            metrics: Arc::new(Metrics::default()),
+            decision_log: None,
+            history: Arc::new(History::default()),
+        }
+    }
+
+    /// Remembers and reads subject history with `history` (the default is a
+    /// local store with default settings).
+    pub fn with_history(mut self, history: History) -> Self {
+        self.history = Arc::new(history);
+        self
+    }
+
+    /// The subject history decisions read and update.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
+    }
+
+    /// Logs decisions passed to [`Service::log`] to `log`.
+    pub fn with_decision_log(mut self, log: DecisionLog) -> Self {
+        self.decision_log = Some(log);
+        self
+    }
+
+    /// The metrics every decision updates.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Hands a decided request to the decision log, if one is configured
+    /// (never blocks; see [`DecisionLog`]).
+    pub fn log(
+        &self,
+        source: &'static str,
+        time: DateTime<Utc>,
+        request: DecideRequest,
+        decision: Decision,
+    ) {
+        if let Some(log) = &self.decision_log {
+            let elapsed = decision.elapsed;
+            log.submit(Entry {
+                time,
+                source,
+                request,
+                decision,
+                elapsed,
+            });
+        }
+    }
+
+    /// Whether a decision log is configured (callers can skip building an
+    /// owned request for it otherwise).
+    pub fn logs_decisions(&self) -> bool {
+        self.decision_log.is_some()
+    }
+
+    /// Flushes and stops the decision log (at shutdown).
+    pub fn close(&self) {
+        if let Some(log) = &self.decision_log {
+            log.close();
+        }
+    }
+
+    /// The current policy set.
+    pub fn policy(&self) -> Arc<PolicySet> {
+        self.policy.load_full()
+    }
+
+    /// Replaces the policy set. Decisions in flight finish on the set they
+    /// started with; cached entries of the old set can never be served (the
+    /// key holds the set's generation) and are dropped.
+    pub fn replace_policy(&self, policy: PolicySet) {
+        self.policy.store(Arc::new(policy));
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+    }
+
+    /// Reload counters and the last reload error.
+    pub fn reload_status(&self) -> &ReloadStatus {
+        &self.reloads
+    }
+
+    /// The cache, when on.
+    pub fn cache(&self) -> Option<&DecisionCache> {
+        self.cache.as_ref()
+    }
+
+    /// Decides `req` at `now`. `explain` adds a trace and bypasses the cache.
+    pub fn decide(&self, req: &DecideRequest, now: DateTime<Utc>, explain: bool) -> Decision {
+        let started = std::time::Instant::now();
+        let policy = self.policy.load_full();
+        // A live step-up elevation lifts the session before the cache
+        // lookup, so the key sees the effective session.
+        let elevated = self.history.elevate(&policy, req, now);
+        let req = elevated.as_ref().unwrap_or(req);
+        let cache = if explain { None } else { self.cache.as_ref() };
+        // The history view is built only if a condition reads `history`;
+        // recording reuses what it looked up.
+        let lazy = Lazy::new(Some(&self.history), &policy, req, now);
+        let mut decision = cache::decide(cache, Arc::clone(&policy), req, now, &lazy, explain);
+        self.history.record(req, &decision, now, lazy.built());
+        decision.elapsed = started.elapsed();
+        self.metrics
+            .record(&decision, decision.elapsed, cache.is_some());
+        decision
+    }
+}
+
+impl Service {
+    /// The service `config` describes: the policy set loaded from its
+    /// directory (warnings go to the log), the cache, the history with its
+    /// shared backend, the decision log.
+    pub fn start(config: &Config) -> Result<Self, StartError> {
+        let policy = match PolicySet::load_with(&config.policies, &config.lists, None) {
+            Ok((set, warnings)) => {
+                for w in &warnings.diagnostics {
+                    tracing::warn!("{w}");
+                }
+                set
+            }
+            Err(report) => return Err(StartError::Policy(report)),
+        };
+        tracing::info!(
+            revision = %policy.revision,
+            levels = policy.levels.len(),
+            signals = policy.signals.len(),
+            rules = policy.rules.len(),
+            lists = %policy.lists().summary(),
+            dir = %config.policies.display(),
+            "policy set loaded"
+        );
+        let mut history = History::new(config.history.clone());
+        if let Some(redis) = &config.history.redis {
+            let backend = crate::history::redis::RedisBackend::start(redis, config.history.limits)
+                .map_err(StartError::HistoryBackend)?;
+            tracing::info!("history shared through Redis");
+            history = history.with_backend(Arc::new(backend));
+        }
+        let service = Self::new(policy, config.cache).with_history(history);
+        Ok(match &config.decision_log {
+            Some(log) => {
+                let log = DecisionLog::start(log.clone(), Arc::clone(service.metrics()))
+                    .map_err(StartError::DecisionLog)?;
+                service.with_decision_log(log)
+            }
+            None => service,
+        })
+    }
+}
+
+impl crate::telemetry::otlp::PolicyState for Service {
+    fn reloads(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.reloads.ok.load(Relaxed),
+            self.reloads.failed.load(Relaxed),
+        )
+    }
+
+    fn revision(&self) -> Arc<str> {
+        Arc::clone(&self.policy.load().revision)
+    }
+}
