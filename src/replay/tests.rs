@@ -2,8 +2,15 @@
 
 use std::io::Cursor;
 
+use std::time::Duration;
+
+use serde_json::json;
+
 use super::*;
+use crate::engine::Outcome;
+use crate::proto::v1::DecideRequest;
 use crate::server::convert;
+use input::excerpt;
 
 const LEVELS: &str = r#"
 apiVersion: stepup/v1
