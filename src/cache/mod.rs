@@ -46,7 +46,7 @@ impl Default for CacheConfig {
 ///
 /// Keys are hashed with foldhash, randomly seeded per cache, rather than
 /// moka's default SipHash: a key is a few hundred bytes, and SipHash-1-3
-/// over them was a quarter of a cache hit. Keys hold request values a user
+/// over them is a large share of a cache hit. Keys hold request values a user
 /// may choose, so the seed stays random (no fixed-seed hasher).
 pub struct DecisionCache {
     inner: moka::sync::Cache<Box<[u8]>, Arc<Evaluated>, foldhash::fast::RandomState>,

@@ -5,8 +5,8 @@
 //!
 //! The CEL interpreter allocates on every field selection and builds its
 //! overload error eagerly on every comparison and `!`, which made up most of
-//! a cached decision's cost: the three `history` rules of the example set
-//! took 18k instructions per refund in it, against a few hundred here.
+//! a cached decision's cost (the volatile `history` rules run on every
+//! decision, cache hit or not).
 //!
 //! This is a fast path, not a second interpreter: it answers only where the
 //! answer is plain (operands of the expected types, present, no NaN) and

@@ -79,8 +79,8 @@ impl VariableResolver for Variables<'_> {
 /// resolves to nothing, so the interpreter falls back to selecting field by
 /// field and reports a missing key exactly as it would have.
 ///
-/// Names are short, so a byte loop finds the dots (`str::split` costs about
-/// a hundred instructions per call here, more than the lookup itself).
+/// Names are short, so a byte loop finds the dots (`str::split`'s pattern
+/// machinery costs more than the lookup itself).
 fn resolve_path<'a>(req: &'a DecideRequest, name: &str) -> Option<Node<'a>> {
     let (root, mut rest) = split_segment(name);
     let mut node = view::variable(req, root)?;

@@ -2,9 +2,9 @@
 //! remembered (and sent to a shared backend) only as these, never in clear.
 //!
 //! SipHash-1-3 with a 128-bit output: a keyed PRF built for short inputs
-//! (identifiers are tens of bytes; it hashes one in ~20 ns, where keyed
-//! BLAKE3 costs several times that below its 1 KiB chunk size), small, free
-//! of platform-specific code and already in the dependency tree. Without the
+//! (identifiers are tens of bytes, where keyed BLAKE3 is slower below its
+//! 1 KiB chunk size), small, free of platform-specific code and already in
+//! the dependency tree. Without the
 //! key, a hash cannot be linked back to an identifier by guessing ids.
 
 use std::hash::Hasher;

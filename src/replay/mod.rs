@@ -42,9 +42,9 @@ pub struct ReplayOptions {
     /// The clock of lines that record no time.
     pub now: DateTime<Utc>,
     /// Decision cache entries per policy set (0: no cache, the default).
-    /// Answers do not depend on it. On varied traffic it costs more than
-    /// it saves (measured: 123k lines/s without, 66k with, on one core);
-    /// it pays off only for logs of many identical requests.
+    /// Answers do not depend on it. On varied traffic a miss costs more
+    /// than deciding without the cache; it pays off only for logs of many
+    /// identical requests.
     pub cache: u64,
 }
 

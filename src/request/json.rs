@@ -1,7 +1,7 @@
 //! A `DecideRequest` as its proto3 JSON, written field by field without
 //! serde: the same text pbjson's `Serialize` impl writes through
-//! [`crate::json::write`], at a fraction of the instructions (the decision
-//! log writes one per decision). Every message is destructured without `..`,
+//! [`crate::json::write`], for less (the decision log writes one per
+//! decision). Every message is destructured without `..`,
 //! so a field added to the proto does not compile until it is written here;
 //! the tests hold the text to pbjson's.
 

@@ -216,10 +216,9 @@ impl DecisionLog {
     /// Without masks the line is written here, on the request thread, and
     /// only its bytes are queued: the request and decision are then freed
     /// by the thread that allocated them, while still in its cache (on the
-    /// writer, cross-thread frees and cold reads cost about 2,500 more
-    /// instructions a line). With masks the entry is queued and the writer
-    /// masks it (masking builds a JSON tree, which would cost the request
-    /// path several microseconds).
+    /// writer, cross-thread frees and cold reads would cost more than the
+    /// line). With masks the entry is queued and the writer masks it
+    /// (masking builds a JSON tree, too slow for the request path).
     pub fn submit(&self, entry: Entry) -> bool {
         if !self.sampled(entry.decision.outcome, &entry.decision.id) {
             return false;

@@ -8,10 +8,9 @@ use std::path::PathBuf;
 use super::Sink;
 
 /// Bytes buffered before a `write(2)`; a batch (what the writer takes from
-/// the queue in one go, see [`NAP`]) is flushed at its end anyway. Large
-/// writes matter: on ext4 a buffered write costs about 4 ns a byte in 8 KiB
-/// writes (`BufWriter`'s default), 0.4 ns in 64 KiB or larger ones
-/// (measured with `dd`), most of it per call, not per byte.
+/// the queue in one go) is flushed at its end anyway. Large writes matter:
+/// most of a buffered write's cost is per call, not per byte, so
+/// `BufWriter`'s default of 8 KiB costs several times more per line.
 pub(super) const WRITE_BUFFER: usize = 256 * 1024;
 
 pub(super) enum Output {
