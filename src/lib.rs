@@ -50,6 +50,7 @@ pub mod service;
 pub mod suite;
 pub mod telemetry;
 
+pub use cache::CacheConfig;
 pub use engine::{Decision, Outcome};
 pub use policy::PolicySet;
 pub use server::run;
