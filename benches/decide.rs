@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
+use stepup::CacheConfig;
 use stepup::PolicySet;
 use stepup::Service;
-use stepup::cache::CacheConfig;
+use stepup::internal::response;
 use stepup::proto::v1::DecideRequest;
-use stepup::server::convert;
 
 fn request(json: &str) -> DecideRequest {
     serde_json::from_str(json).expect("bench request is valid JSON")
@@ -105,7 +105,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function("cache_off+response", |b| {
             b.iter(|| {
                 let d = off.decide(black_box(&req), now, false);
-                black_box(convert::response(&d))
+                black_box(response(&d))
             })
         });
         g.finish();
@@ -116,7 +116,7 @@ fn bench(c: &mut Criterion) {
 /// (to a file; the writer thread runs on the other core): decide, build the
 /// response, and for the log, write the line and queue its bytes.
 fn logging(c: &mut Criterion) {
-    use stepup::telemetry::decision_log::{DecisionLog, DecisionLogConfig, Sink};
+    use stepup::{DecisionLog, DecisionLogConfig, Sink};
     let now = Utc
         .with_ymd_and_hms(2026, 11, 27, 10, 0, 0)
         .single()
@@ -140,7 +140,7 @@ fn logging(c: &mut Criterion) {
         b.iter(|| {
             let r = req.clone();
             let d = plain.decide(black_box(&r), now, false);
-            let response = convert::response(&d);
+            let response = response(&d);
             plain.log("decide", now, r, d);
             black_box(response)
         })
@@ -149,7 +149,7 @@ fn logging(c: &mut Criterion) {
         b.iter(|| {
             let r = req.clone();
             let d = logged.decide(black_box(&r), now, false);
-            let response = convert::response(&d);
+            let response = response(&d);
             logged.log("decide", now, r, d);
             black_box(response)
         })

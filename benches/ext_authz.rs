@@ -20,14 +20,15 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use envoy_types::pb::google::protobuf as epb;
+use stepup::CacheConfig;
+use stepup::Mapping;
 use stepup::PolicySet;
+use stepup::ServeOptions;
 use stepup::Service;
-use stepup::cache::CacheConfig;
-use stepup::config::{Config, Overrides};
-use stepup::mapping::Mapping;
+use stepup::internal::{check as ext_authz_check, response};
 use stepup::proto::v1::DecideRequest;
 use stepup::proto::v1::decision_service_client::DecisionServiceClient;
-use stepup::server::{ServeOptions, convert, ext_authz};
+use stepup::{Config, Overrides};
 
 const NOW: i64 = 1_795_780_800; // 2026-11-27T12:00:00Z
 
@@ -190,15 +191,15 @@ fn bench(c: &mut Criterion) {
         g.bench_function("decide", |b| {
             b.iter(|| {
                 let req = black_box(&decide_req);
-                let now = stepup::request::validate(req, clock).expect("valid");
+                let now = stepup::validate(req, clock).expect("valid");
                 let d = engine.decide(req, now, false);
-                black_box(convert::response(&d))
+                black_box(response(&d))
             })
         });
         g.bench_function("check", |b| {
             b.iter(|| {
                 black_box(
-                    ext_authz::check(&engine, &mapping, black_box(&check_req), clock)
+                    ext_authz_check(&engine, &mapping, black_box(&check_req), clock)
                         .expect("valid"),
                 )
             })
@@ -213,7 +214,7 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let (addr, stop) = rt.block_on(async {
-        let listener = stepup::server::bind("127.0.0.1:0".parse().expect("addr"))
+        let listener = stepup::bind("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -221,7 +222,7 @@ fn bench(c: &mut Criterion) {
         let options = ServeOptions {
             ext_authz: Arc::new(mapping.clone()),
         };
-        tokio::spawn(stepup::server::serve_with(
+        tokio::spawn(stepup::serve_with(
             engine(100_000),
             listener,
             options,

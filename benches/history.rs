@@ -14,9 +14,9 @@ use std::path::Path;
 
 use chrono::{TimeZone, Utc};
 use criterion::{Criterion, criterion_group};
+use stepup::CacheConfig;
 use stepup::PolicySet;
 use stepup::Service;
-use stepup::cache::CacheConfig;
 use stepup::history::{Enabled, History, HistoryConfig, Limits};
 use stepup::proto::v1::DecideRequest;
 

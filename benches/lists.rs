@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use stepup::lists::{IpList, Lists};
+use stepup::internal::{IpList, Lists};
 
 /// xorshift64: deterministic fixtures without a dependency.
 struct Rng(u64);
@@ -193,7 +193,7 @@ fn bench(c: &mut Criterion) {
         .compile(r#"ip_in(ip, "tor_exits")"#)
         .expect("the expression compiles");
     let mut root = cel::Context::with_env(env);
-    stepup::lists::add_ip_in(&mut root, &lists);
+    stepup::internal::add_ip_in(&mut root, &lists);
     let mut g = c.benchmark_group("lists/ip_in");
     for (name, ip) in [("v4 hit", &v4_hit_text[0]), ("v6 hit", &v6_hit_text[0])] {
         let mut ctx = root.new_inner_scope();

@@ -21,9 +21,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 use stepup::PolicySet;
 
+use stepup::internal::response;
+use stepup::internal::{Baseline, ReplayOptions, replay};
 use stepup::proto::v1::DecideRequest;
-use stepup::replay::{Baseline, ReplayOptions, replay};
-use stepup::server::convert;
 
 const LINES: usize = 20_000;
 
@@ -97,14 +97,15 @@ fn log(policy: &Arc<PolicySet>, lines: usize) -> String {
             "attributes": { "fraud_score": f64::from(u32::try_from(rng.next(100)).unwrap_or(0)) / 100.0 }
         }))
         .expect("bench request is valid");
-        let decision = stepup::cache::decide_with(Arc::clone(policy), None, &request, now, false);
+        let decision =
+            stepup::internal::decide_with(Arc::clone(policy), None, &request, now, false);
         let line = json!({
             "time": now.to_rfc3339(),
             "source": "decide",
             "latency_us": 7.2,
             "cache_hit": false,
             "request": request,
-            "decision": convert::response(&decision),
+            "decision": response(&decision),
         });
         out.push_str(&line.to_string());
         out.push('\n');

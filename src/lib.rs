@@ -6,6 +6,38 @@
 //! and answers ALLOW, CHALLENGE (with the RFC 9470 step-up requirement) or
 //! DENY, with reasons, risk score, decision id and policy revision.
 //!
+//! # Example
+//!
+//! Load the bundled example policies and decide a refund from a
+//! password-only session:
+//!
+//! ```
+//! use stepup::proto::v1::DecideRequest;
+//! use stepup::{CacheConfig, Outcome, PolicySet, Service};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (policies, _warnings) = PolicySet::load(std::path::Path::new("policies"))?;
+//! let service = Service::new(policies, CacheConfig::default());
+//!
+//! let request: DecideRequest = serde_json::from_str(r#"{
+//!     "action": "payments.refund",
+//!     "subject": { "id": "alice" },
+//!     "session": { "acr": "urn:stepup:aal1", "amr": ["pwd"],
+//!                  "authTime": "2026-11-27T09:00:00Z" },
+//!     "resource": { "type": "order", "attributes": { "amount": 2500 } }
+//! }"#)?;
+//! let now = "2026-11-27T10:00:00Z".parse()?;
+//! let decision = service.decide(&request, now, false);
+//!
+//! assert_eq!(decision.outcome, Outcome::Challenge);
+//! assert!(decision.reasons().any(|(rule, _, _)| &**rule == "refund-large"));
+//! assert_eq!(decision.acr_values()[0].as_ref(), "urn:stepup:aal2");
+//! let challenge = decision.www_authenticate().unwrap_or_default();
+//! assert!(challenge.starts_with(r#"Bearer error="insufficient_user_authentication""#));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Architecture: one direction of dependencies
 //!
 //! Modules, lowest first. A module imports only from modules above it in
@@ -31,30 +63,55 @@
 //!
 //! Unit tests may import from anywhere to build their fixtures.
 
-pub mod cache;
+mod cache;
 pub mod cli;
-pub mod config;
-pub mod duration;
-pub mod engine;
-pub mod expr;
-pub mod glob;
+mod config;
+mod duration;
+mod engine;
+mod expr;
+mod glob;
 pub mod history;
-pub(crate) mod json;
-pub mod lists;
-pub mod mapping;
-pub mod policy;
-pub mod replay;
-pub mod request;
-pub mod server;
-pub mod service;
-pub mod suite;
-pub mod telemetry;
+mod json;
+mod lists;
+mod mapping;
+mod policy;
+mod replay;
+mod request;
+mod server;
+mod service;
+mod suite;
+mod telemetry;
 
+// The API: what a program embedding the sidecar needs. Everything else is
+// private to the crate.
 pub use cache::CacheConfig;
-pub use engine::{Decision, Outcome};
-pub use policy::PolicySet;
-pub use server::run;
-pub use service::Service;
+pub use config::{Config, ConfigError, LogFormat, Overrides};
+pub use engine::{Assessment, Decision, EvalError, Outcome, ShadowResult, TraceEntry};
+pub use lists::ListsConfig;
+pub use mapping::{FileExtAuthz, Mapping};
+pub use policy::{Diagnostic, Effect, Location, PolicySet, Report, Severity};
+pub use request::{InvalidRequest, MAX_DEPTH, MAX_ENTRIES, MAX_STRING_BYTES, validate};
+pub use server::{MAX_MESSAGE_BYTES, ServeError, ServeOptions, bind, run, serve, serve_with};
+pub use service::watch::{Reload, ReloadStatus, Reloader, WatchOptions, run as watch};
+pub use service::{Service, StartError};
+pub use telemetry::decision_log::{DecisionLog, DecisionLogConfig, Sampling, Sink};
+
+/// Not API: the internals this crate's benchmarks, fuzz targets and
+/// integration tests reach into, which as separate crates see only public
+/// items (`rustls::internal` is the same arrangement). No stability promise:
+/// anything here may change in any release.
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::cache::{DecisionCache, decide_with};
+    pub use crate::history::Backend;
+    pub use crate::history::keys::Keyer;
+    pub use crate::history::model::{Observation, Update, Verdict};
+    pub use crate::history::redis::RedisBackend;
+    pub use crate::lists::{IpList, Lists, add_ip_in};
+    pub use crate::replay::{Baseline, ReplayOptions, replay};
+    pub use crate::server::convert::response;
+    pub use crate::server::ext_authz::check;
+}
 
 /// The generated protobuf types and gRPC stubs of `proto/`.
 pub mod proto {

@@ -16,10 +16,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use pbjson_types::{Timestamp, Value};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
+use stepup::CacheConfig;
 use stepup::Decision;
 use stepup::PolicySet;
-use stepup::cache::decide_with;
-use stepup::cache::{CacheConfig, DecisionCache};
+use stepup::internal::DecisionCache;
+use stepup::internal::decide_with;
 use stepup::proto::v1 as pb;
 
 fn policy() -> Arc<PolicySet> {
@@ -303,7 +304,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn history_engine(cache: CacheConfig) -> stepup::Service {
-    use stepup::history::{Enabled, History, HistoryConfig, config::Secret};
+    use stepup::history::{Enabled, History, HistoryConfig, Secret};
     let (policy, _) =
         PolicySet::from_str("h.yaml", HISTORY_POLICY).unwrap_or_else(|r| panic!("{r}"));
     stepup::Service::new(policy, cache).with_history(History::new(HistoryConfig {

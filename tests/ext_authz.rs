@@ -26,14 +26,14 @@ use envoy_types::pb::envoy::service::auth::v3::{
     AttributeContext, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
 };
 use envoy_types::pb::google::protobuf as epb;
+use stepup::CacheConfig;
 use stepup::PolicySet;
 use stepup::Service;
-use stepup::cache::CacheConfig;
-use stepup::config::{Config, Overrides};
-use stepup::mapping::{FileExtAuthz, Mapping};
 use stepup::proto::v1::decision_service_client::DecisionServiceClient;
 use stepup::proto::v1::{self as pb, DecideRequest};
-use stepup::server::{ServeOptions, serve_with};
+use stepup::{Config, Overrides};
+use stepup::{FileExtAuthz, Mapping};
+use stepup::{ServeOptions, serve_with};
 use tokio::sync::oneshot;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -45,7 +45,7 @@ const CHALLENGE: &str = "Bearer error=\"insufficient_user_authentication\", erro
 struct Sidecar {
     channel: Channel,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), stepup::server::ServeError>>,
+    task: tokio::task::JoinHandle<Result<(), stepup::ServeError>>,
 }
 
 impl Sidecar {
@@ -59,9 +59,7 @@ impl Sidecar {
             ..Default::default()
         });
         let engine = Arc::new(Service::new(policy, CacheConfig::default()).with_history(history));
-        let listener = stepup::server::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let listener = stepup::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
         let options = ServeOptions {

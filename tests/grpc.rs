@@ -11,7 +11,7 @@ mod common;
 
 use common::{TestServer, examples};
 use pbjson_types::Timestamp;
-use stepup::cache::CacheConfig;
+use stepup::CacheConfig;
 use stepup::proto::v1::{self as pb, DecideRequest, Outcome};
 use tonic::Code;
 
@@ -182,7 +182,7 @@ async fn invalid_requests_name_the_field() {
 
     // Over 1 MiB the transport refuses the message before Decide sees it.
     let mut r = refund(10.0);
-    r.subject.as_mut().unwrap().id = "x".repeat(stepup::server::MAX_MESSAGE_BYTES + 1);
+    r.subject.as_mut().unwrap().id = "x".repeat(stepup::MAX_MESSAGE_BYTES + 1);
     let status = client.decide(r).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
 

@@ -11,9 +11,9 @@ mod common;
 
 use common::TestServer;
 use pbjson_types::Timestamp;
+use stepup::CacheConfig;
 use stepup::PolicySet;
 use stepup::Service;
-use stepup::cache::CacheConfig;
 use stepup::history::{History, HistoryConfig, Limits};
 use stepup::proto::v1::decision_service_client::DecisionServiceClient;
 use stepup::proto::v1::{DecideRequest, DecideResponse, Outcome, RecordStepUpRequest};

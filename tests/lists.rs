@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use stepup::CacheConfig;
+use stepup::ListsConfig;
 use stepup::PolicySet;
 use stepup::Service;
-use stepup::cache::CacheConfig;
-use stepup::lists::ListsConfig;
 use stepup::proto::v1::{DecideRequest, DecideResponse, Network, Outcome, Subject};
-use stepup::service::watch::{Reloader, WatchOptions};
+use stepup::{Reloader, WatchOptions};
 
 const POLICY: &str = "apiVersion: stepup/v1
 kind: Levels
@@ -153,7 +153,7 @@ async fn decisions_follow_list_membership_and_list_reloads() {
         Reloader::new(Arc::clone(&server.engine), s.policies.clone()).with_lists(s.lists.clone()),
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let watch = tokio::spawn(stepup::service::watch::run(
+    let watch = tokio::spawn(stepup::watch(
         reloader,
         WatchOptions {
             notify: true,
@@ -310,7 +310,7 @@ async fn a_configmap_style_list_swap_is_picked_up() {
     let reloader =
         Arc::new(Reloader::new(Arc::clone(&server.engine), s.policies.clone()).with_lists(lists));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let watch = tokio::spawn(stepup::service::watch::run(
+    let watch = tokio::spawn(stepup::watch(
         reloader,
         WatchOptions {
             notify: true,

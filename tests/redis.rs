@@ -319,9 +319,10 @@ async fn decisions_go_on_when_redis_is_unreachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_updates_from_replicas_are_all_kept() {
     use std::sync::Arc;
-    use stepup::history::config::{RedisConfig, Secret};
-    use stepup::history::redis::RedisBackend;
-    use stepup::history::{Backend as _, Keyer, Limits, Observation, Update, Verdict};
+    use stepup::history::Limits;
+    use stepup::history::{RedisConfig, Secret};
+    use stepup::internal::RedisBackend;
+    use stepup::internal::{Backend as _, Keyer, Observation, Update, Verdict};
 
     let redis = Redis::start();
     let config = RedisConfig {
@@ -376,9 +377,10 @@ async fn concurrent_updates_from_replicas_are_all_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_at_shutdown_writes_what_is_still_queued() {
     use std::sync::Arc;
-    use stepup::history::config::{RedisConfig, Secret};
-    use stepup::history::redis::RedisBackend;
-    use stepup::history::{Backend as _, Keyer, Limits, Observation, Update, Verdict};
+    use stepup::history::Limits;
+    use stepup::history::{RedisConfig, Secret};
+    use stepup::internal::RedisBackend;
+    use stepup::internal::{Backend as _, Keyer, Observation, Update, Verdict};
 
     let redis = Redis::start();
     let config = RedisConfig {

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use stepup::cache::CacheConfig;
+use stepup::CacheConfig;
 use stepup::proto::v1::{DecideRequest, Outcome, Subject};
-use stepup::service::watch::{Reload, Reloader, WatchOptions};
+use stepup::{Reload, Reloader, WatchOptions};
 
 const LEVELS: &str = "apiVersion: stepup/v1\nkind: Levels\nlevels:\n  - { name: aal1, acr: [a1] }\n  - { name: aal2, acr: [a2] }\n";
 
@@ -242,7 +242,7 @@ async fn watcher_follows_a_configmap_symlink_swap() {
         poll: None, // notifications only: this tests the watcher
         ..WatchOptions::default()
     };
-    let watcher = tokio::spawn(stepup::service::watch::run(reloader, options, async {
+    let watcher = tokio::spawn(stepup::watch(reloader, options, async {
         let _ = stop_rx.await;
     }));
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -285,7 +285,7 @@ async fn the_watchers_own_reads_do_not_trigger_reloads() {
         poll: None,
         ..WatchOptions::default()
     };
-    let watcher = tokio::spawn(stepup::service::watch::run(reloader, options, async {
+    let watcher = tokio::spawn(stepup::watch(reloader, options, async {
         let _ = stop_rx.await;
     }));
     tokio::time::sleep(Duration::from_millis(200)).await;

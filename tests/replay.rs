@@ -15,8 +15,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use stepup::PolicySet;
+use stepup::internal::response;
 use stepup::proto::v1::DecideRequest;
-use stepup::server::convert;
 
 fn stepup(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stepup"))
@@ -76,7 +76,7 @@ fn recorded(requests: &[DecideRequest]) -> String {
     let now: DateTime<Utc> = "2026-11-27T10:00:00Z".parse().unwrap();
     let mut out = String::new();
     for r in requests {
-        let d = stepup::cache::decide_with(Arc::clone(&set), None, r, now, false);
+        let d = stepup::internal::decide_with(Arc::clone(&set), None, r, now, false);
         out.push_str(
             &json!({
                 "time": "2026-11-27T10:00:00.000000Z",
@@ -84,7 +84,7 @@ fn recorded(requests: &[DecideRequest]) -> String {
                 "latency_us": 6.0,
                 "cache_hit": false,
                 "request": r,
-                "decision": convert::response(&d),
+                "decision": response(&d),
             })
             .to_string(),
         );

@@ -43,13 +43,13 @@
 //! their results, so a cached answer can never be stale with respect to
 //! history.
 
-pub mod config;
-pub mod geo;
-pub mod keys;
+pub(crate) mod config;
+pub(crate) mod geo;
+pub(crate) mod keys;
 mod lazy;
-pub mod model;
-pub mod redis;
-pub mod store;
+pub(crate) mod model;
+pub(crate) mod redis;
+pub(crate) mod store;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -60,14 +60,14 @@ use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use pbjson_types::value::Kind;
 
-pub use crate::expr::history::View;
-pub use config::{Enabled, HistoryConfig};
-pub use keys::{ItemKey, Keyer, SubjectKey};
-pub use lazy::{Built, Lazy, Lookups};
-pub use model::{
-    Elevation, Limits, Millis, Observation, Place, StepUpReport, SubjectHistory, Update, Verdict,
-};
-pub use store::LocalStore;
+pub use config::{Enabled, HistoryConfig, RedisConfig, Secret};
+pub use model::{Limits, StepUpReport};
+
+pub(crate) use crate::expr::history::View;
+pub(crate) use keys::{ItemKey, Keyer, SubjectKey};
+pub(crate) use lazy::{Built, Lazy, Lookups};
+pub(crate) use model::{Millis, Observation, Place, SubjectHistory, Update};
+pub(crate) use store::LocalStore;
 
 use crate::engine::{Decision, Outcome};
 use crate::policy::PolicySet;

@@ -30,7 +30,7 @@ impl From<Outcome> for Verdict {
     }
 }
 
-pub use crate::expr::history::{Millis, country_str};
+pub use crate::expr::history::Millis;
 
 /// How much is kept, and for how long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

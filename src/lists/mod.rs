@@ -24,7 +24,7 @@ use std::sync::Arc;
 use cel::common::types::CelString;
 use sha2::{Digest, Sha256};
 
-pub use geoip::{Country, GeoIp, GeoPoint};
+pub use geoip::{GeoIp, GeoPoint};
 pub use ip::IpList;
 
 /// The CEL function testing list membership: `ip_in(ip, "list")`.

@@ -223,6 +223,9 @@ impl fmt::Display for Report {
     }
 }
 
+/// A report that stops a load is the error of that load.
+impl std::error::Error for Report {}
+
 /// The candidate closest to `word` by edit distance, when close enough to be a
 /// likely typo: the basis of every "did you mean" help.
 pub fn did_you_mean<'a>(

@@ -23,7 +23,7 @@ use crate::policy::PolicySet;
 use compare::Comparison;
 pub use input::LineProblem;
 use input::{clock, parse_line, render_line_error};
-pub use report::{Example, ReplayReport, Side, Transition, outcome_name};
+pub use report::ReplayReport;
 
 /// What the candidate's decisions are compared with.
 #[derive(Debug)]

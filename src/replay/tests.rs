@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::report::outcome_name;
 use super::*;
 use crate::engine::Outcome;
 use crate::proto::v1::DecideRequest;

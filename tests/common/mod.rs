@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use stepup::CacheConfig;
 use stepup::PolicySet;
 use stepup::Service;
-use stepup::cache::CacheConfig;
 use stepup::proto::v1::decision_service_client::DecisionServiceClient;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -39,7 +39,7 @@ pub struct TestServer {
     pub addr: std::net::SocketAddr,
     pub engine: Arc<Service>,
     shutdown: Option<oneshot::Sender<()>>,
-    pub task: tokio::task::JoinHandle<Result<(), stepup::server::ServeError>>,
+    pub task: tokio::task::JoinHandle<Result<(), stepup::ServeError>>,
 }
 
 impl TestServer {
@@ -51,18 +51,12 @@ impl TestServer {
     /// Serves `engine` (e.g. one with its own history settings).
     pub async fn start_engine(engine: Service) -> Self {
         let engine = Arc::new(engine);
-        let listener = stepup::server::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let listener = stepup::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(stepup::server::serve(
-            Arc::clone(&engine),
-            listener,
-            async {
-                let _ = rx.await;
-            },
-        ));
+        let task = tokio::spawn(stepup::serve(Arc::clone(&engine), listener, async {
+            let _ = rx.await;
+        }));
         Self {
             addr,
             engine,
