@@ -168,7 +168,7 @@ pub fn decide(
     }
 }
 
-/// [`decide`] with `history` read as a subject never seen.
+/// `decide` with `history` read as a subject never seen.
 pub fn decide_with(
     policy: Arc<PolicySet>,
     cache: Option<&DecisionCache>,

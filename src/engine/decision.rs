@@ -86,7 +86,7 @@ pub struct Decision {
     pub trace: Vec<TraceEntry>,
     /// The matched shadow rules and what they would have done.
     pub shadow: Vec<ShadowResult>,
-    /// Time to decide (set by [`Service::decide`]).
+    /// Time to decide (set by `Service::decide`).
     pub elapsed: Duration,
 }
 

@@ -4,42 +4,42 @@
 //!
 //! # Architecture
 //!
-//! - [`keys`]: subjects, devices, sessions and IPs are kept only as keyed
-//!   hashes ([`Keyer`], SipHash-1-3/128), never in clear, here or in a
+//! - `keys`: subjects, devices, sessions and IPs are kept only as keyed
+//!   hashes (`Keyer`, SipHash-1-3/128), never in clear, here or in a
 //!   shared backend.
-//! - [`model`]: plain data. A [`SubjectHistory`] per subject; an
-//!   [`Observation`] is what one decision adds, a [`StepUpReport`] what
-//!   `RecordStepUp` adds; both travel to a backend as an [`Update`].
-//! - [`store`]: the local in-memory store (`dashmap`, a mutex per subject),
-//!   bounded in subjects, devices, events and time ([`Limits`]).
-//! - [`view`]: the [`View`] a decision reads, built lazily on the first read
+//! - `model`: plain data. A `SubjectHistory` per subject; an
+//!   `Observation` is what one decision adds, a `StepUpReport` what
+//!   `RecordStepUp` adds; both travel to a backend as an `Update`.
+//! - `store`: the local in-memory store (`dashmap`, a mutex per subject),
+//!   bounded in subjects, devices, events and time (`Limits`).
+//! - `view`: the `View` a decision reads, built lazily on the first read
 //!   of `history` from the local store (synchronously: the decision itself
 //!   never waits on I/O), plus `history.count(glob, window)`.
 //!
-//! The flow of one decision: (1) with a shared [`Backend`], the gRPC handler
-//! awaits [`History::prefetch`], which refreshes the subject's local entry
+//! The flow of one decision: (1) with a shared `Backend`, the gRPC handler
+//! awaits `History::prefetch`, which refreshes the subject's local entry
 //! from the backend within a timeout and falls back to local history on
-//! error; (2) [`History::elevate`] applies a live step-up elevation to the
+//! error; (2) `History::elevate` applies a live step-up elevation to the
 //! request's session, before the cache lookup; (3) the engine decides,
-//! building the [`View`] only if a condition reads `history`; (4)
-//! [`History::record`] applies the [`Observation`] to the local store and
-//! queues it for the backend ([`Backend::publish`], never blocking).
+//! building the `View` only if a condition reads `history`; (4)
+//! `History::record` applies the `Observation` to the local store and
+//! queues it for the backend (`Backend::publish`, never blocking).
 //!
 //! # Adding a shared backend
 //!
-//! Implement [`Backend`] (e.g. `src/history/redis.rs`): `fetch` returns the
-//! subject's [`SubjectHistory`] (merged into the local entry with
-//! [`SubjectHistory::merge`], a union, so fetching twice is harmless);
-//! `publish` queues each [`Update`] and applies it on the shared side with
-//! [`SubjectHistory::observe`] / [`SubjectHistory::step_up`] (or an
+//! Implement `Backend` (e.g. `src/history/redis.rs`): `fetch` returns the
+//! subject's `SubjectHistory` (merged into the local entry with
+//! `SubjectHistory::merge`, a union, so fetching twice is harmless);
+//! `publish` queues each `Update` and applies it on the shared side with
+//! `SubjectHistory::observe` / `SubjectHistory::step_up` (or an
 //! equivalent server-side script), never blocking the caller. Keys are
-//! [`SubjectKey::to_hex`]; replicas must share `[history] hash_key`. Attach it
-//! with [`History::with_backend`] where the engine is built (`cli.rs`). The
-//! gRPC `Decide` handler already awaits [`History::prefetch`] when a backend
+//! `SubjectKey::to_hex`; replicas must share `[history] hash_key`. Attach it
+//! with `History::with_backend` where the engine is built (`cli.rs`). The
+//! gRPC `Decide` handler already awaits `History::prefetch` when a backend
 //! is set; Envoy's `Check` path is synchronous and decides on local history.
 //!
 //! Conditions that read `history` are volatile (see
-//! [`crate::policy::Condition::volatile`]): the decision cache never stores
+//! `crate::policy::Condition::volatile`): the decision cache never stores
 //! their results, so a cached answer can never be stale with respect to
 //! history.
 
