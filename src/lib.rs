@@ -64,6 +64,8 @@
 //! Unit tests may import from anywhere to build their fixtures.
 
 mod cache;
+// Public for the `stepup` binary (a separate crate target), not an API.
+#[doc(hidden)]
 pub mod cli;
 mod config;
 mod duration;

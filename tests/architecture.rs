@@ -173,3 +173,21 @@ fn every_module_of_lib_rs_has_a_layer() {
         assert!(rank(m).is_some(), "`{m}` is in no layer of the rule");
     }
 }
+
+/// The API is curated: `lib.rs` makes public only the modules a user of the
+/// library is meant to reach (the generated types, the binary's commands,
+/// the history settings and the doc-hidden internals for benches and tests);
+/// everything else is exported item by item with `pub use`.
+#[test]
+fn only_the_curated_modules_are_public() {
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let public: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| {
+            let name = l.strip_prefix("pub mod ")?;
+            Some(name.trim_end_matches([';', '{', ' ']))
+        })
+        .collect();
+    assert_eq!(public, ["cli", "history", "internal", "proto"]);
+}
