@@ -5,6 +5,8 @@
 //! `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`). Incoming W3C
 //! `traceparent` metadata makes a decision's span a child of the caller's.
 
+use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::trace::TracerProvider as _;
@@ -66,10 +68,12 @@ fn otlp_requested() -> bool {
 /// needs one).
 pub fn init(filter: &str, format: LogFormat) -> Telemetry {
     let logs = tracing_subscriber::EnvFilter::new(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour(std::io::stderr().is_terminal()));
     let fmt = match format {
         LogFormat::Json => fmt.json().with_filter(logs).boxed(),
-        LogFormat::Text => fmt.with_filter(logs).boxed(),
+        LogFormat::Text => fmt.fmt_fields(escaped_fields()).with_filter(logs).boxed(),
     };
 
     let mut error = None;
@@ -122,6 +126,44 @@ pub fn init(filter: &str, format: LogFormat) -> Telemetry {
         tracing::info!("exporting traces over OTLP");
     }
     Telemetry { provider }
+}
+
+/// Colour only for a person at a terminal: never into a file or a pipe, and
+/// never when `NO_COLOR` is set to anything (<https://no-color.org>).
+fn colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Text-format fields with control characters escaped (`\n`, `\u{1b}`):
+/// field values carry request input (an action name, a header), and a raw
+/// newline or terminal escape in one would forge a log line or repaint the
+/// reader's terminal. JSON lines are escaped by the JSON writer already.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static
+{
+    use tracing_subscriber::field::MakeExt as _;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        if field.name() != "message" {
+            write!(writer, "{}=", field.name())?;
+        }
+        write!(Escaped(writer), "{value:?}")
+    })
+    .delimited(" ")
+}
+
+/// Writes through to the log line, escaping control characters.
+struct Escaped<'a, 'w>(&'a mut tracing_subscriber::fmt::format::Writer<'w>);
+
+impl std::fmt::Write for Escaped<'_, '_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let mut rest = s;
+        while let Some((i, c)) = rest.char_indices().find(|(_, c)| c.is_control()) {
+            let (clean, tail) = rest.split_at(i);
+            self.0.write_str(clean)?;
+            write!(self.0, "{}", c.escape_default())?;
+            rest = tail.get(c.len_utf8()..).unwrap_or_default();
+        }
+        self.0.write_str(rest)
+    }
 }
 
 /// Reads W3C trace context from gRPC metadata.
@@ -177,5 +219,61 @@ pub fn record(span: Option<&tracing::Span>, action: &str, d: &crate::engine::Dec
         span.record("decision_id", tracing::field::display(d.id));
         span.record("cache_hit", d.cache_hit);
         span.record("risk_score", d.assessment.risk_score);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn text_line(log: impl FnOnce()) -> String {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .fmt_fields(escaped_fields())
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        let bytes = buffer.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn request_input_cannot_forge_a_text_line_or_colour_it() {
+        let action = "payments.refund\n2026-12-04T00:00:00Z  INFO forged\u{1b}[31m";
+        let out = text_line(|| tracing::info!(action = %action, outcome = "Allow", "decided"));
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(!out.contains('\u{1b}'), "{out}");
+        assert!(
+            out.contains(r#"decided action=payments.refund\n2026-12-04T00:00:00Z  INFO forged\u{1b}[31m outcome="Allow""#),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn colour_only_at_a_terminal() {
+        assert!(!colour(false));
+        // `NO_COLOR` is read from the environment of the test process: only
+        // assert the terminal case when the variable is unset.
+        if std::env::var_os("NO_COLOR").is_none() {
+            assert!(colour(true));
+        }
     }
 }
