@@ -1,10 +1,13 @@
 //! The gRPC server: `stepup.v1.DecisionService`, Envoy's
 //! `envoy.service.auth.v3.Authorization` ([`ext_authz`]), `grpc.health.v1.Health`
 //! and server reflection (v1 and v1alpha) on one port. Errors become a `Status`
-//! in one place ([`grpc::status`]).
+//! in one place ([`call::CallError`]); calls are counted in one place
+//! ([`counted::Counted`]).
 
 pub mod admin;
+pub mod call;
 pub mod convert;
+pub mod counted;
 pub mod ext_authz;
 pub mod grpc;
 pub mod record;
@@ -16,6 +19,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
+
+use counted::Counted;
 
 use crate::proto::v1::decision_service_server::DecisionServiceServer;
 use crate::service::Service;
@@ -125,13 +130,20 @@ pub async fn serve_with(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let checks = AuthorizationServer::new(ext_authz::AuthorizationApi::new(
-        Arc::clone(&engine),
-        options.ext_authz,
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let decisions = DecisionServiceServer::new(grpc::DecisionApi::new(engine))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let metrics = Arc::clone(engine.metrics());
+    let checks = Counted::new(
+        AuthorizationServer::new(ext_authz::AuthorizationApi::new(
+            Arc::clone(&engine),
+            options.ext_authz,
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        Arc::clone(&metrics),
+    );
+    let decisions = Counted::new(
+        DecisionServiceServer::new(grpc::DecisionApi::new(engine))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        metrics,
+    );
 
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, "serving gRPC");
