@@ -48,8 +48,8 @@ pub struct Cli {
 const EXIT_HELP: &str = "\
 Exit codes:
   0  success
-  1  a check failed: a failing policy test case (or, with --require-coverage, a rule no case matches)
-  2  usage or invalid input: bad flags, config file, context or requests file, test suite
+  1  a check failed (a failing policy test; with --require-coverage, an unmatched rule)
+  2  usage or invalid input: flags, config file, context or requests file, test suite
   3  the policy set is invalid (or its directory cannot be read)
   4  runtime failure: cannot bind or start, an I/O error";
 

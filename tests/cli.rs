@@ -540,7 +540,7 @@ fn help_documents_exit_codes() {
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains(
-            "Exit codes: 0 success, 1 a check failed (a failing policy test), 2 invalid input"
+            "Exit codes:\n  0  success\n  1  a check failed (a failing policy test; with --require-coverage, an unmatched rule)\n  2  usage or invalid input: flags, config file, context or requests file, test suite\n  3  the policy set is invalid (or its directory cannot be read)\n  4  runtime failure: cannot bind or start, an I/O error"
         ),
         "{stdout}"
     );
