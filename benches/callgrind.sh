@@ -11,8 +11,12 @@
 #   cache-on   stepup serve --policies POLICIES                 (cache hits:
 #              the same request every call)
 #   cache-off  stepup serve --policies POLICIES --cache-size 0
-# (stepup with `--admin off` and `--worker-threads 1` where it has them, so
-# one single-threaded runtime serves, as when load.sh pins it to one core).
+# stepup runs with `--admin off`, `--worker-threads 1` and `--no-watch`
+# where it has them: one single-threaded runtime serves, as when load.sh pins
+# it to one core, and nothing runs on a clock. (With the watcher on, its
+# safety-net poll re-reads and recompiles the policy set every 10 s of wall
+# time, several million instructions each time; under callgrind's slowdown
+# that would be charged to the calls.)
 # A measurement starts the target, checks one call with curl (grpc-status 0
 # and, for stepup, the outcome), sends N calls from h2load over one
 # connection, one stream at a time (-c1 -m1), stops the server with SIGTERM
@@ -150,6 +154,7 @@ if want_stepup; then
     STEPUP_FLAGS=(--policies "$POLICIES")
     grep -q -- '--admin' <<< "$help" && STEPUP_FLAGS+=(--admin off)
     grep -q -- '--worker-threads' <<< "$help" && STEPUP_FLAGS+=(--worker-threads 1)
+    grep -q -- '--no-watch' <<< "$help" && STEPUP_FLAGS+=(--no-watch)
     if [[ -n ${STEPUP_EXTRA:-} ]]; then
         read -r -a extra <<< "$STEPUP_EXTRA"
         STEPUP_FLAGS+=("${extra[@]}")

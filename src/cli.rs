@@ -1,8 +1,8 @@
 //! The `stepup` command line: `serve`, `check`, `eval`, `test` and `replay`.
 //!
-//! Exit codes: 0 success; 1 a check failed (a failing policy test); 2
-//! invalid input: an invalid policy set or suite, usage errors, or
-//! unusable input (flags, config file, context file).
+//! Exit codes (`EXIT_*`, listed by `stepup --help`): 0 success; 1 a check
+//! failed (a failing policy test); 2 usage or invalid input; 3 an invalid
+//! policy set; 4 a runtime failure (cannot bind, I/O).
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -21,12 +21,16 @@ use crate::service::{Service, StartError};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
-/// The policy set is invalid.
-pub const EXIT_INVALID_POLICY: u8 = 2;
-/// Usage error or unusable input.
+/// A check failed: a policy test case (`stepup test`), or a rule no case
+/// matches (`--require-coverage`).
+pub const EXIT_FAILED: u8 = 1;
+/// Usage error or invalid input: flags, the config file, a context or
+/// requests file or line, a test suite.
 pub const EXIT_USAGE: u8 = 2;
-/// A policy test case failed (`stepup test`).
-pub const EXIT_TEST_FAILED: u8 = 1;
+/// The policy set is invalid (or its directory cannot be read).
+pub const EXIT_INVALID_POLICY: u8 = 3;
+/// A runtime failure: the server cannot bind or start, an I/O error.
+pub const EXIT_RUNTIME: u8 = 4;
 
 /// Policy decision sidecar for step-up authentication.
 ///
@@ -41,7 +45,13 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_HELP: &str = "Exit codes: 0 success, 1 a check failed (a failing policy test), 2 invalid input (an invalid policy set or suite, bad flags, config or context file).";
+const EXIT_HELP: &str = "\
+Exit codes:
+  0  success
+  1  a check failed (a failing policy test; with --require-coverage, an unmatched rule)
+  2  usage or invalid input: flags, config file, context or requests file, test suite
+  3  the policy set is invalid (or its directory cannot be read)
+  4  runtime failure: cannot bind or start, an I/O error";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -208,7 +218,7 @@ pub struct TestArgs {
     pub config: Option<PathBuf>,
 }
 
-const TEST_EXIT_HELP: &str = "Exit codes: 0 every case passes, 1 a case fails (or, with --require-coverage, a rule is matched by no case), 2 the policies or the suites are invalid.";
+const TEST_EXIT_HELP: &str = "Exit codes: 0 every case passes, 1 a case fails (or, with --require-coverage, a rule is matched by no case), 2 the suites are invalid, 3 the policies are invalid, 4 the JUnit report cannot be written.";
 
 /// `stepup replay`.
 #[derive(Debug, clap::Args)]
@@ -246,34 +256,49 @@ pub struct ReplayArgs {
     pub format: Format,
 }
 
-const REPLAY_HELP: &str = "A line's clock is its request's `time`, else the line's `time`, else --now. Exit codes: 0 the report was printed, 2 invalid policies or an unreadable line (named by file and line).";
+const REPLAY_HELP: &str = "A line's clock is its request's `time`, else the line's `time`, else --now. Exit codes: 0 the report was printed, 2 an unreadable line (named by file and line) or requests file, 3 invalid policies, 4 an I/O error while reading.";
 
 /// An error ending a command, with its exit code.
 #[derive(Debug)]
 pub struct Failure {
+    /// What to print on standard output first (the report of a failing
+    /// test run), if anything.
+    pub output: String,
     /// What to print on standard error.
     pub message: String,
-    /// The exit code.
+    /// The exit code, one of the `EXIT_*` constants.
     pub code: u8,
 }
 
 impl Failure {
-    fn usage(message: impl Into<String>) -> Self {
+    /// A failure with `message` and exit code `code`.
+    pub fn new(message: impl Into<String>, code: u8) -> Self {
         Self {
+            output: String::new(),
             message: message.into(),
-            code: EXIT_USAGE,
+            code,
         }
     }
 
+    /// Usage error or invalid input ([`EXIT_USAGE`]).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(message, EXIT_USAGE)
+    }
+
+    /// A runtime failure ([`EXIT_RUNTIME`]).
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Self::new(message, EXIT_RUNTIME)
+    }
+
     fn policy(report: &Report) -> Self {
-        Self {
-            message: format!(
+        Self::new(
+            format!(
                 "{report}\n\nerror: the policy set is invalid ({} error{})",
                 report.error_count(),
                 if report.error_count() == 1 { "" } else { "s" }
             ),
-            code: EXIT_INVALID_POLICY,
-        }
+            EXIT_INVALID_POLICY,
+        )
     }
 }
 
@@ -361,10 +386,7 @@ pub fn check(args: &CheckArgs) -> Result<String, Failure> {
             if result.is_ok() {
                 Ok(text)
             } else {
-                Err(Failure {
-                    message: text,
-                    code: EXIT_INVALID_POLICY,
-                })
+                Err(Failure::new(text, EXIT_INVALID_POLICY))
             }
         }
         Format::Text => match &result {
@@ -380,7 +402,7 @@ pub fn eval(args: &EvalArgs) -> Result<String, Failure> {
     let text = if args.context.as_os_str() == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).map_err(|e| {
-            Failure::usage(format!(
+            Failure::runtime(format!(
                 "error: cannot read the context from standard input: {e}"
             ))
         })?;
@@ -418,17 +440,18 @@ pub fn eval(args: &EvalArgs) -> Result<String, Failure> {
     let decision = engine.decide(&req, now, args.explain);
     let response = convert::response(&decision);
     serde_json::to_string_pretty(&response)
-        .map_err(|e| Failure::usage(format!("error: cannot print the response: {e}")))
+        .map_err(|e| Failure::runtime(format!("error: cannot print the response: {e}")))
 }
 
 /// `stepup test`: runs the suites and prints the report on standard output;
-/// a failing case ends with [`EXIT_TEST_FAILED`], invalid policies or suites
-/// with [`EXIT_USAGE`].
+/// a failing case ends with [`EXIT_FAILED`], invalid suites with
+/// [`EXIT_USAGE`], invalid policies with [`EXIT_INVALID_POLICY`].
 pub fn test(args: &TestArgs) -> Result<String, Failure> {
     let json = args.format == Format::Json;
-    let invalid = |report: &Report, what: &str| {
+    let invalid = |report: &Report, what: &str, code: u8| {
         let n = report.error_count();
         Failure {
+            output: String::new(),
             message: if json {
                 serde_json::to_string_pretty(&serde_json::json!({
                     "valid": false,
@@ -442,7 +465,7 @@ pub fn test(args: &TestArgs) -> Result<String, Failure> {
                     if n == 1 { "" } else { "s" }
                 )
             },
-            code: EXIT_USAGE,
+            code,
         }
     };
     let warn = |report: &Report| {
@@ -456,20 +479,20 @@ pub fn test(args: &TestArgs) -> Result<String, Failure> {
             warn(&warnings);
             Arc::new(set)
         }
-        Err(report) => return Err(invalid(&report, "policy set is")),
+        Err(report) => return Err(invalid(&report, "policy set is", EXIT_INVALID_POLICY)),
     };
     let suites = match crate::suite::load(&args.dir, &set) {
         Ok((suites, warnings)) => {
             warn(&warnings);
             suites
         }
-        Err(report) => return Err(invalid(&report, "test suites are")),
+        Err(report) => return Err(invalid(&report, "test suites are", EXIT_USAGE)),
     };
     let filter = args.filter.as_deref().map(crate::suite::Filter::new);
     let report = crate::suite::run(&set, &suites, filter.as_ref());
     if let Some(path) = &args.junit {
         std::fs::write(path, crate::suite::junit(&report)).map_err(|e| {
-            Failure::usage(format!(
+            Failure::runtime(format!(
                 "error: cannot write the JUnit report `{}`: {e}",
                 path.display()
             ))
@@ -491,7 +514,6 @@ pub fn test(args: &TestArgs) -> Result<String, Failure> {
     if report.failed() == 0 && !uncovered {
         return Ok(out);
     }
-    println!("{out}");
     let message = if uncovered {
         format!(
             "error: {} rule{} no test case matches: {}\n  = help: add a case that matches each (run with --coverage to see what the cases exercise)",
@@ -507,8 +529,9 @@ pub fn test(args: &TestArgs) -> Result<String, Failure> {
         String::new()
     };
     Err(Failure {
+        output: out,
         message,
-        code: EXIT_TEST_FAILED,
+        code: EXIT_FAILED,
     })
 }
 
@@ -524,10 +547,7 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Failure> {
             }
             Ok(Arc::new(set))
         }
-        Err(report) => Err(Failure {
-            code: EXIT_USAGE,
-            ..Failure::policy(&report)
-        }),
+        Err(report) => Err(Failure::policy(&report)),
     };
     let candidate = load(&args.policies)?;
     let baseline = match &args.baseline {
@@ -560,7 +580,13 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Failure> {
         let reader = std::io::BufReader::with_capacity(1 << 16, file);
         crate::replay::replay(reader, &name, &candidate, &baseline, &options)
     };
-    let report = result.map_err(|e| Failure::usage(format!("error: {e}")))?;
+    let report = result.map_err(|e| {
+        let code = match e {
+            crate::replay::ReplayError::Read { .. } => EXIT_RUNTIME,
+            crate::replay::ReplayError::Line { .. } => EXIT_USAGE,
+        };
+        Failure::new(format!("error: {e}"), code)
+    })?;
     Ok(match args.format {
         Format::Text => report.text(),
         Format::Json => serde_json::to_string_pretty(&report.json()).unwrap_or_default(),
@@ -568,12 +594,15 @@ pub fn replay(args: &ReplayArgs) -> Result<String, Failure> {
 }
 
 /// The service `config` describes, with start-up failures mapped to exit
-/// codes.
+/// codes: an invalid policy set [`EXIT_INVALID_POLICY`], a history backend
+/// or decision log that cannot be set up [`EXIT_RUNTIME`].
 pub fn service_for(config: &crate::config::Config) -> Result<Arc<Service>, Failure> {
     match Service::start(config) {
         Ok(service) => Ok(Arc::new(service)),
         Err(StartError::Policy(report)) => Err(Failure::policy(&report)),
-        Err(e) => Err(Failure::usage(format!("error: {e}"))),
+        Err(e @ (StartError::HistoryBackend(_) | StartError::DecisionLog(_))) => {
+            Err(Failure::runtime(format!("error: {e}")))
+        }
     }
 }
 
@@ -582,15 +611,13 @@ pub fn service_for(config: &crate::config::Config) -> Result<Arc<Service>, Failu
 pub fn serve(args: &ServeArgs) -> Result<String, Failure> {
     let config =
         crate::config::Config::resolve(args.overrides(), args.config.as_deref()).map_err(|e| {
-            Failure {
-                message: e
-                    .problems
+            Failure::usage(
+                e.problems
                     .iter()
                     .map(|p| format!("error: {p}"))
                     .collect::<Vec<_>>()
                     .join("\n"),
-                code: EXIT_USAGE,
-            }
+            )
         })?;
     // One worker per core the process may use (cgroup quotas and CPU
     // affinity included); with a single core, a work-stealing scheduler
@@ -606,10 +633,10 @@ pub fn serve(args: &ServeArgs) -> Result<String, Failure> {
         b.worker_threads(workers);
         b
     };
-    let runtime = builder.enable_all().build().map_err(|e| Failure {
-        message: format!("error: cannot start the runtime: {e}"),
-        code: 1,
-    })?;
+    let runtime = builder
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("error: cannot start the runtime: {e}")))?;
     // The OTLP exporters need the runtime to exist when they are built.
     let (telemetry, engine, metrics) = {
         let _rt = runtime.enter();
@@ -644,10 +671,7 @@ pub fn serve(args: &ServeArgs) -> Result<String, Failure> {
         tracing::warn!("OTLP metrics shutdown: {e}");
     }
     telemetry.shutdown();
-    served.map_err(|e| Failure {
-        message: format!("error: {e}"),
-        code: EXIT_USAGE,
-    })?;
+    served.map_err(|e| Failure::runtime(format!("error: {e}")))?;
     Ok(String::new())
 }
 

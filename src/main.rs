@@ -1,6 +1,7 @@
 //! The `stepup` binary: parses the command line, sets up logging, calls into
 //! the library and maps failures to exit codes (see `stepup --help`).
 
+use std::io::{ErrorKind, Write};
 use std::process::ExitCode;
 
 /// mimalloc: a decision allocates a few dozen small objects, often freed on
@@ -21,18 +22,65 @@ fn main() -> ExitCode {
         Command::Replay(args) => cli::replay(&args),
         Command::Serve(args) => cli::serve(&args),
     };
-    match result {
-        Ok(out) => {
-            if !out.is_empty() {
-                println!("{out}");
-            }
-            ExitCode::from(cli::EXIT_OK)
+    let (output, message, code) = match result {
+        Ok(output) => (output, String::new(), cli::EXIT_OK),
+        Err(Failure {
+            output,
+            message,
+            code,
+        }) => (output, message, code),
+    };
+    // A reader that stops early (`stepup eval ... | head -1`) closes the
+    // pipe: that is its choice, not a failure of the command.
+    if let Err(e) = print(&mut std::io::stdout().lock(), &output)
+        && e.kind() != ErrorKind::BrokenPipe
+    {
+        let _ = print(
+            &mut std::io::stderr().lock(),
+            &format!("error: cannot write to standard output: {e}"),
+        );
+        return ExitCode::from(cli::EXIT_RUNTIME);
+    }
+    // Nowhere left to report a failure to write the error itself.
+    let _ = print(&mut std::io::stderr().lock(), &message);
+    ExitCode::from(code)
+}
+
+/// Writes `text` and a newline, unless `text` is empty; errors are returned,
+/// not panicked on as `println!` does.
+fn print(w: &mut impl Write, text: &str) -> std::io::Result<()> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    writeln!(w, "{text}")?;
+    w.flush()
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The write end of a pipe whose reader is gone.
+    struct Closed;
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(ErrorKind::BrokenPipe.into())
         }
-        Err(Failure { message, code }) => {
-            if !message.is_empty() {
-                eprintln!("{message}");
-            }
-            ExitCode::from(code)
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
+    }
+
+    #[test]
+    fn a_closed_pipe_is_an_error_to_handle_not_a_panic() {
+        assert_eq!(
+            print(&mut Closed, "{}").unwrap_err().kind(),
+            ErrorKind::BrokenPipe
+        );
+        assert!(print(&mut Closed, "").is_ok(), "nothing to write");
+        let mut out = Vec::new();
+        print(&mut out, "{}").unwrap();
+        assert_eq!(out, b"{}\n");
     }
 }

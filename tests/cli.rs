@@ -58,7 +58,7 @@ fn check_prints_every_diagnostic_and_fails() {
     )
     .unwrap();
     let out = stepup(&["check", &dir.path().display().to_string()]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3));
     let stderr = text(&out.stderr);
     let file = dir.path().join("bad.yaml").display().to_string();
     assert!(
@@ -82,7 +82,7 @@ fn check_prints_every_diagnostic_and_fails() {
         "json",
         &dir.path().display().to_string(),
     ]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
     assert_eq!(v["valid"], false);
     assert_eq!(v["errors"], 2);
@@ -94,7 +94,7 @@ fn check_prints_every_diagnostic_and_fails() {
 #[test]
 fn check_of_a_missing_directory_names_it() {
     let out = stepup(&["check", "/nonexistent/policies"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3));
     assert!(
         text(&out.stderr)
             .starts_with("error: cannot read policy directory `/nonexistent/policies`"),
@@ -183,7 +183,7 @@ fn serve_refuses_an_invalid_set_and_bad_settings() {
         "--listen",
         "127.0.0.1:0",
     ]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("error: the policy set has no `kind: Levels` document"));
 
     let out = stepup(&[
@@ -540,7 +540,7 @@ fn help_documents_exit_codes() {
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains(
-            "Exit codes: 0 success, 1 a check failed (a failing policy test), 2 invalid input"
+            "Exit codes:\n  0  success\n  1  a check failed (a failing policy test; with --require-coverage, an unmatched rule)\n  2  usage or invalid input: flags, config file, context or requests file, test suite\n  3  the policy set is invalid (or its directory cannot be read)\n  4  runtime failure: cannot bind or start, an I/O error"
         ),
         "{stdout}"
     );

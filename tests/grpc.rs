@@ -328,3 +328,176 @@ async fn shadow_rules_come_back_in_the_response() {
     );
     server.stop().await;
 }
+
+/// `stepup_grpc_requests_total{method,code}` as `/metrics` shows it (0 when
+/// the series is absent).
+fn grpc_count(server: &TestServer, method: &str, code: &str) -> u64 {
+    let policy = server.engine.policy();
+    let text = server
+        .engine
+        .metrics()
+        .render(&stepup::telemetry::metrics::ScrapeState {
+            policy: &policy,
+            cache_entries: 0,
+            reloads_ok: 0,
+            reloads_failed: 0,
+            last_reload_failed: false,
+        });
+    let series = format!("stepup_grpc_requests_total{{method=\"{method}\",code=\"{code}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn every_call_is_counted_by_method_and_code() {
+    use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+
+    let server = TestServer::start(&examples(), CacheConfig::default()).await;
+    let mut client = server.client().await;
+    client.decide(refund(10.0)).await.unwrap();
+    client.decide(refund(2500.0)).await.unwrap();
+    let mut r = refund(10.0);
+    r.action.clear();
+    client.decide(r).await.unwrap_err();
+    // Refused by the transport before Decide runs, and counted all the same.
+    let mut r = refund(10.0);
+    r.subject.as_mut().unwrap().id = "x".repeat(stepup::server::MAX_MESSAGE_BYTES + 1);
+    assert_eq!(client.decide(r).await.unwrap_err().code(), Code::OutOfRange);
+    client
+        .record_step_up(pb::RecordStepUpRequest {
+            subject_id: "user-1".into(),
+            success: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    client
+        .record_step_up(pb::RecordStepUpRequest::default())
+        .await
+        .unwrap_err();
+    let mut authz = AuthorizationClient::new(server.channel().await);
+    authz.check(CheckRequest::default()).await.unwrap_err();
+
+    for (method, code, n) in [
+        ("Decide", "OK", 2),
+        ("Decide", "INVALID_ARGUMENT", 1),
+        ("Decide", "OUT_OF_RANGE", 1),
+        ("RecordStepUp", "OK", 1),
+        ("RecordStepUp", "INVALID_ARGUMENT", 1),
+        ("Check", "INVALID_ARGUMENT", 1),
+        ("Check", "OK", 0),
+    ] {
+        assert_eq!(grpc_count(&server, method, code), n, "{method} {code}");
+    }
+    server.stop().await;
+}
+
+/// A gRPC frame: uncompressed, the length, the bytes.
+fn frame(message: &[u8]) -> Vec<u8> {
+    let mut f = vec![0];
+    f.extend(u32::try_from(message.len()).unwrap().to_be_bytes());
+    f.extend(message);
+    f
+}
+
+/// Sends `body` as it is (no framing added) as the HTTP/2 body of a gRPC
+/// call to `path`, over a real connection, and returns the status answered.
+async fn raw_call(server: &TestServer, path: &str, body: Vec<u8>) -> tonic::Status {
+    use http_body_util::BodyExt as _;
+    use tonic::codegen::Service as _;
+
+    let mut channel = server.channel().await;
+    let request = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}{path}", server.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            bytes::Bytes::from(body),
+        )))
+        .unwrap();
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .unwrap();
+    let response = channel.call(request).await.unwrap();
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let body = response.into_body().collect().await.unwrap();
+    tonic::Status::from_header_map(body.trailers().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn undecodable_bodies_are_invalid_argument_and_counted() {
+    const DECIDE: &str = "/stepup.v1.DecisionService/Decide";
+    let server = TestServer::start(&examples(), CacheConfig::default()).await;
+    let malformed =
+        |detail: &str| format!("`stepup.v1.DecideRequest`: not a valid message: {detail}");
+
+    // Field 1 with wire type 7, which protobuf does not have.
+    let s = raw_call(&server, DECIDE, frame(&[0x0f])).await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert_eq!(s.message(), malformed("invalid wire type value: 7"));
+    // `action` says 10 bytes; 2 follow.
+    let s = raw_call(&server, DECIDE, frame(&[0x0a, 10, b'a', b'b'])).await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().starts_with(&malformed("")), "{}", s.message());
+    // The frame header says 100 bytes; 3 follow.
+    let s = raw_call(&server, DECIDE, vec![0, 0, 0, 0, 100, 1, 2, 3]).await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert_eq!(s.message(), malformed("unexpected EOF decoding stream"));
+    // No frame at all.
+    let s = raw_call(&server, DECIDE, Vec::new()).await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert_eq!(s.message(), malformed("missing request message"));
+    // Flagged compressed, with no `grpc-encoding`.
+    let s = raw_call(&server, DECIDE, vec![1, 0, 0, 0, 1, 0]).await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    // Over the size limit by its header alone: as tonic answers it.
+    let s = raw_call(&server, DECIDE, vec![0, 0, 0x20, 0, 0]).await;
+    assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
+
+    let s = raw_call(
+        &server,
+        "/stepup.v1.DecisionService/RecordStepUp",
+        frame(&[0x0f]),
+    )
+    .await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(
+        s.message()
+            .starts_with("`stepup.v1.RecordStepUpRequest`: not a valid message: "),
+        "{}",
+        s.message()
+    );
+    let s = raw_call(
+        &server,
+        "/envoy.service.auth.v3.Authorization/Check",
+        frame(&[0x0f]),
+    )
+    .await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(
+        s.message()
+            .starts_with("`envoy.service.auth.v3.CheckRequest`: not a valid message: "),
+        "{}",
+        s.message()
+    );
+    // A method the service does not have: counted, but not by its name.
+    let s = raw_call(&server, "/stepup.v1.DecisionService/Nope", frame(&[])).await;
+    assert_eq!(s.code(), Code::Unimplemented, "{s:?}");
+
+    for (method, code, n) in [
+        ("Decide", "INVALID_ARGUMENT", 5),
+        ("Decide", "OUT_OF_RANGE", 1),
+        ("Decide", "INTERNAL", 0),
+        ("RecordStepUp", "INVALID_ARGUMENT", 1),
+        ("Check", "INVALID_ARGUMENT", 1),
+        ("unknown", "UNIMPLEMENTED", 1),
+    ] {
+        assert_eq!(grpc_count(&server, method, code), n, "{method} {code}");
+    }
+    server.stop().await;
+}

@@ -249,7 +249,7 @@ fn check_test_and_eval_read_the_lists_of_the_config_file() {
     let dir = s.policies.to_str().unwrap();
 
     let out = stepup(&["check", dir]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("error: unknown IP list `blocked`"),

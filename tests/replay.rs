@@ -279,7 +279,7 @@ fn an_invalid_candidate_exits_2() {
         "--requests",
         &log.display().to_string(),
     ]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("error: unknown kind `Polcy`"), "{stderr}");
     assert!(

@@ -161,7 +161,7 @@ fn invalid_policies_exit_2() {
     )
     .unwrap();
     let out = stepup(&["test", &dir.path().display().to_string()]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3));
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains("error: policy is missing `name`"),

@@ -51,56 +51,11 @@ fn request(json: serde_json::Value) -> DecideRequest {
 
 #[test]
 fn metrics_probes_and_decision_log() {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("decisions.jsonl");
-    let config = dir.path().join("stepup.toml");
-    std::fs::write(
-        &config,
-        "[decision_log]\nhash = [\"network.ip\"]\ndrop = [\"subject.attributes.email\"]\nhash_key = \"test-key\"\n",
-    )
-    .unwrap();
-    let grpc = format!("127.0.0.1:{}", common::free_port());
-    let admin = format!("127.0.0.1:{}", common::free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
-        .args(["serve", "--policies"])
-        .arg(&examples)
-        .args(["--listen", &grpc, "--admin", &admin, "--decision-log"])
-        .arg(&log_path)
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-
+    let (mut child, grpc, admin) = serve_with_log(dir.path(), &log_path);
     let rt = common::runtime();
-    let outcomes = rt.block_on(async {
-        let mut client = common::connect_when_up(&mut child, &grpc).await;
-        let base = serde_json::json!({
-            "action": "orders.list",
-            "time": "2026-11-27T12:00:00Z",
-            "subject": { "id": "u1", "attributes": { "email": "alice@example.com", "usual_countries": ["DE"] } },
-            "device": { "trusted": true },
-            "network": { "ip": "203.0.113.7", "country": "DE" },
-        });
-        let mut outcomes = Vec::new();
-        for patch in [
-            serde_json::json!({}),
-            serde_json::json!({}),
-            serde_json::json!({ "action": "account.password.change" }),
-            serde_json::json!({ "network": { "ip": "203.0.113.8", "country": "KP" } }),
-        ] {
-            let mut v = base.clone();
-            for (k, val) in patch.as_object().unwrap() {
-                v[k] = val.clone();
-            }
-            outcomes.push(client.decide(request(v)).await.unwrap().into_inner().outcome());
-        }
-        let invalid = client.decide(DecideRequest::default()).await.unwrap_err();
-        assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
-        outcomes
-    });
+    let outcomes = rt.block_on(traffic(&mut child, &grpc));
     assert_eq!(
         outcomes,
         [
@@ -111,9 +66,100 @@ fn metrics_probes_and_decision_log() {
         ]
     );
 
-    assert_eq!(get(&admin, "/livez"), (200, "ok\n".into()));
-    assert_eq!(get(&admin, "/readyz"), (200, "ready\n".into()));
-    let (status, body) = get(&admin, "/metrics");
+    check_metrics(&admin);
+    check_policy(&admin);
+
+    // Graceful stop flushes the log.
+    drop(rt);
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "one line per decision, none for the invalid call"
+    );
+    check_log(&lines);
+}
+
+/// `stepup serve` over the example policies with the admin listener and a
+/// file decision log at `log_path` (IPs hashed, emails dropped): the child,
+/// the gRPC address and the admin address.
+fn serve_with_log(dir: &Path, log_path: &Path) -> (std::process::Child, String, String) {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let config = dir.join("stepup.toml");
+    std::fs::write(
+        &config,
+        "[decision_log]\nhash = [\"network.ip\"]\ndrop = [\"subject.attributes.email\"]\nhash_key = \"test-key\"\n",
+    )
+    .unwrap();
+    let grpc = format!("127.0.0.1:{}", common::free_port());
+    let admin = format!("127.0.0.1:{}", common::free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args(["serve", "--policies"])
+        .arg(&examples)
+        .args(["--listen", &grpc, "--admin", &admin, "--decision-log"])
+        .arg(log_path)
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, grpc, admin)
+}
+
+/// Four decisions (allow, allow again, challenge, deny) and one invalid
+/// call; the outcomes.
+async fn traffic(child: &mut std::process::Child, grpc: &str) -> Vec<Outcome> {
+    let mut client = common::connect_when_up(child, grpc).await;
+    let base = serde_json::json!({
+        "action": "orders.list",
+        "time": "2026-11-27T12:00:00Z",
+        "subject": { "id": "u1", "attributes": { "email": "alice@example.com", "usual_countries": ["DE"] } },
+        "device": { "trusted": true },
+        "network": { "ip": "203.0.113.7", "country": "DE" },
+    });
+    let mut outcomes = Vec::new();
+    for patch in [
+        serde_json::json!({}),
+        serde_json::json!({}),
+        serde_json::json!({ "action": "account.password.change" }),
+        serde_json::json!({ "network": { "ip": "203.0.113.8", "country": "KP" } }),
+    ] {
+        let mut v = base.clone();
+        for (k, val) in patch.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        outcomes.push(
+            client
+                .decide(request(v))
+                .await
+                .unwrap()
+                .into_inner()
+                .outcome(),
+        );
+    }
+    let invalid = client.decide(DecideRequest::default()).await.unwrap_err();
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+    outcomes
+}
+
+/// The probes and the counters after [`traffic`].
+fn check_metrics(admin: &str) {
+    assert_eq!(get(admin, "/livez"), (200, "ok\n".into()));
+    assert_eq!(get(admin, "/readyz"), (200, "ready\n".into()));
+    let (status, body) = get(admin, "/metrics");
     assert_eq!(status, 200);
     assert_eq!(
         metric(&body, "stepup_decisions_total{outcome=\"allow\"}"),
@@ -164,8 +210,11 @@ fn metrics_probes_and_decision_log() {
         body.contains("stepup_policy_info{revision=\"sha256:"),
         "{body}"
     );
+}
 
-    let (status, policy) = get(&admin, "/policy");
+/// `/policy` over the example set.
+fn check_policy(admin: &str) {
+    let (status, policy) = get(admin, "/policy");
     assert_eq!(status, 200);
     let policy: serde_json::Value = serde_json::from_str(&policy).unwrap();
     assert_eq!(policy["rules"], 17);
@@ -174,28 +223,11 @@ fn metrics_probes_and_decision_log() {
     // The example set's `lists/tor_exits.txt`.
     assert_eq!(policy["lists"]["ip"]["tor_exits"]["prefixes"], 3);
     assert_eq!(policy["lists"]["geoip_city"], serde_json::Value::Null);
-    assert_eq!(get(&admin, "/nope").0, 404);
+    assert_eq!(get(admin, "/nope").0, 404);
+}
 
-    // Graceful stop flushes the log.
-    drop(rt);
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert_eq!(child.wait().unwrap().code(), Some(0));
-    let text = std::fs::read_to_string(&log_path).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(
-        lines.len(),
-        4,
-        "one line per decision, none for the invalid call"
-    );
+/// The decision-log lines of [`traffic`]: one per decision, masked.
+fn check_log(lines: &[serde_json::Value]) {
     let challenge = &lines[2];
     assert_eq!(challenge["source"], "decide");
     assert_eq!(challenge["decision"]["outcome"], "OUTCOME_CHALLENGE");

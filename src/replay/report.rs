@@ -100,8 +100,6 @@ impl ReplayReport {
     }
 }
 
-/// Running totals of one `before -> after` pair.
-
 /// The name of an outcome in reports.
 pub fn outcome_name(o: Option<Outcome>) -> &'static str {
     match o {

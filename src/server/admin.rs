@@ -21,8 +21,6 @@ use crate::telemetry::metrics::ScrapeState;
 
 /// A running admin listener.
 pub struct Admin {
-    /// The bound address.
-    pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -56,7 +54,6 @@ impl Admin {
             })?;
         tracing::info!(%addr, "serving admin HTTP (/livez /readyz /metrics /policy)");
         Ok(Self {
-            addr,
             stop: Some(stop),
             thread: Some(thread),
         })

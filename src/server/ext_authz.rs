@@ -22,7 +22,7 @@ use envoy_types::pb::google::protobuf as epb;
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
-use super::grpc::{CallError, status};
+use super::call::CallError;
 use crate::engine::{Decision, Outcome};
 use crate::mapping::{Fallback, Headers, MapError, Mapping};
 use crate::request::InvalidRequest;
@@ -64,18 +64,9 @@ impl Authorization for AuthorizationApi {
         let span = crate::telemetry::logging::decision_span(request.metadata(), "Check");
         let _entered = span.as_ref().map(tracing::Span::enter);
         let req = request.into_inner();
-        match check_in(&self.engine, &self.mapping, &req, Utc::now(), span.as_ref()) {
-            Ok(response) => {
-                self.engine.metrics().grpc_call("Check", tonic::Code::Ok);
-                Ok(Response::new(response))
-            }
-            Err(e) => {
-                self.engine
-                    .metrics()
-                    .grpc_call("Check", tonic::Code::InvalidArgument);
-                Err(status(CallError::Invalid(e)))
-            }
-        }
+        check_in(&self.engine, &self.mapping, &req, Utc::now(), span.as_ref())
+            .map(Response::new)
+            .map_err(|e| CallError::from(e).into())
     }
 }
 

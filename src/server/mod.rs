@@ -1,10 +1,13 @@
 //! The gRPC server: `stepup.v1.DecisionService`, Envoy's
 //! `envoy.service.auth.v3.Authorization` ([`ext_authz`]), `grpc.health.v1.Health`
 //! and server reflection (v1 and v1alpha) on one port. Errors become a `Status`
-//! in one place ([`grpc::status`]).
+//! in one place ([`call::CallError`]); calls are counted in one place
+//! ([`counted::Counted`]).
 
 pub mod admin;
+pub mod call;
 pub mod convert;
+pub mod counted;
 pub mod ext_authz;
 pub mod grpc;
 pub mod record;
@@ -16,6 +19,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
+
+use counted::Counted;
 
 use crate::proto::v1::decision_service_server::DecisionServiceServer;
 use crate::service::Service;
@@ -31,7 +36,7 @@ pub const POLICY_HEALTH_SERVICE: &str = "stepup.policy";
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Largest accepted gRPC message. A `DecideRequest` within the field limits
-/// of [`convert`] is far smaller.
+/// of the request module is far smaller.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Why the server could not run.
@@ -69,7 +74,7 @@ pub struct ServeOptions {
 }
 
 /// Serves on `listener` until `shutdown` completes, then stops accepting and
-/// lets in-flight calls finish, for at most [`SHUTDOWN_GRACE`]. `Check` uses
+/// lets in-flight calls finish, for at most `SHUTDOWN_GRACE` (10 s). `Check` uses
 /// the default mapping.
 pub async fn serve(
     engine: Arc<Service>,
@@ -125,16 +130,25 @@ pub async fn serve_with(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let checks = AuthorizationServer::new(ext_authz::AuthorizationApi::new(
-        Arc::clone(&engine),
-        options.ext_authz,
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let decisions = DecisionServiceServer::new(grpc::DecisionApi::new(engine))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let metrics = Arc::clone(engine.metrics());
+    let checks = Counted::new(
+        AuthorizationServer::new(ext_authz::AuthorizationApi::new(
+            Arc::clone(&engine),
+            options.ext_authz,
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        Arc::clone(&metrics),
+    );
+    let decisions = Counted::new(
+        DecisionServiceServer::new(grpc::DecisionApi::new(engine))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        metrics,
+    );
 
-    let local = listener.local_addr().ok();
-    tracing::info!(addr = ?local, "serving gRPC");
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(%addr, "serving gRPC"),
+        Err(e) => tracing::info!(error = %e, "serving gRPC (local address unknown)"),
+    }
     let draining = std::sync::Arc::new(tokio::sync::Notify::new());
     let notify = std::sync::Arc::clone(&draining);
     // The builder's `tcp_nodelay` applies only to listeners it binds itself:

@@ -195,7 +195,18 @@ impl Metrics {
     /// cache state read at scrape time.
     pub fn render(&self, state: &ScrapeState<'_>) -> String {
         let mut out = String::with_capacity(4096);
-        let w = &mut out;
+        self.render_decisions(&mut out);
+        self.render_latency(&mut out);
+        self.render_rules(&mut out);
+        self.render_cache(&mut out, state.cache_entries);
+        render_policy(&mut out, state);
+        self.render_decision_log(&mut out);
+        self.render_grpc(&mut out);
+        out
+    }
+
+    /// `stepup_decisions_total`.
+    fn render_decisions(&self, w: &mut String) {
         header(
             w,
             "stepup_decisions_total",
@@ -209,7 +220,10 @@ impl Metrics {
                 .map_or(0, |c| c.load(Ordering::Relaxed));
             let _ = writeln!(w, "stepup_decisions_total{{outcome=\"{name}\"}} {v}");
         }
+    }
 
+    /// `stepup_decision_duration_seconds`: cumulative buckets, sum, count.
+    fn render_latency(&self, w: &mut String) {
         header(
             w,
             "stepup_decision_duration_seconds",
@@ -232,7 +246,10 @@ impl Metrics {
         let sum = self.latency.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         let _ = writeln!(w, "stepup_decision_duration_seconds_sum {sum}");
         let _ = writeln!(w, "stepup_decision_duration_seconds_count {count}");
+    }
 
+    /// `stepup_rule_matches_total` and `stepup_rule_errors_total`, by id.
+    fn render_rules(&self, w: &mut String) {
         header(
             w,
             "stepup_rule_matches_total",
@@ -259,7 +276,11 @@ impl Metrics {
                 escape(&rule)
             );
         }
+    }
 
+    /// `stepup_cache_*`: hits and misses counted here, `entries` read from
+    /// the cache at scrape time.
+    fn render_cache(&self, w: &mut String, entries: u64) {
         header(
             w,
             "stepup_cache_hits_total",
@@ -288,49 +309,11 @@ impl Metrics {
             "gauge",
             "Entries in the decision cache (approximate).",
         );
-        let _ = writeln!(w, "stepup_cache_entries {}", state.cache_entries);
+        let _ = writeln!(w, "stepup_cache_entries {entries}");
+    }
 
-        header(
-            w,
-            "stepup_policy_reloads_total",
-            "counter",
-            "Policy reloads by result.",
-        );
-        let _ = writeln!(
-            w,
-            "stepup_policy_reloads_total{{result=\"ok\"}} {}",
-            state.reloads_ok
-        );
-        let _ = writeln!(
-            w,
-            "stepup_policy_reloads_total{{result=\"failed\"}} {}",
-            state.reloads_failed
-        );
-        header(
-            w,
-            "stepup_policy_info",
-            "gauge",
-            "The policy set serving decisions (value 1), by revision.",
-        );
-        let _ = writeln!(
-            w,
-            "stepup_policy_info{{revision=\"{}\",rules=\"{}\",signals=\"{}\"}} 1",
-            escape(&state.policy.revision),
-            state.policy.rules.len(),
-            state.policy.signals.len()
-        );
-        header(
-            w,
-            "stepup_policy_last_reload_failed",
-            "gauge",
-            "1 while the last policy reload failed.",
-        );
-        let _ = writeln!(
-            w,
-            "stepup_policy_last_reload_failed {}",
-            u8::from(state.last_reload_failed)
-        );
-
+    /// `stepup_decision_log_written_total` and `..._dropped_total`.
+    fn render_decision_log(&self, w: &mut String) {
         header(
             w,
             "stepup_decision_log_written_total",
@@ -353,7 +336,10 @@ impl Metrics {
             "stepup_decision_log_dropped_total {}",
             self.log_dropped.load(Ordering::Relaxed)
         );
+    }
 
+    /// `stepup_grpc_requests_total`, sorted by method and code.
+    fn render_grpc(&self, w: &mut String) {
         header(
             w,
             "stepup_grpc_requests_total",
@@ -372,8 +358,52 @@ impl Metrics {
                 "stepup_grpc_requests_total{{method=\"{method}\",code=\"{code}\"}} {v}"
             );
         }
-        out
     }
+}
+
+/// `stepup_policy_*`: reload counts and the serving set, all read at scrape
+/// time.
+fn render_policy(w: &mut String, state: &ScrapeState<'_>) {
+    header(
+        w,
+        "stepup_policy_reloads_total",
+        "counter",
+        "Policy reloads by result.",
+    );
+    let _ = writeln!(
+        w,
+        "stepup_policy_reloads_total{{result=\"ok\"}} {}",
+        state.reloads_ok
+    );
+    let _ = writeln!(
+        w,
+        "stepup_policy_reloads_total{{result=\"failed\"}} {}",
+        state.reloads_failed
+    );
+    header(
+        w,
+        "stepup_policy_info",
+        "gauge",
+        "The policy set serving decisions (value 1), by revision.",
+    );
+    let _ = writeln!(
+        w,
+        "stepup_policy_info{{revision=\"{}\",rules=\"{}\",signals=\"{}\"}} 1",
+        escape(&state.policy.revision),
+        state.policy.rules.len(),
+        state.policy.signals.len()
+    );
+    header(
+        w,
+        "stepup_policy_last_reload_failed",
+        "gauge",
+        "1 while the last policy reload failed.",
+    );
+    let _ = writeln!(
+        w,
+        "stepup_policy_last_reload_failed {}",
+        u8::from(state.last_reload_failed)
+    );
 }
 
 /// A copy of the counters, for exporters other than `/metrics`.
@@ -519,4 +549,97 @@ mod tests {
             ]
         );
     }
+
+    /// The exposition, byte for byte: scrapers and dashboards depend on it.
+    #[test]
+    fn renders_the_exposition_format() {
+        let metrics = Metrics::default();
+        let set = Arc::new(PolicySet::from_str("a.yaml", SET).unwrap().0);
+        let req = pb::DecideRequest {
+            action: "env.delete".into(),
+            subject: Some(pb::Subject {
+                id: "u".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let d = crate::cache::decide_with(Arc::clone(&set), None, &req, chrono::Utc::now(), false);
+        metrics.record(&d, Duration::from_micros(3), true);
+        metrics.log_written();
+        metrics.log_dropped();
+        metrics.grpc_call("Decide", tonic::Code::Ok);
+        metrics.grpc_call("Check", tonic::Code::InvalidArgument);
+        let state = ScrapeState {
+            policy: &set,
+            cache_entries: 7,
+            reloads_ok: 2,
+            reloads_failed: 1,
+            last_reload_failed: true,
+        };
+        assert_eq!(
+            metrics.render(&state),
+            EXPOSITION.replace("REVISION", &set.revision)
+        );
+    }
+
+    const EXPOSITION: &str = r#"# HELP stepup_decisions_total Decisions by outcome.
+# TYPE stepup_decisions_total counter
+stepup_decisions_total{outcome="allow"} 0
+stepup_decisions_total{outcome="challenge"} 0
+stepup_decisions_total{outcome="deny"} 1
+# HELP stepup_decision_duration_seconds Time to decide, from request to decision, server side.
+# TYPE stepup_decision_duration_seconds histogram
+stepup_decision_duration_seconds_bucket{le="0.000001"} 0
+stepup_decision_duration_seconds_bucket{le="0.000002"} 0
+stepup_decision_duration_seconds_bucket{le="0.000005"} 1
+stepup_decision_duration_seconds_bucket{le="0.00001"} 1
+stepup_decision_duration_seconds_bucket{le="0.00002"} 1
+stepup_decision_duration_seconds_bucket{le="0.00005"} 1
+stepup_decision_duration_seconds_bucket{le="0.0001"} 1
+stepup_decision_duration_seconds_bucket{le="0.0002"} 1
+stepup_decision_duration_seconds_bucket{le="0.0005"} 1
+stepup_decision_duration_seconds_bucket{le="0.001"} 1
+stepup_decision_duration_seconds_bucket{le="0.002"} 1
+stepup_decision_duration_seconds_bucket{le="0.005"} 1
+stepup_decision_duration_seconds_bucket{le="0.01"} 1
+stepup_decision_duration_seconds_bucket{le="0.05"} 1
+stepup_decision_duration_seconds_bucket{le="+Inf"} 1
+stepup_decision_duration_seconds_sum 0.000003
+stepup_decision_duration_seconds_count 1
+# HELP stepup_rule_matches_total Decisions in which a rule matched, by rule id.
+# TYPE stepup_rule_matches_total counter
+stepup_rule_matches_total{rule="no-deletes"} 1
+stepup_rule_matches_total{rule="other"} 0
+# HELP stepup_rule_errors_total Signal and rule conditions that failed to evaluate, by id.
+# TYPE stepup_rule_errors_total counter
+# HELP stepup_cache_hits_total Decisions answered from the decision cache.
+# TYPE stepup_cache_hits_total counter
+stepup_cache_hits_total 0
+# HELP stepup_cache_misses_total Decisions the cache could not answer.
+# TYPE stepup_cache_misses_total counter
+stepup_cache_misses_total 1
+# HELP stepup_cache_entries Entries in the decision cache (approximate).
+# TYPE stepup_cache_entries gauge
+stepup_cache_entries 7
+# HELP stepup_policy_reloads_total Policy reloads by result.
+# TYPE stepup_policy_reloads_total counter
+stepup_policy_reloads_total{result="ok"} 2
+stepup_policy_reloads_total{result="failed"} 1
+# HELP stepup_policy_info The policy set serving decisions (value 1), by revision.
+# TYPE stepup_policy_info gauge
+stepup_policy_info{revision="REVISION",rules="2",signals="0"} 1
+# HELP stepup_policy_last_reload_failed 1 while the last policy reload failed.
+# TYPE stepup_policy_last_reload_failed gauge
+stepup_policy_last_reload_failed 1
+# HELP stepup_decision_log_written_total Decision-log entries written.
+# TYPE stepup_decision_log_written_total counter
+stepup_decision_log_written_total 1
+# HELP stepup_decision_log_dropped_total Decision-log entries dropped because the log queue was full.
+# TYPE stepup_decision_log_dropped_total counter
+stepup_decision_log_dropped_total 1
+# HELP stepup_grpc_requests_total gRPC calls by method and status code.
+# TYPE stepup_grpc_requests_total counter
+stepup_grpc_requests_total{method="Check",code="INVALID_ARGUMENT"} 1
+stepup_grpc_requests_total{method="Decide",code="OK"} 1
+"#;
 }

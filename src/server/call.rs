@@ -1,0 +1,87 @@
+//! Every error a gRPC method answers with, and its one mapping to a
+//! `Status`: bad input is `INVALID_ARGUMENT` naming the field (or, for a
+//! body that is no message at all, the message type); nothing of the policy
+//! and no secret is ever put in a status.
+
+use std::sync::Arc;
+
+use tonic::{Code, Status};
+
+use crate::request::InvalidRequest;
+
+/// Why a call failed. `From<CallError> for Status` is the only place a
+/// handler's error becomes a status.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The body is not a message of the method's request type: undecodable
+    /// protobuf, a truncated frame, no message (found by
+    /// [`Counted`](super::counted::Counted), before any handler runs).
+    #[error("`{message}`: not a valid message: {detail}")]
+    Malformed {
+        /// The request message type, e.g. `stepup.v1.DecideRequest`.
+        message: &'static str,
+        /// What the decoder said, e.g. `invalid wire type value: 7`.
+        detail: String,
+    },
+    /// A field of the request is invalid.
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
+    /// History is turned off, so a step-up report has nowhere to go.
+    #[error(
+        "history is turned off (`[history] enabled = false`): step-up reports are not recorded"
+    )]
+    HistoryOff,
+}
+
+impl CallError {
+    /// The status code the error is answered with.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Malformed { .. } | Self::Invalid(_) => Code::InvalidArgument,
+            Self::HistoryOff => Code::FailedPrecondition,
+        }
+    }
+}
+
+impl From<CallError> for Status {
+    fn from(e: CallError) -> Self {
+        let mut status = Status::new(e.code(), e.to_string());
+        // The source (never sent) marks the status as a handler's answer:
+        // `Counted` rewrites only the transport's own errors.
+        status.set_source(Arc::new(e));
+        status
+    }
+}
+
+/// Whether `status` is a handler's answer, made from a [`CallError`].
+pub(crate) fn is_call_error(status: &Status) -> bool {
+    std::error::Error::source(status).is_some_and(|s| s.is::<CallError>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::validate::invalid;
+
+    #[test]
+    fn bad_input_is_invalid_argument_naming_the_field() {
+        let status = Status::from(CallError::from(invalid("subject.id", "required")));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "`subject.id`: required");
+        assert!(is_call_error(&status));
+
+        let status = Status::from(CallError::Malformed {
+            message: "stepup.v1.DecideRequest",
+            detail: "invalid wire type value: 7".into(),
+        });
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "`stepup.v1.DecideRequest`: not a valid message: invalid wire type value: 7"
+        );
+
+        let status = Status::from(CallError::HistoryOff);
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(!is_call_error(&Status::internal("x")));
+    }
+}
