@@ -17,7 +17,6 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
 use crate::service::Service;
-use crate::telemetry::metrics::ScrapeState;
 
 /// A running admin listener.
 pub struct Admin {
@@ -146,17 +145,7 @@ fn route(req: &Request<Incoming>, engine: &Service, ready: &AtomicBool) -> Respo
             }
         }
         "/metrics" => {
-            let policy = engine.policy();
-            let reloads = engine.reload_status();
-            let state = ScrapeState {
-                policy: &policy,
-                cache_entries: engine.cache().map_or(0, |c| c.len()),
-                reloads_ok: reloads.ok.load(Ordering::Relaxed),
-                reloads_failed: reloads.failed.load(Ordering::Relaxed),
-                last_reload_failed: reloads.last_error().is_some(),
-            };
-            let mut body = engine.metrics().render(&state);
-            engine.history().render_metrics(&mut body);
+            let body = engine.render_metrics();
             text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

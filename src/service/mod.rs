@@ -138,6 +138,23 @@ impl Service {
         &self.reloads
     }
 
+    /// The Prometheus text exposition of every metric (what the admin
+    /// listener's `/metrics` serves).
+    pub fn render_metrics(&self) -> String {
+        let policy = self.policy();
+        let reloads = self.reload_status();
+        let state = crate::telemetry::metrics::ScrapeState {
+            policy: &policy,
+            cache_entries: self.cache().map_or(0, |c| c.len()),
+            reloads_ok: reloads.ok.load(std::sync::atomic::Ordering::Relaxed),
+            reloads_failed: reloads.failed.load(std::sync::atomic::Ordering::Relaxed),
+            last_reload_failed: reloads.last_error().is_some(),
+        };
+        let mut body = self.metrics.render(&state);
+        self.history.render_metrics(&mut body);
+        body
+    }
+
     /// The cache, when on.
     pub fn cache(&self) -> Option<&DecisionCache> {
         self.cache.as_ref()
