@@ -332,17 +332,7 @@ async fn shadow_rules_come_back_in_the_response() {
 /// `stepup_grpc_requests_total{method,code}` as `/metrics` shows it (0 when
 /// the series is absent).
 fn grpc_count(server: &TestServer, method: &str, code: &str) -> u64 {
-    let policy = server.engine.policy();
-    let text = server
-        .engine
-        .metrics()
-        .render(&stepup::telemetry::metrics::ScrapeState {
-            policy: &policy,
-            cache_entries: 0,
-            reloads_ok: 0,
-            reloads_failed: 0,
-            last_reload_failed: false,
-        });
+    let text = server.engine.render_metrics();
     let series = format!("stepup_grpc_requests_total{{method=\"{method}\",code=\"{code}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(series.as_str()))
@@ -363,7 +353,7 @@ async fn every_call_is_counted_by_method_and_code() {
     client.decide(r).await.unwrap_err();
     // Refused by the transport before Decide runs, and counted all the same.
     let mut r = refund(10.0);
-    r.subject.as_mut().unwrap().id = "x".repeat(stepup::server::MAX_MESSAGE_BYTES + 1);
+    r.subject.as_mut().unwrap().id = "x".repeat(stepup::MAX_MESSAGE_BYTES + 1);
     assert_eq!(client.decide(r).await.unwrap_err().code(), Code::OutOfRange);
     client
         .record_step_up(pb::RecordStepUpRequest {

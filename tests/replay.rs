@@ -264,7 +264,7 @@ fn a_bad_line_exits_2_naming_file_and_line() {
 }
 
 #[test]
-fn an_invalid_candidate_exits_2() {
+fn an_invalid_candidate_exits_3() {
     let dir = candidate();
     let log = log_file(dir.path());
     std::fs::write(

@@ -153,7 +153,7 @@ fn an_invalid_suite_exits_2_with_a_positioned_diagnostic() {
 }
 
 #[test]
-fn invalid_policies_exit_2() {
+fn invalid_policies_exit_3() {
     let dir = with_suite(SUITE);
     std::fs::write(
         dir.path().join("bad.yaml"),
