@@ -262,14 +262,20 @@ impl SubjectHistory {
         {
             self.last_place = Some(p);
         }
+        // Events stay in time order whatever order they arrive in (a
+        // request's `time` may be earlier than the last one's): `count`
+        // walks back from the newest and stops at the window's start, so
+        // one backdated event must not end the walk early.
+        let at = sorted_position(&self.events, o.at, |e| e.at);
         // Reuse the previous event's string for a repeated action: a burst
         // of one action costs no allocation.
-        let action = match self.events.back() {
+        let action = match at.checked_sub(1).and_then(|i| self.events.get(i)) {
             Some(e) if e.action == o.action => Arc::clone(&e.action),
             _ => Arc::clone(&o.action),
         };
-        push_bounded(
+        insert_bounded(
             &mut self.events,
+            at,
             Event { at: o.at, action },
             limits.max_events,
         );
@@ -280,7 +286,8 @@ impl SubjectHistory {
         self.maybe_prune(r.at, limits);
         self.last_seen = self.last_seen.max(r.at);
         if !r.success {
-            push_bounded(&mut self.failures, r.at, MAX_FAILURES);
+            let at = sorted_position(&self.failures, r.at, |t| *t);
+            insert_bounded(&mut self.failures, at, r.at, MAX_FAILURES);
             return;
         }
         if let Some(key) = r.device {
@@ -460,14 +467,25 @@ pub fn glob(pattern: &str, action: &str) -> bool {
     rest.ends_with(last)
 }
 
-fn push_bounded<T>(q: &mut VecDeque<T>, item: T, max: usize) {
+/// Where an item at time `at` goes in `q` (kept oldest first): after every
+/// item at or before `at`. Items nearly always arrive in order, so the
+/// search starts from the back.
+fn sorted_position<T>(q: &VecDeque<T>, at: Millis, time: impl Fn(&T) -> Millis) -> usize {
+    q.iter()
+        .rev()
+        .position(|x| time(x) <= at)
+        .map_or(0, |from_back| q.len() - from_back)
+}
+
+/// Inserts `item` at `index`, then drops the oldest items beyond `max`.
+fn insert_bounded<T>(q: &mut VecDeque<T>, index: usize, item: T, max: usize) {
     if max == 0 {
         return;
     }
-    while q.len() >= max {
+    q.insert(index, item);
+    while q.len() > max {
         q.pop_front();
     }
-    q.push_back(item);
 }
 
 #[cfg(test)]
@@ -526,6 +544,51 @@ mod tests {
         assert_eq!(h.count("x", 1009, 60_000), 0);
         assert_eq!(h.count_up_to("a.*", 1009, 60_000, 2), 2);
         assert_eq!(h.count_up_to("a.*", 1009, 60_000, 5), 3);
+    }
+
+    #[test]
+    fn a_backdated_event_hides_nothing_from_count() {
+        let limits = Limits::default();
+        let mut h = SubjectHistory::default();
+        let now = 10 * 3_600_000;
+        for i in 0..10 {
+            h.observe(&obs(1, "payments.refund", now - 60_000 + i), &limits);
+        }
+        // Two hours back, arriving last.
+        h.observe(&obs(1, "payments.refund", now - 7_200_000), &limits);
+        assert_eq!(h.count("payments.refund", now, 3_600_000), 10);
+        assert_eq!(h.count("payments.refund", now, 3 * 3_600_000), 11);
+        let times: Vec<Millis> = h.events.iter().map(|e| e.at).collect();
+        assert!(times.is_sorted(), "{times:?}");
+    }
+
+    #[test]
+    fn backdated_events_and_failures_keep_time_order_within_the_caps() {
+        let limits = Limits {
+            max_events: 3,
+            ..Limits::default()
+        };
+        let mut h = SubjectHistory::default();
+        for at in [50, 10, 40, 30, 20, 60] {
+            h.observe(&obs(1, "a", at), &limits);
+            h.step_up(
+                &StepUpReport {
+                    subject: SubjectKey(1),
+                    session: None,
+                    device: None,
+                    acr: None,
+                    amr: Vec::new(),
+                    auth_time: at,
+                    at,
+                    success: false,
+                },
+                &limits,
+            );
+        }
+        let times: Vec<Millis> = h.events.iter().map(|e| e.at).collect();
+        assert_eq!(times, [40, 50, 60], "the newest three, oldest first");
+        assert_eq!(h.failures, [10, 20, 30, 40, 50, 60]);
+        assert_eq!(h.failures_since(60), 6);
     }
 
     #[test]
