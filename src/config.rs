@@ -250,8 +250,8 @@ impl Config {
             .or(from_file.log.format)
             .unwrap_or_default();
         let ext_authz = crate::mapping::Mapping::compile(&from_file.ext_authz.unwrap_or_default())
-            .unwrap_or_else(|errors| {
-                problems.extend(errors);
+            .unwrap_or_else(|e| {
+                problems.extend(e.problems.iter().map(ToString::to_string));
                 crate::mapping::Mapping::default()
             });
 
