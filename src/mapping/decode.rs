@@ -3,49 +3,73 @@
 
 use std::borrow::Cow;
 
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+/// base64url with or without padding, and with any trailing bits: a proxy
+/// that forwards the payload may pad it or not, and the payload was
+/// verified before it was encoded, so leniency here admits nothing.
+const BASE64URL: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone),
+);
+
 /// Decodes base64url (or standard base64), padding optional.
 pub(super) fn base64url(s: &str) -> Option<Vec<u8>> {
+    // Any amount of padding is accepted: padding carries no data.
     let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for b in s.bytes() {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
+    // Standard base64 differs from base64url in two characters only: both
+    // are accepted, as a proxy may write either.
+    let s = if s.contains(['+', '/']) {
+        Cow::Owned(s.replace('+', "-").replace('/', "_"))
+    } else {
+        Cow::Borrowed(s)
+    };
+    let mut bytes = s.as_bytes();
+    // A final lone character holds no whole byte: it is ignored rather
+    // than rejected (it must still be a base64 character).
+    if bytes.len() % 4 == 1 {
+        let (last, rest) = bytes.split_last()?;
+        if !(last.is_ascii_alphanumeric() || *last == b'-' || *last == b'_') {
+            return None;
         }
+        bytes = rest;
     }
-    Some(out)
+    BASE64URL.decode(bytes).ok()
 }
 
-/// Decodes `%XX` escapes (and `+` as a space in a query); `None` when the
-/// escapes are malformed or the result is not UTF-8.
+/// Decodes `%XX` escapes (and `+` as a space in a query); `None` when an
+/// escape is malformed or the result is not UTF-8.
 pub(super) fn percent_decode(s: &str, plus_is_space: bool) -> Option<Cow<'_, str>> {
-    if !s.bytes().any(|b| b == b'%' || (plus_is_space && b == b'+')) {
-        return Some(Cow::Borrowed(s));
+    // The WHATWG decoding keeps a malformed escape as text; a value the
+    // upstream may read differently is refused instead.
+    if !well_formed_escapes(s) {
+        return None;
     }
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'%' => {
-                let hi = bytes.next().and_then(|h| (h as char).to_digit(16))?;
-                let lo = bytes.next().and_then(|l| (l as char).to_digit(16))?;
-                out.push(u8::try_from(hi * 16 + lo).ok()?);
-            }
-            b'+' if plus_is_space => out.push(b' '),
-            _ => out.push(b),
-        }
+    let s = if plus_is_space && s.contains('+') {
+        Cow::Owned(s.replace('+', " "))
+    } else {
+        Cow::Borrowed(s)
+    };
+    match s {
+        Cow::Borrowed(s) => percent_encoding::percent_decode_str(s).decode_utf8().ok(),
+        Cow::Owned(s) => percent_encoding::percent_decode_str(&s)
+            .decode_utf8()
+            .ok()
+            .map(|d| Cow::Owned(d.into_owned())),
     }
-    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+/// Every `%` starts two hex digits.
+fn well_formed_escapes(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    })
 }
