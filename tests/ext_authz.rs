@@ -29,8 +29,8 @@ use envoy_types::pb::google::protobuf as epb;
 use stepup::PolicySet;
 use stepup::Service;
 use stepup::cache::CacheConfig;
-use stepup::config::{Config, Overrides};
-use stepup::mapping::{FileExtAuthz, Mapping};
+use stepup::config::{Config, Overrides, SettingError};
+use stepup::mapping::{FileExtAuthz, KeyError, KeyErrorKind, Mapping};
 use stepup::proto::v1::decision_service_client::DecisionServiceClient;
 use stepup::proto::v1::{self as pb, DecideRequest};
 use stepup::server::{ServeOptions, serve_with};
@@ -759,10 +759,18 @@ fn bad_mappings_fail_at_startup_naming_the_key() {
     )
     .unwrap();
     let err = Config::resolve(Overrides::default(), Some(&file)).unwrap_err();
+    let problems: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
     assert_eq!(
-        err.problems,
+        problems,
         ["`ext_authz.routes[0].resource.id.path`: `/v1/{id}/x` has no parameter `{payment}`"]
     );
+    assert!(matches!(
+        &err.problems[..],
+        [SettingError::ExtAuthz(KeyError {
+            kind: KeyErrorKind::UnknownParameter { .. },
+            ..
+        })]
+    ));
 
     std::fs::write(
         &file,
