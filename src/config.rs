@@ -174,10 +174,105 @@ pub struct Config {
 
 /// Why the settings are unusable: every problem, one per line.
 #[derive(Debug, thiserror::Error)]
-#[error("{}", .problems.join("\n"))]
+#[error("{}", lines(.problems))]
 pub struct ConfigError {
     /// Each names the setting and where it came from.
-    pub problems: Vec<String>,
+    pub problems: Vec<SettingError>,
+}
+
+fn lines(problems: &[SettingError]) -> String {
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+/// One unusable setting.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingError {
+    /// The config file cannot be read.
+    #[error("cannot read config file `{}`: {error}", .path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A syntax error, or a key that is unknown or of the wrong type.
+    #[error("{}{}: {message}", .path.display(), line_suffix(*.line))]
+    FileKey {
+        /// The file.
+        path: PathBuf,
+        /// Where in the file (1-based), when the parser knows.
+        line: Option<usize>,
+        /// The parser's message.
+        message: String,
+    },
+    /// No policy directory anywhere.
+    #[error(
+        "no policy directory: pass --policies DIR, set STEPUP_POLICIES, or set `policies` in the config file"
+    )]
+    NoPolicies,
+    /// A listen address that is not IP:PORT.
+    #[error("listen address `{text}` is not IP:PORT (e.g. `{DEFAULT_LISTEN}`)")]
+    Listen {
+        /// The address as given.
+        text: String,
+    },
+    /// An admin address that is neither IP:PORT nor `off`.
+    #[error("admin address `{text}` is not IP:PORT or `off` (e.g. `{DEFAULT_ADMIN}`)")]
+    Admin {
+        /// The address as given.
+        text: String,
+    },
+    /// A zero cache ttl.
+    #[error("cache ttl must be positive (use cache size 0 to turn the cache off)")]
+    TtlNotPositive,
+    /// A cache ttl that is not a duration.
+    #[error("cache ttl `{text}`: {error}")]
+    Ttl {
+        /// The ttl as given.
+        text: String,
+        /// Why it is not a duration.
+        error: String,
+    },
+    /// A log filter `tracing` cannot parse.
+    #[error("log level `{level}`: {error}")]
+    LogLevel {
+        /// The filter as given.
+        level: String,
+        /// Why.
+        error: tracing_subscriber::filter::ParseError,
+    },
+    /// A bad key of `[ext_authz]`.
+    #[error(transparent)]
+    ExtAuthz(crate::mapping::KeyError),
+    /// A decision-log sample rate outside 0..=1.
+    #[error("decision_log.sample.{outcome} `{rate}` must be between 0.0 and 1.0")]
+    SampleRate {
+        /// `allow`, `challenge` or `deny`.
+        outcome: &'static str,
+        /// The rate as given.
+        rate: f64,
+    },
+    /// A decision-log queue of zero.
+    #[error("decision_log.queue must be at least 1")]
+    QueueEmpty,
+    /// A bad key of `[history]`, as the history settings word it.
+    #[error("{0}")]
+    History(String),
+    /// An IP list with an empty path.
+    #[error("lists.ip.{name}: empty path")]
+    ListPath {
+        /// The list's name.
+        name: String,
+    },
+    /// An empty GeoIP database path.
+    #[error("lists.geoip_city: empty path")]
+    GeoipPath,
+}
+
+/// `:line`, or nothing when the line is unknown.
+fn line_suffix(line: Option<usize>) -> String {
+    line.map(|l| format!(":{l}")).unwrap_or_default()
 }
 
 impl Config {
@@ -188,8 +283,11 @@ impl Config {
         let from_file = match file {
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(text) => parse_file(path, &text, &mut problems),
-                Err(e) => {
-                    problems.push(format!("cannot read config file `{}`: {e}", path.display()));
+                Err(error) => {
+                    problems.push(SettingError::Unreadable {
+                        path: path.to_owned(),
+                        error,
+                    });
                     FileConfig::default()
                 }
             },
@@ -198,10 +296,7 @@ impl Config {
 
         let policies = overrides.policies.or(from_file.policies);
         if policies.is_none() {
-            problems.push(
-                "no policy directory: pass --policies DIR, set STEPUP_POLICIES, or set `policies` in the config file"
-                    .to_owned(),
-            );
+            problems.push(SettingError::NoPolicies);
         }
         let listen_text = overrides
             .listen
@@ -210,9 +305,7 @@ impl Config {
         let listen = match listen_text.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
-                problems.push(format!(
-                    "listen address `{listen_text}` is not IP:PORT (e.g. `{DEFAULT_LISTEN}`)"
-                ));
+                problems.push(SettingError::Listen { text: listen_text });
                 None
             }
         };
@@ -225,14 +318,11 @@ impl Config {
             Some(t) => match parse_duration(&t) {
                 Ok(d) if d > Duration::ZERO => Some(d),
                 Ok(_) => {
-                    problems.push(
-                        "cache ttl must be positive (use cache size 0 to turn the cache off)"
-                            .to_owned(),
-                    );
+                    problems.push(SettingError::TtlNotPositive);
                     None
                 }
-                Err(e) => {
-                    problems.push(format!("cache ttl `{t}`: {e}"));
+                Err(error) => {
+                    problems.push(SettingError::Ttl { text: t, error });
                     None
                 }
             },
@@ -242,16 +332,19 @@ impl Config {
             .log_level
             .or(from_file.log.level)
             .unwrap_or_else(|| "info".to_owned());
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
-            problems.push(format!("log level `{log_level}`: {e}"));
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            problems.push(SettingError::LogLevel {
+                level: log_level.clone(),
+                error,
+            });
         }
         let log_format = overrides
             .log_format
             .or(from_file.log.format)
             .unwrap_or_default();
         let ext_authz = crate::mapping::Mapping::compile(&from_file.ext_authz.unwrap_or_default())
-            .unwrap_or_else(|errors| {
-                problems.extend(errors);
+            .unwrap_or_else(|e| {
+                problems.extend(e.problems.into_iter().map(SettingError::ExtAuthz));
                 crate::mapping::Mapping::default()
             });
 
@@ -265,9 +358,7 @@ impl Config {
             match admin_text.parse::<SocketAddr>() {
                 Ok(a) => Some(a),
                 Err(_) => {
-                    problems.push(format!(
-                        "admin address `{admin_text}` is not IP:PORT or `off` (e.g. `{DEFAULT_ADMIN}`)"
-                    ));
+                    problems.push(SettingError::Admin { text: admin_text });
                     None
                 }
             }
@@ -277,7 +368,10 @@ impl Config {
             from_file.decision_log,
             &mut problems,
         );
-        let history = crate::history::HistoryConfig::resolve(from_file.history, &mut problems);
+        let mut history_problems = Vec::new();
+        let history =
+            crate::history::HistoryConfig::resolve(from_file.history, &mut history_problems);
+        problems.extend(history_problems.into_iter().map(SettingError::History));
         let lists = lists(from_file.lists, file.and_then(Path::parent), &mut problems);
 
         match (policies, listen, ttl) {
@@ -307,27 +401,23 @@ const MAX_FILE_PROBLEMS: usize = 32;
 /// removed from the parsed document and the rest deserialized again: every
 /// unknown or mistyped key is reported, not only the first. A syntax error
 /// stops there (what follows it cannot be read reliably).
-fn parse_file(path: &Path, text: &str, problems: &mut Vec<String>) -> FileConfig {
+fn parse_file(path: &Path, text: &str, problems: &mut Vec<SettingError>) -> FileConfig {
     use serde::Deserialize as _;
 
     // Reported in file order, not in the order serde meets the keys.
-    let mut found: Vec<(usize, String)> = Vec::new();
+    let mut found: Vec<(usize, SettingError)> = Vec::new();
     let mut report = |e: &toml::de::Error| {
         let start = e.span().map_or(0, |s| s.start);
-        let at = e
+        let line = e
             .span()
-            .map(|s| {
-                let line = text.get(..s.start).map_or(0, |t| t.matches('\n').count()) + 1;
-                format!(":{line}")
-            })
-            .unwrap_or_default();
+            .map(|s| text.get(..s.start).map_or(0, |t| t.matches('\n').count()) + 1);
         found.push((
             start,
-            format!(
-                "{}{at}: {}",
-                path.display(),
-                e.message().trim_end_matches('.')
-            ),
+            SettingError::FileKey {
+                path: path.to_owned(),
+                line,
+                message: e.message().trim_end_matches('.').to_owned(),
+            },
         ));
     };
     let mut doc = match toml::de::DeTable::parse(text) {
@@ -416,7 +506,7 @@ fn remove_at(
 fn lists(
     file: FileLists,
     base: Option<&Path>,
-    problems: &mut Vec<String>,
+    problems: &mut Vec<SettingError>,
 ) -> crate::lists::ListsConfig {
     let resolve = |p: PathBuf| match base {
         Some(base) if p.is_relative() => base.join(p),
@@ -424,7 +514,7 @@ fn lists(
     };
     for (name, path) in &file.ip {
         if path.as_os_str().is_empty() {
-            problems.push(format!("lists.ip.{name}: empty path"));
+            problems.push(SettingError::ListPath { name: name.clone() });
         }
     }
     if file
@@ -432,7 +522,7 @@ fn lists(
         .as_ref()
         .is_some_and(|p| p.as_os_str().is_empty())
     {
-        problems.push("lists.geoip_city: empty path".to_owned());
+        problems.push(SettingError::GeoipPath);
     }
     crate::lists::ListsConfig {
         ip: file
@@ -447,7 +537,7 @@ fn lists(
 fn decision_log(
     flag: Option<String>,
     file: FileDecisionLog,
-    problems: &mut Vec<String>,
+    problems: &mut Vec<SettingError>,
 ) -> Option<DecisionLogConfig> {
     let output = flag.or(file.output)?;
     let sink = match output.as_str() {
@@ -460,13 +550,11 @@ fn decision_log(
             keep: file.keep.unwrap_or(5),
         },
     };
-    let mut rate = |name: &str, v: Option<f64>| match v {
+    let mut rate = |outcome: &'static str, v: Option<f64>| match v {
         None => 1.0,
         Some(r) if (0.0..=1.0).contains(&r) => r,
-        Some(r) => {
-            problems.push(format!(
-                "decision_log.sample.{name} `{r}` must be between 0.0 and 1.0"
-            ));
+        Some(rate) => {
+            problems.push(SettingError::SampleRate { outcome, rate });
             1.0
         }
     };
@@ -476,7 +564,7 @@ fn decision_log(
         deny: rate("deny", file.sample.deny),
     };
     if file.queue == Some(0) {
-        problems.push("decision_log.queue must be at least 1".to_owned());
+        problems.push(SettingError::QueueEmpty);
     }
     Some(DecisionLogConfig {
         sink,
@@ -491,6 +579,11 @@ fn decision_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The problems as the user reads them.
+    fn texts(err: &ConfigError) -> Vec<String> {
+        err.problems.iter().map(ToString::to_string).collect()
+    }
 
     #[test]
     fn flags_beat_file_beats_defaults() {
@@ -528,7 +621,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(
-            err.problems,
+            texts(&err),
             [
                 "no policy directory: pass --policies DIR, set STEPUP_POLICIES, or set `policies` in the config file",
                 "listen address `localhost` is not IP:PORT (e.g. `127.0.0.1:7171`)",
@@ -580,7 +673,7 @@ mod tests {
         let err = Config::resolve(Overrides::default(), Some(&file)).unwrap_err();
         let at = file.display();
         assert_eq!(
-            err.problems,
+            texts(&err),
             [
                 format!(
                     "{at}:1: unknown field `bogus`, expected one of `policies`, `listen`, `watch`, `admin`, `cache`, `ext_authz`, `log`, `decision_log`, `history`, `lists`"
@@ -595,7 +688,7 @@ mod tests {
         std::fs::write(&file, "policies = \"p\"\n[cache]\nsize = 7\nttl = 5\n").unwrap();
         let err = Config::resolve(Overrides::default(), Some(&file)).unwrap_err();
         assert_eq!(
-            err.problems,
+            texts(&err),
             [format!(
                 "{at}:4: invalid type: integer `5`, expected a string"
             )]
@@ -604,7 +697,7 @@ mod tests {
         std::fs::write(&file, "bogus = 1\npolicies = \"p\n").unwrap();
         let err = Config::resolve(Overrides::default(), Some(&file)).unwrap_err();
         assert_eq!(err.problems.len(), 2, "{err}");
-        assert!(err.problems[0].starts_with(&format!("{at}:2: ")), "{err}");
+        assert!(texts(&err)[0].starts_with(&format!("{at}:2: ")), "{err}");
     }
 
     #[test]

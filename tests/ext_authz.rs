@@ -31,8 +31,8 @@ use stepup::PolicySet;
 use stepup::Service;
 use stepup::proto::v1::decision_service_client::DecisionServiceClient;
 use stepup::proto::v1::{self as pb, DecideRequest};
-use stepup::{Config, Overrides};
-use stepup::{FileExtAuthz, Mapping};
+use stepup::{Config, Overrides, SettingError};
+use stepup::{FileExtAuthz, KeyError, KeyErrorKind, Mapping};
 use stepup::{ServeOptions, serve_with};
 use tokio::sync::oneshot;
 use tonic::Code;
@@ -259,7 +259,7 @@ fn meta(r: &CheckResponse, key: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn allow_challenge_deny_with_exact_answers() {
+async fn allow_passes_the_decision_upstream_with_exact_headers() {
     let sidecar = Sidecar::example().await;
     let mut authz = sidecar.authz();
 
@@ -294,6 +294,13 @@ async fn allow_challenge_deny_with_exact_answers() {
     assert_eq!(meta(&resp, "decision_id"), set[0].1.as_str());
     assert_eq!(meta(&resp, "rule_ids"), serde_json::json!([]));
     assert_eq!(meta(&resp, "action"), "payments.refund");
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn challenge_is_a_401_with_the_rfc_9470_challenge_until_stepped_up() {
+    let sidecar = Sidecar::example().await;
+    let mut authz = sidecar.authz();
 
     // CHALLENGE: a large refund from an aal1 session: 401, the RFC 9470
     // challenge, a JSON body for clients that read bodies.
@@ -349,7 +356,11 @@ async fn allow_challenge_deny_with_exact_answers() {
     );
     let resp = authz.check(r).await.unwrap().into_inner();
     assert_eq!(denied(&resp).status.as_ref().unwrap().code, 401);
+    sidecar.stop().await;
+}
 
+#[tokio::test]
+async fn deny_is_a_403_with_the_decision_id_only() {
     // DENY: the blocked-country rule, with the subject and country from
     // trusted headers: 403 with the decision id only.
     let deny = mapping(
@@ -361,7 +372,7 @@ id = "x-user"
 country = "x-country"
 "#,
     );
-    let sidecar2 = Sidecar::start(&examples(), deny).await;
+    let sidecar = Sidecar::start(&examples(), deny).await;
     let r = with_action(
         check(
             "GET",
@@ -371,7 +382,7 @@ country = "x-country"
         ),
         "orders.list",
     );
-    let resp = sidecar2.authz().check(r).await.unwrap().into_inner();
+    let resp = sidecar.authz().check(r).await.unwrap().into_inner();
     assert_eq!(
         resp.status.as_ref().unwrap().code,
         Code::PermissionDenied as i32
@@ -395,8 +406,6 @@ country = "x-country"
         meta(&resp, "rule_ids"),
         serde_json::json!(["blocked-country"])
     );
-
-    sidecar2.stop().await;
     sidecar.stop().await;
 }
 
@@ -757,10 +766,18 @@ fn bad_mappings_fail_at_startup_naming_the_key() {
     )
     .unwrap();
     let err = Config::resolve(Overrides::default(), Some(&file)).unwrap_err();
+    let problems: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
     assert_eq!(
-        err.problems,
+        problems,
         ["`ext_authz.routes[0].resource.id.path`: `/v1/{id}/x` has no parameter `{payment}`"]
     );
+    assert!(matches!(
+        &err.problems[..],
+        [SettingError::ExtAuthz(KeyError {
+            kind: KeyErrorKind::UnknownParameter { .. },
+            ..
+        })]
+    ));
 
     std::fs::write(
         &file,

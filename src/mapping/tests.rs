@@ -1,3 +1,12 @@
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use envoy_types::pb::envoy::config::core::v3::HeaderMap;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use envoy_types::pb::google::protobuf as epb;
+use pbjson_types::value::Kind;
+
+use super::decode::{base64url, percent_decode};
 use super::*;
 use envoy_types::pb::envoy::config::core::v3::{
     Address, HeaderValue, Metadata, SocketAddress, address::Address as A,
@@ -106,7 +115,7 @@ fn now() -> DateTime<Utc> {
 
 fn unmapped_reason(m: &Mapping, r: &CheckRequest) -> String {
     match m.map(r, now()) {
-        Err(MapError::Unmapped(reason)) => reason,
+        Err(MapError::Unmapped(reason)) => reason.to_string(),
         other => panic!("expected unmapped, got {other:?}"),
     }
 }
@@ -504,6 +513,7 @@ resource.id = { path = "nope", type = "number" }
 "#,
     ))
     .unwrap_err();
+    let errors: Vec<String> = errors.problems.iter().map(ToString::to_string).collect();
     assert_eq!(
         errors,
         [
@@ -546,6 +556,63 @@ fn percent_decoding() {
     assert!(percent_decode("%+1", false).is_none());
     assert!(percent_decode("%4", false).is_none());
     assert!(percent_decode("%FF", false).is_none(), "not UTF-8");
+    assert_eq!(percent_decode("a%2Bb+c", true).unwrap(), "a+b c");
+    assert_eq!(percent_decode("%41%", false), None);
+    assert!(matches!(
+        percent_decode("plain", true),
+        Some(Cow::Borrowed("plain"))
+    ));
+}
+
+#[test]
+fn base64_is_lenient_as_a_forwarding_proxy_needs() {
+    assert_eq!(base64url("aGk=").unwrap(), b"hi");
+    assert_eq!(base64url("aGk").unwrap(), b"hi");
+    assert_eq!(base64url("aGk===").unwrap(), b"hi", "any padding");
+    assert_eq!(base64url("-_8").unwrap(), [0xfb, 0xff]);
+    assert_eq!(base64url("+/8").unwrap(), [0xfb, 0xff], "standard alphabet");
+    assert_eq!(base64url("aGl").unwrap(), b"hi", "trailing bits");
+    assert_eq!(
+        base64url("aGlzA").unwrap(),
+        b"his",
+        "a lone final character"
+    );
+    assert!(base64url("aGlz!").is_none());
+    assert!(base64url("a b").is_none());
+    assert!(base64url("aG=k").is_none());
+    assert_eq!(base64url("").unwrap(), b"");
+}
+
+#[test]
+fn unmapped_reasons_are_values() {
+    let m = mapping(ROUTES);
+    let r = request("POST", "/v1/payments/p1/refunds?amount=lots", &[]);
+    let Err(MapError::Unmapped(e)) = m.map(&r, now()) else {
+        panic!("expected unmapped");
+    };
+    assert_eq!(
+        e.kind(),
+        &UnmappedErrorKind::Number {
+            origin: Origin::Query("amount".into()),
+            value: "lots".into(),
+        }
+    );
+    assert_eq!(
+        e.as_str(),
+        "query parameter `amount`: `lots` is not a number"
+    );
+    let e = Mapping::compile(&file("[ext_authz.network]\ntrusted_hops = 65\n")).unwrap_err();
+    assert_eq!(
+        e.problems,
+        [KeyError {
+            key: "ext_authz.network.trusted_hops".into(),
+            kind: KeyErrorKind::TooManyHops { hops: 65, max: 64 },
+        }]
+    );
+    assert_eq!(
+        e.to_string(),
+        "`ext_authz.network.trusted_hops`: `65` is more than 64"
+    );
 }
 
 #[test]
@@ -570,7 +637,4 @@ fn the_payload_can_come_from_a_header() {
         unmapped_reason(&m, &r),
         "no JWT payload: header `x-jwt-payload` is missing (is the request authenticated?)"
     );
-    assert_eq!(base64url("aGk=").unwrap(), b"hi");
-    assert_eq!(base64url("-_8").unwrap(), [0xfb, 0xff]);
-    assert!(base64url("a b").is_none());
 }

@@ -121,14 +121,19 @@ fn check_in(
                 .map(|h| (h.method.as_str(), h.path.split('?').next().unwrap_or("")))
                 .unwrap_or(("", ""));
             tracing::info!(
-                %reason,
+                reason = reason.as_str(),
                 decision_id = %id,
                 method,
                 path,
                 fallback = ?fallback,
                 "ext_authz request not mapped: answering with the fallback"
             );
-            Ok(unmapped(fallback, &id.to_string(), &reason, spoofed))
+            Ok(unmapped(
+                fallback,
+                &id.to_string(),
+                reason.as_str(),
+                spoofed,
+            ))
         }
     }
 }
