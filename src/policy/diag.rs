@@ -375,8 +375,10 @@ impl Diagnostic {
 }
 
 impl fmt::Display for Diagnostic {
-    /// Renders like rustc: the message, `--> file:line:col`, the source line
-    /// with a caret under the problem, and `= help:`.
+    /// Renders like rustc: the message and its code, `--> file:line:col`,
+    /// the source line with a caret under the problem, and `= help:`. The
+    /// code goes last on the first line, so that the line still starts with
+    /// `error: <message>` for people and for tools that search for it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let label = match self.severity {
             Severity::Error => "error",
@@ -386,6 +388,7 @@ impl fmt::Display for Diagnostic {
         if let Some(id) = &self.rule_id {
             write!(f, " (in `{id}`)")?;
         }
+        write!(f, " [{}]", self.code)?;
         let gutter = self.location.map(|l| l.line.to_string().len()).unwrap_or(1);
         let pad = " ".repeat(gutter);
         match (&self.file, self.location) {
@@ -536,6 +539,24 @@ mod tests {
     }
 
     #[test]
+    fn codes_are_kebab_case_alike_in_text_and_json_and_documented() {
+        let readme = include_str!("../../README.md");
+        for code in Code::ALL {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(code.as_str())
+            );
+            assert!(
+                readme.contains(&format!("| `{code}` |")),
+                "the README's table of codes lacks `{code}`"
+            );
+        }
+        let distinct: std::collections::HashSet<&str> =
+            Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(distinct.len(), Code::ALL.len());
+    }
+
+    #[test]
     fn renders_caret_under_the_span() {
         let file = SourceFile {
             path: PathBuf::from("p.yaml"),
@@ -555,7 +576,7 @@ mod tests {
         let text = d.to_string();
         assert_eq!(
             text,
-            "error: unknown variable `devce` (in `r1`)\n --> p.yaml:2:12\n  |\n2 |   - when: \"devce.trusted\"\n  |            ^^^^^\n  = help: did you mean `device`?"
+            "error: unknown variable `devce` (in `r1`) [unknown-variable]\n --> p.yaml:2:12\n  |\n2 |   - when: \"devce.trusted\"\n  |            ^^^^^\n  = help: did you mean `device`?"
         );
     }
 }

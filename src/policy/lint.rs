@@ -210,7 +210,7 @@ mod tests {
         assert_eq!(
             w,
             [
-                "warning: rule `refund` never changes a decision: `all` always matches its actions and asks for at least as much (in `refund`)"
+                "warning: rule `refund` never changes a decision: `all` always matches its actions and asks for at least as much (in `refund`) [redundant-rule]"
             ]
         );
     }
@@ -222,7 +222,9 @@ mod tests {
         );
         assert_eq!(
             w,
-            ["warning: signal `s` only adds to the reported score: no rule reads `risk` (in `s`)"]
+            [
+                "warning: signal `s` only adds to the reported score: no rule reads `risk` (in `s`) [unread-signal]"
+            ]
         );
         let w = warnings(
             "signals:\n  - { id: s, when: 'true', score: 5 }\nrules:\n  - { id: r, actions: [a], when: 'risk.score > 1', effect: deny }\n",
@@ -238,8 +240,8 @@ mod tests {
         assert_eq!(
             w,
             [
-                "warning: signal `b` has the same condition as `a` (in `b`)",
-                "warning: rule `r2` has the same actions and condition as `r1` (in `r2`)"
+                "warning: signal `b` has the same condition as `a` (in `b`) [duplicate-condition]",
+                "warning: rule `r2` has the same actions and condition as `r1` (in `r2`) [duplicate-condition]"
             ]
         );
     }
