@@ -480,7 +480,7 @@ pub fn did_you_mean<'a>(
             // `amr_list` for `amr`: a prefix is a likely mix-up too.
             let prefix =
                 c.len().min(word.len()) >= 3 && (word.starts_with(c) || c.starts_with(word));
-            let d = levenshtein(word, c);
+            let d = strsim::levenshtein(word, c);
             (if prefix { d.min(max) } else { d }, c)
         })
         .filter(|(d, _)| *d <= max)
@@ -499,25 +499,6 @@ pub fn did_you_mean<'a>(
         [init @ .., last] => format!("did you mean {} or {last}?", init.join(", ")),
         [] => return None,
     })
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        let mut row = Vec::with_capacity(b.len() + 1);
-        row.push(i + 1);
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
-            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
-            let ins = row.last().copied().unwrap_or(0) + 1;
-            row.push(sub.min(del).min(ins));
-        }
-        cur = row;
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev.last().copied().unwrap_or(0)
 }
 
 #[cfg(test)]
