@@ -186,8 +186,8 @@ impl<'a> Reader<'a> {
         Some(out)
     }
 
-    /// A string. Plain numbers where a string is expected are accepted as
-    /// written (e.g. `name: 2fa`... or `id: 2`).
+    /// A string. A plain integer where a string is expected is taken as
+    /// written (`id: 2`): YAML reads it as a number, the author meant text.
     pub fn string(&mut self, node: &Node<'_>, what: &str) -> Option<String> {
         match &node.data {
             YamlData::Value(Scalar::String(s)) => Some(s.to_string()),
