@@ -3,11 +3,31 @@
 
 use std::time::Duration;
 
+/// Why a duration does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Nothing was written.
+    #[error("empty duration")]
+    Empty,
+    /// A unit or other text where a number should start.
+    #[error("expected a number at `{0}`")]
+    ExpectedNumber(String),
+    /// More digits than a `u64` holds.
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+    /// A number without its unit (`5`).
+    #[error("`{0}` has no unit")]
+    MissingUnit(String),
+    /// A unit other than `ms`, `s`, `m`, `h`, `d`.
+    #[error("unknown unit `{0}`")]
+    UnknownUnit(String),
+}
+
 /// Parses a duration such as `5m` or `1h30m`. Units: `ms`, `s`, `m`, `h`, `d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     let mut total = Duration::ZERO;
     let mut rest = text;
@@ -16,12 +36,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("expected a number at `{rest}`"));
+            return Err(DurationError::ExpectedNumber(rest.to_owned()));
         }
         let (number, tail) = rest.split_at(digits);
         let n: u64 = number
             .parse()
-            .map_err(|_| format!("`{number}` is too large"))?;
+            .map_err(|_| DurationError::TooLarge(number.to_owned()))?;
         let unit_len = tail
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(tail.len());
@@ -32,8 +52,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
             "d" => Duration::from_secs(n.saturating_mul(86_400)),
-            "" => return Err(format!("`{number}` has no unit")),
-            other => return Err(format!("unknown unit `{other}`")),
+            "" => return Err(DurationError::MissingUnit(number.to_owned())),
+            other => return Err(DurationError::UnknownUnit(other.to_owned())),
         };
         total = total.saturating_add(part);
         rest = tail;
@@ -76,16 +96,33 @@ mod tests {
 
     #[test]
     fn rejects_bad_durations_with_reason() {
-        assert_eq!(parse_duration("5"), Err("`5` has no unit".into()));
-        assert_eq!(
-            parse_duration("5 minutes"),
-            Err("unknown unit ` minutes`".into())
-        );
-        assert_eq!(
-            parse_duration("m5"),
-            Err("expected a number at `m5`".into())
-        );
-        assert_eq!(parse_duration(""), Err("empty duration".into()));
+        let cases = [
+            (
+                "5",
+                DurationError::MissingUnit("5".into()),
+                "`5` has no unit",
+            ),
+            (
+                "5 minutes",
+                DurationError::UnknownUnit(" minutes".into()),
+                "unknown unit ` minutes`",
+            ),
+            (
+                "m5",
+                DurationError::ExpectedNumber("m5".into()),
+                "expected a number at `m5`",
+            ),
+            ("", DurationError::Empty, "empty duration"),
+            (
+                "99999999999999999999s",
+                DurationError::TooLarge("99999999999999999999".into()),
+                "`99999999999999999999` is too large",
+            ),
+        ];
+        for (text, error, message) in cases {
+            assert_eq!(parse_duration(text), Err(error.clone()));
+            assert_eq!(error.to_string(), message);
+        }
     }
 
     #[test]

@@ -63,7 +63,7 @@ fn check_prints_every_diagnostic_and_fails() {
     let file = dir.path().join("bad.yaml").display().to_string();
     assert!(
         stderr.contains(&format!(
-            "error: unknown variable `devce` (in `r1`)\n --> {file}:7:12\n  |\n7 |     when: \"devce.trusted\"\n  |            ^^^^^\n  = help: did you mean `device`?"
+            "error: unknown variable `devce` (in `r1`) [unknown-variable]\n --> {file}:7:12\n  |\n7 |     when: \"devce.trusted\"\n  |            ^^^^^\n  = help: did you mean `device`?"
         )),
         "{stderr}"
     );
@@ -86,6 +86,7 @@ fn check_prints_every_diagnostic_and_fails() {
     let v: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
     assert_eq!(v["valid"], false);
     assert_eq!(v["errors"], 2);
+    assert_eq!(v["diagnostics"][0]["code"], "unknown-variable");
     assert_eq!(v["diagnostics"][0]["rule_id"], "r1");
     assert_eq!(v["diagnostics"][0]["location"]["line"], 7);
     assert_eq!(v["diagnostics"][0]["help"], "did you mean `device`?");

@@ -134,7 +134,7 @@ fn an_invalid_suite_exits_2_with_a_positioned_diagnostic() {
     assert_eq!(
         text(&out.stderr),
         format!(
-            "error: unknown rule `refund-lage`\n  --> {file}:16:41\n   |\n16 |     expect: {{ outcome: allow, reasons: [refund-lage] }}\n   |                                         ^^^^^^^^^^^\n   = help: did you mean `refund-large`?\n\nerror: the test suites are invalid (1 error)\n"
+            "error: unknown rule `refund-lage` [unknown-rule]\n  --> {file}:16:41\n   |\n16 |     expect: {{ outcome: allow, reasons: [refund-lage] }}\n   |                                         ^^^^^^^^^^^\n   = help: did you mean `refund-large`?\n\nerror: the test suites are invalid (1 error)\n"
         )
     );
     assert_eq!(text(&out.stdout), "");
@@ -148,6 +148,7 @@ fn an_invalid_suite_exits_2_with_a_positioned_diagnostic() {
     assert_eq!(out.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
     assert_eq!(v["valid"], false);
+    assert_eq!(v["diagnostics"][0]["code"], "unknown-rule");
     assert_eq!(v["diagnostics"][0]["location"]["line"], 16);
     assert_eq!(v["diagnostics"][0]["help"], "did you mean `refund-large`?");
 }

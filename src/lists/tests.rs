@@ -221,11 +221,11 @@ fn one_error(lists: Lists, when: &str) -> String {
 fn unknown_list_is_a_load_error_with_did_you_mean() {
     assert_eq!(
         one_error(tor(), r#"ip_in(network.ip, "tor_exit")"#),
-        "error: unknown IP list `tor_exit` (in `r1`)\n  --> p.yaml:13:30\n   |\n13 |     when: 'ip_in(network.ip, \"tor_exit\")'\n   |                              ^^^^^^^^^^\n   = help: did you mean `tor_exits`?"
+        "error: unknown IP list `tor_exit` (in `r1`) [unknown-list]\n  --> p.yaml:13:30\n   |\n13 |     when: 'ip_in(network.ip, \"tor_exit\")'\n   |                              ^^^^^^^^^^\n   = help: did you mean `tor_exits`?"
     );
     assert_eq!(
         one_error(tor(), r#"ip_in(network.ip, "office")"#),
-        "error: unknown IP list `office` (in `r1`)\n  --> p.yaml:13:30\n   |\n13 |     when: 'ip_in(network.ip, \"office\")'\n   |                              ^^^^^^^^\n   = help: the IP lists are `tor_exits`"
+        "error: unknown IP list `office` (in `r1`) [unknown-list]\n  --> p.yaml:13:30\n   |\n13 |     when: 'ip_in(network.ip, \"office\")'\n   |                              ^^^^^^^^\n   = help: the IP lists are `tor_exits`"
     );
     assert!(
         one_error(Lists::default(), r#"ip_in(network.ip, "tor_exits")"#).ends_with(
@@ -475,8 +475,8 @@ fn list_problems_are_policy_diagnostics_with_file_and_line() {
     assert_eq!(
         rendered,
         [
-            "error: `10.0.0.1/8` has host bits set\n --> D/lists/tor_exits.txt:2:1\n  |\n2 | 10.0.0.1/8 # typo\n  | ^^^^^^^^^^\n  = help: the network is `10.0.0.0/8`",
-            "error: cannot read IP list: No such file or directory (os error 2)\n --> D/feeds/missing.txt",
+            "error: `10.0.0.1/8` has host bits set [invalid-list]\n --> D/lists/tor_exits.txt:2:1\n  |\n2 | 10.0.0.1/8 # typo\n  | ^^^^^^^^^^\n  = help: the network is `10.0.0.0/8`",
+            "error: cannot read IP list: No such file or directory (os error 2) [unreadable-file]\n --> D/feeds/missing.txt",
         ]
     );
     assert_eq!(

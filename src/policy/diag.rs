@@ -16,6 +16,244 @@ pub enum Severity {
     Error,
 }
 
+/// What kind of problem a diagnostic reports: a stable name that scripts and
+/// tests match on, so that the wording of messages may improve freely. The
+/// README's table of codes documents each one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Code {
+    /// A file or directory cannot be read.
+    UnreadableFile,
+    /// The policy directory holds no policy file.
+    NoPolicyFiles,
+    /// The text is not YAML.
+    InvalidYaml,
+    /// YAML that is valid but not supported here (aliases in test suites).
+    UnsupportedYaml,
+    /// A key the mapping does not have.
+    UnknownKey,
+    /// A required key is absent.
+    MissingKey,
+    /// A key that does not belong where it is written.
+    MisplacedKey,
+    /// A value of the wrong type (a string where a list is expected...).
+    WrongType,
+    /// An `apiVersion` other than `stepup/v1`.
+    UnsupportedApiVersion,
+    /// A `kind` other than `Levels` or `Policy`.
+    UnknownKind,
+    /// A signal or rule id with characters ids may not hold.
+    InvalidId,
+    /// Two signals or rules with one id.
+    DuplicateId,
+    /// A score outside its range, or not a whole number.
+    InvalidScore,
+    /// A rule with an empty `actions` list.
+    EmptyActions,
+    /// An action glob that cannot match as written.
+    InvalidActionPattern,
+    /// An `effect` other than `challenge` or `deny`.
+    UnknownEffect,
+    /// A `mode` other than `enforce` or `shadow`.
+    UnknownMode,
+    /// A duration that does not parse (`5`, `5 minutes`).
+    InvalidDuration,
+    /// A `require` that asks for nothing.
+    EmptyRequire,
+    /// `mode: shadow` on a policy with signals, which still count.
+    ShadowSignals,
+    /// The set has no `kind: Levels` document.
+    NoLevels,
+    /// A second `kind: Levels` document.
+    DuplicateLadder,
+    /// Two levels with one name.
+    DuplicateLevel,
+    /// A level without acr values.
+    EmptyLevel,
+    /// An acr value listed under two levels.
+    DuplicateAcr,
+    /// A level name the ladder does not have.
+    UnknownLevel,
+    /// A CEL expression that does not parse.
+    CelSyntax,
+    /// A CEL variable the request context does not have.
+    UnknownVariable,
+    /// A field the message does not have (in CEL or in a test request).
+    UnknownField,
+    /// A field selected from a value that has no fields.
+    InvalidSelect,
+    /// A function CEL does not know.
+    UnknownFunction,
+    /// A call with the wrong arguments or form.
+    InvalidCall,
+    /// An IP list the set does not load.
+    UnknownList,
+    /// A bad entry, name or file of an IP list.
+    InvalidList,
+    /// Two IP lists with one name.
+    DuplicateList,
+    /// A GeoIP database that cannot be used.
+    InvalidGeoip,
+    /// A rule that another rule always overrides.
+    RedundantRule,
+    /// A signal no rule reads (no rule reads `risk`).
+    UnreadSignal,
+    /// Two signals or rules with the same condition.
+    DuplicateCondition,
+    /// An action no test and no other rule uses: a likely typo.
+    UntestedAction,
+    /// No `*_test.yaml` file in the directory.
+    NoTestSuites,
+    /// A suite file without a suite.
+    EmptySuiteFile,
+    /// Two suites with one name.
+    DuplicateSuite,
+    /// Two cases with one name in a suite.
+    DuplicateCase,
+    /// A time that is not RFC 3339.
+    InvalidTime,
+    /// A test request that does not convert or validate.
+    InvalidRequest,
+    /// A fixture name the suite does not define.
+    UnknownFixture,
+    /// An expected outcome (or step-up outcome) that does not exist.
+    UnknownOutcome,
+    /// A `risk_score` range that holds no score.
+    EmptyRange,
+    /// A rule id the set does not have.
+    UnknownRule,
+    /// A signal id the set does not have.
+    UnknownSignal,
+    /// An id that is neither a rule nor a signal of the set.
+    UnknownId,
+    /// A fault of stepup itself, not of the policies.
+    Internal,
+}
+
+impl Code {
+    /// Every code, in the order the README lists them.
+    pub const ALL: &[Code] = &[
+        Code::UnreadableFile,
+        Code::NoPolicyFiles,
+        Code::InvalidYaml,
+        Code::UnsupportedYaml,
+        Code::UnknownKey,
+        Code::MissingKey,
+        Code::MisplacedKey,
+        Code::WrongType,
+        Code::UnsupportedApiVersion,
+        Code::UnknownKind,
+        Code::InvalidId,
+        Code::DuplicateId,
+        Code::InvalidScore,
+        Code::EmptyActions,
+        Code::InvalidActionPattern,
+        Code::UnknownEffect,
+        Code::UnknownMode,
+        Code::InvalidDuration,
+        Code::EmptyRequire,
+        Code::ShadowSignals,
+        Code::NoLevels,
+        Code::DuplicateLadder,
+        Code::DuplicateLevel,
+        Code::EmptyLevel,
+        Code::DuplicateAcr,
+        Code::UnknownLevel,
+        Code::CelSyntax,
+        Code::UnknownVariable,
+        Code::UnknownField,
+        Code::InvalidSelect,
+        Code::UnknownFunction,
+        Code::InvalidCall,
+        Code::UnknownList,
+        Code::InvalidList,
+        Code::DuplicateList,
+        Code::InvalidGeoip,
+        Code::RedundantRule,
+        Code::UnreadSignal,
+        Code::DuplicateCondition,
+        Code::UntestedAction,
+        Code::NoTestSuites,
+        Code::EmptySuiteFile,
+        Code::DuplicateSuite,
+        Code::DuplicateCase,
+        Code::InvalidTime,
+        Code::InvalidRequest,
+        Code::UnknownFixture,
+        Code::UnknownOutcome,
+        Code::EmptyRange,
+        Code::UnknownRule,
+        Code::UnknownSignal,
+        Code::UnknownId,
+        Code::Internal,
+    ];
+
+    /// The code as written in text and JSON output, e.g. `unknown-key`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::UnreadableFile => "unreadable-file",
+            Code::NoPolicyFiles => "no-policy-files",
+            Code::InvalidYaml => "invalid-yaml",
+            Code::UnsupportedYaml => "unsupported-yaml",
+            Code::UnknownKey => "unknown-key",
+            Code::MissingKey => "missing-key",
+            Code::MisplacedKey => "misplaced-key",
+            Code::WrongType => "wrong-type",
+            Code::UnsupportedApiVersion => "unsupported-api-version",
+            Code::UnknownKind => "unknown-kind",
+            Code::InvalidId => "invalid-id",
+            Code::DuplicateId => "duplicate-id",
+            Code::InvalidScore => "invalid-score",
+            Code::EmptyActions => "empty-actions",
+            Code::InvalidActionPattern => "invalid-action-pattern",
+            Code::UnknownEffect => "unknown-effect",
+            Code::UnknownMode => "unknown-mode",
+            Code::InvalidDuration => "invalid-duration",
+            Code::EmptyRequire => "empty-require",
+            Code::ShadowSignals => "shadow-signals",
+            Code::NoLevels => "no-levels",
+            Code::DuplicateLadder => "duplicate-ladder",
+            Code::DuplicateLevel => "duplicate-level",
+            Code::EmptyLevel => "empty-level",
+            Code::DuplicateAcr => "duplicate-acr",
+            Code::UnknownLevel => "unknown-level",
+            Code::CelSyntax => "cel-syntax",
+            Code::UnknownVariable => "unknown-variable",
+            Code::UnknownField => "unknown-field",
+            Code::InvalidSelect => "invalid-select",
+            Code::UnknownFunction => "unknown-function",
+            Code::InvalidCall => "invalid-call",
+            Code::UnknownList => "unknown-list",
+            Code::InvalidList => "invalid-list",
+            Code::DuplicateList => "duplicate-list",
+            Code::InvalidGeoip => "invalid-geoip",
+            Code::RedundantRule => "redundant-rule",
+            Code::UnreadSignal => "unread-signal",
+            Code::DuplicateCondition => "duplicate-condition",
+            Code::UntestedAction => "untested-action",
+            Code::NoTestSuites => "no-test-suites",
+            Code::EmptySuiteFile => "empty-suite-file",
+            Code::DuplicateSuite => "duplicate-suite",
+            Code::DuplicateCase => "duplicate-case",
+            Code::InvalidTime => "invalid-time",
+            Code::InvalidRequest => "invalid-request",
+            Code::UnknownFixture => "unknown-fixture",
+            Code::UnknownOutcome => "unknown-outcome",
+            Code::EmptyRange => "empty-range",
+            Code::UnknownRule => "unknown-rule",
+            Code::UnknownSignal => "unknown-signal",
+            Code::UnknownId => "unknown-id",
+            Code::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A loaded policy file's text, kept for diagnostics.
 #[derive(Debug)]
 pub struct SourceFile {
@@ -50,6 +288,8 @@ pub struct Location {
 pub struct Diagnostic {
     /// Error or warning.
     pub severity: Severity,
+    /// What kind of problem: stable, for scripts and tests.
+    pub code: Code,
     /// What is wrong: lowercase, one line, user input in backticks.
     pub message: String,
     /// The file, when the problem is in one.
@@ -72,18 +312,19 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// An error with no location yet.
-    pub fn error(message: impl Into<String>) -> Self {
-        Self::new(Severity::Error, message)
+    pub fn error(code: Code, message: impl Into<String>) -> Self {
+        Self::new(Severity::Error, code, message)
     }
 
     /// A warning with no location yet.
-    pub fn warning(message: impl Into<String>) -> Self {
-        Self::new(Severity::Warning, message)
+    pub fn warning(code: Code, message: impl Into<String>) -> Self {
+        Self::new(Severity::Warning, code, message)
     }
 
-    fn new(severity: Severity, message: impl Into<String>) -> Self {
+    fn new(severity: Severity, code: Code, message: impl Into<String>) -> Self {
         Self {
             severity,
+            code,
             message: message.into(),
             file: None,
             location: None,
@@ -134,8 +375,10 @@ impl Diagnostic {
 }
 
 impl fmt::Display for Diagnostic {
-    /// Renders like rustc: the message, `--> file:line:col`, the source line
-    /// with a caret under the problem, and `= help:`.
+    /// Renders like rustc: the message and its code, `--> file:line:col`,
+    /// the source line with a caret under the problem, and `= help:`. The
+    /// code goes last on the first line, so that the line still starts with
+    /// `error: <message>` for people and for tools that search for it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let label = match self.severity {
             Severity::Error => "error",
@@ -145,6 +388,7 @@ impl fmt::Display for Diagnostic {
         if let Some(id) = &self.rule_id {
             write!(f, " (in `{id}`)")?;
         }
+        write!(f, " [{}]", self.code)?;
         let gutter = self.location.map(|l| l.line.to_string().len()).unwrap_or(1);
         let pad = " ".repeat(gutter);
         match (&self.file, self.location) {
@@ -239,7 +483,7 @@ pub fn did_you_mean<'a>(
             // `amr_list` for `amr`: a prefix is a likely mix-up too.
             let prefix =
                 c.len().min(word.len()) >= 3 && (word.starts_with(c) || c.starts_with(word));
-            let d = levenshtein(word, c);
+            let d = strsim::levenshtein(word, c);
             (if prefix { d.min(max) } else { d }, c)
         })
         .filter(|(d, _)| *d <= max)
@@ -258,25 +502,6 @@ pub fn did_you_mean<'a>(
         [init @ .., last] => format!("did you mean {} or {last}?", init.join(", ")),
         [] => return None,
     })
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        let mut row = Vec::with_capacity(b.len() + 1);
-        row.push(i + 1);
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
-            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
-            let ins = row.last().copied().unwrap_or(0) + 1;
-            row.push(sub.min(del).min(ins));
-        }
-        cur = row;
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev.last().copied().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -298,12 +523,30 @@ mod tests {
     }
 
     #[test]
+    fn codes_are_kebab_case_alike_in_text_and_json_and_documented() {
+        let readme = include_str!("../../README.md");
+        for code in Code::ALL {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(code.as_str())
+            );
+            assert!(
+                readme.contains(&format!("| `{code}` |")),
+                "the README's table of codes lacks `{code}`"
+            );
+        }
+        let distinct: std::collections::HashSet<&str> =
+            Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(distinct.len(), Code::ALL.len());
+    }
+
+    #[test]
     fn renders_caret_under_the_span() {
         let file = SourceFile {
             path: PathBuf::from("p.yaml"),
             text: "rules:\n  - when: \"devce.trusted\"\n".into(),
         };
-        let d = Diagnostic::error("unknown variable `devce`")
+        let d = Diagnostic::error(Code::UnknownVariable, "unknown variable `devce`")
             .at(
                 &file,
                 Location {
@@ -317,7 +560,7 @@ mod tests {
         let text = d.to_string();
         assert_eq!(
             text,
-            "error: unknown variable `devce` (in `r1`)\n --> p.yaml:2:12\n  |\n2 |   - when: \"devce.trusted\"\n  |            ^^^^^\n  = help: did you mean `device`?"
+            "error: unknown variable `devce` (in `r1`) [unknown-variable]\n --> p.yaml:2:12\n  |\n2 |   - when: \"devce.trusted\"\n  |            ^^^^^\n  = help: did you mean `device`?"
         );
     }
 }

@@ -2,8 +2,8 @@
 //! can never change a decision, signals no rule reads, duplicate conditions.
 //! They do not stop the set from loading.
 
-use super::diag::{Diagnostic, Report};
-use super::load::{Sources, Spanned};
+use super::defs::{Sources, Spanned};
+use super::diag::{Code, Diagnostic, Report};
 use super::{Effect, Mode, Requirement, Rule, Signal};
 use crate::glob;
 
@@ -22,8 +22,8 @@ pub fn warn(
     duplicate_conditions(signals, rules, signal_ids, rule_ids, sources, report);
 }
 
-fn warning_at(sources: &Sources, at: &Spanned<String>, message: String) -> Diagnostic {
-    sources.place(Diagnostic::warning(message), at.file, at.location)
+fn warning_at(sources: &Sources, at: &Spanned<String>, code: Code, message: String) -> Diagnostic {
+    sources.place(Diagnostic::warning(code, message), at.file, at.location)
 }
 
 /// Whether every action `inner` can match is matched by `outer`.
@@ -82,6 +82,7 @@ fn shadowed_challenges(
                 warning_at(
                     sources,
                     at,
+                    Code::RedundantRule,
                     format!(
                         "rule `{}` never changes a decision: `{}` always matches its actions and asks for at least as much",
                         weak.id, strong.id
@@ -113,6 +114,7 @@ fn unread_signals(
             warning_at(
                 sources,
                 at,
+                Code::UnreadSignal,
                 format!(
                     "signal `{}` only adds to the reported score: no rule reads `risk`",
                     signal.id
@@ -148,6 +150,7 @@ fn duplicate_conditions(
                 warning_at(
                     sources,
                     at,
+                    Code::DuplicateCondition,
                     format!("signal `{}` has the same condition as `{}`", s.id, first.id),
                 )
                 .rule(&*s.id)
@@ -171,6 +174,7 @@ fn duplicate_conditions(
                 warning_at(
                     sources,
                     at,
+                    Code::DuplicateCondition,
                     format!(
                         "rule `{}` has the same actions and condition as `{}`",
                         r.id, first.id
@@ -206,7 +210,7 @@ mod tests {
         assert_eq!(
             w,
             [
-                "warning: rule `refund` never changes a decision: `all` always matches its actions and asks for at least as much (in `refund`)"
+                "warning: rule `refund` never changes a decision: `all` always matches its actions and asks for at least as much (in `refund`) [redundant-rule]"
             ]
         );
     }
@@ -218,7 +222,9 @@ mod tests {
         );
         assert_eq!(
             w,
-            ["warning: signal `s` only adds to the reported score: no rule reads `risk` (in `s`)"]
+            [
+                "warning: signal `s` only adds to the reported score: no rule reads `risk` (in `s`) [unread-signal]"
+            ]
         );
         let w = warnings(
             "signals:\n  - { id: s, when: 'true', score: 5 }\nrules:\n  - { id: r, actions: [a], when: 'risk.score > 1', effect: deny }\n",
@@ -234,8 +240,8 @@ mod tests {
         assert_eq!(
             w,
             [
-                "warning: signal `b` has the same condition as `a` (in `b`)",
-                "warning: rule `r2` has the same actions and condition as `r1` (in `r2`)"
+                "warning: signal `b` has the same condition as `a` (in `b`) [duplicate-condition]",
+                "warning: rule `r2` has the same actions and condition as `r1` (in `r2`) [duplicate-condition]"
             ]
         );
     }

@@ -6,202 +6,30 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+use saphyr::{Scalar, YamlData};
 
-use super::diag::{Diagnostic, Location, Report, SourceFile, did_you_mean};
+pub use super::defs::*;
+use super::diag::{Code, Diagnostic, Report, SourceFile, did_you_mean};
+use super::yaml::{self, Node, get, location};
 use crate::duration::parse_duration;
 
-/// The `apiVersion` every document must carry.
-pub const API_VERSION: &str = "stepup/v1";
-
-/// A string from a policy file and where it was written.
-#[derive(Clone, Debug)]
-pub struct Spanned<T> {
-    /// The value.
-    pub value: T,
-    /// Index of the file in [`Sources`].
-    pub file: usize,
-    /// Where the value starts.
-    pub location: Location,
-}
-
-/// The files a policy set was read from, kept for diagnostics.
-#[derive(Debug, Default)]
-pub struct Sources {
-    /// In the order read (sorted by path).
-    pub files: Vec<SourceFile>,
-}
-
-impl Sources {
-    /// A diagnostic placed at `spanned`.
-    pub fn error_at<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> Diagnostic {
-        self.place(Diagnostic::error(message), spanned.file, spanned.location)
-    }
-
-    /// Places `diagnostic` at `location` in file number `file`.
-    pub fn place(&self, diagnostic: Diagnostic, file: usize, location: Location) -> Diagnostic {
-        match self.files.get(file) {
-            Some(f) => diagnostic.at(f, location),
-            None => diagnostic,
-        }
-    }
-}
-
-/// One level of the assurance ladder.
-#[derive(Debug)]
-pub struct LevelDef {
-    /// Its name, e.g. `aal2`.
-    pub name: Spanned<String>,
-    /// The acr values that count as this level.
-    pub acr: Vec<Spanned<String>>,
-}
-
-/// A `kind: Levels` document.
-#[derive(Debug)]
-pub struct LevelsDef {
-    /// Weakest first.
-    pub levels: Vec<LevelDef>,
-    /// Where the document's `kind` is, for "more than one" errors.
-    pub at: Spanned<()>,
-}
-
-/// A risk signal.
-#[derive(Debug)]
-pub struct SignalDef {
-    /// Unique id.
-    pub id: Spanned<String>,
-    /// CEL condition (absent only when the definition has errors).
-    pub when: Option<Spanned<String>>,
-    /// Score added when `when` is true (may be negative).
-    pub score: i64,
-    /// False when the definition had errors (already reported): it is still
-    /// checked further, so that one pass reports everything, but not used.
-    pub valid: bool,
-    /// For people.
-    pub description: Option<String>,
-}
-
-/// What a rule does when it matches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Effect {
-    /// Step up first.
-    Challenge,
-    /// Refuse.
-    Deny,
-}
-
-impl Effect {
-    /// The wire form.
-    pub fn to_proto(self) -> crate::proto::v1::Effect {
-        match self {
-            Effect::Challenge => crate::proto::v1::Effect::Challenge,
-            Effect::Deny => crate::proto::v1::Effect::Deny,
-        }
-    }
-}
-
-/// Whether a rule's effect counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// The rule decides.
-    Enforce,
-    /// The rule is evaluated and its would-be effect reported, but it does not
-    /// change the outcome (report-only, to roll out a new rule safely).
-    Shadow,
-}
-
-/// A challenge rule's requirement.
-#[derive(Debug, Default)]
-pub struct RequireDef {
-    /// Level name.
-    pub level: Option<Spanned<String>>,
-    /// Acceptable amr values.
-    pub methods: Vec<String>,
-    /// Freshness.
-    pub max_age: Option<Duration>,
-    /// False when a field had errors (already reported).
-    pub valid: bool,
-}
-
-/// A rule.
-#[derive(Debug)]
-pub struct RuleDef {
-    /// Unique id.
-    pub id: Spanned<String>,
-    /// For people.
-    pub description: Option<String>,
-    /// Action names or globs.
-    pub actions: Vec<Spanned<String>>,
-    /// Optional CEL condition.
-    pub when: Option<Spanned<String>>,
-    /// Challenge or deny.
-    pub effect: Effect,
-    /// For challenge rules.
-    pub require: Option<RequireDef>,
-    /// For the end user.
-    pub message: Option<String>,
-    /// `enforce` or `shadow` (report-only); `None` means the policy's mode,
-    /// else enforce.
-    pub mode: Option<Mode>,
-    /// False when the definition had errors (already reported): it is still
-    /// checked further, so that one pass reports everything, but not used.
-    pub valid: bool,
-}
-
-/// Everything read from a policy directory, before compilation.
-#[derive(Debug, Default)]
-pub struct Definitions {
-    /// The files.
-    pub sources: Sources,
-    /// Every `Levels` document (exactly one is valid).
-    pub levels: Vec<LevelsDef>,
-    /// Signals in file order.
-    pub signals: Vec<SignalDef>,
-    /// Rules in file order.
-    pub rules: Vec<RuleDef>,
-}
-
-/// Lists the policy files under `dir`, sorted, skipping hidden entries
-/// (Kubernetes ConfigMap mounts keep old copies under `..data` siblings) and
+/// Lists the policy files under `dir`, sorted, skipping hidden entries and
 /// test suites (`*_test.yaml`).
 pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, Box<Diagnostic>> {
-    let mut out = Vec::new();
-    walk(dir, &mut out).map_err(|e| {
-        Box::new(
-            Diagnostic::error(format!(
-                "cannot read policy directory `{}`: {e}",
-                dir.display()
-            ))
-            .help("pass a directory of *.yaml policy files with --policies"),
-        )
-    })?;
-    out.sort();
-    Ok(out)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') {
-            continue;
-        }
-        // Follows symlinks: ConfigMap files are links into `..data`.
-        let meta = std::fs::metadata(&path)?;
-        if meta.is_dir() {
-            walk(&path, out)?;
-        } else if (name.ends_with(".yaml") || name.ends_with(".yml"))
+    let policy = |name: &str| {
+        (name.ends_with(".yaml") || name.ends_with(".yml"))
             && !name.ends_with("_test.yaml")
             && !name.ends_with("_test.yml")
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
+    };
+    yaml::files(dir, &policy).map_err(|e| {
+        Box::new(
+            Diagnostic::error(
+                Code::UnreadableFile,
+                format!("cannot read policy directory `{}`: {e}", dir.display()),
+            )
+            .help("pass a directory of *.yaml policy files with --policies"),
+        )
+    })
 }
 
 /// Reads and checks every policy file under `dir`. Problems go to `report`;
@@ -217,8 +45,11 @@ pub fn read_dir(dir: &Path, report: &mut Report) -> Definitions {
     };
     if files.is_empty() {
         report.push(
-            Diagnostic::error(format!("no policy files in `{}`", dir.display()))
-                .help("policy files end in .yaml or .yml"),
+            Diagnostic::error(
+                Code::NoPolicyFiles,
+                format!("no policy files in `{}`", dir.display()),
+            )
+            .help("policy files end in .yaml or .yml"),
         );
     }
     for path in files {
@@ -226,8 +57,13 @@ pub fn read_dir(dir: &Path, report: &mut Report) -> Definitions {
             Ok(text) => {
                 defs.sources.files.push(SourceFile { path, text });
             }
-            Err(e) => report
-                .push(Diagnostic::error(format!("cannot read policy file: {e}")).in_file(&path)),
+            Err(e) => report.push(
+                Diagnostic::error(
+                    Code::UnreadableFile,
+                    format!("cannot read policy file: {e}"),
+                )
+                .in_file(&path),
+            ),
         }
     }
     for index in 0..defs.sources.files.len() {
@@ -252,33 +88,17 @@ fn read_file(defs: &mut Definitions, index: usize, report: &mut Report) {
     let Some(file) = defs.sources.files.get(index) else {
         return;
     };
-    let docs = match MarkedYaml::load_from_str(&file.text) {
-        Ok(docs) => docs,
-        Err(e) => {
-            let m = e.marker();
-            report.push(Diagnostic::error(format!("invalid YAML: {}", e.info())).at(
-                file,
-                Location {
-                    line: m.line(),
-                    column: m.col() + 1,
-                    len: 1,
-                },
-            ));
-            return;
-        }
+    let Some(docs) = yaml::documents(file, report) else {
+        return;
     };
     let mut reader = Reader {
-        file,
+        y: yaml::Reader::new(file, report),
         index,
-        report,
     };
     let mut levels = Vec::new();
     let mut signals = Vec::new();
     let mut rules = Vec::new();
     for doc in &docs {
-        if matches!(doc.data, YamlData::Value(Scalar::Null)) {
-            continue; // an empty document, e.g. after a trailing `---`
-        }
         reader.document(doc, &mut levels, &mut signals, &mut rules);
     }
     defs.levels.extend(levels);
@@ -286,37 +106,14 @@ fn read_file(defs: &mut Definitions, index: usize, report: &mut Report) {
     defs.rules.extend(rules);
 }
 
+/// The YAML reader of one policy file, which also knows the file's index
+/// (for [`Spanned`] values).
 struct Reader<'a> {
-    file: &'a SourceFile,
+    y: yaml::Reader<'a>,
     index: usize,
-    report: &'a mut Report,
-}
-
-type Node<'i> = MarkedYaml<'i>;
-
-fn location(node: &Node<'_>) -> Location {
-    let start = node.span.start;
-    let len = if node.span.end.line() == start.line() {
-        node.span.end.col().saturating_sub(start.col())
-    } else {
-        1
-    };
-    Location {
-        line: start.line(),
-        column: start.col() + 1,
-        len: len.max(1),
-    }
 }
 
 impl Reader<'_> {
-    fn error(&mut self, node: &Node<'_>, message: impl Into<String>) -> Diagnostic {
-        Diagnostic::error(message).at(self.file, location(node))
-    }
-
-    fn push(&mut self, d: Diagnostic) {
-        self.report.push(d);
-    }
-
     fn spanned<T>(&self, node: &Node<'_>, value: T) -> Spanned<T> {
         Spanned {
             value,
@@ -325,97 +122,32 @@ impl Reader<'_> {
         }
     }
 
-    /// The entries of a mapping, checking every key against `allowed`.
-    fn mapping<'n, 'i>(
-        &mut self,
-        node: &'n Node<'i>,
-        what: &str,
-        allowed: &[&str],
-        rule: Option<&str>,
-    ) -> Option<Vec<(&'n str, &'n Node<'i>)>> {
-        let YamlData::Mapping(map) = &node.data else {
-            let d = self.error(node, format!("{what} must be a mapping"));
-            self.push(with_rule(d, rule));
-            return None;
-        };
-        let mut out = Vec::with_capacity(map.len());
-        for (k, v) in map {
-            let YamlData::Value(Scalar::String(key)) = &k.data else {
-                let d = self.error(k, format!("keys of {what} must be strings"));
-                self.push(with_rule(d, rule));
-                continue;
-            };
-            if !allowed.contains(&key.as_ref()) {
-                let d = self
-                    .error(k, format!("unknown key `{key}` in {what}"))
-                    .maybe_help(did_you_mean(key, allowed.iter().copied()).or_else(|| {
-                        Some(format!(
-                            "the keys of {what} are {}",
-                            allowed
-                                .iter()
-                                .map(|a| format!("`{a}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ))
-                    }));
-                self.push(with_rule(d, rule));
-                continue;
-            }
-            out.push((key.as_ref(), v));
-        }
-        Some(out)
+    fn spanned_string(&mut self, node: &Node<'_>, what: &str) -> Option<Spanned<String>> {
+        self.y.string(node, what).map(|s| self.spanned(node, s))
     }
 
-    fn string(&mut self, node: &Node<'_>, what: &str, rule: Option<&str>) -> Option<String> {
-        match &node.data {
-            YamlData::Value(Scalar::String(s)) => Some(s.to_string()),
-            // Plain numbers and booleans where a string is expected are
-            // accepted as written (e.g. `name: 2fa`).
-            YamlData::Value(Scalar::Integer(i)) => Some(i.to_string()),
-            _ => {
-                let d = self.error(node, format!("{what} must be a string"));
-                self.push(with_rule(d, rule));
-                None
-            }
-        }
+    /// A list of strings with their positions: the entries that are strings
+    /// (the others are reported).
+    fn string_list(&mut self, node: &Node<'_>, what: &str) -> Option<Vec<Spanned<String>>> {
+        let list = self.y.string_list(node, what, false)?;
+        Some(
+            list.items
+                .into_iter()
+                .map(|(value, location)| Spanned {
+                    value,
+                    file: self.index,
+                    location,
+                })
+                .collect(),
+        )
     }
 
-    fn string_list(
-        &mut self,
-        node: &Node<'_>,
-        what: &str,
-        rule: Option<&str>,
-    ) -> Option<Vec<Spanned<String>>> {
-        let YamlData::Sequence(items) = &node.data else {
-            let d = self
-                .error(node, format!("{what} must be a list of strings"))
-                .help(format!("write {what} as `[a, b]`"));
-            self.push(with_rule(d, rule));
-            return None;
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for item in items {
-            if let Some(s) = self.string(item, &format!("each entry of {what}"), rule) {
-                out.push(self.spanned(item, s));
-            }
-        }
-        Some(out)
+    fn error(&self, node: &Node<'_>, code: Code, message: impl Into<String>) -> Diagnostic {
+        self.y.error(node, code, message)
     }
 
-    fn required<'n, 'i>(
-        &mut self,
-        entries: &[(&str, &'n Node<'i>)],
-        key: &str,
-        parent: &Node<'_>,
-        what: &str,
-        rule: Option<&str>,
-    ) -> Option<&'n Node<'i>> {
-        let found = entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
-        if found.is_none() {
-            let d = self.error(parent, format!("{what} is missing `{key}`"));
-            self.push(with_rule(d, rule));
-        }
-        found
+    fn push(&mut self, d: Diagnostic) {
+        self.y.push(d);
     }
 
     fn document(
@@ -425,116 +157,146 @@ impl Reader<'_> {
         signals: &mut Vec<SignalDef>,
         rules: &mut Vec<RuleDef>,
     ) {
-        let Some(entries) = self.mapping(
-            doc,
-            "a policy document",
-            &[
-                "apiVersion",
-                "kind",
-                "name",
-                "description",
-                "levels",
-                "signals",
-                "rules",
-                "mode",
-            ],
-            None,
-        ) else {
+        const KEYS: &[&str] = &[
+            "apiVersion",
+            "kind",
+            "name",
+            "description",
+            "levels",
+            "signals",
+            "rules",
+            "mode",
+        ];
+        let Some(entries) = self.y.mapping(doc, "a policy document", KEYS) else {
             return;
         };
-        let get = |k: &str| entries.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
-        match get("apiVersion") {
+        self.api_version(doc, get(&entries, "apiVersion"));
+        let Some(kind_node) = get(&entries, "kind") else {
+            let d = self
+                .error(doc, Code::MissingKey, "document is missing `kind`")
+                .help("use `kind: Levels` or `kind: Policy`");
+            self.push(d);
+            return;
+        };
+        let kind = self.y.string(kind_node, "`kind`");
+        match kind.as_deref() {
+            Some("Levels") => levels.push(self.levels_document(doc, kind_node, &entries)),
+            Some("Policy") => self.policy_document(doc, &entries, signals, rules),
+            Some(other) => {
+                let d = self
+                    .error(
+                        kind_node,
+                        Code::UnknownKind,
+                        format!("unknown kind `{other}`"),
+                    )
+                    .maybe_help(did_you_mean(other, ["Levels", "Policy"]))
+                    .help("use `kind: Levels` or `kind: Policy`");
+                self.push(d);
+            }
+            None => {}
+        }
+    }
+
+    fn api_version(&mut self, doc: &Node<'_>, node: Option<&Node<'_>>) {
+        match node {
             Some(v) => {
-                if let Some(s) = self.string(v, "`apiVersion`", None)
+                if let Some(s) = self.y.string(v, "`apiVersion`")
                     && s != API_VERSION
                 {
                     let d = self
-                        .error(v, format!("unsupported apiVersion `{s}`"))
+                        .error(
+                            v,
+                            Code::UnsupportedApiVersion,
+                            format!("unsupported apiVersion `{s}`"),
+                        )
                         .help(format!("use `apiVersion: {API_VERSION}`"));
                     self.push(d);
                 }
             }
             None => {
                 let d = self
-                    .error(doc, "document is missing `apiVersion`")
+                    .error(doc, Code::MissingKey, "document is missing `apiVersion`")
                     .help(format!("add `apiVersion: {API_VERSION}`"));
                 self.push(d);
             }
         }
-        let Some(kind_node) = get("kind") else {
-            let d = self
-                .error(doc, "document is missing `kind`")
-                .help("use `kind: Levels` or `kind: Policy`");
-            self.push(d);
-            return;
-        };
-        let kind = self.string(kind_node, "`kind`", None);
-        match kind.as_deref() {
-            Some("Levels") => {
-                for key in ["signals", "rules", "name"] {
-                    if let Some(n) = get(key) {
-                        let d =
-                            self.error(n, format!("`{key}` belongs in a `kind: Policy` document"));
-                        self.push(d);
-                    }
-                }
-                let mut out = Vec::new();
-                if let Some(list) =
-                    self.required(&entries, "levels", doc, "a Levels document", None)
-                {
-                    self.levels(list, &mut out);
-                }
-                levels.push(LevelsDef {
-                    levels: out,
-                    at: self.spanned(kind_node, ()),
-                });
-            }
-            Some("Policy") => {
-                if let Some(n) = get("levels") {
-                    let d = self.error(n, "`levels` belongs in the `kind: Levels` document");
-                    self.push(d);
-                }
-                if let Some(n) = get("name") {
-                    self.string(n, "`name`", None);
-                } else {
-                    let d = self.error(doc, "policy is missing `name`");
-                    self.push(d);
-                }
-                if let Some(list) = get("signals") {
-                    self.each(list, "`signals`", |r, n| {
-                        if let Some(s) = r.signal(n) {
-                            signals.push(s);
-                        }
-                    });
-                }
-                let policy_mode = get("mode").and_then(|n| self.mode(n, None));
-                if policy_mode == Some(Mode::Shadow)
-                    && let Some(n) = get("signals")
-                {
-                    let d = Diagnostic::warning("`mode: shadow` applies to the policy's rules; its signals count as usual")
-                        .at(self.file, location(n))
-                        .help("move signals you do not want counted yet to their own policy, or remove them");
-                    self.push(d);
-                }
-                if let Some(list) = get("rules") {
-                    self.each(list, "`rules`", |r, n| {
-                        if let Some(mut rule) = r.rule(n) {
-                            if rule.mode.is_none() {
-                                rule.mode = policy_mode;
-                            }
-                            rules.push(rule);
-                        }
-                    });
-                }
-            }
-            Some(other) => {
-                let d = self
-                    .error(kind_node, format!("unknown kind `{other}`"))
-                    .maybe_help(did_you_mean(other, ["Levels", "Policy"]))
-                    .help("use `kind: Levels` or `kind: Policy`");
+    }
+
+    fn levels_document(
+        &mut self,
+        doc: &Node<'_>,
+        kind_node: &Node<'_>,
+        entries: &[(&str, &Node<'_>)],
+    ) -> LevelsDef {
+        for key in ["signals", "rules", "name"] {
+            if let Some(n) = get(entries, key) {
+                let d = self.error(
+                    n,
+                    Code::MisplacedKey,
+                    format!("`{key}` belongs in a `kind: Policy` document"),
+                );
                 self.push(d);
             }
-            None => {}
+        }
+        let mut out = Vec::new();
+        if let Some(list) = self.y.required(entries, "levels", doc, "a Levels document") {
+            self.levels(list, &mut out);
+        }
+        LevelsDef {
+            levels: out,
+            at: self.spanned(kind_node, ()),
+        }
+    }
+
+    fn policy_document(
+        &mut self,
+        doc: &Node<'_>,
+        entries: &[(&str, &Node<'_>)],
+        signals: &mut Vec<SignalDef>,
+        rules: &mut Vec<RuleDef>,
+    ) {
+        if let Some(n) = get(entries, "levels") {
+            let d = self.error(
+                n,
+                Code::MisplacedKey,
+                "`levels` belongs in the `kind: Levels` document",
+            );
+            self.push(d);
+        }
+        if let Some(n) = get(entries, "name") {
+            self.y.string(n, "`name`");
+        } else {
+            let d = self.error(doc, Code::MissingKey, "policy is missing `name`");
+            self.push(d);
+        }
+        if let Some(list) = get(entries, "signals") {
+            self.each(list, "`signals`", |r, n| {
+                if let Some(s) = r.signal(n) {
+                    signals.push(s);
+                }
+            });
+        }
+        let policy_mode = get(entries, "mode").and_then(|n| self.mode(n));
+        if policy_mode == Some(Mode::Shadow)
+            && let Some(n) = get(entries, "signals")
+        {
+            let d = Diagnostic::warning(
+                Code::ShadowSignals,
+                "`mode: shadow` applies to the policy's rules; its signals count as usual",
+            )
+            .at(self.y.file, location(n))
+            .help("move signals you do not want counted yet to their own policy, or remove them");
+            self.push(d);
+        }
+        if let Some(list) = get(entries, "rules") {
+            self.each(list, "`rules`", |r, n| {
+                if let Some(mut rule) = r.rule(n) {
+                    if rule.mode.is_none() {
+                        rule.mode = policy_mode;
+                    }
+                    rules.push(rule);
+                }
+            });
         }
     }
 
@@ -552,7 +314,7 @@ impl Reader<'_> {
             }
             YamlData::Value(Scalar::Null) => {}
             _ => {
-                let d = self.error(node, format!("{what} must be a list"));
+                let d = self.error(node, Code::WrongType, format!("{what} must be a list"));
                 self.push(d);
             }
         }
@@ -560,18 +322,19 @@ impl Reader<'_> {
 
     fn levels(&mut self, node: &Node<'_>, out: &mut Vec<LevelDef>) {
         self.each(node, "`levels`", |r, item| {
-            let Some(entries) = r.mapping(item, "a level", &["name", "acr", "description"], None)
+            let Some(entries) =
+                r.y.mapping(item, "a level", &["name", "acr", "description"])
             else {
                 return;
             };
-            let name = r
-                .required(&entries, "name", item, "level", None)
-                .and_then(|n| r.string(n, "`name`", None).map(|s| r.spanned(n, s)));
-            let acr = r
-                .required(&entries, "acr", item, "level", None)
-                .and_then(|n| r.string_list(n, "`acr`", None));
-            if let Some(d) = entries.iter().find(|(k, _)| *k == "description") {
-                r.string(d.1, "`description`", None);
+            let name =
+                r.y.required(&entries, "name", item, "level")
+                    .and_then(|n| r.spanned_string(n, "`name`"));
+            let acr =
+                r.y.required(&entries, "acr", item, "level")
+                    .and_then(|n| r.string_list(n, "`acr`"));
+            if let Some(d) = get(&entries, "description") {
+                r.y.string(d, "`description`");
             }
             if let (Some(name), Some(acr)) = (name, acr) {
                 out.push(LevelDef { name, acr });
@@ -585,10 +348,10 @@ impl Reader<'_> {
         item: &Node<'_>,
         what: &str,
     ) -> Option<Spanned<String>> {
-        let node = self.required(entries, "id", item, what, None)?;
-        let id = self.string(node, "`id`", None)?;
+        let node = self.y.required(entries, "id", item, what)?;
+        let id = self.y.string(node, "`id`")?;
         if !valid_id(&id) {
-            let d = self.error(node, format!("invalid id `{id}`")).help(
+            let d = self.error(node, Code::InvalidId, format!("invalid id `{id}`")).help(
                 "ids are letters, digits, `-`, `_`, `.` and `:`, starting with a letter or digit",
             );
             self.push(d);
@@ -597,36 +360,42 @@ impl Reader<'_> {
         Some(self.spanned(node, id))
     }
 
+    /// A signal. Its diagnostics name it once its id is known to be valid:
+    /// the id is looked up before the keys are checked, so that a bad key
+    /// written before `id` is reported with it.
     fn signal(&mut self, item: &Node<'_>) -> Option<SignalDef> {
-        let named = peek_id(item);
-        let entries = self.mapping(
-            item,
-            "a signal",
-            &["id", "when", "score", "description"],
-            named.as_deref(),
-        )?;
+        self.y.rule = peek_id(item);
+        let signal = self.signal_fields(item);
+        self.y.rule = None;
+        signal
+    }
+
+    fn signal_fields(&mut self, item: &Node<'_>) -> Option<SignalDef> {
+        let entries = self
+            .y
+            .mapping(item, "a signal", &["id", "when", "score", "description"])?;
         let id = self.id(&entries, item, "signal")?;
-        let rule = Some(id.value.as_str());
         let when = self
-            .required(&entries, "when", item, "signal", rule)
-            .and_then(|n| self.string(n, "`when`", rule).map(|s| self.spanned(n, s)));
-        let score = match self.required(&entries, "score", item, "signal", rule) {
+            .y
+            .required(&entries, "when", item, "signal")
+            .and_then(|n| self.spanned_string(n, "`when`"));
+        let score = match self.y.required(&entries, "score", item, "signal") {
             Some(n) => match &n.data {
                 YamlData::Value(Scalar::Integer(i)) if (-100..=100).contains(i) => Some(*i),
                 _ => {
-                    let d = self
-                        .error(n, "`score` must be a whole number from -100 to 100")
-                        .rule(&id.value);
+                    let d = self.error(
+                        n,
+                        Code::InvalidScore,
+                        "`score` must be a whole number from -100 to 100",
+                    );
                     self.push(d);
                     None
                 }
             },
             None => None,
         };
-        let description = entries
-            .iter()
-            .find(|(k, _)| *k == "description")
-            .and_then(|(_, n)| self.string(n, "`description`", rule));
+        let description =
+            get(&entries, "description").and_then(|n| self.y.string(n, "`description`"));
         Some(SignalDef {
             id,
             valid: when.is_some() && score.is_some(),
@@ -636,89 +405,41 @@ impl Reader<'_> {
         })
     }
 
+    /// A rule, named by its diagnostics as a signal is.
     fn rule(&mut self, item: &Node<'_>) -> Option<RuleDef> {
-        let named = peek_id(item);
-        let entries = self.mapping(
-            item,
-            "a rule",
-            &[
-                "id",
-                "description",
-                "actions",
-                "when",
-                "effect",
-                "require",
-                "message",
-                "mode",
-            ],
-            named.as_deref(),
-        )?;
+        self.y.rule = peek_id(item);
+        let rule = self.rule_fields(item);
+        self.y.rule = None;
+        rule
+    }
+
+    fn rule_fields(&mut self, item: &Node<'_>) -> Option<RuleDef> {
+        const KEYS: &[&str] = &[
+            "id",
+            "description",
+            "actions",
+            "when",
+            "effect",
+            "require",
+            "message",
+            "mode",
+        ];
+        let entries = self.y.mapping(item, "a rule", KEYS)?;
         let id = self.id(&entries, item, "rule")?;
-        let rule_id = id.value.clone();
-        let rule = Some(rule_id.as_str());
-        let get = |k: &str| entries.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
-        let description = get("description").and_then(|n| self.string(n, "`description`", rule));
-        let message = get("message").and_then(|n| self.string(n, "`message`", rule));
-        let mode = get("mode").and_then(|n| self.mode(n, rule));
-        let when =
-            get("when").and_then(|n| self.string(n, "`when`", rule).map(|s| self.spanned(n, s)));
+        let description =
+            get(&entries, "description").and_then(|n| self.y.string(n, "`description`"));
+        let message = get(&entries, "message").and_then(|n| self.y.string(n, "`message`"));
+        let mode = get(&entries, "mode").and_then(|n| self.mode(n));
+        let when = get(&entries, "when").and_then(|n| self.spanned_string(n, "`when`"));
         let actions = self
-            .required(&entries, "actions", item, "rule", rule)
-            .and_then(|n| {
-                let list = self.string_list(n, "`actions`", rule)?;
-                if list.is_empty() {
-                    let d = self
-                        .error(n, "`actions` is empty: the rule would never match")
-                        .rule(&rule_id)
-                        .help("list action names or globs such as `payments.*`, or `*` for every action");
-                    self.push(d);
-                    return None;
-                }
-                for a in &list {
-                    if let Some(problem) = crate::glob::check(&a.value) {
-                        let d = self.error(n, format!("invalid action pattern `{}`: {problem}", a.value));
-                        self.push(d.rule(&rule_id));
-                    }
-                }
-                Some(list)
-            });
-        let effect_node = self.required(&entries, "effect", item, "rule", rule);
-        let effect = effect_node.and_then(|n| {
-            let s = self.string(n, "`effect`", rule)?;
-            match s.as_str() {
-                "challenge" => Some(Effect::Challenge),
-                "deny" => Some(Effect::Deny),
-                other => {
-                    let d = self
-                        .error(n, format!("unknown effect `{other}`"))
-                        .rule(&rule_id)
-                        .help("use `effect: challenge` or `effect: deny`");
-                    self.push(d);
-                    None
-                }
-            }
-        });
-        let require = match (effect, get("require")) {
-            (Some(Effect::Challenge), Some(n)) => self.require(n, &rule_id),
-            (Some(Effect::Challenge), None) => {
-                let d = self
-                    .error(item, "challenge rule is missing `require`")
-                    .rule(&rule_id)
-                    .help("add e.g. `require: { level: aal2, max_age: 5m }`");
-                self.push(d);
-                None
-            }
-            (Some(Effect::Deny), Some(n)) => {
-                let d = self
-                    .error(n, "a deny rule takes no `require`")
-                    .rule(&rule_id)
-                    .help("remove `require`, or use `effect: challenge`");
-                self.push(d);
-                None
-            }
-            (None, _) => None,
-            (Some(Effect::Deny), None) => None,
-        };
+            .y
+            .required(&entries, "actions", item, "rule")
+            .and_then(|n| self.actions(n));
+        let effect = self
+            .y
+            .required(&entries, "effect", item, "rule")
+            .and_then(|n| self.effect(n));
+        let require = self.require_of(item, effect, get(&entries, "require"));
         let valid = actions.is_some()
             && effect.is_some()
             && (effect != Some(Effect::Challenge) || require.is_some())
@@ -736,24 +457,102 @@ impl Reader<'_> {
         })
     }
 
-    fn mode(&mut self, node: &Node<'_>, rule: Option<&str>) -> Option<Mode> {
-        let s = self.string(node, "`mode`", rule)?;
+    fn actions(&mut self, node: &Node<'_>) -> Option<Vec<Spanned<String>>> {
+        let list = self.string_list(node, "`actions`")?;
+        if list.is_empty() {
+            let d = self
+                .error(
+                    node,
+                    Code::EmptyActions,
+                    "`actions` is empty: the rule would never match",
+                )
+                .help("list action names or globs such as `payments.*`, or `*` for every action");
+            self.push(d);
+            return None;
+        }
+        for a in &list {
+            if let Some(problem) = crate::glob::check(&a.value) {
+                let d = self.error(
+                    node,
+                    Code::InvalidActionPattern,
+                    format!("invalid action pattern `{}`: {problem}", a.value),
+                );
+                self.push(d);
+            }
+        }
+        Some(list)
+    }
+
+    fn effect(&mut self, node: &Node<'_>) -> Option<Effect> {
+        let s = self.y.string(node, "`effect`")?;
         match s.as_str() {
-            "enforce" => Some(Mode::Enforce),
-            "shadow" => Some(Mode::Shadow),
+            "challenge" => Some(Effect::Challenge),
+            "deny" => Some(Effect::Deny),
             other => {
                 let d = self
-                    .error(node, format!("unknown mode `{other}`"))
-                    .help("use `mode: enforce` (the default) or `mode: shadow` (report-only)");
-                self.push(with_rule(d, rule));
+                    .error(
+                        node,
+                        Code::UnknownEffect,
+                        format!("unknown effect `{other}`"),
+                    )
+                    .help("use `effect: challenge` or `effect: deny`");
+                self.push(d);
                 None
             }
         }
     }
 
-    fn require(&mut self, node: &Node<'_>, rule_id: &str) -> Option<RequireDef> {
-        let rule = Some(rule_id);
-        let entries = self.mapping(node, "`require`", &["level", "methods", "max_age"], rule)?;
+    /// The rule's `require`, which challenge rules need and deny rules may
+    /// not have.
+    fn require_of(
+        &mut self,
+        item: &Node<'_>,
+        effect: Option<Effect>,
+        node: Option<&Node<'_>>,
+    ) -> Option<RequireDef> {
+        match (effect, node) {
+            (Some(Effect::Challenge), Some(n)) => self.require(n),
+            (Some(Effect::Challenge), None) => {
+                let d = self
+                    .error(
+                        item,
+                        Code::MissingKey,
+                        "challenge rule is missing `require`",
+                    )
+                    .help("add e.g. `require: { level: aal2, max_age: 5m }`");
+                self.push(d);
+                None
+            }
+            (Some(Effect::Deny), Some(n)) => {
+                let d = self
+                    .error(n, Code::MisplacedKey, "a deny rule takes no `require`")
+                    .help("remove `require`, or use `effect: challenge`");
+                self.push(d);
+                None
+            }
+            (None, _) | (Some(Effect::Deny), None) => None,
+        }
+    }
+
+    fn mode(&mut self, node: &Node<'_>) -> Option<Mode> {
+        let s = self.y.string(node, "`mode`")?;
+        match s.as_str() {
+            "enforce" => Some(Mode::Enforce),
+            "shadow" => Some(Mode::Shadow),
+            other => {
+                let d = self
+                    .error(node, Code::UnknownMode, format!("unknown mode `{other}`"))
+                    .help("use `mode: enforce` (the default) or `mode: shadow` (report-only)");
+                self.push(d);
+                None
+            }
+        }
+    }
+
+    fn require(&mut self, node: &Node<'_>) -> Option<RequireDef> {
+        let entries = self
+            .y
+            .mapping(node, "`require`", &["level", "methods", "max_age"])?;
         let mut req = RequireDef {
             valid: true,
             ..RequireDef::default()
@@ -761,46 +560,21 @@ impl Reader<'_> {
         let mut ok = true;
         for (key, v) in entries {
             match key {
-                "level" => req.level = self.string(v, "`level`", rule).map(|s| self.spanned(v, s)),
-                "methods" => match self.string_list(v, "`methods`", rule) {
+                "level" => req.level = self.spanned_string(v, "`level`"),
+                "methods" => match self.string_list(v, "`methods`") {
                     Some(list) => req.methods = list.into_iter().map(|s| s.value).collect(),
                     None => ok = false,
                 },
-                "max_age" => {
-                    let text = match &v.data {
-                        YamlData::Value(Scalar::String(s)) => Some(s.to_string()),
-                        YamlData::Value(Scalar::Integer(i)) => {
-                            let d = self
-                                .error(v, format!("`max_age` needs a unit: `{i}`"))
-                                .rule(rule_id)
-                                .help(format!("write `{i}s` for seconds, or use m, h, d"));
-                            self.push(d);
-                            ok = false;
-                            None
-                        }
-                        _ => self.string(v, "`max_age`", rule),
-                    };
-                    if let Some(text) = text {
-                        match parse_duration(&text) {
-                            Ok(d) => req.max_age = Some(d),
-                            Err(e) => {
-                                let d = self
-                                    .error(v, format!("invalid duration `{text}`: {e}"))
-                                    .rule(rule_id)
-                                    .help("write durations like `90s`, `5m`, `1h30m` or `7d`");
-                                self.push(d);
-                                ok = false;
-                            }
-                        }
-                    }
-                }
+                "max_age" => match self.max_age(v) {
+                    Ok(d) => req.max_age = d,
+                    Err(Invalid) => ok = false,
+                },
                 _ => {}
             }
         }
         if req.level.is_none() && req.methods.is_empty() && req.max_age.is_none() && ok {
             let d = self
-                .error(node, "`require` asks for nothing")
-                .rule(rule_id)
+                .error(node, Code::EmptyRequire, "`require` asks for nothing")
                 .help("set at least one of `level`, `methods`, `max_age`");
             self.push(d);
             return None;
@@ -808,7 +582,47 @@ impl Reader<'_> {
         req.valid = ok;
         Some(req)
     }
+
+    /// `max_age`: `Ok(None)` when it is not a string (reported, but the
+    /// rest of `require` is still checked as if it were absent).
+    fn max_age(&mut self, v: &Node<'_>) -> Result<Option<Duration>, Invalid> {
+        let text = match &v.data {
+            YamlData::Value(Scalar::String(s)) => s.to_string(),
+            YamlData::Value(Scalar::Integer(i)) => {
+                let d = self
+                    .error(
+                        v,
+                        Code::InvalidDuration,
+                        format!("`max_age` needs a unit: `{i}`"),
+                    )
+                    .help(format!("write `{i}s` for seconds, or use m, h, d"));
+                self.push(d);
+                return Err(Invalid);
+            }
+            _ => match self.y.string(v, "`max_age`") {
+                Some(s) => s,
+                None => return Ok(None),
+            },
+        };
+        match parse_duration(&text) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) => {
+                let d = self
+                    .error(
+                        v,
+                        Code::InvalidDuration,
+                        format!("invalid duration `{text}`: {e}"),
+                    )
+                    .help("write durations like `90s`, `5m`, `1h30m` or `7d`");
+                self.push(d);
+                Err(Invalid)
+            }
+        }
+    }
 }
+
+/// A value that was reported invalid.
+struct Invalid;
 
 /// Whether `id` is a valid signal or rule id.
 fn valid_id(id: &str) -> bool {
@@ -839,11 +653,4 @@ fn peek_id(item: &Node<'_>) -> Option<String> {
         _ => None,
     })?;
     valid_id(&id).then_some(id)
-}
-
-fn with_rule(d: Diagnostic, rule: Option<&str>) -> Diagnostic {
-    match rule {
-        Some(r) => d.rule(r),
-        None => d,
-    }
 }

@@ -7,7 +7,7 @@
 use cel::IdedExpr;
 use cel::common::ast::{Expr, LiteralValue};
 
-use super::diag::did_you_mean;
+use super::diag::{Code, did_you_mean};
 
 /// The static type of a context value, as far as the schema knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +154,8 @@ pub type ReadPath = Vec<String>;
 pub struct SchemaError {
     /// The node the problem is at (for its source offset).
     pub expr_id: u64,
+    /// What kind of problem.
+    pub code: Code,
     /// What is wrong.
     pub message: String,
     /// Did-you-mean or other advice.
@@ -276,6 +278,7 @@ impl Walker {
                 });
                 self.errors.push(SchemaError {
                     expr_id: expr.id,
+                    code: Code::UnknownVariable,
                     message: format!("unknown variable `{name}`"),
                     underline: Underline::Node,
                     help: help.or_else(|| {
@@ -421,6 +424,7 @@ impl Walker {
             self.walk(target);
             self.errors.push(SchemaError {
                 expr_id: id,
+                code: Code::InvalidCall,
                 message: format!("`{}` is a function, not a method", crate::lists::IP_IN),
                 underline: Underline::Node,
                 help: Some(format!("write {usage}")),
@@ -433,6 +437,7 @@ impl Walker {
             if call.target.is_none() {
                 self.errors.push(SchemaError {
                     expr_id: id,
+                    code: Code::InvalidCall,
                     message: format!(
                         "`{}` takes 2 arguments, got {}",
                         crate::lists::IP_IN,
@@ -448,6 +453,7 @@ impl Walker {
             self.walk(name);
             self.errors.push(SchemaError {
                 expr_id: name.id,
+                code: Code::InvalidCall,
                 message: "the list name must be a string literal".to_owned(),
                 // A select's node sits at its dot: underline its field.
                 underline: match &name.expr {
@@ -479,6 +485,7 @@ impl Walker {
             };
             self.errors.push(SchemaError {
                 expr_id: name.id,
+                code: Code::UnknownList,
                 message: format!("unknown IP list `{list}`"),
                 underline: Underline::Node,
                 help: Some(help),
@@ -500,6 +507,7 @@ impl Walker {
         if !HISTORY_FUNCTIONS.contains(&function) {
             self.errors.push(SchemaError {
                 expr_id: id,
+                code: Code::UnknownFunction,
                 message: format!("`history` has no function `{function}`"),
                 underline: Underline::Node,
                 help: did_you_mean(function, HISTORY_FUNCTIONS.iter().copied()).or_else(|| {
@@ -512,6 +520,7 @@ impl Walker {
         } else if args != 2 {
             self.errors.push(SchemaError {
                 expr_id: id,
+                code: Code::InvalidCall,
                 message: format!("`history.count` takes 2 arguments, got {args}"),
                 underline: Underline::Node,
                 help: Some("`history.count(\"payments.*\", duration(\"1h\"))`: an action glob and a window".to_owned()),
@@ -527,6 +536,7 @@ impl Walker {
                 None => {
                     self.errors.push(SchemaError {
                         expr_id: id,
+                        code: Code::UnknownField,
                         message: format!("`{}` has no field `{field}`", m.name),
                         underline: Underline::Field(field.to_owned()),
                         help: did_you_mean(field, m.fields.iter().map(|(n, _)| *n)).or_else(|| {
@@ -548,6 +558,7 @@ impl Walker {
             Ty::String | Ty::Bool | Ty::Int | Ty::Double | Ty::Timestamp | Ty::StringList => {
                 self.errors.push(SchemaError {
                     expr_id: id,
+                    code: Code::InvalidSelect,
                     message: format!(
                         "cannot select `{field}`: the value is {}",
                         with_article(ty_name(operand))
@@ -579,6 +590,7 @@ impl Walker {
         }
         self.errors.push(SchemaError {
             expr_id: id,
+            code: Code::UnknownFunction,
             message: format!("unknown function `{name}`"),
             help: did_you_mean(
                 name,

@@ -22,6 +22,14 @@ fn errors(policy: &str) -> Vec<String> {
     }
 }
 
+/// The codes of the diagnostics of a set made of the levels and `policy`.
+fn codes(policy: &str) -> Vec<Code> {
+    let text = format!("{LEVELS}---\n{policy}");
+    match PolicySet::from_str("p.yaml", &text) {
+        Ok((_, report)) | Err(report) => report.diagnostics.iter().map(|d| d.code).collect(),
+    }
+}
+
 fn one_error(policy: &str) -> String {
     let errs = errors(policy);
     assert_eq!(errs.len(), 1, "{errs:#?}");
@@ -37,7 +45,7 @@ fn unknown_variable_with_caret_and_did_you_mean() {
     ));
     assert_eq!(
         e,
-        "error: unknown variable `devce` (in `r1`)\n  --> p.yaml:15:13\n   |\n15 |     when: \"!devce.trusted\"\n   |             ^^^^^\n   = help: did you mean `device`?"
+        "error: unknown variable `devce` (in `r1`) [unknown-variable]\n  --> p.yaml:15:13\n   |\n15 |     when: \"!devce.trusted\"\n   |             ^^^^^\n   = help: did you mean `device`?"
     );
 }
 
@@ -49,8 +57,8 @@ fn unknown_functions_with_caret_and_did_you_mean() {
     assert_eq!(
         errs,
         [
-            "error: unknown function `getHour` (in `r1`)\n  --> p.yaml:15:16\n   |\n15 |     when: 'now.getHour(\"UTC\") < 6 || sizee(subject.roles) > 2'\n   |                ^^^^^^^\n   = help: did you mean `getHours`?",
-            "error: unknown function `sizee` (in `r1`)\n  --> p.yaml:15:38\n   |\n15 |     when: 'now.getHour(\"UTC\") < 6 || sizee(subject.roles) > 2'\n   |                                      ^^^^^\n   = help: did you mean `size`?",
+            "error: unknown function `getHour` (in `r1`) [unknown-function]\n  --> p.yaml:15:16\n   |\n15 |     when: 'now.getHour(\"UTC\") < 6 || sizee(subject.roles) > 2'\n   |                ^^^^^^^\n   = help: did you mean `getHours`?",
+            "error: unknown function `sizee` (in `r1`) [unknown-function]\n  --> p.yaml:15:38\n   |\n15 |     when: 'now.getHour(\"UTC\") < 6 || sizee(subject.roles) > 2'\n   |                                      ^^^^^\n   = help: did you mean `size`?",
         ]
     );
 }
@@ -80,7 +88,7 @@ fn unknown_request_field() {
     ));
     assert_eq!(
         e,
-        "error: `session` has no field `amr_list` (in `r1`)\n  --> p.yaml:15:19\n   |\n15 |     when: session.amr_list == []\n   |                   ^^^^^^^^\n   = help: did you mean `amr`?"
+        "error: `session` has no field `amr_list` (in `r1`) [unknown-field]\n  --> p.yaml:15:19\n   |\n15 |     when: session.amr_list == []\n   |                   ^^^^^^^^\n   = help: did you mean `amr`?"
     );
 }
 
@@ -102,7 +110,10 @@ fn cel_syntax_error() {
         e.starts_with("error: invalid CEL: Syntax error: extraneous input '&&'"),
         "{e}"
     );
-    assert!(e.contains("(in `r1`)\n  --> p.yaml:15:16\n"), "{e}");
+    assert!(
+        e.contains("(in `r1`) [cel-syntax]\n  --> p.yaml:15:16\n"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -113,7 +124,7 @@ fn cel_syntax_error_at_the_end_points_past_the_expression() {
     ));
     assert!(e.starts_with("error: invalid CEL: Syntax error: "), "{e}");
     assert!(
-        e.ends_with("(in `r1`)\n  --> p.yaml:15:35\n   |\n15 |     when: \"device.trusted && foo(1\"\n   |                                   ^"),
+        e.ends_with("(in `r1`) [cel-syntax]\n  --> p.yaml:15:35\n   |\n15 |     when: \"device.trusted && foo(1\"\n   |                                   ^"),
         "{e}"
     );
     // Folded over two lines: at the end of the last line, not the first.
@@ -121,14 +132,19 @@ fn cel_syntax_error_at_the_end_points_past_the_expression() {
         "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: >-\n      device.trusted &&\n      foo(1\n    effect: deny\n"
     ));
     assert!(
-        e.ends_with("(in `r1`)\n  --> p.yaml:17:12\n   |\n17 |       foo(1\n   |            ^"),
+        e.ends_with(
+            "(in `r1`) [cel-syntax]\n  --> p.yaml:17:12\n   |\n17 |       foo(1\n   |            ^"
+        ),
         "{e}"
     );
     // A literal block keeps its final newline: still after the `1`.
     let e = one_error(&format!(
         "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: |\n      device.trusted &&\n      foo(1\n    effect: deny\n"
     ));
-    assert!(e.contains("(in `r1`)\n  --> p.yaml:17:12\n"), "{e}");
+    assert!(
+        e.contains("(in `r1`) [cel-syntax]\n  --> p.yaml:17:12\n"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -138,7 +154,7 @@ fn unknown_key_has_did_you_mean() {
     ));
     assert_eq!(
         e,
-        "error: unknown key `mesage` in a rule (in `r1`)\n  --> p.yaml:16:5\n   |\n16 |     mesage: hi\n   |     ^^^^^^\n   = help: did you mean `message`?"
+        "error: unknown key `mesage` in a rule (in `r1`) [unknown-key]\n  --> p.yaml:16:5\n   |\n16 |     mesage: hi\n   |     ^^^^^^\n   = help: did you mean `message`?"
     );
 }
 
@@ -149,8 +165,8 @@ fn unknown_key_names_the_id_written_after_it() {
             "{HEAD}signals:\n  - when: \"true\"\n    scor: 5\n    id: s1\n    score: 5\nrules:\n  - acions: [a]\n    id: r5\n    actions: [a]\n    effect: deny\n"
         )),
         [
-            "error: unknown key `scor` in a signal (in `s1`)\n  --> p.yaml:14:5\n   |\n14 |     scor: 5\n   |     ^^^^\n   = help: did you mean `score`?",
-            "error: unknown key `acions` in a rule (in `r5`)\n  --> p.yaml:18:5\n   |\n18 |   - acions: [a]\n   |     ^^^^^^\n   = help: did you mean `actions`?",
+            "error: unknown key `scor` in a signal (in `s1`) [unknown-key]\n  --> p.yaml:14:5\n   |\n14 |     scor: 5\n   |     ^^^^\n   = help: did you mean `score`?",
+            "error: unknown key `acions` in a rule (in `r5`) [unknown-key]\n  --> p.yaml:18:5\n   |\n18 |   - acions: [a]\n   |     ^^^^^^\n   = help: did you mean `actions`?",
         ]
     );
     // Without a valid id there is nothing to name.
@@ -158,7 +174,7 @@ fn unknown_key_names_the_id_written_after_it() {
         "{HEAD}rules:\n  - acions: [a]\n    id: \"bad id\"\n    actions: [a]\n    effect: deny\n"
     ));
     assert!(
-        errs[0].starts_with("error: unknown key `acions` in a rule\n"),
+        errs[0].starts_with("error: unknown key `acions` in a rule [unknown-key]\n"),
         "{errs:#?}"
     );
 }
@@ -170,7 +186,7 @@ fn unknown_level_lists_close_names() {
     ));
     assert_eq!(
         e,
-        "error: unknown level `aal3` (in `r1`)\n  --> p.yaml:16:23\n   |\n16 |     require: { level: aal3 }\n   |                       ^^^^\n   = help: did you mean `aal1` or `aal2`?"
+        "error: unknown level `aal3` (in `r1`) [unknown-level]\n  --> p.yaml:16:23\n   |\n16 |     require: { level: aal3 }\n   |                       ^^^^\n   = help: did you mean `aal1` or `aal2`?"
     );
 }
 
@@ -181,7 +197,7 @@ fn unknown_level_without_a_ladder_says_there_are_none() {
     let errs: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
     assert_eq!(
         errs[1],
-        "error: unknown level `aal2` (in `r1`)\n --> p.yaml:8:23\n  |\n8 |     require: { level: aal2 }\n  |                       ^^^^\n  = help: the set defines no levels: add a `kind: Levels` document listing them, weakest first",
+        "error: unknown level `aal2` (in `r1`) [unknown-level]\n --> p.yaml:8:23\n  |\n8 |     require: { level: aal2 }\n  |                       ^^^^\n  = help: the set defines no levels: add a `kind: Levels` document listing them, weakest first",
         "{errs:#?}"
     );
     let report = PolicySet::from_str(
@@ -231,7 +247,7 @@ fn duplicate_ids_across_signals_and_rules() {
         "{HEAD}signals:\n  - {{ id: x, when: \"true\", score: 1 }}\nrules:\n  - {{ id: x, actions: [a], effect: deny }}\n"
     ));
     assert!(
-        e.starts_with("error: duplicate id `x`\n  --> p.yaml:15:11"),
+        e.starts_with("error: duplicate id `x` [duplicate-id]\n  --> p.yaml:15:11"),
         "{e}"
     );
     assert!(
@@ -244,28 +260,63 @@ fn duplicate_ids_across_signals_and_rules() {
 
 #[test]
 fn every_error_is_reported_in_one_pass() {
-    let errs = errors(&format!(
+    let policy = format!(
         "{HEAD}signals:\n  - {{ id: s, when: \"risk.score > 1\", score: 500 }}\nrules:\n  - id: r\n    actions: []\n    when: \"devce\"\n    effect: challenge\n    require: {{ level: nope, max_age: 1y }}\n"
-    ));
-    let firsts: Vec<&str> = errs
+    );
+    assert_eq!(
+        codes(&policy),
+        [
+            Code::InvalidScore,
+            Code::EmptyActions,
+            Code::InvalidDuration,
+            Code::UnknownVariable,
+            Code::UnknownVariable,
+            Code::UnknownLevel,
+        ]
+    );
+    let firsts: Vec<String> = errors(&policy)
         .iter()
-        .map(|e| e.lines().next().unwrap_or(""))
+        .map(|e| e.lines().next().unwrap_or("").to_owned())
         .collect();
     assert_eq!(
         firsts,
         [
-            "error: `score` must be a whole number from -100 to 100 (in `s`)",
-            "error: `actions` is empty: the rule would never match (in `r`)",
-            "error: invalid duration `1y`: unknown unit `y` (in `r`)",
-            "error: unknown variable `risk` (in `s`)",
-            "error: unknown variable `devce` (in `r`)",
-            "error: unknown level `nope` (in `r`)",
+            "error: `score` must be a whole number from -100 to 100 (in `s`) [invalid-score]",
+            "error: `actions` is empty: the rule would never match (in `r`) [empty-actions]",
+            "error: invalid duration `1y`: unknown unit `y` (in `r`) [invalid-duration]",
+            "error: unknown variable `risk` (in `s`) [unknown-variable]",
+            "error: unknown variable `devce` (in `r`) [unknown-variable]",
+            "error: unknown level `nope` (in `r`) [unknown-level]",
         ]
     );
 }
 
 #[test]
 fn structure_errors() {
+    let kind = |policy: &str| codes(policy);
+    assert_eq!(
+        kind("apiVersion: stepup/v2\nkind: Policy\nname: t\n"),
+        [Code::UnsupportedApiVersion]
+    );
+    assert_eq!(
+        kind("apiVersion: stepup/v1\nkind: Polcy\n"),
+        [Code::UnknownKind]
+    );
+    assert_eq!(
+        kind(&format!(
+            "{HEAD}rules:\n  - id: r\n    actions: [a]\n    effect: challenge\n"
+        )),
+        [Code::MissingKey]
+    );
+    assert_eq!(
+        kind(&format!(
+            "{HEAD}rules:\n  - id: r\n    actions: [a]\n    effect: deny\n    require: {{ level: aal1 }}\n"
+        )),
+        [Code::MisplacedKey]
+    );
+    assert_eq!(kind("name: [\n")[0], Code::InvalidYaml);
+    assert_eq!(kind("apiVersion: stepup/v1\n"), [Code::MissingKey]);
+
     let e = one_error("apiVersion: stepup/v2\nkind: Policy\nname: t\n");
     assert!(
         e.starts_with("error: unsupported apiVersion `stepup/v2`"),
@@ -304,7 +355,7 @@ fn exactly_one_levels_document() {
         .unwrap_err();
     assert_eq!(
         report.diagnostics[0].to_string(),
-        "error: the policy set has no `kind: Levels` document\n  = help: add one listing the assurance levels, weakest first, with their acr values"
+        "error: the policy set has no `kind: Levels` document [no-levels]\n  = help: add one listing the assurance levels, weakest first, with their acr values"
     );
     let e = one_error(LEVELS);
     assert!(

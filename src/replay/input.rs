@@ -44,7 +44,7 @@ impl LineProblem {
         // serde_json's column is the bytes read on the line, one past the
         // offending token when it had to see a delimiter (numbers).
         let mut at = e.column().saturating_sub(1).min(text.len());
-        let unknown = crate::suite::unknown_field(message);
+        let unknown = unknown_field(message);
         match &unknown {
             // Point at the key, not past it.
             Some((word, _)) => {
@@ -92,6 +92,23 @@ impl LineProblem {
         self.help = help;
         self
     }
+}
+
+/// The unknown field and the expected ones, from serde's "unknown field
+/// `x`, expected one of `a`, `b`" message. A line is parsed straight from
+/// its text for its column, so only the error's text says which field it
+/// was; the test-suite parser, which holds values, tells unknown fields
+/// apart by structure instead.
+fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (word, rest) = rest.split_once('`')?;
+    let fields = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    Some((word.to_owned(), fields))
 }
 
 /// Up to 50 characters before and 30 after char `col` of `text`, with
@@ -323,5 +340,19 @@ pub(super) fn clock(line: &Line<'_>, default: DateTime<Utc>) -> Result<DateTime<
             .map(|t| t.with_timezone(&Utc))
             .map_err(|e| format!("`time` `{t}` is not an RFC 3339 time: {e}")),
         None => Ok(default),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_unknown_field_messages() {
+        assert_eq!(
+            unknown_field("unknown field `devce`, expected one of `action`, `device`"),
+            Some(("devce".into(), vec!["action".into(), "device".into()]))
+        );
+        assert_eq!(unknown_field("invalid type"), None);
     }
 }

@@ -22,11 +22,10 @@ use crate::engine::{self, Decision, Outcome, TraceEntry};
 use crate::history::config::Secret;
 use crate::history::{Enabled, History, HistoryConfig, Lazy, StepUpReport};
 use crate::policy::PolicySet;
-use crate::policy::diag::{Diagnostic, Location, Report, SourceFile};
+use crate::policy::diag::{Code, Diagnostic, Location, Report, SourceFile};
 use crate::proto::v1::DecideRequest;
 
 pub use parse::suite_files;
-pub(crate) use parse::unknown_field;
 pub use render::{json_report, junit, text};
 
 /// A test suite: one YAML document of a `*_test.yaml` file.
@@ -179,10 +178,10 @@ pub fn load(dir: &Path, set: &PolicySet) -> Result<(Vec<Suite>, Report), Report>
         Ok(files) => files,
         Err(e) => {
             report.push(
-                Diagnostic::error(format!(
-                    "cannot read test directory `{}`: {e}",
-                    dir.display()
-                ))
+                Diagnostic::error(
+                    Code::UnreadableFile,
+                    format!("cannot read test directory `{}`: {e}", dir.display()),
+                )
                 .help("pass the policy directory holding the `*_test.yaml` suites"),
             );
             return Err(report);
@@ -190,8 +189,11 @@ pub fn load(dir: &Path, set: &PolicySet) -> Result<(Vec<Suite>, Report), Report>
     };
     if files.is_empty() {
         report.push(
-            Diagnostic::error(format!("no test suites in `{}`", dir.display()))
-                .help("test suites are files named `*_test.yaml` next to (or under) the policies"),
+            Diagnostic::error(
+                Code::NoTestSuites,
+                format!("no test suites in `{}`", dir.display()),
+            )
+            .help("test suites are files named `*_test.yaml` next to (or under) the policies"),
         );
         return Err(report);
     }
@@ -201,8 +203,10 @@ pub fn load(dir: &Path, set: &PolicySet) -> Result<(Vec<Suite>, Report), Report>
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
-                report
-                    .push(Diagnostic::error(format!("cannot read test suite: {e}")).in_file(&path));
+                report.push(
+                    Diagnostic::error(Code::UnreadableFile, format!("cannot read test suite: {e}"))
+                        .in_file(&path),
+                );
                 continue;
             }
         };
@@ -210,7 +214,10 @@ pub fn load(dir: &Path, set: &PolicySet) -> Result<(Vec<Suite>, Report), Report>
         for suite in parse::read_file(&file, &names, &mut report) {
             if let Some(first) = suites.iter().find(|s| s.name == suite.name) {
                 report.push(
-                    Diagnostic::warning(format!("two suites are named `{}`", suite.name))
+                    Diagnostic::warning(
+                        Code::DuplicateSuite,
+                        format!("two suites are named `{}`", suite.name),
+                    )
                         .in_file(&suite.file)
                         .help(format!(
                             "the first is in `{}`; distinct names keep `--filter` and JUnit reports unambiguous",

@@ -61,6 +61,12 @@ fn errors(text: &str) -> Vec<String> {
     report.errors().map(ToString::to_string).collect()
 }
 
+/// The codes of the errors of reading `text`.
+fn error_codes(text: &str) -> Vec<Code> {
+    let (_, report) = read(text);
+    report.errors().map(|d| d.code).collect()
+}
+
 const SUITE: &str = r#"
 name: payments
 now: 2026-11-27T10:00:00Z
@@ -229,7 +235,7 @@ fn unknown_keys_get_did_you_mean() {
     );
     assert_eq!(
         e[0],
-        "error: unknown key `requst` in a test case\n --> s_test.yaml:5:5\n  |\n5 |     requst: { action: a }\n  |     ^^^^^^\n  = help: did you mean `request`?"
+        "error: unknown key `requst` in a test case [unknown-key]\n --> s_test.yaml:5:5\n  |\n5 |     requst: { action: a }\n  |     ^^^^^^\n  = help: did you mean `request`?"
     );
 }
 
@@ -250,9 +256,9 @@ cases:
     );
     let joined = e.join("\n\n");
     for want in [
-        "error: unknown outcome `alow`\n --> s_test.yaml:7:16",
+        "error: unknown outcome `alow` [unknown-outcome]\n --> s_test.yaml:7:16",
         "= help: did you mean `allow`?",
-        "error: unknown rule `refund-lage`\n --> s_test.yaml:8:17",
+        "error: unknown rule `refund-lage` [unknown-rule]\n --> s_test.yaml:8:17",
         "= help: did you mean `refund-large`?",
         "error: unknown signal `untrusted-devise`",
         "= help: did you mean `untrusted-device`?",
@@ -283,7 +289,7 @@ fn unknown_level_without_levels_says_there_are_none() {
     let e: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
     assert_eq!(e.len(), 1, "{e:#?}");
     assert!(
-        e[0].starts_with("error: unknown level `aal2`\n")
+        e[0].starts_with("error: unknown level `aal2` [unknown-level]\n")
             && e[0].ends_with("= help: the policy set defines no levels"),
         "{e:#?}"
     );
@@ -310,15 +316,14 @@ cases:
         "{joined}"
     );
     assert!(
-        joined.contains("error: unknown fixture `alise`\n --> s_test.yaml:7:14\n  |\n7 |     fixture: alise\n  |              ^^^^^\n  = help: did you mean `alice`?"),
+        joined.contains("error: unknown fixture `alise` [unknown-fixture]\n --> s_test.yaml:7:14\n  |\n7 |     fixture: alise\n  |              ^^^^^\n  = help: did you mean `alice`?"),
         "{joined}"
     );
 }
 
 #[test]
 fn a_bad_request_field_is_reported_where_written() {
-    let e = errors(
-        r#"name: s
+    let suite = r#"name: s
 now: 2026-11-27T10:00:00Z
 fixtures:
   alice: { subject: { id: alice }, device: { trusted: "yes" } }
@@ -336,8 +341,17 @@ cases:
   - name: invalid country
     request: { action: a, subject: { id: u }, network: { country: germany } }
     expect: { outcome: allow }
-"#,
+"#;
+    assert_eq!(
+        error_codes(suite),
+        [
+            Code::UnknownField,
+            Code::InvalidRequest,
+            Code::InvalidRequest,
+            Code::InvalidRequest
+        ]
     );
+    let e = errors(suite);
     assert_eq!(e.len(), 4, "{e:#?}");
     assert!(
         e[0].starts_with("error: invalid request: unknown field `devce`, expected one of")
@@ -370,9 +384,9 @@ cases:
 
 #[test]
 fn missing_pieces() {
-    let e = errors(
-        "name: s\ncases:\n  - name: c\n    request: { action: a, subject: { id: u } }\n    expect: { outcome: allow }\n  - name: d\n    expect: { reasons: [] }\n",
-    );
+    let suite = "name: s\ncases:\n  - name: c\n    request: { action: a, subject: { id: u } }\n    expect: { outcome: allow }\n  - name: d\n    expect: { reasons: [] }\n";
+    assert_eq!(error_codes(suite), [Code::MissingKey; 3]);
+    let e = errors(suite);
     let joined = e.join("\n\n");
     for want in [
         "error: test case `c` is missing `now`",
@@ -390,7 +404,7 @@ fn duplicate_case_names() {
     );
     assert_eq!(e.len(), 1);
     assert!(
-        e[0].starts_with("error: duplicate case name `c`\n --> s_test.yaml:7:11"),
+        e[0].starts_with("error: duplicate case name `c` [duplicate-case]\n --> s_test.yaml:7:11"),
         "{}",
         e[0]
     );
