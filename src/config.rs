@@ -232,7 +232,7 @@ pub enum SettingError {
         /// The ttl as given.
         text: String,
         /// Why it is not a duration.
-        error: String,
+        error: crate::duration::DurationError,
     },
     /// A log filter `tracing` cannot parse.
     #[error("log level `{level}`: {error}")]

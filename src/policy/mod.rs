@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use compile::{compile, list_diagnostic};
 pub use defs::{Effect, Mode};
 use defs::{Sources, Spanned};
-pub use diag::{Code, Diagnostic, Location, Report, Severity, SourceFile};
+pub use diag::{Code, Diagnostic, Location, Report, Severity};
 use schema::ReadPath;
 
 use crate::glob::ActionIndex;

@@ -206,11 +206,12 @@ pub struct Reads {
 
 /// Checks `expr` against the context schema for `scope`, returning what it
 /// reads, or every problem found.
+#[cfg(test)]
 pub fn check(expr: &IdedExpr, scope: Scope) -> Result<Reads, Vec<SchemaError>> {
     check_in(expr, scope, &[], None)
 }
 
-/// Like [`check`], for a set whose configured IP lists are `ip_lists`
+/// Checks `expr` against the context schema for `scope` (see `check`), for a set whose configured IP lists are `ip_lists`
 /// (the names `ip_in` accepts), and, given `env`, requiring every function
 /// called to be one `env` declares (`now.getHour()` and `sizee(x)` would
 /// otherwise fail only when a request comes, and fail closed).

@@ -35,8 +35,6 @@ pub struct Suite {
     pub name: String,
     /// The file it was read from.
     pub file: PathBuf,
-    /// Where the suite starts in the file.
-    pub line: usize,
     /// The cases, in file order.
     pub cases: Vec<Case>,
 }

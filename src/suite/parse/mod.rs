@@ -166,7 +166,6 @@ impl Reader<'_> {
         Some(Suite {
             name: name?,
             file: self.y.file.path.clone(),
-            line: location(doc).line,
             cases,
         })
     }
