@@ -89,8 +89,8 @@ pub(super) fn compile(
         rules: rules.compiled,
         index: rules.index,
         key_tree: crate::request::key::KeyTree::new(&read_paths),
+        #[cfg(test)]
         read_paths,
-        volatile_signals,
         reads_history: reads.history,
         time_step: reads.time_step,
         acr_levels: ladder.acr,
@@ -291,7 +291,6 @@ impl Compiler<'_> {
             out.ids.push(s.id.clone());
             out.compiled.push(Signal {
                 id: Arc::from(s.id.value.as_str()),
-                description: s.description.map(Arc::from),
                 when: Condition { volatile, ..cond },
                 score: s.score,
             });
@@ -351,7 +350,6 @@ impl Compiler<'_> {
             out.ids.push(r.id.clone());
             out.compiled.push(Rule {
                 id: Arc::from(r.id.value.as_str()),
-                description: r.description.map(Arc::from),
                 actions: r.actions.into_iter().map(|a| a.value).collect(),
                 when,
                 effect: r.effect,

@@ -81,8 +81,6 @@ pub struct SignalDef {
     /// False when the definition had errors (already reported): it is still
     /// checked further, so that one pass reports everything, but not used.
     pub valid: bool,
-    /// For people.
-    pub description: Option<String>,
 }
 
 /// What a rule does when it matches.

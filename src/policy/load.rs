@@ -394,14 +394,15 @@ impl Reader<'_> {
             },
             None => None,
         };
-        let description =
-            get(&entries, "description").and_then(|n| self.y.string(n, "`description`"));
+        // For people reading the file: checked, not kept.
+        if let Some(d) = get(&entries, "description") {
+            self.y.string(d, "`description`");
+        }
         Some(SignalDef {
             id,
             valid: when.is_some() && score.is_some(),
             when,
             score: score.unwrap_or(0),
-            description,
         })
     }
 

@@ -21,7 +21,6 @@ use compile::{compile, list_diagnostic};
 pub use defs::{Effect, Mode};
 use defs::{Sources, Spanned};
 pub use diag::{Code, Diagnostic, Location, Report, Severity};
-use schema::ReadPath;
 
 use crate::glob::ActionIndex;
 use crate::lists::{Lists, ListsConfig};
@@ -73,8 +72,6 @@ pub struct Condition {
 pub struct Signal {
     /// Unique id.
     pub id: Arc<str>,
-    /// For people.
-    pub description: Option<Arc<str>>,
     /// When it fires.
     pub when: Condition,
     /// What it adds to the risk score.
@@ -86,8 +83,6 @@ pub struct Signal {
 pub struct Rule {
     /// Unique id.
     pub id: Arc<str>,
-    /// For people.
-    pub description: Option<Arc<str>>,
     /// Action names or globs.
     pub actions: Vec<String>,
     /// Optional condition; absent means always.
@@ -110,31 +105,30 @@ pub struct PolicySet {
     /// `sha256:` + hex of the set's files (paths and contents).
     pub revision: Arc<str>,
     /// When it was loaded.
-    pub loaded_at: SystemTime,
+    pub(crate) loaded_at: SystemTime,
     /// Unique per compiled set in this process (part of the cache key, so
     /// no answer of one set can be served under another).
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// The assurance ladder, weakest first.
-    pub levels: Vec<Level>,
+    pub(crate) levels: Vec<Level>,
     /// Signals in policy order.
-    pub signals: Vec<Signal>,
+    pub(crate) signals: Vec<Signal>,
     /// Rules in policy order.
-    pub rules: Vec<Rule>,
+    pub(crate) rules: Vec<Rule>,
     /// Rules by action.
-    pub index: ActionIndex,
+    pub(crate) index: ActionIndex,
     /// Every request path any condition reads: the decision cache key.
-    pub read_paths: Vec<ReadPath>,
+    #[cfg(test)]
+    pub(crate) read_paths: Vec<schema::ReadPath>,
     /// `read_paths` as the decision cache key reads them.
-    pub key_tree: crate::request::key::KeyTree,
-    /// Whether any signal is volatile (then rules reading `risk` are too).
-    pub volatile_signals: bool,
+    pub(crate) key_tree: crate::request::key::KeyTree,
     /// Whether any condition reads `history` (then decisions are recorded
     /// in `[history] enabled = "auto"` mode).
-    pub reads_history: bool,
+    pub(crate) reads_history: bool,
     /// The smallest step of the stepwise time reads of non-volatile
-    /// conditions (see [`schema::Reads::now_step`]): the cache key holds
+    /// conditions (see `schema::Reads::now_step`): the cache key holds
     /// `floor(now / step)`.
-    pub time_step: Option<Duration>,
+    pub(crate) time_step: Option<Duration>,
     /// acr value → level (foldhash: looked up on every decision and record).
     acr_levels: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     env: Arc<cel::Env>,
