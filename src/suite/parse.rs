@@ -20,14 +20,15 @@ type Node<'i> = MarkedYaml<'i>;
 
 /// The names a suite may refer to: the policy set's rules, signals and
 /// levels.
-pub(super) struct Names<'a> {
+pub struct Names<'a> {
     rules: Vec<&'a str>,
     signals: Vec<&'a str>,
     levels: Vec<&'a str>,
 }
 
 impl<'a> Names<'a> {
-    pub(super) fn of(set: &'a PolicySet) -> Self {
+    /// The names `set` defines.
+    pub fn of(set: &'a PolicySet) -> Self {
         Self {
             rules: set.rules.iter().map(|r| &*r.id).collect(),
             signals: set.signals.iter().map(|s| &*s.id).collect(),
@@ -64,7 +65,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 /// Reads the suites of one file; problems go to `report`.
-pub(super) fn read_file(file: &SourceFile, names: &Names<'_>, report: &mut Report) -> Vec<Suite> {
+pub fn read_file(file: &SourceFile, names: &Names<'_>, report: &mut Report) -> Vec<Suite> {
     let docs = match MarkedYaml::load_from_str(&file.text) {
         Ok(docs) => docs,
         Err(e) => {
