@@ -110,9 +110,12 @@ pub mod internal {
     pub use crate::history::model::{Observation, Update, Verdict};
     pub use crate::history::redis::RedisBackend;
     pub use crate::lists::{IpList, Lists, add_ip_in};
+    pub use crate::policy::diag::SourceFile;
     pub use crate::replay::{Baseline, ReplayOptions, replay};
     pub use crate::server::convert::response;
     pub use crate::server::ext_authz::check;
+    pub use crate::suite::parse::{Names as SuiteNames, read_file as read_suite_file};
+    pub use crate::suite::{junit, run as run_suites, text as suite_text};
 }
 
 /// The generated protobuf types and gRPC stubs of `proto/`.

@@ -8,7 +8,7 @@
 //! score, fired signals, matched rules (`reasons`), failed conditions
 //! (`errors`) and matched shadow rules. Unlisted fields are not checked.
 
-mod parse;
+pub mod parse;
 mod render;
 
 use std::path::{Path, PathBuf};

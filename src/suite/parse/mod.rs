@@ -27,14 +27,15 @@ use tree::{Tree, locate_field};
 
 /// The names a suite may refer to: the policy set's rules, signals and
 /// levels.
-pub(super) struct Names<'a> {
+pub struct Names<'a> {
     rules: Vec<&'a str>,
     signals: Vec<&'a str>,
     levels: Vec<&'a str>,
 }
 
 impl<'a> Names<'a> {
-    pub(super) fn of(set: &'a PolicySet) -> Self {
+    /// The names `set` defines.
+    pub fn of(set: &'a PolicySet) -> Self {
         Self {
             rules: set.rules.iter().map(|r| &*r.id).collect(),
             signals: set.signals.iter().map(|s| &*s.id).collect(),
@@ -52,7 +53,7 @@ pub fn suite_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Reads the suites of one file; problems go to `report`.
-pub(super) fn read_file(file: &SourceFile, names: &Names<'_>, report: &mut Report) -> Vec<Suite> {
+pub fn read_file(file: &SourceFile, names: &Names<'_>, report: &mut Report) -> Vec<Suite> {
     let Some(docs) = yaml::documents(file, report) else {
         return Vec::new();
     };

@@ -1,0 +1,10 @@
+
+account.mfa.addV
+aliceacmesupport"
+timezoneEurope/Berlin"!
+usual_countries2
+DE
+FR(
+s-2urn:stepup:aal2pwdotp"ä¨¥Ø"
+d-laptopweb*
+203.0.113.7DEøB ©¥Ø

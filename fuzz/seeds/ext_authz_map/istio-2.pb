@@ -1,0 +1,14 @@
+
+ç
+
+
+
+10.0.0.1"˙
+†©•ÿÔ
+req-1POST
+x-device-idd-laptop(
+x-forwarded-for203.0.113.7, 10.0.0.1
+x-stepup-risk-score0Æ
+x-jwt-payloadúeyJhY3IiOiJ1cm46c3RlcHVwOmFhbDEiLCJhbXIiOlsicHdkIl0sImF1dGhfdGltZSI6MTc5NTc3MDAwMCwiaXNzIjoiaHR0cHM6Ly9pZHAuZXhhbXBsZS5jb20iLCJyb2xlcyI6WyJzdXBwb3J0Il0sInNpZCI6InMtMSIsInN1YiI6ImFsaWNlIiwidGVuYW50IjoiYWNtZSIsInVzdWFsX2NvdW50cmllcyI6WyJERSIsIkZSIl0sInpvbmVpbmZvIjoiRXVyb3BlL0JlcmxpbiJ9
+
+user-agentcurl/8"/v1/transfers?amount=20000*api.example.com2httpsRHTTP/1.1

@@ -1,0 +1,14 @@
+
+ÿ
+
+
+
+10.0.0.1"ì
+ ©¥Øá
+req-1POST
+
+user-agentcurl/8(
+x-forwarded-for203.0.113.7, 10.0.0.1®
+x-jwt-payloadœeyJhY3IiOiJ1cm46c3RlcHVwOmFhbDEiLCJhbXIiOlsicHdkIl0sImF1dGhfdGltZSI6MTc5NTc3MDAwMCwiaXNzIjoiaHR0cHM6Ly9pZHAuZXhhbXBsZS5jb20iLCJyb2xlcyI6WyJzdXBwb3J0Il0sInNpZCI6InMtMSIsInN1YiI6ImFsaWNlIiwidGVuYW50IjoiYWNtZSIsInVzdWFsX2NvdW50cmllcyI6WyJERSIsIkZSIl0sInpvbmVpbmZvIjoiRXVyb3BlL0JlcmxpbiJ9
+x-device-idd-laptop
+x-stepup-risk-score0"/v1/api-keys*api.example.com2httpsRHTTP/1.1
