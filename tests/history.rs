@@ -14,7 +14,7 @@ use pbjson_types::Timestamp;
 use stepup::CacheConfig;
 use stepup::PolicySet;
 use stepup::Service;
-use stepup::history::{History, HistoryConfig, Limits};
+use stepup::history::{Enabled, History, HistoryConfig, Limits, StepUpReport};
 use stepup::proto::v1::decision_service_client::DecisionServiceClient;
 use stepup::proto::v1::{DecideRequest, DecideResponse, Outcome, RecordStepUpRequest};
 use tonic::Code;
@@ -442,4 +442,135 @@ fn memory_stays_flat_under_200k_distinct_subjects() {
     }
     assert!(store.len() > 9_000, "{}", store.len());
     assert_eq!(store.evicted(), 200_000 - store.len() as u64);
+}
+
+/// A request by `subject` at `at` (the server's clock, not `T0`: pruning
+/// never goes past the server's clock, and that is what is tested).
+fn request_at(
+    subject: &str,
+    action: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    extra: serde_json::Value,
+) -> DecideRequest {
+    let mut r = request(subject, action, 0, extra);
+    r.time = ts(at.timestamp());
+    r
+}
+
+fn failed_step_up(history: &History, subject: &str, at: chrono::DateTime<chrono::Utc>) {
+    let at = at.timestamp_millis();
+    history.report(StepUpReport {
+        subject: history.keyer().subject("", subject),
+        session: None,
+        device: None,
+        acr: None,
+        amr: Vec::new(),
+        auth_time: at,
+        at,
+        success: false,
+    });
+}
+
+/// The probe of issue 14: a request and a step-up report dated two days
+/// ahead neither expire the subject's failed step-ups nor pin a location
+/// that every later request seems to travel from. In process: the server
+/// may refuse such a `time` before history sees it.
+#[test]
+fn a_future_dated_event_prunes_nothing_and_pins_no_place() {
+    let dir = policy_dir();
+    let (policy, _) = PolicySet::load(dir.path()).unwrap_or_else(|r| panic!("{r}"));
+    let engine = Service::new(policy, CacheConfig::default())
+        .with_history(History::new(HistoryConfig::default()));
+    let start = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap();
+    let at = |minutes: i64| start + chrono::Duration::minutes(minutes);
+    let history = engine.history();
+    failed_step_up(history, "alice", at(0));
+    failed_step_up(history, "alice", at(1));
+    let berlin = from(52.52, 13.405, "DE");
+    engine.decide(
+        &request_at("alice", "account.view", at(2), berlin),
+        at(2),
+        false,
+    );
+    // Two days ahead, from Sydney.
+    let ahead = at(2 * 24 * 60);
+    let sydney = from(-33.87, 151.21, "AU");
+    engine.decide(
+        &request_at("alice", "account.view", ahead, sydney),
+        ahead,
+        false,
+    );
+    failed_step_up(history, "alice", ahead);
+    // Back in real time, from Potsdam (30 km from Berlin), twice.
+    for minutes in [10, 20] {
+        let potsdam = from(52.39, 13.06, "DE");
+        let d = engine.decide(
+            &request_at("alice", "account.view", at(minutes), potsdam),
+            at(minutes),
+            false,
+        );
+        let signals: Vec<&str> = d.assessment.signals.iter().map(|s| &**s).collect();
+        assert!(
+            signals.contains(&"failed-stepups"),
+            "the failures are still there at +{minutes}m: {signals:?}"
+        );
+        assert!(
+            !signals.contains(&"impossible-travel"),
+            "no travel from Sydney at +{minutes}m: {signals:?}"
+        );
+    }
+}
+
+/// The probe of issue 14: 25,600 distinct action names. Events hold shared
+/// strings only (past the table's bound, the `~other` marker), so the
+/// history stays within its computed byte bound and the strings within the
+/// action table's.
+#[test]
+fn distinct_action_names_stay_within_the_byte_bound() {
+    let dir = policy_dir();
+    let (policy, _) = PolicySet::load(dir.path()).unwrap_or_else(|r| panic!("{r}"));
+    let engine =
+        Service::new(policy, CacheConfig::default()).with_history(History::new(HistoryConfig {
+            enabled: Enabled::On,
+            limits: Limits {
+                max_subjects: 1000,
+                ..Limits::default()
+            },
+            ..HistoryConfig::default()
+        }));
+    let now = chrono::DateTime::from_timestamp(T0, 0).unwrap();
+    let mut req = request("x", "x", 0, serde_json::json!({}));
+    for i in 0..25_600i64 {
+        req.subject.as_mut().unwrap().id = format!("s-{}", i % 200);
+        req.action = format!("app.{i:016x}.{}", "x".repeat(64));
+        engine.decide(&req, now + chrono::Duration::milliseconds(i), false);
+    }
+    let history = engine.history();
+    assert!(
+        history.bytes() <= history.max_bytes(),
+        "{} > {}",
+        history.bytes(),
+        history.max_bytes()
+    );
+    let mut strings = std::collections::HashMap::new();
+    for (_, h) in history.store().snapshot_all() {
+        for e in &h.events {
+            strings.insert(
+                std::sync::Arc::as_ptr(&e.action).cast::<u8>() as usize,
+                e.action.len(),
+            );
+        }
+    }
+    let bytes: usize = strings.values().sum();
+    assert!(
+        bytes <= stepup::history::ACTIONS.bytes,
+        "{} distinct strings, {bytes} bytes",
+        strings.len()
+    );
+    assert!(strings.len() <= stepup::history::ACTIONS.names + 1);
+    let metrics = engine.render_metrics();
+    assert!(
+        !metrics.contains("\nstepup_history_actions_folded_total 0\n"),
+        "{metrics}"
+    );
 }

@@ -45,6 +45,7 @@
 
 pub(crate) mod config;
 pub(crate) mod geo;
+pub(crate) mod intern;
 pub(crate) mod keys;
 mod lazy;
 pub(crate) mod model;
@@ -57,7 +58,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
-use dashmap::DashMap;
 use pbjson_types::value::Kind;
 
 pub use config::{Enabled, HistoryConfig, RedisConfig, Secret};
@@ -117,9 +117,27 @@ pub trait Backend: Send + Sync {
     fn render_metrics(&self, _out: &mut String) {}
 }
 
-/// Most distinct action names interned; past that, each event allocates its
-/// own string (a flood of made-up action names cannot grow the interner).
-const MAX_INTERNED_ACTIONS: usize = 4096;
+/// The action names history keeps: at most this many names, this many
+/// bytes, names up to this long. Past it (a flood of made-up names), a new
+/// name is recorded as [`OTHER_ACTION`]: events then hold shared strings
+/// only, so memory does not grow with the names a caller invents. The
+/// names the policy set's rules spell out are always kept (bounded by the
+/// set).
+pub const ACTIONS: intern::Bounds = intern::Bounds {
+    names: 4096,
+    bytes: 512 * 1024,
+    name_bytes: 128,
+};
+/// The acr and amr values elevations keep. Past it, a new value is dropped
+/// from the elevation (which then lifts less, never more).
+pub const AUTH_VALUES: intern::Bounds = intern::Bounds {
+    names: 256,
+    bytes: 32 * 1024,
+    name_bytes: model::MAX_AUTH_VALUE_BYTES,
+};
+/// What an action is recorded as when it is not kept: `history.count`
+/// matches it with `*` only.
+pub const OTHER_ACTION: &str = "~other";
 
 /// The history: settings, the hash key, the local store and an optional
 /// shared backend.
@@ -128,7 +146,13 @@ pub struct History {
     keyer: Keyer,
     store: LocalStore,
     backend: Option<Arc<dyn Backend>>,
-    actions: DashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>,
+    actions: intern::Interner,
+    auth_values: intern::Interner,
+    other_action: Arc<str>,
+    /// The generation of the policy set whose rule actions are interned.
+    vocabulary: AtomicU64,
+    /// Actions recorded as [`OTHER_ACTION`].
+    folded: AtomicU64,
     /// Until when some elevation may be live: decisions skip the elevation
     /// lookup entirely after it.
     elevated_until: AtomicI64,
@@ -169,7 +193,11 @@ impl History {
             config,
             keyer,
             backend: None,
-            actions: DashMap::default(),
+            actions: intern::Interner::new(ACTIONS),
+            auth_values: intern::Interner::new(AUTH_VALUES),
+            other_action: Arc::from(OTHER_ACTION),
+            vocabulary: AtomicU64::new(u64::MAX),
+            folded: AtomicU64::new(0),
             elevated_until: AtomicI64::new(i64::MIN),
             fetch_failures: AtomicU64::new(0),
             fetch_warned_at: AtomicI64::new(i64::MIN),
@@ -221,8 +249,9 @@ impl History {
     }
 
     /// Appends the history's Prometheus metrics to `out`:
-    /// `stepup_history_subjects`, `stepup_history_evictions_total` and
-    /// `stepup_history_fetch_failures_total`.
+    /// `stepup_history_subjects`, `stepup_history_evictions_total`,
+    /// `stepup_history_fetch_failures_total`, `stepup_history_action_names`
+    /// and `stepup_history_actions_folded_total`.
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let _ = writeln!(
@@ -235,10 +264,18 @@ impl History {
              stepup_history_evictions_total {}\n\
              # HELP stepup_history_fetch_failures_total Shared-backend fetches that failed or timed out (decided on local history).\n\
              # TYPE stepup_history_fetch_failures_total counter\n\
-             stepup_history_fetch_failures_total {}",
+             stepup_history_fetch_failures_total {}\n\
+             # HELP stepup_history_action_names Distinct action names history keeps (bounded).\n\
+             # TYPE stepup_history_action_names gauge\n\
+             stepup_history_action_names {}\n\
+             # HELP stepup_history_actions_folded_total Decisions recorded with their action as `~other` (the action-name table was full).\n\
+             # TYPE stepup_history_actions_folded_total counter\n\
+             stepup_history_actions_folded_total {}",
             self.store.len(),
             self.store.evicted(),
-            self.fetch_failures()
+            self.fetch_failures(),
+            self.actions.len(),
+            self.folded.load(Ordering::Relaxed)
         );
         if let Some(b) = &self.backend {
             b.render_metrics(out);
@@ -339,7 +376,10 @@ impl History {
             let h = entry.lock();
             let forget = now.saturating_sub(self.config.limits.retention);
             let mut devices = 0i64;
-            for d in h.devices.iter().filter(|d| d.last_seen >= forget) {
+            // As of `now`: what is dated later (a request's `time` ahead of
+            // the others) is not seen yet.
+            let seen = |d: &&model::DeviceRecord| d.last_seen >= forget && d.first_seen <= now;
+            for d in h.devices.iter().filter(seen) {
                 devices += 1;
                 if Some(d.key) == lookups.device {
                     v.device_known = d.known;
@@ -347,8 +387,8 @@ impl History {
                 }
             }
             v.devices_seen = devices;
-            v.last_seen = h.last_seen;
-            if let Some(last) = h.last_place.filter(|p| p.at >= forget) {
+            v.last_seen = h.seen_by(now);
+            if let Some(last) = h.place_at(now).filter(|p| p.at >= forget) {
                 v.last_country = last.country;
                 if let Some(here) = &lookups.place {
                     v.travel_kmh = geo::travel_kmh(&last, here);
@@ -366,8 +406,8 @@ impl History {
 
     /// The shared string for `action`: from a small per-thread cache of
     /// recent actions (a string comparison), else the interner (a map
-    /// lookup), else a new one.
-    fn intern(&self, action: &str) -> Arc<str> {
+    /// lookup), else [`OTHER_ACTION`] when the interner is full.
+    fn intern(&self, policy: &PolicySet, action: &str) -> Arc<str> {
         thread_local! {
             static RECENT: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -376,15 +416,21 @@ impl History {
         if let Some(a) = recent {
             return a;
         }
-        let a = match self.actions.get(action) {
-            Some(a) => Arc::clone(a.value()),
-            None => {
-                let a: Arc<str> = Arc::from(action);
-                if self.actions.len() < MAX_INTERNED_ACTIONS {
-                    self.actions.insert(Box::from(action), Arc::clone(&a));
+        let generation = policy.generation;
+        if self.vocabulary.load(Ordering::Relaxed) != generation
+            && self.vocabulary.swap(generation, Ordering::Relaxed) != generation
+        {
+            // The set's own names first: a flood of made-up names before a
+            // reload must not fold the names its rules match on.
+            for name in policy.rules.iter().flat_map(|r| &r.actions) {
+                if !name.contains('*') {
+                    self.actions.get_always(name);
                 }
-                a
             }
+        }
+        let Some(a) = self.actions.get(action) else {
+            self.folded.fetch_add(1, Ordering::Relaxed);
+            return Arc::clone(&self.other_action);
         };
         RECENT.with(|r| {
             let mut r = r.borrow_mut();
@@ -394,6 +440,54 @@ impl History {
             r.push(Arc::clone(&a));
         });
         a
+    }
+
+    /// `r` with its acr and amr values shared through the interner; a value
+    /// it cannot take is dropped.
+    fn shared_auth(&self, mut r: StepUpReport) -> StepUpReport {
+        r.acr = r.acr.and_then(|a| self.auth_values.get(&a));
+        r.amr = r
+            .amr
+            .iter()
+            .take(model::MAX_AMR)
+            .filter_map(|m| self.auth_values.get(m))
+            .collect();
+        r
+    }
+
+    /// A history fetched from a shared backend, its strings replaced by the
+    /// interned ones (or [`OTHER_ACTION`], or dropped), as if recorded here.
+    fn share_strings(&self, h: &mut SubjectHistory) {
+        for e in &mut h.events {
+            e.action = self
+                .actions
+                .get(&e.action)
+                .unwrap_or_else(|| Arc::clone(&self.other_action));
+        }
+        for e in &mut h.elevations {
+            e.acr = e.acr.take().and_then(|a| self.auth_values.get(&a));
+            let amr = std::mem::take(&mut e.amr);
+            e.amr = amr
+                .iter()
+                .take(model::MAX_AMR)
+                .filter_map(|m| self.auth_values.get(m))
+                .collect();
+        }
+    }
+
+    /// What the history holds, in bytes: every subject's entry (its struct,
+    /// its vectors, its slot in the map) and the interned strings. An
+    /// estimate from sizes and capacities, without the allocator's own
+    /// overhead; never above [`History::max_bytes`].
+    pub fn bytes(&self) -> usize {
+        self.store.bytes() + self.actions.bytes() + self.auth_values.bytes()
+    }
+
+    /// The most [`History::bytes`] can be under the configured limits: the
+    /// store full of subjects at every per-subject cap, both interners full
+    /// (the policy set's own action names come on top, bounded by the set).
+    pub fn max_bytes(&self) -> usize {
+        self.store.max_bytes() + ACTIONS.bytes + AUTH_VALUES.bytes
     }
 
     /// The level index at or above which an allowed decision makes the
@@ -447,7 +541,7 @@ impl History {
         let o = Observation {
             subject,
             device: lookups.device,
-            action: self.intern(&req.action),
+            action: self.intern(policy, &req.action),
             at,
             place: lookups.place,
             outcome: decision.outcome.into(),
@@ -472,6 +566,7 @@ impl History {
     /// the elevation window it opened (a success with a session) and the
     /// subject's failed step-ups in the last 24 hours.
     pub fn report(&self, r: StepUpReport) -> (Option<Millis>, usize) {
+        let r = self.shared_auth(r);
         let limits = self.config.limits;
         let until =
             (r.success && r.session.is_some()).then(|| r.at.saturating_add(limits.elevation));
@@ -560,7 +655,8 @@ impl History {
         };
         let fetched = tokio::time::timeout(self.config.fetch_timeout, backend.fetch(subject)).await;
         match fetched {
-            Ok(Ok(Some(shared))) => {
+            Ok(Ok(Some(mut shared))) => {
+                self.share_strings(&mut shared);
                 let at = now.timestamp_millis();
                 let limits = self.config.limits;
                 if let Some(e) = shared.elevations.iter().map(|e| e.until).max() {

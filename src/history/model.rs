@@ -56,6 +56,15 @@ pub const FAILURE_WINDOW: Millis = 24 * 3600 * 1000;
 pub const MAX_FAILURES: usize = 32;
 /// Elevated sessions kept per subject.
 pub const MAX_ELEVATIONS: usize = 4;
+/// Places kept per subject, newest by time first out only when older ones
+/// are gone: a place dated ahead of the others takes one slot, not the
+/// subject's location (see [`SubjectHistory::place_at`]).
+pub const MAX_PLACES: usize = 4;
+/// amr values kept per elevation (RFC 8176 methods: a handful).
+pub const MAX_AMR: usize = 8;
+/// Longest acr or amr value kept; a longer one is dropped (an elevation
+/// without it lifts less, never more).
+pub const MAX_AUTH_VALUE_BYTES: usize = 128;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -139,8 +148,12 @@ pub struct Elevation {
 pub struct SubjectHistory {
     /// Devices, in no particular order.
     pub devices: Vec<DeviceRecord>,
-    /// The last location seen (with country or coordinates).
+    /// The newest location by time (with country or coordinates).
     pub last_place: Option<Place>,
+    /// Earlier locations, oldest first (at most [`MAX_PLACES`] - 1): what a
+    /// decision dated before `last_place` reads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_places: Vec<Place>,
     /// When the subject was last seen (0: never).
     pub last_seen: Millis,
     /// Decided actions, oldest first.
@@ -154,6 +167,11 @@ pub struct SubjectHistory {
     #[serde(default)]
     pub pruned_at: Millis,
 }
+
+/// How far past the server's clock pruning may go (ms): clocks of callers
+/// and servers differ a little. A setting would be `[limits]
+/// max_time_skew`'s value.
+pub const CLOCK_ALLOWANCE: Millis = 5 * 60 * 1000;
 
 /// How often an update drops expired entries (ms): pruning on every update
 /// would touch every device and the oldest event each time.
@@ -223,9 +241,22 @@ impl Update {
 }
 
 impl SubjectHistory {
-    /// Prunes when the last pruning is [`PRUNE_EVERY`] old (or in the
-    /// future: a clock set back).
-    fn maybe_prune(&mut self, now: Millis, limits: &Limits) {
+    /// Prunes before an update dated `at`, when the last pruning is
+    /// [`PRUNE_EVERY`] old (or in the future: a clock set back).
+    ///
+    /// A request's `time` is input: one dated days ahead must not expire the
+    /// subject's failures, devices and elevations. So pruning goes no further
+    /// than the server's clock (plus [`CLOCK_ALLOWANCE`]), however far ahead
+    /// `at` is and whatever bound the server puts on request times, and no
+    /// further than the subject's previous update (so a lone outlier in a
+    /// replayed timeline, older than the clock, prunes nothing either).
+    /// Pruning only saves space: readers filter by their own time and the
+    /// caps bound the size, so pruning later than it could costs nothing.
+    fn maybe_prune(&mut self, at: Millis, limits: &Limits) {
+        let clock = chrono::Utc::now()
+            .timestamp_millis()
+            .saturating_add(CLOCK_ALLOWANCE);
+        let now = at.min(self.last_seen).min(clock);
         if now.saturating_sub(self.pruned_at) >= PRUNE_EVERY || now < self.pruned_at {
             self.prune(now, limits);
         }
@@ -236,8 +267,9 @@ impl SubjectHistory {
         self.pruned_at = now;
         let forget = now.saturating_sub(limits.retention);
         self.devices.retain(|d| d.last_seen >= forget);
+        self.earlier_places.retain(|p| p.at >= forget);
         if self.last_place.is_some_and(|p| p.at < forget) {
-            self.last_place = None;
+            self.last_place = self.earlier_places.pop();
         }
         let old = now.saturating_sub(limits.event_retention);
         while self.events.front().is_some_and(|e| e.at < old) {
@@ -257,10 +289,8 @@ impl SubjectHistory {
         if let Some(key) = o.device {
             self.see_device(key, o.at, o.makes_known, limits);
         }
-        if let Some(p) = o.place
-            && self.last_place.is_none_or(|last| last.at <= p.at)
-        {
-            self.last_place = Some(p);
+        if let Some(p) = o.place {
+            self.add_place(p);
         }
         // Events stay in time order whatever order they arrive in (a
         // request's `time` may be earlier than the last one's): `count`
@@ -294,6 +324,7 @@ impl SubjectHistory {
             self.see_device(key, r.at, true, limits);
         }
         if let Some(session) = r.session {
+            let (acr, amr) = bounded_auth(r.acr.as_ref(), &r.amr);
             self.elevations.retain(|e| e.session != session);
             if self.elevations.len() >= MAX_ELEVATIONS {
                 // The one ending first goes.
@@ -305,8 +336,8 @@ impl SubjectHistory {
             }
             self.elevations.push(Elevation {
                 session,
-                acr: r.acr.clone(),
-                amr: r.amr.clone(),
+                acr,
+                amr,
                 auth_time: r.auth_time,
                 from: r.at,
                 until: r.at.saturating_add(limits.elevation),
@@ -341,6 +372,88 @@ impl SubjectHistory {
         });
     }
 
+    /// Adds a place in time order, keeping the newest [`MAX_PLACES`].
+    fn add_place(&mut self, p: Place) {
+        match self.last_place {
+            Some(last) if last.at > p.at => {
+                let i = self
+                    .earlier_places
+                    .iter()
+                    .rposition(|x| x.at <= p.at)
+                    .map_or(0, |i| i + 1);
+                self.earlier_places.insert(i, p);
+            }
+            last => {
+                self.earlier_places.extend(last);
+                self.last_place = Some(p);
+            }
+        }
+        let extra = self
+            .earlier_places
+            .len()
+            .saturating_sub(MAX_PLACES.saturating_sub(1));
+        self.earlier_places.drain(..extra);
+    }
+
+    /// The places kept, oldest first.
+    pub fn places(&self) -> impl DoubleEndedIterator<Item = &Place> {
+        self.earlier_places.iter().chain(self.last_place.as_ref())
+    }
+
+    /// Where the subject last was as of `now`: the newest place dated at or
+    /// before it. A place dated later (a request's `time` ahead of the
+    /// others) is not yet the subject's location, so it cannot pin one that
+    /// every real request then seems to travel from.
+    pub fn place_at(&self, now: Millis) -> Option<Place> {
+        self.places().rev().find(|p| p.at <= now).copied()
+    }
+
+    /// When the subject was last seen as of `now`: [`Self::last_seen`] when
+    /// not after `now`, else the newest event, place or device sighting at or
+    /// before it (an update dated ahead does not hide the real last one).
+    pub fn seen_by(&self, now: Millis) -> Millis {
+        if self.last_seen <= now {
+            return self.last_seen;
+        }
+        let event = self.events.iter().rev().map(|e| e.at).find(|t| *t <= now);
+        let place = self.place_at(now).map(|p| p.at);
+        let device = self
+            .devices
+            .iter()
+            .map(|d| d.last_seen)
+            .filter(|t| *t <= now)
+            .max();
+        event.max(place).max(device).unwrap_or(0)
+    }
+
+    /// Bytes this history holds beyond its own struct (its vectors'
+    /// allocations; strings are shared through the interners and counted
+    /// there).
+    pub fn heap_bytes(&self) -> usize {
+        let elevations: usize = self
+            .elevations
+            .iter()
+            .map(|e| e.amr.capacity() * size_of::<Arc<str>>())
+            .sum();
+        self.devices.capacity() * size_of::<DeviceRecord>()
+            + self.earlier_places.capacity() * size_of::<Place>()
+            + self.events.capacity() * size_of::<Event>()
+            + self.failures.capacity() * size_of::<Millis>()
+            + self.elevations.capacity() * size_of::<Elevation>()
+            + elevations
+    }
+
+    /// The most [`Self::heap_bytes`] can be under `limits`: every vector at
+    /// its cap, with the capacity growth by doubling leaves.
+    pub fn max_heap_bytes(limits: &Limits) -> usize {
+        let cap = |n: usize| n.max(1).next_power_of_two();
+        cap(limits.max_devices) * size_of::<DeviceRecord>()
+            + cap(MAX_PLACES) * size_of::<Place>()
+            + cap(limits.max_events) * size_of::<Event>()
+            + cap(MAX_FAILURES) * size_of::<Millis>()
+            + cap(MAX_ELEVATIONS) * (size_of::<Elevation>() + cap(MAX_AMR) * size_of::<Arc<str>>())
+    }
+
     /// Merges `other` (e.g. fetched from a shared store) into this one: the
     /// union of devices, events, failures and elevations, the later location.
     pub fn merge(&mut self, other: &SubjectHistory, limits: &Limits) {
@@ -357,10 +470,11 @@ impl SubjectHistory {
         self.devices.sort_by_key(|d| d.last_seen);
         let extra = self.devices.len().saturating_sub(limits.max_devices.max(1));
         self.devices.drain(..extra);
-        if let Some(p) = other.last_place
-            && self.last_place.is_none_or(|l| l.at < p.at)
-        {
-            self.last_place = Some(p);
+        self.devices.shrink_to(limits.max_devices.max(1));
+        for p in other.places() {
+            if !self.places().any(|x| x == p) {
+                self.add_place(*p);
+            }
         }
         self.last_seen = self.last_seen.max(other.last_seen);
         self.pruned_at = self.pruned_at.min(other.pruned_at);
@@ -373,6 +487,9 @@ impl SubjectHistory {
         events.dedup();
         let skip = events.len().saturating_sub(limits.max_events);
         self.events = events.into_iter().skip(skip).collect();
+        // The union's allocation may be reused: give back what the cap does
+        // not need.
+        self.events.shrink_to(limits.max_events);
         let mut failures: Vec<Millis> = self
             .failures
             .drain(..)
@@ -382,15 +499,23 @@ impl SubjectHistory {
         failures.dedup();
         let skip = failures.len().saturating_sub(MAX_FAILURES);
         self.failures = failures.into_iter().skip(skip).collect();
+        self.failures.shrink_to(MAX_FAILURES);
         for e in &other.elevations {
+            let (acr, amr) = bounded_auth(e.acr.as_ref(), &e.amr);
+            let e = Elevation {
+                acr,
+                amr,
+                ..e.clone()
+            };
             match self.elevations.iter_mut().find(|x| x.session == e.session) {
                 Some(x) if x.until >= e.until => {}
-                Some(x) => *x = e.clone(),
-                None => self.elevations.push(e.clone()),
+                Some(x) => *x = e,
+                None => self.elevations.push(e),
             }
         }
         self.elevations.sort_by_key(|e| std::cmp::Reverse(e.until));
         self.elevations.truncate(MAX_ELEVATIONS);
+        self.elevations.shrink_to(MAX_ELEVATIONS);
     }
 
     /// The live elevation of `session` at `now`, if any: a decision before
@@ -477,199 +602,29 @@ fn sorted_position<T>(q: &VecDeque<T>, at: Millis, time: impl Fn(&T) -> Millis) 
         .map_or(0, |from_back| q.len() - from_back)
 }
 
-/// Inserts `item` at `index`, then drops the oldest items beyond `max`.
+/// Inserts `item` at `index`, keeping the newest `max` items. The oldest
+/// goes first, before the insert, so the queue never grows past `max` (nor
+/// its allocation past the capacity `max` items need).
 fn insert_bounded<T>(q: &mut VecDeque<T>, index: usize, item: T, max: usize) {
-    if max == 0 {
-        return;
+    let mut index = index;
+    while q.len() >= max {
+        if index == 0 {
+            return; // older than everything kept
+        }
+        q.pop_front();
+        index -= 1;
     }
     q.insert(index, item);
-    while q.len() > max {
-        q.pop_front();
-    }
+}
+
+/// An elevation's acr and amr within [`MAX_AUTH_VALUE_BYTES`] and
+/// [`MAX_AMR`]: a report is input, and elevations are kept per subject.
+fn bounded_auth(acr: Option<&Arc<str>>, amr: &[Arc<str>]) -> (Option<Arc<str>>, Vec<Arc<str>>) {
+    let short = |v: &&Arc<str>| v.len() <= MAX_AUTH_VALUE_BYTES;
+    let acr = acr.filter(short).cloned();
+    let amr = amr.iter().filter(short).take(MAX_AMR).cloned().collect();
+    (acr, amr)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Histories written by a version that kept a keyed hash of the client
-    /// IP in the last place (a shared Redis store may still hold them) read
-    /// as if it were not there.
-    #[test]
-    fn reads_places_with_the_old_ip_field() {
-        let h = SubjectHistory {
-            last_place: Some(Place {
-                at: 5,
-                country: Some(*b"DE"),
-                coords: Some((52.5, 13.4)),
-            }),
-            ..SubjectHistory::default()
-        };
-        let mut old = serde_json::to_value(&h).unwrap();
-        old["last_place"]["ip"] = serde_json::json!(12_345_u64);
-        let back: SubjectHistory = serde_json::from_value(old).unwrap();
-        assert_eq!(back, h);
-    }
-
-    fn obs(device: u64, action: &str, at: Millis) -> Observation {
-        Observation {
-            subject: SubjectKey(1),
-            device: Some(device),
-            action: Arc::from(action),
-            at,
-            place: None,
-            outcome: Verdict::Allow,
-            session_level: None,
-            makes_known: false,
-        }
-    }
-
-    #[test]
-    fn caps_devices_and_events() {
-        let limits = Limits {
-            max_devices: 2,
-            max_events: 3,
-            ..Limits::default()
-        };
-        let mut h = SubjectHistory::default();
-        for i in 0..10 {
-            h.observe(
-                &obs(i % 4, "a.b", 1000 + i64::try_from(i).unwrap()),
-                &limits,
-            );
-        }
-        assert_eq!(h.devices.len(), 2);
-        assert_eq!(h.events.len(), 3);
-        assert_eq!(h.count("a.*", 1009, 60_000), 3);
-        assert_eq!(h.count("x", 1009, 60_000), 0);
-        assert_eq!(h.count_up_to("a.*", 1009, 60_000, 2), 2);
-        assert_eq!(h.count_up_to("a.*", 1009, 60_000, 5), 3);
-    }
-
-    #[test]
-    fn a_backdated_event_hides_nothing_from_count() {
-        let limits = Limits::default();
-        let mut h = SubjectHistory::default();
-        let now = 10 * 3_600_000;
-        for i in 0..10 {
-            h.observe(&obs(1, "payments.refund", now - 60_000 + i), &limits);
-        }
-        // Two hours back, arriving last.
-        h.observe(&obs(1, "payments.refund", now - 7_200_000), &limits);
-        assert_eq!(h.count("payments.refund", now, 3_600_000), 10);
-        assert_eq!(h.count("payments.refund", now, 3 * 3_600_000), 11);
-        let times: Vec<Millis> = h.events.iter().map(|e| e.at).collect();
-        assert!(times.is_sorted(), "{times:?}");
-    }
-
-    #[test]
-    fn backdated_events_and_failures_keep_time_order_within_the_caps() {
-        let limits = Limits {
-            max_events: 3,
-            ..Limits::default()
-        };
-        let mut h = SubjectHistory::default();
-        for at in [50, 10, 40, 30, 20, 60] {
-            h.observe(&obs(1, "a", at), &limits);
-            h.step_up(
-                &StepUpReport {
-                    subject: SubjectKey(1),
-                    session: None,
-                    device: None,
-                    acr: None,
-                    amr: Vec::new(),
-                    auth_time: at,
-                    at,
-                    success: false,
-                },
-                &limits,
-            );
-        }
-        let times: Vec<Millis> = h.events.iter().map(|e| e.at).collect();
-        assert_eq!(times, [40, 50, 60], "the newest three, oldest first");
-        assert_eq!(h.failures, [10, 20, 30, 40, 50, 60]);
-        assert_eq!(h.failures_since(60), 6);
-    }
-
-    #[test]
-    fn expires_old_entries() {
-        let limits = Limits::default();
-        let mut h = SubjectHistory::default();
-        h.observe(&obs(1, "a", 0), &limits);
-        h.observe(&obs(2, "a", limits.event_retention + 10), &limits);
-        assert_eq!(h.events.len(), 1, "the first event is past retention");
-        h.observe(&obs(2, "a", limits.retention + 10), &limits);
-        assert_eq!(h.devices.len(), 1, "device 1 is forgotten");
-    }
-
-    #[test]
-    fn step_ups_elevate_and_failures_count() {
-        let limits = Limits::default();
-        let mut h = SubjectHistory::default();
-        let mut r = StepUpReport {
-            subject: SubjectKey(1),
-            session: Some(7),
-            device: Some(3),
-            acr: Some(Arc::from("aal2")),
-            amr: vec![Arc::from("otp")],
-            auth_time: 1000,
-            at: 1000,
-            success: false,
-        };
-        h.step_up(&r, &limits);
-        h.step_up(&r, &limits);
-        assert_eq!(h.failures_since(2000), 2);
-        assert!(h.elevation(7, 2000).is_none());
-        r.success = true;
-        h.step_up(&r, &limits);
-        assert!(h.elevation(7, 2000).is_some());
-        assert!(h.elevation(7, 1000 + limits.elevation).is_none());
-        assert!(h.devices.first().unwrap().known);
-        assert_eq!(h.failures_since(1000 + FAILURE_WINDOW + 1), 0);
-    }
-
-    #[test]
-    fn glob_agrees_with_the_engine() {
-        let patterns = [
-            "payments.*",
-            "*",
-            "a*a",
-            "account.*.change",
-            "*.delete",
-            "x",
-            "a**b",
-            "*b*",
-        ];
-        let actions = [
-            "payments.refund",
-            "payments",
-            "a",
-            "aa",
-            "account.email.change",
-            "env.delete",
-            "x",
-            "ab",
-            "abc",
-            "",
-        ];
-        for p in patterns {
-            for a in actions {
-                assert_eq!(glob(p, a), crate::glob::matches(p, a), "{p} {a}");
-            }
-        }
-    }
-
-    #[test]
-    fn merge_is_a_union() {
-        let limits = Limits::default();
-        let mut a = SubjectHistory::default();
-        let mut b = SubjectHistory::default();
-        a.observe(&obs(1, "x", 10), &limits);
-        b.observe(&obs(2, "y", 20), &limits);
-        b.observe(&obs(1, "x", 10), &limits);
-        a.merge(&b, &limits);
-        assert_eq!(a.devices.len(), 2);
-        assert_eq!(a.events.len(), 2);
-        assert_eq!(a.last_seen, 20);
-    }
-}
+mod tests;

@@ -209,6 +209,30 @@ impl LocalStore {
         );
     }
 
+    /// What one subject costs besides its history's vectors: its entry
+    /// behind an `Arc`, and its slot in the map (key and pointer, a control
+    /// byte, with the table at most half empty).
+    pub const ENTRY_BYTES: usize = size_of::<Entry>()
+        + 2 * size_of::<usize>()
+        + 2 * (size_of::<SubjectKey>() + size_of::<Arc<Entry>>() + 1);
+
+    /// The bytes the subjects take, an estimate from sizes and capacities
+    /// (see [`SubjectHistory::heap_bytes`]). Locks each subject in turn.
+    pub fn bytes(&self) -> usize {
+        self.map
+            .iter()
+            .map(|e| Self::ENTRY_BYTES + e.value().lock().heap_bytes())
+            .sum()
+    }
+
+    /// The most [`LocalStore::bytes`] can be: `max_subjects` subjects, each
+    /// at every cap of [`Limits`].
+    pub fn max_bytes(&self) -> usize {
+        self.limits
+            .max_subjects
+            .saturating_mul(Self::ENTRY_BYTES + SubjectHistory::max_heap_bytes(&self.limits))
+    }
+
     /// Every subject's key and history (a copy), for tests and dumps.
     pub fn snapshot_all(&self) -> Vec<(SubjectKey, SubjectHistory)> {
         self.map
