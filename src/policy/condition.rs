@@ -150,7 +150,8 @@ fn check_cost(
     let limit = set.limits.max_condition_cost;
     if estimate > limit {
         let first_line = when.value.lines().next().unwrap_or("").trim_end();
-        let len = first_line.chars().count().max(1);
+        // On the condition's start; a long one is not underlined whole.
+        let len = first_line.chars().count().clamp(1, 40);
         let loc = locate(sources, when, 0, len);
         report.push(
             sources
