@@ -170,3 +170,24 @@ fn units_have_thousands_separators() {
     assert_eq!(units(20_000), "20,000");
     assert_eq!(units(16_777_216), "16,777,216");
 }
+
+#[test]
+fn the_readme_lists_the_example_estimates() {
+    let readme = include_str!("../../../README.md");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let (set, _) = PolicySet::load(&dir).unwrap_or_else(|r| panic!("{r}"));
+    for c in set.cost_report().conditions {
+        let file = c.file.file_name().unwrap().to_string_lossy().into_owned();
+        let row = format!(
+            "| {} `{}` | `policies/{file}:{}` | {} |",
+            c.kind,
+            c.id,
+            c.line,
+            units(c.cost)
+        );
+        assert!(readme.contains(&row), "the README lacks `{row}`");
+    }
+    assert!(readme.contains(&format!(
+        "`[limits] max_condition_cost` | `{DEFAULT_MAX_CONDITION_COST}` units"
+    )));
+}
