@@ -522,6 +522,6 @@ fn a_pattern_from_the_request_needs_the_opt_in() {
     );
     assert_eq!(
         codes(&rule("    dynamic_regex: yes please\n")),
-        [Code::WrongType]
+        [Code::WrongType, Code::DynamicRegex]
     );
 }
