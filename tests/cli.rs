@@ -639,7 +639,7 @@ fn check_refuses_the_probes_of_issue_14_with_both_numbers() {
         let message_line = stderr[..at].rsplit('\n').next().unwrap();
         assert!(message_line.starts_with(head), "{stderr}");
         assert!(
-            message_line.ends_with("units, above the limit of 20,000 "),
+            message_line.ends_with("units, above the limit of 16,000 "),
             "{stderr}"
         );
         let place = stderr[at..].lines().nth(1).unwrap();
@@ -705,7 +705,7 @@ fn check_costs_lists_every_condition_with_its_estimate() {
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(refund.contains("payments.yaml:12"), "{refund}");
     assert!(
-        stdout.contains("limit: 20,000 units per condition ([limits] max_condition_cost); all 17 conditions together: "),
+        stdout.contains("limit: 16,000 units per condition ([limits] max_condition_cost); all 17 conditions together: "),
         "{stdout}"
     );
     assert!(stdout.contains("ok: `"), "{stdout}");
@@ -714,7 +714,7 @@ fn check_costs_lists_every_condition_with_its_estimate() {
     assert_eq!(out.status.code(), Some(0));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let costs = &json["costs"];
-    assert_eq!(costs["limit"], 20_000);
+    assert_eq!(costs["limit"], 16_000);
     let conditions = costs["conditions"].as_array().unwrap();
     assert_eq!(conditions.len(), 17);
     let first = &conditions[0];
