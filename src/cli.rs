@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::cache::CacheConfig;
 use crate::config::{LogFormat, Overrides};
 use crate::lists::ListsConfig;
-use crate::policy::{PolicySet, Report};
+use crate::policy::{CostLimits, PolicySet, Report};
 use crate::proto::v1::DecideRequest;
 use crate::server::convert;
 use crate::service::{Service, StartError};
@@ -163,6 +163,10 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// Also print every condition's worst-case cost estimate and the limit
+    /// (`[limits] max_condition_cost`).
+    #[arg(long)]
+    pub costs: bool,
 }
 
 /// `stepup eval`.
@@ -302,11 +306,12 @@ impl Failure {
     }
 }
 
-/// The `[lists]` of the config file `--config` names, if any: the lists
-/// the policies may use. The whole file is checked, as `serve` would.
-pub fn lists_config(config: Option<&Path>) -> Result<ListsConfig, Failure> {
+/// What the config file `--config` names says about loading policies:
+/// its `[lists]` and the cost limits (`[limits]`, `[history] max_events`).
+/// The whole file is checked, as `serve` would.
+pub fn policy_options(config: Option<&Path>) -> Result<(ListsConfig, CostLimits), Failure> {
     let Some(path) = config else {
-        return Ok(ListsConfig::default());
+        return Ok((ListsConfig::default(), CostLimits::default()));
     };
     let overrides = Overrides {
         // The directory comes from the command line, not the file.
@@ -314,7 +319,7 @@ pub fn lists_config(config: Option<&Path>) -> Result<ListsConfig, Failure> {
         ..Overrides::default()
     };
     crate::config::Config::resolve(overrides, Some(path))
-        .map(|c| c.lists)
+        .map(|c| (c.lists, c.cost_limits))
         .map_err(|e| {
             Failure::usage(
                 e.problems
@@ -327,8 +332,11 @@ pub fn lists_config(config: Option<&Path>) -> Result<ListsConfig, Failure> {
 }
 
 /// Loads a policy set for a command, printing warnings to standard error.
-pub fn load_policies(dir: &Path, lists: &ListsConfig) -> Result<PolicySet, Failure> {
-    match PolicySet::load_with(dir, lists, None) {
+pub fn load_policies(
+    dir: &Path,
+    (lists, limits): &(ListsConfig, CostLimits),
+) -> Result<PolicySet, Failure> {
+    match PolicySet::load_limited(dir, lists, *limits, None) {
         Ok((set, warnings)) => {
             if !warnings.diagnostics.is_empty() {
                 eprintln!("{warnings}\n");
@@ -342,8 +350,8 @@ pub fn load_policies(dir: &Path, lists: &ListsConfig) -> Result<PolicySet, Failu
 /// `stepup check`: prints the report; the exit code says whether the set is
 /// valid.
 pub fn check(args: &CheckArgs) -> Result<String, Failure> {
-    let lists = lists_config(args.config.as_deref())?;
-    let mut result = PolicySet::load_with(&args.dir, &lists, None);
+    let (lists, limits) = policy_options(args.config.as_deref())?;
+    let mut result = PolicySet::load_limited(&args.dir, &lists, limits, None);
     // With test suites present, rules on actions no test and no other rule
     // uses are likely typos.
     if let Ok((set, report)) = &mut result
@@ -359,11 +367,19 @@ pub fn check(args: &CheckArgs) -> Result<String, Failure> {
             report.push(d);
         }
     }
+    let costs = match &result {
+        Ok((set, _)) if args.costs => Some(set.cost_report()),
+        _ => None,
+    };
     let (report, summary) = match &result {
         Ok((set, report)) => (
             report,
             format!(
-                "ok: `{}` is valid: {} levels, {} signals, {} rules, revision {}",
+                "{}ok: `{}` is valid: {} levels, {} signals, {} rules, revision {}",
+                costs
+                    .as_ref()
+                    .map(|c| format!("{}\n\n", c.text()))
+                    .unwrap_or_default(),
                 args.dir.display(),
                 set.levels.len(),
                 set.signals.len(),
@@ -375,13 +391,16 @@ pub fn check(args: &CheckArgs) -> Result<String, Failure> {
     };
     match args.format {
         Format::Json => {
-            let out = serde_json::json!({
+            let mut out = serde_json::json!({
                 "valid": result.is_ok(),
                 "revision": result.as_ref().ok().map(|(s, _)| s.revision.to_string()),
                 "errors": report.error_count(),
                 "warnings": report.warning_count(),
                 "diagnostics": report.diagnostics,
             });
+            if let (Some(costs), Some(map)) = (&costs, out.as_object_mut()) {
+                map.insert("costs".to_owned(), costs.json());
+            }
             let text = serde_json::to_string_pretty(&out).unwrap_or_default();
             if result.is_ok() {
                 Ok(text)
@@ -429,7 +448,7 @@ pub fn eval(args: &EvalArgs) -> Result<String, Failure> {
     })?;
     let now = crate::request::validate(&req, args.now.unwrap_or_else(Utc::now))
         .map_err(|e| Failure::usage(format!("error: {name}: invalid request: {e}")))?;
-    let policy = load_policies(&args.policies, &lists_config(args.config.as_deref())?)?;
+    let policy = load_policies(&args.policies, &policy_options(args.config.as_deref())?)?;
     let engine = Service::new(
         policy,
         CacheConfig {
@@ -473,8 +492,8 @@ pub fn test(args: &TestArgs) -> Result<String, Failure> {
             eprintln!("{report}\n");
         }
     };
-    let lists = lists_config(args.config.as_deref())?;
-    let set = match PolicySet::load_with(&args.dir, &lists, None) {
+    let (lists, limits) = policy_options(args.config.as_deref())?;
+    let set = match PolicySet::load_limited(&args.dir, &lists, limits, None) {
         Ok((set, warnings)) => {
             warn(&warnings);
             Arc::new(set)
@@ -539,16 +558,8 @@ pub fn test(args: &TestArgs) -> Result<String, Failure> {
 /// recorded outcomes.
 pub fn replay(args: &ReplayArgs) -> Result<String, Failure> {
     use crate::replay::{Baseline, ReplayOptions};
-    let lists = lists_config(args.config.as_deref())?;
-    let load = |dir: &Path| match PolicySet::load_with(dir, &lists, None) {
-        Ok((set, warnings)) => {
-            if !warnings.diagnostics.is_empty() {
-                eprintln!("{warnings}\n");
-            }
-            Ok(Arc::new(set))
-        }
-        Err(report) => Err(Failure::policy(&report)),
-    };
+    let options = policy_options(args.config.as_deref())?;
+    let load = |dir: &Path| load_policies(dir, &options).map(Arc::new);
     let candidate = load(&args.policies)?;
     let baseline = match &args.baseline {
         Some(dir) => Baseline::Set(load(dir)?),

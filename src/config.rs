@@ -48,6 +48,18 @@ pub struct FileConfig {
     /// `[lists]`: IP lists and the GeoIP database, loaded with the policies.
     #[serde(default)]
     pub lists: FileLists,
+    /// `[limits]`: bounds on what a policy or a request may cost.
+    #[serde(default)]
+    pub limits: FileLimits,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    /// The highest worst-case cost a condition may have (units of the cost
+    /// model: see the README's policy language section).
+    pub max_condition_cost: Option<u64>,
 }
 
 /// `[lists]`: data files policies look things up in. Relative paths are
@@ -170,6 +182,9 @@ pub struct Config {
     /// IP lists and GeoIP database (paths resolved against the config
     /// file's directory).
     pub lists: crate::lists::ListsConfig,
+    /// What a policy condition may cost (`[limits] max_condition_cost`),
+    /// with the history sizes its estimate depends on.
+    pub cost_limits: crate::policy::CostLimits,
 }
 
 /// Why the settings are unusable: every problem, one per line.
@@ -226,6 +241,9 @@ pub enum SettingError {
     /// A zero cache ttl.
     #[error("cache ttl must be positive (use cache size 0 to turn the cache off)")]
     TtlNotPositive,
+    /// A zero `[limits] max_condition_cost`.
+    #[error("limits.max_condition_cost must be at least 1")]
+    MaxConditionCost,
     /// A cache ttl that is not a duration.
     #[error("cache ttl `{text}`: {error}")]
     Ttl {
@@ -373,6 +391,17 @@ impl Config {
             crate::history::HistoryConfig::resolve(from_file.history, &mut history_problems);
         problems.extend(history_problems.into_iter().map(SettingError::History));
         let lists = lists(from_file.lists, file.and_then(Path::parent), &mut problems);
+        let cost_limits = crate::policy::CostLimits {
+            max_condition_cost: match from_file.limits.max_condition_cost {
+                Some(0) => {
+                    problems.push(SettingError::MaxConditionCost);
+                    0
+                }
+                Some(n) => n,
+                None => crate::policy::cost::DEFAULT_MAX_CONDITION_COST,
+            },
+            history_events: history.limits.max_events as u64,
+        };
 
         match (policies, listen, ttl) {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
@@ -387,6 +416,7 @@ impl Config {
                 log_format,
                 history,
                 lists,
+                cost_limits,
             }),
             _ => Err(ConfigError { problems }),
         }
@@ -676,7 +706,7 @@ mod tests {
             texts(&err),
             [
                 format!(
-                    "{at}:1: unknown field `bogus`, expected one of `policies`, `listen`, `watch`, `admin`, `cache`, `ext_authz`, `log`, `decision_log`, `history`, `lists`"
+                    "{at}:1: unknown field `bogus`, expected one of `policies`, `listen`, `watch`, `admin`, `cache`, `ext_authz`, `log`, `decision_log`, `history`, `lists`, `limits`"
                 ),
                 format!("{at}:4: invalid value: integer `-1`, expected u64"),
                 format!("{at}:5: invalid type: integer `5`, expected a string"),

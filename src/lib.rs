@@ -91,7 +91,9 @@ pub use config::{Config, ConfigError, LogFormat, Overrides, SettingError};
 pub use engine::{Assessment, Decision, EvalError, Outcome, ShadowResult, TraceEntry};
 pub use lists::ListsConfig;
 pub use mapping::{ClaimName, FileExtAuthz, KeyError, KeyErrorKind, Mapping, MappingError, Origin};
-pub use policy::{Code, Diagnostic, Effect, Location, PolicySet, Report, Severity};
+pub use policy::{
+    Code, CostLimits, CostReport, Diagnostic, Effect, Location, PolicySet, Report, Severity,
+};
 pub use request::{InvalidRequest, MAX_DEPTH, MAX_ENTRIES, MAX_STRING_BYTES, validate};
 pub use server::{MAX_MESSAGE_BYTES, ServeError, ServeOptions, bind, run, serve, serve_with};
 pub use service::watch::{Reload, ReloadStatus, Reloader, WatchOptions, run as watch};

@@ -595,3 +595,133 @@ fn check_warns_about_a_rule_on_an_action_nothing_else_uses() {
         "{stdout}"
     );
 }
+
+/// A policy directory with the example levels and `rules` (a `rules:`
+/// list of one `kind: Policy` document).
+fn policy_dir(rules: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(&examples()).join("levels.yaml"),
+        dir.path().join("levels.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        format!("apiVersion: stepup/v1\nkind: Policy\nname: p\nrules:\n{rules}"),
+    )
+    .unwrap();
+    dir
+}
+
+/// Issue 14's probes: a 4-deep `.all` over `subject.roles`, and a
+/// 64×64×64 comprehension over literals.
+fn probes() -> String {
+    let list: Vec<String> = (0..64).map(|i| i.to_string()).collect();
+    let list = format!("[{}]", list.join(", "));
+    format!(
+        "  - id: roles\n    actions: [\"*\"]\n    when: 'subject.roles.all(a, subject.roles.all(b, subject.roles.all(c, subject.roles.all(d, a + b + c + d != \"x\"))))'\n    effect: deny\n  - id: literals\n    actions: [\"*\"]\n    when: '{list}.all(x, {list}.all(y, {list}.all(z, x + y + z >= 0)))'\n    effect: deny\n"
+    )
+}
+
+#[test]
+fn check_refuses_the_probes_of_issue_14_with_both_numbers() {
+    let dir = policy_dir(&probes());
+    let path = dir.path().display().to_string();
+    let out = stepup(&["check", &path]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    let file = dir.path().join("p.yaml").display().to_string();
+    for (id, line) in [("roles", 7), ("literals", 11)] {
+        let head = "error: the condition may cost up to ";
+        let at = stderr
+            .find(&format!("(in `{id}`) [cost-limit]\n"))
+            .unwrap_or_else(|| panic!("{stderr}"));
+        let message_line = stderr[..at].rsplit('\n').next().unwrap();
+        assert!(message_line.starts_with(head), "{stderr}");
+        assert!(
+            message_line.ends_with("units, above the limit of 16,000 "),
+            "{stderr}"
+        );
+        let place = stderr[at..].lines().nth(1).unwrap();
+        assert!(place.ends_with(&format!("--> {file}:{line}:12")), "{place}");
+    }
+    assert!(
+        stderr.contains(&format!("  |            {}\n", "^".repeat(40))),
+        "the caret is on the condition, at most 40 wide: {stderr}"
+    );
+    assert!(
+        stderr.ends_with("error: the policy set is invalid (2 errors)\n"),
+        "{stderr}"
+    );
+
+    let out = stepup(&["check", "--format", "json", &path]);
+    assert_eq!(out.status.code(), Some(3));
+    let json: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    let codes: Vec<&str> = json["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["cost-limit", "cost-limit"]);
+}
+
+#[test]
+fn the_cost_limit_is_set_in_the_config_file() {
+    let dir = policy_dir(&probes());
+    let config = dir.path().join("stepup.toml");
+    std::fs::write(&config, "[limits]\nmax_condition_cost = 1000000000000\n").unwrap();
+    let path = dir.path().display().to_string();
+    let config = config.display().to_string();
+    let out = stepup(&["check", "--config", &config, &path]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // And a limit below the examples' dearest condition rejects them.
+    let low = dir.path().join("low.toml");
+    std::fs::write(&low, "[limits]\nmax_condition_cost = 5\n").unwrap();
+    let out = stepup(&["check", "--config", &low.display().to_string(), &examples()]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("above the limit of 5 (in `"));
+    std::fs::write(&low, "[limits]\nmax_condition_cost = 0\n").unwrap();
+    let out = stepup(&["check", "--config", &low.display().to_string(), &examples()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "error: limits.max_condition_cost must be at least 1\n"
+    );
+}
+
+#[test]
+fn check_costs_lists_every_condition_with_its_estimate() {
+    let out = stepup(&["check", "--costs", &examples()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let header = stdout.lines().next().unwrap();
+    assert!(header.starts_with("kind    id "), "{stdout}");
+    assert!(header.ends_with("cost"), "{stdout}");
+    let refund = stdout
+        .lines()
+        .find(|l| l.starts_with("rule    refund-large "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(refund.contains("payments.yaml:12"), "{refund}");
+    assert!(
+        stdout.contains("limit: 16,000 units per condition ([limits] max_condition_cost); all 17 conditions together: "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok: `"), "{stdout}");
+
+    let out = stepup(&["check", "--costs", "--format", "json", &examples()]);
+    assert_eq!(out.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let costs = &json["costs"];
+    assert_eq!(costs["limit"], 16_000);
+    let conditions = costs["conditions"].as_array().unwrap();
+    assert_eq!(conditions.len(), 17);
+    let first = &conditions[0];
+    assert_eq!(first["kind"], "signal");
+    assert_eq!(first["id"], "untrusted-device");
+    assert!(first["file"].as_str().unwrap().ends_with("risk.yaml"));
+    assert_eq!(first["line"], 15);
+    let total: u64 = conditions.iter().map(|c| c["cost"].as_u64().unwrap()).sum();
+    assert_eq!(costs["total"], total);
+}

@@ -5,6 +5,7 @@
 //!   `risk`, `history`) as CEL values borrowing the request;
 //! - [`history`]: `history` as conditions read it (a [`history::View`] of
 //!   one subject) and `history.count`;
+//! - [`matches`]: `matches()` with the policies' patterns compiled at load;
 //! - [`fast`]: native evaluation of the common condition shapes, with the
 //!   interpreter as the reference.
 //!
@@ -13,4 +14,5 @@
 
 pub(crate) mod fast;
 pub(crate) mod history;
+pub(crate) mod matches;
 pub(crate) mod vals;

@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use super::condition::condition;
+use super::condition::{Setting, Source, condition};
+use super::cost::{ConditionCost, CostLimits};
 use super::defs::{Definitions, LevelsDef, Mode, RuleDef, SignalDef, Sources, Spanned};
 use super::diag::{Code, Diagnostic, Location, Report, did_you_mean};
 use super::schema::{self, ReadPath, Scope};
@@ -32,6 +33,7 @@ pub(super) fn compile(
     defs: Definitions,
     dir: &Path,
     lists: Arc<Lists>,
+    limits: CostLimits,
     report: &mut Report,
 ) -> Option<PolicySet> {
     let Definitions {
@@ -55,14 +57,19 @@ pub(super) fn compile(
         env: Arc::new(env),
         sources: &sources,
         lists: &lists,
+        limits,
+        signal_count: signals.len() as u64,
         ids: HashMap::new(),
         reads: SetReads::default(),
+        costs: Vec::new(),
         report,
     };
     let signals = c.signals(signals);
     let volatile_signals = signals.compiled.iter().any(|s| s.when.volatile);
     let rules = c.rules(rules, &ladder, levels.is_empty(), volatile_signals);
-    let Compiler { env, reads, .. } = c;
+    let Compiler {
+        env, reads, costs, ..
+    } = c;
     let read_paths = covering(reads.paths);
 
     if report.has_errors() {
@@ -79,6 +86,9 @@ pub(super) fn compile(
     let mut cel_root = cel::Context::with_env(Arc::clone(&env));
     if reads.ip_in {
         crate::lists::add_ip_in(&mut cel_root, &lists);
+    }
+    if reads.matches {
+        crate::expr::matches::add_matches(&mut cel_root, &Arc::new(reads.regexes));
     }
     Some(PolicySet {
         revision: revision(&sources, dir, &lists),
@@ -98,6 +108,8 @@ pub(super) fn compile(
         sources,
         lists,
         cel_root,
+        cost_limits: limits,
+        costs,
     })
 }
 
@@ -196,10 +208,18 @@ struct SetReads {
     history: bool,
     /// The smallest step of stepwise time reads.
     time_step: Option<Duration>,
+    /// Whether any condition calls `matches`.
+    matches: bool,
+    /// The `matches` patterns written in the conditions, compiled.
+    regexes: crate::expr::matches::Regexes,
 }
 
 impl SetReads {
     fn add(&mut self, reads: schema::Reads) {
+        self.matches |= !reads.regexes.is_empty() || !reads.dynamic_regexes.is_empty();
+        for r in reads.regexes {
+            self.regexes.insert(&r.pattern, r.regex);
+        }
         if let Some(s) = reads.now_step {
             self.time_step = Some(self.time_step.map_or(s, |t| t.min(s)));
         }
@@ -227,9 +247,14 @@ struct Compiler<'a> {
     env: Arc<cel::Env>,
     sources: &'a Sources,
     lists: &'a Arc<Lists>,
+    limits: CostLimits,
+    /// Signals in the set (the length of `risk.signals`).
+    signal_count: u64,
     /// Ids seen so far (signals and rules share one namespace).
     ids: HashMap<String, Spanned<String>>,
     reads: SetReads,
+    /// The estimates of the compiled conditions.
+    costs: Vec<ConditionCost>,
     report: &'a mut Report,
 }
 
@@ -260,16 +285,38 @@ impl Compiler<'_> {
         when: &Spanned<String>,
         id: &str,
         scope: Scope,
+        dynamic_regex: bool,
     ) -> Option<(Condition, schema::Reads)> {
-        condition(
-            &self.env,
-            self.sources,
+        let set = Setting {
+            env: &self.env,
+            sources: self.sources,
+            lists: self.lists,
+            limits: self.limits,
+            signals: self.signal_count,
+        };
+        let src = Source {
             when,
             id,
             scope,
-            self.lists,
-            self.report,
-        )
+            dynamic_regex,
+        };
+        condition(&set, &src, self.report)
+    }
+
+    /// Notes a compiled condition's estimate.
+    fn cost(&mut self, kind: &'static str, id: &str, when: &Spanned<String>, cost: u64) {
+        self.costs.push(ConditionCost {
+            kind,
+            id: Arc::from(id),
+            file: self
+                .sources
+                .files
+                .get(when.file)
+                .map(|f| f.path.clone())
+                .unwrap_or_default(),
+            line: when.location.line,
+            cost,
+        });
     }
 
     fn signals(&mut self, signals: Vec<SignalDef>) -> Compiled<Signal> {
@@ -280,12 +327,15 @@ impl Compiler<'_> {
         for s in signals {
             self.check_id(&s.id);
             let Some(when) = &s.when else { continue };
-            let Some((cond, reads)) = self.condition(when, &s.id.value, Scope::Signal) else {
+            let Some((cond, reads)) =
+                self.condition(when, &s.id.value, Scope::Signal, s.dynamic_regex)
+            else {
                 continue;
             };
             if !s.valid {
                 continue;
             }
+            self.cost("signal", &s.id.value, when, cond.cost);
             let volatile = reads.now || reads.history;
             self.reads.add(reads);
             out.ids.push(s.id.clone());
@@ -315,10 +365,11 @@ impl Compiler<'_> {
             let when = r.when.as_ref().and_then(|w| {
                 // A condition that does not compile is reported; the rest of
                 // the rule is still checked.
-                let (cond, reads) = self.condition(w, &r.id.value, Scope::Rule)?;
+                let (cond, reads) = self.condition(w, &r.id.value, Scope::Rule, r.dynamic_regex)?;
                 let volatile = reads.now || reads.history || (reads.risk && volatile_signals);
                 if r.valid {
                     self.reads.add(reads);
+                    self.cost("rule", &r.id.value, w, cond.cost);
                 }
                 Some(Condition { volatile, ..cond })
             });

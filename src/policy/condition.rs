@@ -1,27 +1,53 @@
-//! One condition compiled: the CEL program, its schema check, and every
-//! problem placed at its column in the policy file, however the YAML scalar
-//! holding it was written.
+//! One condition compiled: the CEL program, its schema check, its
+//! worst-case cost, and every problem placed at its column in the policy
+//! file, however the YAML scalar holding it was written.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Condition;
+use super::cost::{self, CostLimits};
 use super::defs::{Sources, Spanned};
 use super::diag::{Code, Diagnostic, Location, Report};
 use super::schema::{self, Scope, Underline};
 use crate::lists::Lists;
 
-/// Compiles and schema-checks one expression, reporting problems at their
-/// column in the policy file.
+/// What every condition of a set is compiled against.
+pub(super) struct Setting<'a> {
+    /// The functions' environment.
+    pub env: &'a Arc<cel::Env>,
+    /// The files, for diagnostics.
+    pub sources: &'a Sources,
+    /// The IP lists `ip_in` may name.
+    pub lists: &'a Arc<Lists>,
+    /// The cost limit and the sizes the estimate depends on.
+    pub limits: CostLimits,
+    /// Signals in the set (the length of `risk.signals`).
+    pub signals: u64,
+}
+
+/// One condition to compile: its text, whose it is, and its owner's opt-in
+/// to regex patterns from the request.
+pub(super) struct Source<'a> {
+    /// The expression and where it is written.
+    pub when: &'a Spanned<String>,
+    /// The signal or rule id.
+    pub id: &'a str,
+    /// A signal's or a rule's.
+    pub scope: Scope,
+    /// `dynamic_regex: true`.
+    pub dynamic_regex: bool,
+}
+
+/// Compiles, schema-checks and costs one expression, reporting problems at
+/// their column in the policy file.
 pub(super) fn condition(
-    env: &Arc<cel::Env>,
-    sources: &Sources,
-    when: &Spanned<String>,
-    id: &str,
-    scope: Scope,
-    lists: &Arc<Lists>,
+    set: &Setting<'_>,
+    src: &Source<'_>,
     report: &mut Report,
 ) -> Option<(Condition, schema::Reads)> {
-    let program = match env.compile(&when.value) {
+    let (sources, when, id) = (set.sources, src.when, src.id);
+    let program = match set.env.compile(&when.value) {
         Ok(p) => p,
         Err(errors) => {
             for e in errors.errors {
@@ -43,39 +69,30 @@ pub(super) fn condition(
             return None;
         }
     };
-    let ip_lists: Vec<&str> = lists.names().collect();
-    match schema::check_in(program.expression(), scope, &ip_lists, Some(env)) {
-        Ok(mut reads) => Some((
-            Condition {
-                source: Arc::from(when.value.as_str()),
-                fast: crate::expr::fast::Fast::compile(program.expression(), env, lists),
-                program,
-                volatile: false,
-                reads_risk: reads.risk,
-                time_zones: std::mem::take(&mut reads.time_zones).into(),
-            },
-            reads,
-        )),
+    let ip_lists: Vec<&str> = set.lists.names().collect();
+    match schema::check_in(program.expression(), src.scope, &ip_lists, Some(set.env)) {
+        Ok(mut reads) => {
+            let cost = check_cost(set, src, &program, &reads, report)?;
+            Some((
+                Condition {
+                    source: Arc::from(when.value.as_str()),
+                    fast: crate::expr::fast::Fast::compile(
+                        program.expression(),
+                        set.env,
+                        set.lists,
+                    ),
+                    program,
+                    volatile: false,
+                    reads_risk: reads.risk,
+                    time_zones: std::mem::take(&mut reads.time_zones).into(),
+                    cost,
+                },
+                reads,
+            ))
+        }
         Err(errors) => {
             for e in errors {
-                let (start, stop) = program
-                    .source_info()
-                    .offset_for(e.expr_id)
-                    .unwrap_or((0, 0));
-                let start = usize::try_from(start).unwrap_or(0);
-                // `stop` is inclusive; a select's node sits at its dot.
-                let (start, len) = match &e.underline {
-                    Underline::Field(field) => (start + 1, field.chars().count()),
-                    Underline::Callee(name) => {
-                        let len = name.chars().count();
-                        (start.saturating_sub(len), len)
-                    }
-                    Underline::Node => (
-                        start,
-                        usize::try_from(stop).unwrap_or(0).saturating_sub(start) + 1,
-                    ),
-                };
-                let loc = locate(sources, when, start, len);
+                let loc = node_location(sources, when, &program, e.expr_id, &e.underline);
                 report.push(
                     sources
                         .place(Diagnostic::error(e.code, e.message), when.file, loc)
@@ -86,6 +103,103 @@ pub(super) fn condition(
             None
         }
     }
+}
+
+/// The condition's worst-case cost, or `None` when it is above the limit or
+/// takes a regex pattern from the request without the opt-in (reported).
+fn check_cost(
+    set: &Setting<'_>,
+    src: &Source<'_>,
+    program: &cel::Program,
+    reads: &schema::Reads,
+    report: &mut Report,
+) -> Option<u64> {
+    let (sources, when) = (set.sources, src.when);
+    let mut ok = true;
+    if !src.dynamic_regex {
+        for (id, underline) in &reads.dynamic_regexes {
+            let loc = node_location(sources, when, program, *id, underline);
+            report.push(
+                sources
+                    .place(
+                        Diagnostic::error(
+                            Code::DynamicRegex,
+                            "the pattern of `matches` is not written in the policy: it would be compiled from the request on every call",
+                        ),
+                        when.file,
+                        loc,
+                    )
+                    .rule(src.id)
+                    .help("write the pattern as a string literal, or set `dynamic_regex: true` on this signal or rule to accept patterns from the request (costed, and compiled under a size limit)"),
+            );
+            ok = false;
+        }
+    }
+    let regex_states: HashMap<u64, usize> = reads
+        .regexes
+        .iter()
+        .map(|r| (r.expr_id, r.states))
+        .collect();
+    let inputs = cost::Inputs {
+        scope: src.scope,
+        history_events: set.limits.history_events,
+        signals: set.signals,
+        regex_states: &regex_states,
+    };
+    let estimate = cost::estimate(program.expression(), &inputs);
+    let limit = set.limits.max_condition_cost;
+    if estimate > limit {
+        let first_line = when.value.lines().next().unwrap_or("").trim_end();
+        // On the condition's start; a long one is not underlined whole.
+        let len = first_line.chars().count().clamp(1, 40);
+        let loc = locate(sources, when, 0, len);
+        report.push(
+            sources
+                .place(
+                    Diagnostic::error(
+                        Code::CostLimit,
+                        format!(
+                            "the condition may cost up to {} units, above the limit of {}",
+                            cost::units(estimate),
+                            cost::units(limit)
+                        ),
+                    ),
+                    when.file,
+                    loc,
+                )
+                .rule(src.id)
+                .help(
+                    "a comprehension costs its range times its body: nested `all`/`exists` over request lists (64 entries each) multiply; narrow the ranges, or raise `[limits] max_condition_cost` (see `stepup check --costs`)",
+                ),
+        );
+        ok = false;
+    }
+    ok.then_some(estimate)
+}
+
+/// Where node `expr_id` of the condition `when` is, underlining `underline`.
+fn node_location(
+    sources: &Sources,
+    when: &Spanned<String>,
+    program: &cel::Program,
+    expr_id: u64,
+    underline: &Underline,
+) -> Location {
+    let (start, stop) = program.source_info().offset_for(expr_id).unwrap_or((0, 0));
+    let start = usize::try_from(start).unwrap_or(0);
+    // `stop` is inclusive; a select's node sits at its dot.
+    let (start, len) = match underline {
+        Underline::Field(field) => (start + 1, field.chars().count()),
+        Underline::Callee(name) => {
+            let len = name.chars().count();
+            (start.saturating_sub(len), len)
+        }
+        Underline::Node => (
+            start,
+            usize::try_from(stop).unwrap_or(0).saturating_sub(start) + 1,
+        ),
+    };
+    locate(sources, when, start, len)
 }
 
 /// The char offset of (1-based `line`, 0-based `col`) in `text`.

@@ -78,6 +78,9 @@ pub struct SignalDef {
     pub when: Option<Spanned<String>>,
     /// Score added when `when` is true (may be negative).
     pub score: i64,
+    /// `dynamic_regex: true`: `matches()` may take its pattern from the
+    /// request.
+    pub dynamic_regex: bool,
     /// False when the definition had errors (already reported): it is still
     /// checked further, so that one pass reports everything, but not used.
     pub valid: bool,
@@ -147,6 +150,9 @@ pub struct RuleDef {
     /// `enforce` or `shadow` (report-only); `None` means the policy's mode,
     /// else enforce.
     pub mode: Option<Mode>,
+    /// `dynamic_regex: true`: `matches()` may take its pattern from the
+    /// request.
+    pub dynamic_regex: bool,
     /// False when the definition had errors (already reported): it is still
     /// checked further, so that one pass reports everything, but not used.
     pub valid: bool,

@@ -94,6 +94,12 @@ pub enum Code {
     DuplicateList,
     /// A GeoIP database that cannot be used.
     InvalidGeoip,
+    /// A `matches()` pattern written in the policy that is not a valid regex.
+    InvalidRegex,
+    /// A `matches()` pattern taken from the request, without the opt-in.
+    DynamicRegex,
+    /// A condition whose worst-case cost exceeds `[limits] max_condition_cost`.
+    CostLimit,
     /// A rule that another rule always overrides.
     RedundantRule,
     /// A signal no rule reads (no rule reads `risk`).
@@ -169,6 +175,9 @@ impl Code {
         Code::InvalidList,
         Code::DuplicateList,
         Code::InvalidGeoip,
+        Code::InvalidRegex,
+        Code::DynamicRegex,
+        Code::CostLimit,
         Code::RedundantRule,
         Code::UnreadSignal,
         Code::DuplicateCondition,
@@ -227,6 +236,9 @@ impl Code {
             Code::InvalidList => "invalid-list",
             Code::DuplicateList => "duplicate-list",
             Code::InvalidGeoip => "invalid-geoip",
+            Code::InvalidRegex => "invalid-regex",
+            Code::DynamicRegex => "dynamic-regex",
+            Code::CostLimit => "cost-limit",
             Code::RedundantRule => "redundant-rule",
             Code::UnreadSignal => "unread-signal",
             Code::DuplicateCondition => "duplicate-condition",

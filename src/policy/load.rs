@@ -371,9 +371,11 @@ impl Reader<'_> {
     }
 
     fn signal_fields(&mut self, item: &Node<'_>) -> Option<SignalDef> {
-        let entries = self
-            .y
-            .mapping(item, "a signal", &["id", "when", "score", "description"])?;
+        let entries = self.y.mapping(
+            item,
+            "a signal",
+            &["id", "when", "score", "description", "dynamic_regex"],
+        )?;
         let id = self.id(&entries, item, "signal")?;
         let when = self
             .y
@@ -398,8 +400,10 @@ impl Reader<'_> {
         if let Some(d) = get(&entries, "description") {
             self.y.string(d, "`description`");
         }
+        let dynamic_regex = self.flag(&entries, "dynamic_regex");
         Some(SignalDef {
             id,
+            dynamic_regex,
             valid: when.is_some() && score.is_some(),
             when,
             score: score.unwrap_or(0),
@@ -424,6 +428,7 @@ impl Reader<'_> {
             "require",
             "message",
             "mode",
+            "dynamic_regex",
         ];
         let entries = self.y.mapping(item, "a rule", KEYS)?;
         let id = self.id(&entries, item, "rule")?;
@@ -445,8 +450,10 @@ impl Reader<'_> {
             && effect.is_some()
             && (effect != Some(Effect::Challenge) || require.is_some())
             && require.as_ref().is_none_or(|r| r.valid);
+        let dynamic_regex = self.flag(&entries, "dynamic_regex");
         Some(RuleDef {
             id,
+            dynamic_regex,
             description,
             actions: actions.unwrap_or_default(),
             when,
@@ -532,6 +539,20 @@ impl Reader<'_> {
                 None
             }
             (None, _) | (Some(Effect::Deny), None) => None,
+        }
+    }
+
+    /// An optional bool key (`dynamic_regex`): false when absent or not a
+    /// bool (reported).
+    fn flag(&mut self, entries: &[(&str, &Node<'_>)], key: &str) -> bool {
+        match get(entries, key).map(|n| (n, &n.data)) {
+            None => false,
+            Some((_, YamlData::Value(Scalar::Boolean(b)))) => *b,
+            Some((n, _)) => {
+                let d = self.error(n, Code::WrongType, format!("`{key}` must be true or false"));
+                self.push(d);
+                false
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 
 mod compile;
 mod condition;
+pub mod cost;
 pub mod defs;
 pub mod diag;
 pub mod lint;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use compile::{compile, list_diagnostic};
+pub use cost::{CostLimits, CostReport};
 pub use defs::{Effect, Mode};
 use defs::{Sources, Spanned};
 pub use diag::{Code, Diagnostic, Location, Report, Severity};
@@ -65,6 +67,8 @@ pub struct Condition {
     /// The time-zone arguments of its calendar reads of `now`
     /// ([`schema::Reads::time_zones`]).
     pub time_zones: Box<[cel::IdedExpr]>,
+    /// Its worst-case cost ([`cost`]), at most the set's limit.
+    pub cost: u64,
 }
 
 /// A risk signal.
@@ -135,6 +139,10 @@ pub struct PolicySet {
     sources: Sources,
     /// The IP lists and GeoIP database loaded with the set.
     lists: Arc<Lists>,
+    /// The limits the set was checked against (a reload keeps them).
+    cost_limits: CostLimits,
+    /// Every condition's worst-case cost, in policy order.
+    costs: Vec<cost::ConditionCost>,
     /// The root CEL context: the environment and the set's functions
     /// (`ip_in`, when a condition calls it). Built once; every evaluation
     /// runs in a child scope of it, so it costs no allocation per decision.
@@ -151,10 +159,23 @@ impl PolicySet {
     /// Like [`PolicySet::load`], with the IP lists and GeoIP database of
     /// `lists` (besides those in the directory's `lists/`). `previous`, the
     /// set being replaced, lends what has not changed (an unchanged GeoIP
-    /// database is not read again).
+    /// database is not read again) and its cost limits (the default
+    /// without one).
     pub fn load_with(
         dir: &Path,
         lists: &ListsConfig,
+        previous: Option<&PolicySet>,
+    ) -> Result<(Self, Report), Report> {
+        let limits = previous.map_or_else(CostLimits::default, |p| p.cost_limits);
+        Self::load_limited(dir, lists, limits, previous)
+    }
+
+    /// Like [`PolicySet::load_with`], checking every condition's worst-case
+    /// cost against `limits` (`[limits] max_condition_cost`).
+    pub fn load_limited(
+        dir: &Path,
+        lists: &ListsConfig,
+        limits: CostLimits,
         previous: Option<&PolicySet>,
     ) -> Result<(Self, Report), Report> {
         let mut report = Report::default();
@@ -168,10 +189,19 @@ impl PolicySet {
                 Lists::declared(lists, Some(dir))
             }
         };
-        let set = compile(defs, dir, Arc::new(lists), &mut report);
+        let set = compile(defs, dir, Arc::new(lists), limits, &mut report);
         match set {
             Some(set) if !report.has_errors() => Ok((set, report)),
             _ => Err(report),
+        }
+    }
+
+    /// Every condition's worst-case cost and the limit (`stepup check
+    /// --costs`).
+    pub fn cost_report(&self) -> CostReport {
+        CostReport {
+            limit: self.cost_limits.max_condition_cost,
+            conditions: self.costs.clone(),
         }
     }
 
@@ -188,7 +218,13 @@ impl PolicySet {
     ) -> Result<(Self, Report), Report> {
         let mut report = Report::default();
         let defs = load::read_str(path, text, &mut report);
-        let set = compile(defs, Path::new(""), lists, &mut report);
+        let set = compile(
+            defs,
+            Path::new(""),
+            lists,
+            CostLimits::default(),
+            &mut report,
+        );
         match set {
             Some(set) if !report.has_errors() => Ok((set, report)),
             _ => Err(report),

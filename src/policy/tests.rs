@@ -442,3 +442,86 @@ fn revision_is_a_content_hash() {
     );
     assert!(a.revision.starts_with("sha256:") && a.revision.len() == 7 + 64);
 }
+
+#[test]
+fn an_invalid_literal_regex_is_a_load_error_at_the_pattern() {
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: 'device.platform.matches(\"(ios\")'\n    effect: deny\n"
+    ));
+    assert_eq!(
+        e,
+        "error: invalid regex: unclosed group (in `r1`) [invalid-regex]\n  --> p.yaml:15:36\n   |\n15 |     when: 'device.platform.matches(\"(ios\")'\n   |                                    ^^^^^^\n   = help: patterns are RE2 syntax, as in CEL: escape a backslash twice in a quoted YAML string (`\"\\\\d+\"`), or use single quotes"
+    );
+    let e = one_error(&format!(
+        "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: 'matches(device.platform)'\n    effect: deny\n"
+    ));
+    assert!(
+        e.starts_with("error: `matches` takes a string and a pattern (in `r1`) [invalid-call]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn literal_regexes_are_compiled_once_at_load() {
+    let (set, _) = PolicySet::from_str(
+        "p.yaml",
+        &format!(
+            "{LEVELS}---\n{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: 'device.platform.matches(\"^(ios|android)$\") || matches(subject.id, \"^bot-\")'\n    effect: deny\n"
+        ),
+    )
+    .unwrap_or_else(|r| panic!("{r}"));
+    let run = |platform: &str, id: &str| {
+        let req = crate::proto::v1::DecideRequest {
+            action: "a".into(),
+            subject: Some(crate::proto::v1::Subject {
+                id: id.into(),
+                ..Default::default()
+            }),
+            device: Some(crate::proto::v1::Device {
+                platform: platform.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let vars = crate::expr::vals::Variables {
+            request: &req,
+            now: chrono::Utc::now().fixed_offset(),
+            risk: None,
+            history: None,
+        };
+        let mut ctx = set.cel_context();
+        ctx.set_variable_resolver(&vars);
+        set.rules[0].when.as_ref().unwrap().program.execute(&ctx)
+    };
+    assert_eq!(run("ios", "u"), Ok(cel::Value::Bool(true)));
+    assert_eq!(run("windows", "bot-7"), Ok(cel::Value::Bool(true)));
+    assert_eq!(run("windows", "u"), Ok(cel::Value::Bool(false)));
+}
+
+#[test]
+fn a_pattern_from_the_request_needs_the_opt_in() {
+    let rule = |flag: &str| {
+        format!(
+            "{HEAD}rules:\n  - id: r1\n    actions: [a]\n    when: 'subject.id.matches(resource.attributes.pattern)'\n{flag}    effect: deny\n"
+        )
+    };
+    let e = one_error(&rule(""));
+    assert_eq!(
+        e,
+        "error: the pattern of `matches` is not written in the policy: it would be compiled from the request on every call (in `r1`) [dynamic-regex]\n  --> p.yaml:15:51\n   |\n15 |     when: 'subject.id.matches(resource.attributes.pattern)'\n   |                                                   ^^^^^^^\n   = help: write the pattern as a string literal, or set `dynamic_regex: true` on this signal or rule to accept patterns from the request (costed, and compiled under a size limit)"
+    );
+    let (set, _) = PolicySet::from_str(
+        "p.yaml",
+        &format!("{LEVELS}---\n{}", rule("    dynamic_regex: true\n")),
+    )
+    .unwrap_or_else(|r| panic!("{r}"));
+    let cost = set.cost_report().conditions[0].cost;
+    assert!(
+        cost > 2_000 && cost <= cost::DEFAULT_MAX_CONDITION_COST,
+        "{cost}"
+    );
+    assert_eq!(
+        codes(&rule("    dynamic_regex: yes please\n")),
+        [Code::WrongType, Code::DynamicRegex]
+    );
+}

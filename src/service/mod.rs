@@ -186,7 +186,12 @@ impl Service {
     /// directory (warnings go to the log), the cache, the history with its
     /// shared backend, the decision log.
     pub fn start(config: &Config) -> Result<Self, StartError> {
-        let policy = match PolicySet::load_with(&config.policies, &config.lists, None) {
+        let policy = match PolicySet::load_limited(
+            &config.policies,
+            &config.lists,
+            config.cost_limits,
+            None,
+        ) {
             Ok((set, warnings)) => {
                 for w in &warnings.diagnostics {
                     tracing::warn!("{w}");
