@@ -11,6 +11,9 @@ use crate::cache::CacheConfig;
 use crate::duration::parse_duration;
 use crate::telemetry::decision_log::{DecisionLogConfig, Sampling, Sink};
 
+mod limits;
+pub use limits::{FileLimits, Limits};
+
 /// The default admin HTTP address (metrics, probes): loopback.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:7172";
 
@@ -48,6 +51,9 @@ pub struct FileConfig {
     /// `[lists]`: IP lists and the GeoIP database, loaded with the policies.
     #[serde(default)]
     pub lists: FileLists,
+    /// `[limits]`: calls in flight, request time skew.
+    #[serde(default)]
+    pub limits: FileLimits,
 }
 
 /// `[lists]`: data files policies look things up in. Relative paths are
@@ -142,6 +148,10 @@ pub struct Overrides {
     pub log_level: Option<String>,
     /// `--log-format` / `STEPUP_LOG_FORMAT`.
     pub log_format: Option<LogFormat>,
+    /// `--max-in-flight` / `STEPUP_MAX_IN_FLIGHT`.
+    pub max_in_flight: Option<usize>,
+    /// `--max-time-skew` / `STEPUP_MAX_TIME_SKEW`: a duration or `off`.
+    pub max_time_skew: Option<String>,
 }
 
 /// The resolved settings.
@@ -170,6 +180,8 @@ pub struct Config {
     /// IP lists and GeoIP database (paths resolved against the config
     /// file's directory).
     pub lists: crate::lists::ListsConfig,
+    /// Calls in flight, request time skew.
+    pub limits: Limits,
 }
 
 /// Why the settings are unusable: every problem, one per line.
@@ -268,6 +280,17 @@ pub enum SettingError {
     /// An empty GeoIP database path.
     #[error("lists.geoip_city: empty path")]
     GeoipPath,
+    /// `max_in_flight` of zero.
+    #[error("max_in_flight must be at least 1")]
+    MaxInFlightZero,
+    /// A `max_time_skew` that is neither a positive duration nor `off`.
+    #[error("max_time_skew `{text}`: {error}; expected a duration such as `5m`, or `off`")]
+    MaxTimeSkew {
+        /// The value as given.
+        text: String,
+        /// Why it is not usable.
+        error: String,
+    },
 }
 
 /// `:line`, or nothing when the line is unknown.
@@ -373,6 +396,8 @@ impl Config {
             crate::history::HistoryConfig::resolve(from_file.history, &mut history_problems);
         problems.extend(history_problems.into_iter().map(SettingError::History));
         let lists = lists(from_file.lists, file.and_then(Path::parent), &mut problems);
+        let (skew, file_limits) = (overrides.max_time_skew, from_file.limits);
+        let limits = limits::resolve(overrides.max_in_flight, skew, file_limits, &mut problems);
 
         match (policies, listen, ttl) {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
@@ -387,6 +412,7 @@ impl Config {
                 log_format,
                 history,
                 lists,
+                limits,
             }),
             _ => Err(ConfigError { problems }),
         }
@@ -676,7 +702,7 @@ mod tests {
             texts(&err),
             [
                 format!(
-                    "{at}:1: unknown field `bogus`, expected one of `policies`, `listen`, `watch`, `admin`, `cache`, `ext_authz`, `log`, `decision_log`, `history`, `lists`"
+                    "{at}:1: unknown field `bogus`, expected one of `policies`, `listen`, `watch`, `admin`, `cache`, `ext_authz`, `log`, `decision_log`, `history`, `lists`, `limits`"
                 ),
                 format!("{at}:4: invalid value: integer `-1`, expected u64"),
                 format!("{at}:5: invalid type: integer `5`, expected a string"),

@@ -87,12 +87,14 @@ mod telemetry;
 // The API: what a program embedding the sidecar needs. Everything else is
 // private to the crate.
 pub use cache::CacheConfig;
-pub use config::{Config, ConfigError, LogFormat, Overrides, SettingError};
+pub use config::{Config, ConfigError, Limits, LogFormat, Overrides, SettingError};
 pub use engine::{Assessment, Decision, EvalError, Outcome, ShadowResult, TraceEntry};
 pub use lists::ListsConfig;
 pub use mapping::{ClaimName, FileExtAuthz, KeyError, KeyErrorKind, Mapping, MappingError, Origin};
 pub use policy::{Diagnostic, Effect, Location, PolicySet, Report, Severity};
-pub use request::{InvalidRequest, MAX_DEPTH, MAX_ENTRIES, MAX_STRING_BYTES, validate};
+pub use request::{
+    InvalidRequest, MAX_DEPTH, MAX_ENTRIES, MAX_STRING_BYTES, validate, validate_within, within_skew,
+};
 pub use server::{MAX_MESSAGE_BYTES, ServeError, ServeOptions, bind, run, serve, serve_with};
 pub use service::watch::{Reload, ReloadStatus, Reloader, WatchOptions, run as watch};
 pub use service::{Service, StartError};
