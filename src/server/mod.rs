@@ -2,7 +2,9 @@
 //! `envoy.service.auth.v3.Authorization` ([`ext_authz`]), `grpc.health.v1.Health`
 //! and server reflection (v1 and v1alpha) on one port. Errors become a `Status`
 //! in one place ([`call::CallError`]); calls are counted in one place
-//! ([`counted::Counted`]).
+//! ([`counted::Counted`]), which also sheds those past the in-flight limit
+//! ([`in_flight::InFlight`]). A connection must open HTTP/2 within the
+//! handshake timeout ([`handshake::Handshaking`]).
 
 pub mod admin;
 pub mod call;
