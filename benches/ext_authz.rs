@@ -219,8 +219,11 @@ fn bench(c: &mut Criterion) {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        // The requests are at a fixed time: no bound on its skew.
         let options = ServeOptions {
             ext_authz: Arc::new(mapping.clone()),
+            max_time_skew: None,
+            ..ServeOptions::default()
         };
         tokio::spawn(stepup::serve_with(
             engine(100_000),

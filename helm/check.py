@@ -369,6 +369,10 @@ def assert_container(
     size = values["cache"].get("size")
     expect(env.get("STEPUP_CACHE_SIZE") == (None if size is None else str(size)), "STEPUP_CACHE_SIZE from cache.size")
     expect(env.get("STEPUP_CACHE_TTL") == (values["cache"].get("ttl") or None), "STEPUP_CACHE_TTL from cache.ttl")
+    limits = values.get("limits") or {}
+    in_flight = limits.get("maxInFlight")
+    expect(env.get("STEPUP_MAX_IN_FLIGHT") == (None if in_flight is None else str(in_flight)), "STEPUP_MAX_IN_FLIGHT from limits.maxInFlight")
+    expect(env.get("STEPUP_MAX_TIME_SKEW") == (limits.get("maxTimeSkew") or None), "STEPUP_MAX_TIME_SKEW from limits.maxTimeSkew")
     workers = values.get("workerThreads")
     expect(env.get("STEPUP_WORKER_THREADS") == (None if workers is None else str(workers)), "STEPUP_WORKER_THREADS from workerThreads")
     assert_hardened(container)
@@ -978,6 +982,8 @@ SCHEMA_REJECTS: list[tuple[str, dict[str, Any], str]] = [
     ("the admin port under its old key (metrics.port)", {"metrics": {"port": 7172}}, "port"),
     ("a relative decision-log path (decisionLog: decisions.jsonl)", {"decisionLog": "decisions.jsonl"}, "decisionLog"),
     ("zero worker threads", {"workerThreads": 0}, "workerThreads"),
+    ("zero calls in flight", {"limits": {"maxInFlight": 0}}, "maxInFlight"),
+    ("a time skew that is no duration", {"limits": {"maxTimeSkew": "soon"}}, "maxTimeSkew"),
 ]
 
 # Values the templates must refuse: (label, values, text the error must contain).

@@ -57,6 +57,11 @@ Exit codes:
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve decisions over gRPC (DecisionService, health, reflection).
+    ///
+    /// HTTP/2 limits: a connection that sends no HTTP/2 preface within 10s
+    /// is closed; idle connections are pinged every 30s and closed when the
+    /// answer takes over 20s; at most 256 concurrent calls per connection
+    /// and 16 KiB of headers per call; messages up to 1 MiB.
     Serve(ServeArgs),
     /// Validate a policy set and print every diagnostic.
     Check(CheckArgs),
@@ -116,6 +121,17 @@ pub struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, env = "STEPUP_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Decide, RecordStepUp and Check calls in flight at once; past it a
+    /// call is answered RESOURCE_EXHAUSTED at once, not queued (health
+    /// checks never are) [default: 1024].
+    #[arg(long, env = "STEPUP_MAX_IN_FLIGHT", value_name = "N")]
+    pub max_in_flight: Option<usize>,
+    /// How far a request's `time` may lie from the server clock, past or
+    /// future, e.g. 5m; beyond it the call is answered INVALID_ARGUMENT.
+    /// `off` accepts any time (for replaying a recorded timeline)
+    /// [default: 5m].
+    #[arg(long, env = "STEPUP_MAX_TIME_SKEW", value_name = "DURATION|off")]
+    pub max_time_skew: Option<String>,
 }
 
 impl ServeArgs {
@@ -134,6 +150,8 @@ impl ServeArgs {
                 .clone()
                 .or_else(|| std::env::var("RUST_LOG").ok()),
             log_format: self.log_format,
+            max_in_flight: self.max_in_flight,
+            max_time_skew: self.max_time_skew.clone(),
         }
     }
 }

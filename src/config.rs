@@ -11,6 +11,9 @@ use crate::cache::CacheConfig;
 use crate::duration::parse_duration;
 use crate::telemetry::decision_log::{DecisionLogConfig, Sampling, Sink};
 
+mod limits;
+pub use limits::{FileLimits, Limits};
+
 /// The default admin HTTP address (metrics, probes): loopback.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:7172";
 
@@ -48,18 +51,9 @@ pub struct FileConfig {
     /// `[lists]`: IP lists and the GeoIP database, loaded with the policies.
     #[serde(default)]
     pub lists: FileLists,
-    /// `[limits]`: bounds on what a policy or a request may cost.
+    /// `[limits]`: calls in flight, request time skew.
     #[serde(default)]
     pub limits: FileLimits,
-}
-
-/// `[limits]`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileLimits {
-    /// The highest worst-case cost a condition may have (units of the cost
-    /// model: see the README's policy language section).
-    pub max_condition_cost: Option<u64>,
 }
 
 /// `[lists]`: data files policies look things up in. Relative paths are
@@ -154,6 +148,10 @@ pub struct Overrides {
     pub log_level: Option<String>,
     /// `--log-format` / `STEPUP_LOG_FORMAT`.
     pub log_format: Option<LogFormat>,
+    /// `--max-in-flight` / `STEPUP_MAX_IN_FLIGHT`.
+    pub max_in_flight: Option<usize>,
+    /// `--max-time-skew` / `STEPUP_MAX_TIME_SKEW`: a duration or `off`.
+    pub max_time_skew: Option<String>,
 }
 
 /// The resolved settings.
@@ -185,6 +183,8 @@ pub struct Config {
     /// What a policy condition may cost (`[limits] max_condition_cost`),
     /// with the history sizes its estimate depends on.
     pub cost_limits: crate::policy::CostLimits,
+    /// Calls in flight, request time skew.
+    pub limits: Limits,
 }
 
 /// Why the settings are unusable: every problem, one per line.
@@ -286,6 +286,17 @@ pub enum SettingError {
     /// An empty GeoIP database path.
     #[error("lists.geoip_city: empty path")]
     GeoipPath,
+    /// `max_in_flight` of zero.
+    #[error("max_in_flight must be at least 1")]
+    MaxInFlightZero,
+    /// A `max_time_skew` that is neither a positive duration nor `off`.
+    #[error("max_time_skew `{text}`: {error}; expected a duration such as `5m`, or `off`")]
+    MaxTimeSkew {
+        /// The value as given.
+        text: String,
+        /// Why it is not usable.
+        error: String,
+    },
 }
 
 /// `:line`, or nothing when the line is unknown.
@@ -391,17 +402,9 @@ impl Config {
             crate::history::HistoryConfig::resolve(from_file.history, &mut history_problems);
         problems.extend(history_problems.into_iter().map(SettingError::History));
         let lists = lists(from_file.lists, file.and_then(Path::parent), &mut problems);
-        let cost_limits = crate::policy::CostLimits {
-            max_condition_cost: match from_file.limits.max_condition_cost {
-                Some(0) => {
-                    problems.push(SettingError::MaxConditionCost);
-                    0
-                }
-                Some(n) => n,
-                None => crate::policy::cost::DEFAULT_MAX_CONDITION_COST,
-            },
-            history_events: history.limits.max_events as u64,
-        };
+        let cost_limits = limits::cost(&from_file.limits, &history, &mut problems);
+        let (skew, file_limits) = (overrides.max_time_skew, from_file.limits);
+        let limits = limits::resolve(overrides.max_in_flight, skew, file_limits, &mut problems);
 
         match (policies, listen, ttl) {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
@@ -417,6 +420,7 @@ impl Config {
                 history,
                 lists,
                 cost_limits,
+                limits,
             }),
             _ => Err(ConfigError { problems }),
         }

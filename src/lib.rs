@@ -87,15 +87,20 @@ mod telemetry;
 // The API: what a program embedding the sidecar needs. Everything else is
 // private to the crate.
 pub use cache::CacheConfig;
-pub use config::{Config, ConfigError, LogFormat, Overrides, SettingError};
+pub use config::{Config, ConfigError, Limits, LogFormat, Overrides, SettingError};
 pub use engine::{Assessment, Decision, EvalError, Outcome, ShadowResult, TraceEntry};
 pub use lists::ListsConfig;
 pub use mapping::{ClaimName, FileExtAuthz, KeyError, KeyErrorKind, Mapping, MappingError, Origin};
 pub use policy::{
     Code, CostLimits, CostReport, Diagnostic, Effect, Location, PolicySet, Report, Severity,
 };
-pub use request::{InvalidRequest, MAX_DEPTH, MAX_ENTRIES, MAX_STRING_BYTES, validate};
-pub use server::{MAX_MESSAGE_BYTES, ServeError, ServeOptions, bind, run, serve, serve_with};
+pub use request::{
+    InvalidRequest, MAX_DEPTH, MAX_ENTRIES, MAX_STRING_BYTES, validate, validate_within,
+    within_skew,
+};
+pub use server::{
+    HANDSHAKE_TIMEOUT, MAX_MESSAGE_BYTES, ServeError, ServeOptions, bind, run, serve, serve_with,
+};
 pub use service::watch::{Reload, ReloadStatus, Reloader, WatchOptions, run as watch};
 pub use service::{Service, StartError};
 pub use telemetry::decision_log::{DecisionLog, DecisionLogConfig, Sampling, Sink};
@@ -108,8 +113,8 @@ pub use telemetry::decision_log::{DecisionLog, DecisionLogConfig, Sampling, Sink
 pub mod internal {
     pub use crate::cache::{DecisionCache, decide_with};
     pub use crate::history::Backend;
-    pub use crate::history::keys::Keyer;
-    pub use crate::history::model::{Observation, Update, Verdict};
+    pub use crate::history::keys::{Keyer, SubjectKey};
+    pub use crate::history::model::{Observation, SubjectHistory, Update, Verdict};
     pub use crate::history::redis::RedisBackend;
     pub use crate::lists::{IpList, Lists, add_ip_in};
     pub use crate::policy::diag::SourceFile;

@@ -554,7 +554,11 @@ fn help_documents_exit_codes() {
         "--cache-size",
         "--cache-ttl",
         "--log-format",
+        "--max-in-flight",
+        "--max-time-skew",
         "STEPUP_LISTEN",
+        "STEPUP_MAX_TIME_SKEW",
+        "no HTTP/2 preface within 10s",
     ] {
         assert!(stdout.contains(flag), "{flag} missing from serve --help");
     }

@@ -112,6 +112,8 @@ fn serve_with_log(dir: &Path, log_path: &Path) -> (std::process::Child, String, 
         .arg(log_path)
         .arg("--config")
         .arg(&config)
+        // The request is at a fixed time.
+        .args(["--max-time-skew", "off"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -9,7 +9,8 @@
 //! - [`key`]: the injective encoding of the values a policy set reads, for
 //!   the decision cache.
 //!
-//! It imports nothing of the crate but the generated protobuf types.
+//! It imports nothing of the crate but the generated protobuf types and
+//! the leaf helpers (durations).
 
 pub(crate) mod json;
 pub(crate) mod key;
@@ -18,4 +19,7 @@ pub(crate) mod testing;
 pub(crate) mod validate;
 pub(crate) mod view;
 
-pub use validate::{InvalidRequest, MAX_DEPTH, MAX_ENTRIES, MAX_STRING_BYTES, validate};
+pub use validate::{
+    InvalidRequest, MAX_DEPTH, MAX_ENTRIES, MAX_STRING_BYTES, validate, validate_within,
+    within_skew,
+};

@@ -2,11 +2,13 @@
 //! by its path (the gRPC server answers `INVALID_ARGUMENT` with it).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use pbjson_types::value::Kind;
 use pbjson_types::{Timestamp, Value};
 
+use crate::duration::format_duration;
 use crate::proto::v1 as pb;
 
 /// Longest accepted string field, in bytes.
@@ -97,6 +99,56 @@ pub fn validate(
         Some(t) => timestamp("time", t),
         None => Ok(clock),
     }
+}
+
+/// [`validate`] for a live request, as the server takes it: also checks
+/// that `time`, when set, lies within `max_skew` of `clock` (`None`: any
+/// time, for simulations on a fixed timeline).
+pub fn validate_within(
+    req: &pb::DecideRequest,
+    clock: DateTime<Utc>,
+    max_skew: Option<Duration>,
+) -> Result<DateTime<Utc>, InvalidRequest> {
+    let now = validate(req, clock)?;
+    within_skew("time", now, clock, max_skew)?;
+    Ok(now)
+}
+
+/// Checks that `time` (the request's `field`) lies within `max_skew` of the
+/// server's `clock`: a request from far in the past or future would let its
+/// sender rewrite what history remembers. `None` accepts any time.
+pub fn within_skew(
+    field: &str,
+    time: DateTime<Utc>,
+    clock: DateTime<Utc>,
+    max_skew: Option<Duration>,
+) -> Result<(), InvalidRequest> {
+    let Some(max) = max_skew else {
+        return Ok(());
+    };
+    let skew = time.signed_duration_since(clock);
+    let Ok(ahead) = skew.abs().to_std() else {
+        return Ok(());
+    };
+    if ahead <= max {
+        return Ok(());
+    }
+    let direction = if skew > chrono::Duration::zero() {
+        "ahead of"
+    } else {
+        "behind"
+    };
+    // Whole seconds: sub-second detail says nothing about a bad clock.
+    let rounded = ahead.saturating_add(Duration::from_millis(500)).as_secs();
+    let shown = Duration::from_secs(rounded.max(1));
+    Err(invalid(
+        field,
+        format!(
+            "{} {direction} the server clock; at most {} allowed (`max_time_skew`)",
+            format_duration(shown),
+            format_duration(max)
+        ),
+    ))
 }
 
 fn truncate(s: &str) -> &str {
@@ -302,6 +354,44 @@ mod tests {
         assert_eq!(
             validate(&r, now).unwrap_err().to_string(),
             "`session.amr`: more than 64 entries"
+        );
+    }
+
+    #[test]
+    fn time_lies_within_the_skew_bound() {
+        let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+        let bound = Some(Duration::from_secs(300));
+        let at = |offset: i64| {
+            let mut r = req();
+            r.time = Some(Timestamp {
+                seconds: now.timestamp() + offset,
+                nanos: 0,
+            });
+            r
+        };
+        assert_eq!(
+            validate_within(&at(-7200), now, bound)
+                .unwrap_err()
+                .to_string(),
+            "`time`: 2h behind the server clock; at most 5m allowed (`max_time_skew`)"
+        );
+        assert_eq!(
+            validate_within(&at(2 * 86_400), now, bound)
+                .unwrap_err()
+                .to_string(),
+            "`time`: 2d ahead of the server clock; at most 5m allowed (`max_time_skew`)"
+        );
+        for ok in [-299, 0, 299] {
+            assert!(validate_within(&at(ok), now, bound).is_ok(), "{ok}");
+        }
+        assert!(validate_within(&at(-7200), now, None).is_ok());
+        assert_eq!(validate_within(&req(), now, bound), Ok(now));
+        // The field keeps its name; the year 1 is still a time, far behind.
+        let err = within_skew("attributes.request.time", DateTime::UNIX_EPOCH, now, bound);
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .starts_with("`attributes.request.time`: "),
         );
     }
 

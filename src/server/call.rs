@@ -31,6 +31,13 @@ pub enum CallError {
         "history is turned off (`[history] enabled = false`): step-up reports are not recorded"
     )]
     HistoryOff,
+    /// As many calls as the limit allows are in flight: this one is shed
+    /// rather than queued.
+    #[error("overloaded: {limit} calls in flight, the most this server takes at once; retry later")]
+    Overloaded {
+        /// The in-flight limit (`max_in_flight`).
+        limit: usize,
+    },
 }
 
 impl CallError {
@@ -39,6 +46,7 @@ impl CallError {
         match self {
             Self::Malformed { .. } | Self::Invalid(_) => Code::InvalidArgument,
             Self::HistoryOff => Code::FailedPrecondition,
+            Self::Overloaded { .. } => Code::ResourceExhausted,
         }
     }
 }
@@ -83,5 +91,12 @@ mod tests {
         let status = Status::from(CallError::HistoryOff);
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert!(!is_call_error(&Status::internal("x")));
+
+        let status = Status::from(CallError::Overloaded { limit: 8 });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "overloaded: 8 calls in flight, the most this server takes at once; retry later"
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! service, so calls that fail before their handler runs (an undecodable
 //! body, a message over the size limit) are counted too, and it answers an
 //! undecodable body with `INVALID_ARGUMENT`, as the API promises, where
-//! tonic says `INTERNAL`.
+//! tonic says `INTERNAL`. With an [`InFlight`] limit it also sheds the calls
+//! past it (`RESOURCE_EXHAUSTED`, counted like any other answer).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,6 +21,7 @@ use tonic::server::NamedService;
 use tonic::{Code, Status};
 
 use super::call::{CallError, is_call_error};
+use super::in_flight::{InFlight, Permit};
 use crate::telemetry::metrics::Metrics;
 
 /// The methods counted by name, with their request message types: a path
@@ -48,12 +50,25 @@ const METHODS: [(&str, &str, &str); 3] = [
 pub struct Counted<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    in_flight: Option<Arc<InFlight>>,
 }
 
 impl<S> Counted<S> {
     /// Counts the calls to `inner` in `metrics`.
     pub fn new(inner: S, metrics: Arc<Metrics>) -> Self {
-        Self { inner, metrics }
+        Self {
+            inner,
+            metrics,
+            in_flight: None,
+        }
+    }
+
+    /// Admits a call only while `in_flight` has room (shared with the other
+    /// services it limits); the others are answered `RESOURCE_EXHAUSTED`.
+    #[must_use]
+    pub fn limited(mut self, in_flight: Arc<InFlight>) -> Self {
+        self.in_flight = Some(in_flight);
+        self
     }
 }
 
@@ -80,13 +95,29 @@ where
             .iter()
             .find(|(p, _, _)| *p == path)
             .map_or(("unknown", "request"), |(_, m, t)| (*m, *t));
+        let call = Some(Call {
+            metrics: Arc::clone(&self.metrics),
+            method,
+            message,
+        });
+        let permit = match &self.in_flight {
+            Some(limit) => match limit.try_enter() {
+                Some(permit) => Some(permit),
+                None => {
+                    let shed = CallError::Overloaded { limit: limit.max() };
+                    return CountedFuture {
+                        state: State::Shed(Some(Status::from(shed).into_http())),
+                        call,
+                        permit: None,
+                    };
+                }
+            },
+            None => None,
+        };
         CountedFuture {
-            inner: self.inner.call(req),
-            call: Some(Call {
-                metrics: Arc::clone(&self.metrics),
-                method,
-                message,
-            }),
+            state: State::Called(self.inner.call(req)),
+            call,
+            permit,
         }
     }
 }
@@ -166,8 +197,19 @@ fn decoder_detail(message: &str) -> String {
 /// The future of a [`Counted`] call.
 #[derive(Debug)]
 pub struct CountedFuture<F> {
-    inner: F,
+    state: State<F>,
     call: Option<Call>,
+    /// The call's place in flight, until its handler answers.
+    permit: Option<Permit>,
+}
+
+/// Where a call is.
+#[derive(Debug)]
+enum State<F> {
+    /// With its handler.
+    Called(F),
+    /// Shed: the answer, until it is taken.
+    Shed(Option<Response<Body>>),
 }
 
 impl<F> Future for CountedFuture<F>
@@ -177,10 +219,16 @@ where
     type Output = Result<Response<CountedBody>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = match ready!(Pin::new(&mut self.inner).poll(cx)) {
-            Ok(response) => response,
-            Err(never) => match never {},
+        let response = match &mut self.state {
+            State::Called(inner) => match ready!(Pin::new(inner).poll(cx)) {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
+            State::Shed(answer) => answer
+                .take()
+                .unwrap_or_else(|| Response::new(Body::empty())),
         };
+        self.permit = None;
         Poll::Ready(Ok(match self.call.take() {
             Some(call) => call.answer(response),
             None => response.map(|inner| CountedBody { inner, call: None }),

@@ -8,6 +8,7 @@
 //! `failure_mode_allow` and `status_on_error` decide what the client sees.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
@@ -25,7 +26,7 @@ use tonic::{Request, Response, Status};
 use super::call::CallError;
 use crate::engine::{Decision, Outcome};
 use crate::mapping::{Fallback, Headers, MapError, Mapping};
-use crate::request::InvalidRequest;
+use crate::request::{InvalidRequest, within_skew};
 use crate::service::Service;
 
 /// Upstream header with the decision id (set on ALLOW).
@@ -44,13 +45,23 @@ const RPC_UNAUTHENTICATED: i32 = 16;
 pub struct AuthorizationApi {
     engine: Arc<Service>,
     mapping: Arc<Mapping>,
+    max_time_skew: Option<Duration>,
 }
 
 impl AuthorizationApi {
     /// Answers `Check` with decisions from `engine`, mapping requests with
-    /// `mapping`.
-    pub fn new(engine: Arc<Service>, mapping: Arc<Mapping>) -> Self {
-        Self { engine, mapping }
+    /// `mapping`; Envoy's request time is taken only within `max_time_skew`
+    /// of the clock (`None`: any time).
+    pub fn new(
+        engine: Arc<Service>,
+        mapping: Arc<Mapping>,
+        max_time_skew: Option<Duration>,
+    ) -> Self {
+        Self {
+            engine,
+            mapping,
+            max_time_skew,
+        }
     }
 }
 
@@ -64,7 +75,11 @@ impl Authorization for AuthorizationApi {
         let span = crate::telemetry::logging::decision_span(request.metadata(), "Check");
         let _entered = span.as_ref().map(tracing::Span::enter);
         let req = request.into_inner();
-        check_in(&self.engine, &self.mapping, &req, Utc::now(), span.as_ref())
+        let clock = Clock {
+            now: Utc::now(),
+            max_skew: self.max_time_skew,
+        };
+        check_in(&self.engine, &self.mapping, &req, clock, span.as_ref())
             .map(Response::new)
             .map_err(|e| CallError::from(e).into())
     }
@@ -79,7 +94,18 @@ pub fn check(
     req: &CheckRequest,
     clock: DateTime<Utc>,
 ) -> Result<CheckResponse, InvalidRequest> {
+    let clock = Clock {
+        now: clock,
+        max_skew: None,
+    };
     check_in(engine, mapping, req, clock, None)
+}
+
+/// The server clock, and how far Envoy's request time may lie from it.
+#[derive(Clone, Copy)]
+struct Clock {
+    now: DateTime<Utc>,
+    max_skew: Option<Duration>,
 }
 
 /// [`check`], recording the decision on `span`. Decisions go to the
@@ -88,12 +114,18 @@ fn check_in(
     engine: &Service,
     mapping: &Mapping,
     req: &CheckRequest,
-    clock: DateTime<Utc>,
+    clock: Clock,
     span: Option<&tracing::Span>,
 ) -> Result<CheckResponse, InvalidRequest> {
     let spoofed = spoofed_headers(req);
-    match mapping.map(req, clock) {
+    match mapping.map(req, clock.now) {
         Ok(mapped) => {
+            within_skew(
+                "attributes.request.time",
+                mapped.now,
+                clock.now,
+                clock.max_skew,
+            )?;
             let decision = engine.decide(&mapped.request, mapped.now, false);
             crate::telemetry::logging::record(span, &mapped.request.action, &decision);
             tracing::debug!(

@@ -2,6 +2,7 @@
 //! [`CallError`]s; [`Counted`](super::counted::Counted) counts the calls.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use tonic::{Request, Response, Status};
@@ -10,18 +11,23 @@ use super::call::CallError;
 use super::convert;
 use crate::proto::v1::decision_service_server::DecisionService;
 use crate::proto::v1::{DecideRequest, DecideResponse, RecordStepUpRequest, RecordStepUpResponse};
-use crate::request::validate;
+use crate::request::validate_within;
 use crate::service::Service;
 
 /// The Decide API.
 pub struct DecisionApi {
     engine: Arc<Service>,
+    max_time_skew: Option<Duration>,
 }
 
 impl DecisionApi {
-    /// Serves decisions from `engine`.
-    pub fn new(engine: Arc<Service>) -> Self {
-        Self { engine }
+    /// Serves decisions from `engine`, taking a request's `time` only
+    /// within `max_time_skew` of the clock (`None`: any time).
+    pub fn new(engine: Arc<Service>, max_time_skew: Option<Duration>) -> Self {
+        Self {
+            engine,
+            max_time_skew,
+        }
     }
 }
 
@@ -34,7 +40,7 @@ impl DecisionService for DecisionApi {
         let span = crate::telemetry::logging::decision_span(request.metadata(), "Decide");
         let _entered = span.as_ref().map(tracing::Span::enter);
         let req = request.into_inner();
-        let now = validate(&req, Utc::now()).map_err(CallError::from)?;
+        let now = validate_within(&req, Utc::now(), self.max_time_skew).map_err(CallError::from)?;
         // With a shared history backend, refresh the subject's history first
         // (bounded by a timeout; a no-op without a backend).
         if self.engine.history().backend().is_some() {
@@ -80,8 +86,14 @@ impl DecisionService for DecisionApi {
             return Err(CallError::HistoryOff.into());
         }
         let policy = self.engine.policy();
-        let report = super::record::step_up_report(&req, Utc::now(), &policy, history.keyer())
-            .map_err(CallError::from)?;
+        let report = super::record::step_up_report(
+            &req,
+            Utc::now(),
+            self.max_time_skew,
+            &policy,
+            history.keyer(),
+        )
+        .map_err(CallError::from)?;
         let success = report.success;
         let (until, failed) = history.report(report);
         tracing::debug!(success, stepups_failed = failed, "step-up recorded");

@@ -2,7 +2,9 @@
 //! `envoy.service.auth.v3.Authorization` ([`ext_authz`]), `grpc.health.v1.Health`
 //! and server reflection (v1 and v1alpha) on one port. Errors become a `Status`
 //! in one place ([`call::CallError`]); calls are counted in one place
-//! ([`counted::Counted`]).
+//! ([`counted::Counted`]), which also sheds those past the in-flight limit
+//! ([`in_flight::InFlight`]). A connection must open HTTP/2 within the
+//! handshake timeout ([`handshake::Handshaking`]).
 
 pub mod admin;
 pub mod call;
@@ -10,6 +12,8 @@ pub mod convert;
 pub mod counted;
 pub mod ext_authz;
 pub mod grpc;
+pub mod handshake;
+pub mod in_flight;
 pub mod record;
 
 use std::future::Future;
@@ -18,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tonic::transport::server::TcpIncoming;
 
 use counted::Counted;
@@ -66,16 +71,54 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// What the server serves besides Decide.
-#[derive(Debug, Clone, Default)]
+/// How long a new connection may take to send its HTTP/2 preface before it
+/// is closed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP/2 PING interval on idle connections, and how long the answer may
+/// take before the connection is closed.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// See [`KEEPALIVE_INTERVAL`].
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Concurrent streams (calls) per HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// Largest accepted header list of a call (SETTINGS_MAX_HEADER_LIST_SIZE):
+/// gRPC metadata such as `traceparent` is far smaller.
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// What the server serves besides Decide, and its limits.
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// How ext_authz `Check` requests map to decisions.
     pub ext_authz: Arc<crate::mapping::Mapping>,
+    /// `Decide`, `RecordStepUp` and `Check` calls in flight at once; more
+    /// are answered `RESOURCE_EXHAUSTED` at once. Health is never limited.
+    pub max_in_flight: usize,
+    /// How far a request's `time` (Envoy's request time for `Check`) may lie
+    /// from the server clock; `None` accepts any time.
+    pub max_time_skew: Option<Duration>,
+    /// How long a connection may take to send its HTTP/2 preface.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    /// The default mapping and limits (as `stepup serve` without settings).
+    fn default() -> Self {
+        let limits = crate::config::Limits::default();
+        Self {
+            ext_authz: Arc::default(),
+            max_in_flight: limits.max_in_flight,
+            max_time_skew: limits.max_time_skew,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
 }
 
 /// Serves on `listener` until `shutdown` completes, then stops accepting and
 /// lets in-flight calls finish, for at most `SHUTDOWN_GRACE` (10 s). `Check` uses
-/// the default mapping.
+/// the default mapping; the limits are the defaults of [`ServeOptions`].
 pub async fn serve(
     engine: Arc<Service>,
     listener: TcpListener,
@@ -131,19 +174,25 @@ pub async fn serve_with(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let metrics = Arc::clone(engine.metrics());
+    // One limit for both services: it bounds the work in the process.
+    let in_flight = in_flight::InFlight::new(options.max_in_flight);
+    let skew = options.max_time_skew;
     let checks = Counted::new(
         AuthorizationServer::new(ext_authz::AuthorizationApi::new(
             Arc::clone(&engine),
             options.ext_authz,
+            skew,
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES),
         Arc::clone(&metrics),
-    );
+    )
+    .limited(Arc::clone(&in_flight));
     let decisions = Counted::new(
-        DecisionServiceServer::new(grpc::DecisionApi::new(engine))
+        DecisionServiceServer::new(grpc::DecisionApi::new(engine, skew))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
         metrics,
-    );
+    )
+    .limited(in_flight);
 
     match listener.local_addr() {
         Ok(addr) => tracing::info!(%addr, "serving gRPC"),
@@ -154,9 +203,11 @@ pub async fn serve_with(
     // The builder's `tcp_nodelay` applies only to listeners it binds itself:
     // set it on each accepted socket, or Nagle holds small responses for a
     // delayed ACK (40 ms per call).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+    let handshake = options.handshake_timeout;
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(move |accepted| accepted.map(|io| handshake::Handshaking::new(io, handshake)));
+    let server = transport()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -178,6 +229,17 @@ pub async fn serve_with(
     }
     Ok(())
 }
+/// The HTTP/2 transport with its limits: keepalive, streams per
+/// connection, header list size. (The handshake timeout is on the incoming
+/// connections, since hyper has none.)
+fn transport() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+}
+
 /// Serves decisions per `config` with `engine` until `shutdown` resolves:
 /// binds the gRPC listener, runs the policy reload loop (directory watch and
 /// SIGHUP) beside it, and drains in-flight calls on the way out.
@@ -221,6 +283,9 @@ pub async fn run(
     });
     let options = ServeOptions {
         ext_authz: Arc::new(config.ext_authz.clone()),
+        max_in_flight: config.limits.max_in_flight,
+        max_time_skew: config.limits.max_time_skew,
+        ..ServeOptions::default()
     };
     let served = serve_with(Arc::clone(&engine), listener, options, stopped(stop_rx)).await;
     let _ = reload.await;

@@ -10,13 +10,15 @@ use pbjson_types::Timestamp;
 use crate::history::{Keyer, Millis, StepUpReport};
 use crate::policy::PolicySet;
 use crate::proto::v1 as pb;
-use crate::request::validate::{InvalidRequest, invalid, string, strings, timestamp};
+use crate::request::validate::{InvalidRequest, invalid, string, strings, timestamp, within_skew};
 
 /// Checks `req` against `policy` (level names, acr values) and turns it into
-/// a report at `clock` (unless `time` is set), identifiers hashed by `keyer`.
+/// a report at `clock` (unless `time` is set, which must lie within
+/// `max_skew` of `clock`), identifiers hashed by `keyer`.
 pub fn step_up_report(
     req: &pb::RecordStepUpRequest,
     clock: DateTime<Utc>,
+    max_skew: Option<std::time::Duration>,
     policy: &PolicySet,
     keyer: &Keyer,
 ) -> Result<StepUpReport, InvalidRequest> {
@@ -76,6 +78,7 @@ pub fn step_up_report(
         Some(t) => timestamp("time", t)?,
         None => clock,
     };
+    within_skew("time", at, clock, max_skew)?;
     // A report from the future would open an elevation window that is live
     // now and lasts past its stated end.
     if at > clock + skew {
@@ -128,7 +131,7 @@ levels:
 
     fn check(req: pb::RecordStepUpRequest) -> Result<StepUpReport, String> {
         let (policy, _) = PolicySet::from_str("p.yaml", POLICY).unwrap();
-        step_up_report(&req, Utc::now(), &policy, &Keyer::from_secret("k"))
+        step_up_report(&req, Utc::now(), None, &policy, &Keyer::from_secret("k"))
             .map_err(|e| e.to_string())
     }
 
@@ -144,7 +147,8 @@ levels:
             level: "aal2".into(),
             ..Default::default()
         };
-        let e = step_up_report(&req, Utc::now(), &policy, &Keyer::from_secret("k")).unwrap_err();
+        let e =
+            step_up_report(&req, Utc::now(), None, &policy, &Keyer::from_secret("k")).unwrap_err();
         assert_eq!(
             e.to_string(),
             "`level`: unknown level `aal2` (the policy set defines no levels)"

@@ -54,9 +54,19 @@ impl TestServer {
         let listener = stepup::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(stepup::serve(Arc::clone(&engine), listener, async {
-            let _ = rx.await;
-        }));
+        // The tests replay fixed timelines: no bound on the time skew.
+        let options = stepup::ServeOptions {
+            max_time_skew: None,
+            ..stepup::ServeOptions::default()
+        };
+        let task = tokio::spawn(stepup::serve_with(
+            Arc::clone(&engine),
+            listener,
+            options,
+            async {
+                let _ = rx.await;
+            },
+        ));
         Self {
             addr,
             engine,

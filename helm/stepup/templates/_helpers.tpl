@@ -271,6 +271,14 @@ Renders one YAML list item.
     - name: STEPUP_CACHE_TTL
       value: {{ $v.cache.ttl | quote }}
     {{- end }}
+    {{- if not (kindIs "invalid" $v.limits.maxInFlight) }}
+    - name: STEPUP_MAX_IN_FLIGHT
+      value: {{ $v.limits.maxInFlight | int64 | toString | quote }}
+    {{- end }}
+    {{- if $v.limits.maxTimeSkew }}
+    - name: STEPUP_MAX_TIME_SKEW
+      value: {{ $v.limits.maxTimeSkew | quote }}
+    {{- end }}
     {{- if not (kindIs "invalid" $v.workerThreads) }}
     - name: STEPUP_WORKER_THREADS
       value: {{ $v.workerThreads | int64 | toString | quote }}
