@@ -617,7 +617,7 @@ fn policy_dir(rules: &str) -> tempfile::TempDir {
     dir
 }
 
-/// Issue 14's probes: a 4-deep `.all` over `subject.roles`, and a
+/// The hostile probes: a 4-deep `.all` over `subject.roles`, and a
 /// 64×64×64 comprehension over literals.
 fn probes() -> String {
     let list: Vec<String> = (0..64).map(|i| i.to_string()).collect();

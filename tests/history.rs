@@ -471,7 +471,7 @@ fn failed_step_up(history: &History, subject: &str, at: chrono::DateTime<chrono:
     });
 }
 
-/// The probe of issue 14: a request and a step-up report dated two days
+/// A hostile probe: a request and a step-up report dated two days
 /// ahead neither expire the subject's failed step-ups nor pin a location
 /// that every later request seems to travel from. In process: the server
 /// may refuse such a `time` before history sees it.
@@ -521,7 +521,7 @@ fn a_future_dated_event_prunes_nothing_and_pins_no_place() {
     }
 }
 
-/// The probe of issue 14: 25,600 distinct action names. Events hold shared
+/// A hostile probe: 25,600 distinct action names. Events hold shared
 /// strings only (past the table's bound, the `~other` marker), so the
 /// history stays within its computed byte bound and the strings within the
 /// action table's.

@@ -1,4 +1,4 @@
-//! The cost model's unit tests: the probes of issue 14 fail, the example
+//! The cost model's unit tests: the hostile probes fail, the example
 //! and realistic rules pass, and the model's parts cost what they say.
 
 use std::collections::HashMap;
@@ -31,11 +31,11 @@ pub(crate) fn rule(when: &str) -> String {
     )
 }
 
-/// The 4-deep `.all(...)` over `subject.roles` of issue 14 (17–31 s per
+/// The 4-deep `.all(...)` over `subject.roles` (17–31 s per
 /// decision).
 pub(crate) const PROBE_ROLES: &str = "subject.roles.all(a, subject.roles.all(b, subject.roles.all(c, subject.roles.all(d, a + b + c + d != \"x\"))))";
 
-/// The 64×64×64 comprehension over literals of issue 14 (0.5 s per
+/// The 64×64×64 comprehension over literals (0.5 s per
 /// decision).
 pub(crate) fn probe_literals() -> String {
     let list: Vec<String> = (0..64).map(|i| i.to_string()).collect();
@@ -158,7 +158,7 @@ fn regexes_cost_their_automaton_times_the_input() {
     assert!(classes > 4 * small, "{small} {classes}");
     let report = set(r#"subject.id.matches("^\\w{40}$")"#).unwrap_err();
     assert_eq!(report.errors().next().unwrap().code, Code::CostLimit);
-    // Issue 14's pattern, written in a policy, does not even compile.
+    // The catastrophic pattern, written in a policy, does not even compile.
     let report = set(r#"subject.id.matches("(?:\\w{30}){30}")"#).unwrap_err();
     assert_eq!(report.errors().next().unwrap().code, Code::InvalidRegex);
 }
