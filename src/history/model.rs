@@ -150,7 +150,7 @@ pub struct SubjectHistory {
     pub devices: Vec<DeviceRecord>,
     /// The newest location by time (with country or coordinates).
     pub last_place: Option<Place>,
-    /// Earlier locations, oldest first (at most [`MAX_PLACES`] - 1): what a
+    /// Earlier locations, oldest first (at most `MAX_PLACES` - 1): what a
     /// decision dated before `last_place` reads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_places: Vec<Place>,
@@ -163,7 +163,7 @@ pub struct SubjectHistory {
     /// Elevated sessions.
     pub elevations: Vec<Elevation>,
     /// When expired entries were last dropped (updates prune at most once
-    /// per [`PRUNE_EVERY`]; readers filter by time anyway).
+    /// per `PRUNE_EVERY`; readers filter by time anyway).
     #[serde(default)]
     pub pruned_at: Millis,
 }
