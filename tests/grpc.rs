@@ -329,16 +329,6 @@ async fn shadow_rules_come_back_in_the_response() {
     server.stop().await;
 }
 
-/// `stepup_grpc_requests_total{method,code}` as `/metrics` shows it (0 when
-/// the series is absent).
-fn grpc_count(server: &TestServer, method: &str, code: &str) -> u64 {
-    let text = server.engine.render_metrics();
-    let series = format!("stepup_grpc_requests_total{{method=\"{method}\",code=\"{code}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .map_or(0, |v| v.parse().unwrap())
-}
-
 #[tokio::test]
 async fn every_call_is_counted_by_method_and_code() {
     use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
@@ -379,7 +369,7 @@ async fn every_call_is_counted_by_method_and_code() {
         ("Check", "INVALID_ARGUMENT", 1),
         ("Check", "OK", 0),
     ] {
-        assert_eq!(grpc_count(&server, method, code), n, "{method} {code}");
+        assert_eq!(server.grpc_count(method, code), n, "{method} {code}");
     }
     server.stop().await;
 }
@@ -487,7 +477,7 @@ async fn undecodable_bodies_are_invalid_argument_and_counted() {
         ("Check", "INVALID_ARGUMENT", 1),
         ("unknown", "UNIMPLEMENTED", 1),
     ] {
-        assert_eq!(grpc_count(&server, method, code), n, "{method} {code}");
+        assert_eq!(server.grpc_count(method, code), n, "{method} {code}");
     }
     server.stop().await;
 }

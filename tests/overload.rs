@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::examples;
+use common::{TestServer, examples};
 use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -28,7 +28,7 @@ use stepup::proto::v1::decision_service_client::DecisionServiceClient;
 use stepup::proto::v1::{DecideRequest, RecordStepUpRequest};
 use stepup::{CacheConfig, PolicySet, ServeOptions, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -69,62 +69,10 @@ impl Backend for Gate {
     fn publish(&self, _update: stepup::internal::Update) {}
 }
 
-struct Server {
-    addr: std::net::SocketAddr,
-    engine: Arc<Service>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), stepup::ServeError>>,
-}
-
-impl Server {
-    async fn start(engine: Service, options: ServeOptions) -> Self {
-        let engine = Arc::new(engine);
-        let listener = stepup::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(stepup::serve_with(
-            Arc::clone(&engine),
-            listener,
-            options,
-            async {
-                let _ = rx.await;
-            },
-        ));
-        Self {
-            addr,
-            engine,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    async fn examples(options: ServeOptions) -> Self {
-        let (policy, _) = PolicySet::load(&examples()).unwrap();
-        Self::start(Service::new(policy, CacheConfig::default()), options).await
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    fn count(&self, method: &str, code: &str) -> u64 {
-        let text = self.engine.render_metrics();
-        let series = format!("stepup_grpc_requests_total{{method=\"{method}\",code=\"{code}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(series.as_str()))
-            .map_or(0, |v| v.parse().unwrap())
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.await.unwrap().unwrap();
-    }
+/// The example policies served with `options`.
+async fn examples_server(options: ServeOptions) -> TestServer {
+    let (policy, _) = PolicySet::load(&examples()).unwrap();
+    TestServer::start_with(Service::new(policy, CacheConfig::default()), options).await
 }
 
 fn decide_at(time: Option<chrono::DateTime<chrono::Utc>>) -> DecideRequest {
@@ -213,7 +161,7 @@ async fn past_the_in_flight_limit_calls_are_shed_at_once_and_counted() {
         max_in_flight: 2,
         ..ServeOptions::default()
     };
-    let server = Server::start(engine, options).await;
+    let server = TestServer::start_with(engine, options).await;
     let channel = server.channel().await;
 
     // Two calls in flight, held at the history fetch.
@@ -263,7 +211,11 @@ async fn past_the_in_flight_limit_calls_are_shed_at_once_and_counted() {
     // Health is never shed.
     assert_eq!(health(&channel).await, ServingStatus::Serving);
     for method in ["Decide", "RecordStepUp", "Check"] {
-        assert_eq!(server.count(method, "RESOURCE_EXHAUSTED"), 1, "{method}");
+        assert_eq!(
+            server.grpc_count(method, "RESOURCE_EXHAUSTED"),
+            1,
+            "{method}"
+        );
     }
 
     // Once the held calls are answered, calls are admitted again.
@@ -272,7 +224,7 @@ async fn past_the_in_flight_limit_calls_are_shed_at_once_and_counted() {
         call.await.unwrap().unwrap();
     }
     client.decide(decide_at(None)).await.unwrap();
-    assert_eq!(server.count("Decide", "OK"), 3);
+    assert_eq!(server.grpc_count("Decide", "OK"), 3);
     server.stop().await;
 }
 
@@ -297,7 +249,7 @@ async fn a_connection_that_never_opens_http2_is_closed() {
         handshake_timeout: Duration::from_millis(300),
         ..ServeOptions::default()
     };
-    let server = Server::examples(options).await;
+    let server = examples_server(options).await;
 
     // Silent.
     let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
@@ -331,7 +283,7 @@ fn assert_skew(status: &tonic::Status, prefixes: &[&str], direction: &str) {
 
 #[tokio::test]
 async fn a_request_time_far_from_the_clock_is_invalid() {
-    let server = Server::examples(ServeOptions::default()).await;
+    let server = examples_server(ServeOptions::default()).await;
     let channel = server.channel().await;
     let mut client = DecisionServiceClient::new(channel.clone());
     let now = chrono::Utc::now();
@@ -377,7 +329,7 @@ async fn a_request_time_far_from_the_clock_is_invalid() {
         .unwrap_err();
     assert_skew(&status, &["`attributes.request.time`: 2h"], "behind");
     envoy.check(check_at(now)).await.unwrap();
-    assert_eq!(server.count("Decide", "INVALID_ARGUMENT"), 2);
+    assert_eq!(server.grpc_count("Decide", "INVALID_ARGUMENT"), 2);
     server.stop().await;
 
     // `off`: any time, as a replayed timeline needs.
@@ -385,7 +337,7 @@ async fn a_request_time_far_from_the_clock_is_invalid() {
         max_time_skew: None,
         ..ServeOptions::default()
     };
-    let server = Server::examples(options).await;
+    let server = examples_server(options).await;
     let mut client = DecisionServiceClient::new(server.channel().await);
     for t in [
         now - chrono::Duration::hours(2),

@@ -48,17 +48,22 @@ impl TestServer {
         Self::start_engine(Service::new(policy, cache)).await
     }
 
-    /// Serves `engine` (e.g. one with its own history settings).
+    /// Serves `engine` (e.g. one with its own history settings). The tests
+    /// replay fixed timelines: no bound on the time skew.
     pub async fn start_engine(engine: Service) -> Self {
-        let engine = Arc::new(engine);
-        let listener = stepup::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel();
-        // The tests replay fixed timelines: no bound on the time skew.
         let options = stepup::ServeOptions {
             max_time_skew: None,
             ..stepup::ServeOptions::default()
         };
+        Self::start_with(engine, options).await
+    }
+
+    /// Serves `engine` with `options`.
+    pub async fn start_with(engine: Service, options: stepup::ServeOptions) -> Self {
+        let engine = Arc::new(engine);
+        let listener = stepup::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(stepup::serve_with(
             Arc::clone(&engine),
             listener,
@@ -73,6 +78,16 @@ impl TestServer {
             shutdown: Some(tx),
             task,
         }
+    }
+
+    /// `stepup_grpc_requests_total{method,code}` as `/metrics` shows it (0
+    /// when the series is absent).
+    pub fn grpc_count(&self, method: &str, code: &str) -> u64 {
+        let text = self.engine.render_metrics();
+        let series = format!("stepup_grpc_requests_total{{method=\"{method}\",code=\"{code}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map_or(0, |v| v.parse().unwrap())
     }
 
     pub async fn channel(&self) -> Channel {
