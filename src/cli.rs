@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::cache::CacheConfig;
 use crate::config::{LogFormat, Overrides};
+pub use crate::expr::limits::STACK_BYTES;
 use crate::lists::ListsConfig;
 use crate::policy::{CostLimits, PolicySet, Report};
 use crate::proto::v1::DecideRequest;
@@ -457,11 +458,11 @@ pub fn eval(args: &EvalArgs) -> Result<String, Failure> {
     } else {
         args.context.display().to_string()
     };
-    let req: DecideRequest = serde_json::from_str(&text).map_err(|e| {
+    let req: DecideRequest = crate::request::read::from_json(&text).map_err(|e| {
         Failure::usage(format!(
             "error: {name}:{}:{}: not a DecideRequest in JSON form: {e}",
-            e.line(),
-            e.column()
+            e.error.line(),
+            e.error.column()
         ))
     })?;
     let now = crate::request::validate(&req, args.now.unwrap_or_else(Utc::now))
@@ -662,7 +663,10 @@ pub fn serve(args: &ServeArgs) -> Result<String, Failure> {
         b.worker_threads(workers);
         b
     };
+    // Workers and the blocking pool (policy reloads) evaluate and compile
+    // conditions: they get the stack the condition bounds are tested on.
     let runtime = builder
+        .thread_stack_size(STACK_BYTES)
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(format!("error: cannot start the runtime: {e}")))?;

@@ -15,12 +15,21 @@ use stepup::cli::{self, Cli, Command, Failure};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Check(args) => cli::check(&args),
-        Command::Eval(args) => cli::eval(&args),
-        Command::Test(args) => cli::test(&args),
-        Command::Replay(args) => cli::replay(&args),
-        Command::Serve(args) => cli::serve(&args),
+    // Commands compile and evaluate conditions, which recurse as deep as a
+    // condition nests: they run on a thread whose stack is known rather
+    // than on the main thread, whose stack is whatever `ulimit -s` says.
+    let command = std::thread::Builder::new()
+        .name("stepup".into())
+        .stack_size(cli::STACK_BYTES)
+        .spawn(move || run(cli.command));
+    let result = match command.map(std::thread::JoinHandle::join) {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(e) => Err(Failure {
+            output: String::new(),
+            message: format!("error: cannot start the command's thread: {e}"),
+            code: cli::EXIT_RUNTIME,
+        }),
     };
     let (output, message, code) = match result {
         Ok(output) => (output, String::new(), cli::EXIT_OK),
@@ -44,6 +53,17 @@ fn main() -> ExitCode {
     // Nowhere left to report a failure to write the error itself.
     let _ = print(&mut std::io::stderr().lock(), &message);
     ExitCode::from(code)
+}
+
+/// Runs one command.
+fn run(command: Command) -> Result<String, Failure> {
+    match command {
+        Command::Check(args) => cli::check(&args),
+        Command::Eval(args) => cli::eval(&args),
+        Command::Test(args) => cli::test(&args),
+        Command::Replay(args) => cli::replay(&args),
+        Command::Serve(args) => cli::serve(&args),
+    }
 }
 
 /// Writes `text` and a newline, unless `text` is empty; errors are returned,

@@ -6,6 +6,8 @@
 //! - [`history`]: `history` as conditions read it (a [`history::View`] of
 //!   one subject) and `history.count`;
 //! - [`matches`]: `matches()` with the policies' patterns compiled at load;
+//! - [`limits`]: the nesting and operator bounds a condition's text must
+//!   keep before it is parsed;
 //! - [`fast`]: native evaluation of the common condition shapes, with the
 //!   interpreter as the reference.
 //!
@@ -14,5 +16,6 @@
 
 pub(crate) mod fast;
 pub(crate) mod history;
+pub(crate) mod limits;
 pub(crate) mod matches;
 pub(crate) mod vals;

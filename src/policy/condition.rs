@@ -47,10 +47,24 @@ pub(super) fn condition(
     report: &mut Report,
 ) -> Option<(Condition, schema::Reads)> {
     let (sources, when, id) = (set.sources, src.when, src.id);
+    if let Err(e) = crate::expr::limits::check(&when.value) {
+        let loc = locate(sources, when, e.offset, 1);
+        report.push(
+            sources
+                .place(
+                    Diagnostic::error(Code::DepthLimit, e.message),
+                    when.file,
+                    loc,
+                )
+                .rule(id)
+                .help(e.help),
+        );
+        return None;
+    }
     let program = match set.env.compile(&when.value) {
         Ok(p) => p,
         Err(errors) => {
-            for e in errors.errors {
+            for e in syntax_errors(errors) {
                 // `pos` is (1-based line, 1-based column) in the expression.
                 let line = usize::try_from(e.pos.0).unwrap_or(1).max(1);
                 let col = usize::try_from(e.pos.1).unwrap_or(1).saturating_sub(1);
@@ -59,7 +73,10 @@ pub(super) fn condition(
                 report.push(
                     sources
                         .place(
-                            Diagnostic::error(Code::CelSyntax, format!("invalid CEL: {}", e.msg)),
+                            Diagnostic::error(
+                                Code::CelSyntax,
+                                format!("invalid CEL: {}", clean_message(&e.msg)),
+                            ),
                             when.file,
                             loc,
                         )
@@ -69,6 +86,29 @@ pub(super) fn condition(
             return None;
         }
     };
+    let depth = crate::expr::limits::depth(program.expression());
+    if depth > crate::expr::limits::MAX_DEPTH {
+        report.push(
+            sources
+                .place(
+                    Diagnostic::error(
+                        Code::DepthLimit,
+                        format!(
+                            "the condition's expression is {depth} levels deep, more than {}",
+                            crate::expr::limits::MAX_DEPTH
+                        ),
+                    ),
+                    when.file,
+                    when.location,
+                )
+                .rule(id)
+                .help(
+                    "an operator chain nests one level per link: split it into signals or \
+                     rules, or move long alternatives into a list (`x in [...]`)",
+                ),
+        );
+        return None;
+    }
     let ip_lists: Vec<&str> = set.lists.names().collect();
     match schema::check_in(program.expression(), src.scope, &ip_lists, Some(set.env)) {
         Ok(mut reads) => {
@@ -200,6 +240,46 @@ fn node_location(
         ),
     };
     locate(sources, when, start, len)
+}
+
+/// The parser's errors worth showing. Past its first error the parser
+/// recovers and may report what the recovery left behind (an incomplete
+/// context of the grammar, named by its internal type); an error that stops
+/// the parse (its nesting limit) is the only one that means anything then.
+fn syntax_errors(errors: cel::ParseErrors) -> Vec<cel::ParseError> {
+    let mut errors = errors.errors;
+    if let Some(stop) = errors
+        .iter()
+        .position(|e| e.msg.contains("Recursion limit"))
+    {
+        let first = errors.swap_remove(stop);
+        return vec![first];
+    }
+    if errors.iter().any(|e| !is_recovery_artifact(&e.msg)) {
+        errors.retain(|e| !is_recovery_artifact(&e.msg));
+    } else {
+        // Nothing else to show: the artifact is the only sign of the error.
+        errors.truncate(1);
+    }
+    errors
+}
+
+/// A message about the parse tree's internals, not about the text.
+fn is_recovery_artifact(msg: &str) -> bool {
+    msg.contains("Context") && (msg.starts_with("No `") || msg.starts_with("Incomplete `"))
+}
+
+/// The parser's message without the Rust `Debug` form it wraps some errors
+/// in (`Syntax error: OtherError(ParseError { …, msg: "…", … })`).
+fn clean_message(msg: &str) -> std::borrow::Cow<'_, str> {
+    const FIELD: &str = "msg: \"";
+    if let Some(start) = msg.find("OtherError(").and_then(|_| msg.find(FIELD)) {
+        let rest = &msg[start + FIELD.len()..];
+        if let Some(end) = rest.find('"') {
+            return std::borrow::Cow::Owned(format!("syntax error: {}", &rest[..end]));
+        }
+    }
+    std::borrow::Cow::Borrowed(msg)
 }
 
 /// The char offset of (1-based `line`, 0-based `col`) in `text`.

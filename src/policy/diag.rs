@@ -100,6 +100,8 @@ pub enum Code {
     DynamicRegex,
     /// A condition whose worst-case cost exceeds `[limits] max_condition_cost`.
     CostLimit,
+    /// A condition nested or chained deeper than the evaluator takes.
+    DepthLimit,
     /// A rule that another rule always overrides.
     RedundantRule,
     /// A signal no rule reads (no rule reads `risk`).
@@ -178,6 +180,7 @@ impl Code {
         Code::InvalidRegex,
         Code::DynamicRegex,
         Code::CostLimit,
+        Code::DepthLimit,
         Code::RedundantRule,
         Code::UnreadSignal,
         Code::DuplicateCondition,
@@ -239,6 +242,7 @@ impl Code {
             Code::InvalidRegex => "invalid-regex",
             Code::DynamicRegex => "dynamic-regex",
             Code::CostLimit => "cost-limit",
+            Code::DepthLimit => "depth-limit",
             Code::RedundantRule => "redundant-rule",
             Code::UnreadSignal => "unread-signal",
             Code::DuplicateCondition => "duplicate-condition",
@@ -413,12 +417,14 @@ impl fmt::Display for Diagnostic {
                     loc.column
                 )?;
                 if let Some(line) = &self.source_line {
+                    let (line, column) = window(line, loc.column);
                     let mut caret = String::new();
                     // Keep tabs so the caret lines up under them.
-                    for c in line.chars().take(loc.column.saturating_sub(1)) {
+                    for c in line.chars().take(column.saturating_sub(1)) {
                         caret.push(if c == '\t' { '\t' } else { ' ' });
                     }
-                    for _ in 0..loc.len.max(1) {
+                    let room = line.chars().count().saturating_sub(column - 1).max(1);
+                    for _ in 0..loc.len.clamp(1, room) {
                         caret.push('^');
                     }
                     write!(f, "\n{pad} |\n{} | {line}\n{pad} | {caret}", loc.line)?;
@@ -481,6 +487,35 @@ impl fmt::Display for Report {
 
 /// A report that stops a load is the error of that load.
 impl std::error::Error for Report {}
+
+/// Source lines up to this many chars are shown whole.
+const MAX_SHOWN: usize = 100;
+
+/// The part of a long source `line` shown around (1-based) `column`: up
+/// to [`MAX_SHOWN`] chars, cut with `…` on the sides it leaves out, and the
+/// column within what is shown.
+fn window(line: &str, column: usize) -> (std::borrow::Cow<'_, str>, usize) {
+    let count = line.chars().count();
+    if count <= MAX_SHOWN {
+        return (std::borrow::Cow::Borrowed(line), column.max(1));
+    }
+    let at = column.saturating_sub(1).min(count);
+    // A third of the window before the caret, the rest after it.
+    let start = at
+        .saturating_sub(MAX_SHOWN / 3)
+        .min(count.saturating_sub(MAX_SHOWN));
+    let end = (start + MAX_SHOWN).min(count);
+    let mut shown = String::with_capacity(MAX_SHOWN + 8);
+    if start > 0 {
+        shown.push('…');
+    }
+    shown.extend(line.chars().skip(start).take(end - start));
+    if end < count {
+        shown.push('…');
+    }
+    let column = at - start + 1 + usize::from(start > 0);
+    (std::borrow::Cow::Owned(shown), column)
+}
 
 /// The candidate closest to `word` by edit distance, when close enough to be a
 /// likely typo: the basis of every "did you mean" help.

@@ -52,19 +52,48 @@ pub fn documents<'i>(file: &'i SourceFile, report: &mut Report) -> Option<Vec<No
         ),
         Err(e) => {
             let m = e.marker();
+            let mut at = Location {
+                line: m.line(),
+                column: m.col() + 1,
+                len: 1,
+            };
+            // The scanner reports a tab where the token it was reading
+            // started (a plain scalar may go on over the next lines): point
+            // at the tab itself.
+            let mut help = None;
+            if e.info().contains("tab") {
+                at = first_tab(&file.text, at).unwrap_or(at);
+                help =
+                    Some("YAML indents with spaces only: replace the tab with spaces".to_owned());
+            }
             report.push(
-                Diagnostic::error(Code::InvalidYaml, format!("invalid YAML: {}", e.info())).at(
-                    file,
-                    Location {
-                        line: m.line(),
-                        column: m.col() + 1,
-                        len: 1,
-                    },
-                ),
+                Diagnostic::error(Code::InvalidYaml, format!("invalid YAML: {}", e.info()))
+                    .at(file, at)
+                    .maybe_help(help),
             );
             None
         }
     }
+}
+
+/// The first tab in `text` at or after `from`.
+fn first_tab(text: &str, from: Location) -> Option<Location> {
+    text.lines()
+        .enumerate()
+        .skip(from.line.saturating_sub(1))
+        .find_map(|(i, line)| {
+            let skip = if i + 1 == from.line {
+                from.column - 1
+            } else {
+                0
+            };
+            let column = line.chars().skip(skip).position(|c| c == '\t')? + skip + 1;
+            Some(Location {
+                line: i + 1,
+                column,
+                len: 1,
+            })
+        })
 }
 
 /// Where `node` is written: its start, underlining it when it fits on one
@@ -252,3 +281,6 @@ impl<'a> Reader<'a> {
         found
     }
 }
+
+#[cfg(test)]
+mod tests;

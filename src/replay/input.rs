@@ -9,6 +9,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::engine::Outcome;
 use crate::proto::v1::DecideRequest;
+use crate::request::read::ReadError;
 
 /// What is wrong with an input line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,11 +37,10 @@ impl LineProblem {
 
     /// From a JSON error in `text`: the column, an excerpt with a caret,
     /// and a did-you-mean for an unknown field.
-    fn json(what: &str, e: &serde_json::Error, text: &str) -> Self {
-        let raw = e.to_string();
-        let message = raw
-            .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
-            .unwrap_or(&raw);
+    fn json(what: &str, read: &ReadError, text: &str) -> Self {
+        let e = &read.error;
+        let message = read.message();
+        let message = message.as_str();
         // serde_json's column is the bytes read on the line, one past the
         // offending token when it had to see a delimiter (numbers).
         let mut at = e.column().saturating_sub(1).min(text.len());
@@ -100,7 +100,9 @@ impl LineProblem {
 /// was; the test-suite parser, which holds values, tells unknown fields
 /// apart by structure instead.
 fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
-    let rest = message.strip_prefix("unknown field `")?;
+    // After the field's path, if any: "`network.x`: unknown field `x`...".
+    const START: &str = "unknown field `";
+    let rest = &message[message.find(START)? + START.len()..];
     let (word, rest) = rest.split_once('`')?;
     let fields = rest
         .split('`')
@@ -272,7 +274,7 @@ fn parse_outcome(text: &str) -> Option<Outcome> {
 /// request never has that key), so bare lines are parsed once.
 pub(super) fn parse_line(text: &str) -> Result<Line<'_>, LineProblem> {
     if text.contains("\"request\"") {
-        let w: Wrapped<'_> = serde_json::from_str(text).map_err(|e| {
+        let w: Wrapped<'_> = crate::request::read::from_json(text).map_err(|e| {
             LineProblem::json(
                 "not a recorded decision (`request`, `decision`, `time`)",
                 &e,
@@ -311,7 +313,7 @@ pub(super) fn parse_line(text: &str) -> Result<Line<'_>, LineProblem> {
             });
         }
     }
-    let request: DecideRequest = serde_json::from_str(text).map_err(|e| {
+    let request: DecideRequest = crate::request::read::from_json(text).map_err(|e| {
         LineProblem::json(
             "not a DecideRequest in JSON form, nor an object with one in `request`",
             &e,

@@ -6,6 +6,7 @@
 //! - [`validate`]: the limits and the validation of a request from outside
 //!   (bad input names its field);
 //! - [`json`]: the request's JSON form, as the decision log writes it;
+//! - [`read`]: a request read from JSON text, errors naming the field;
 //! - [`key`]: the injective encoding of the values a policy set reads, for
 //!   the decision cache.
 //!
@@ -14,6 +15,7 @@
 
 pub(crate) mod json;
 pub(crate) mod key;
+pub(crate) mod read;
 #[cfg(test)]
 pub(crate) mod testing;
 pub(crate) mod validate;

@@ -150,7 +150,11 @@ impl Reader<'_> {
             None => Code::InvalidRequest,
         };
         let d = self
-            .error_at(bad.at, code, format!("{what}: {}", bad.message))
+            .error_at(
+                bad.at,
+                code,
+                format!("{what}: {}", crate::request::read::plain(&bad.message)),
+            )
             .maybe_help(help);
         self.push(d);
         None
