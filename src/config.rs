@@ -113,6 +113,8 @@ pub struct FileSampling {
 pub struct FileCache {
     /// Maximum entries (0 turns the cache off).
     pub size: Option<u64>,
+    /// Maximum bytes the entries hold.
+    pub max_bytes: Option<u64>,
     /// Entry lifetime, e.g. `60s`.
     pub ttl: Option<String>,
 }
@@ -413,7 +415,11 @@ impl Config {
                 watch: overrides.watch.or(from_file.watch).unwrap_or(true),
                 admin,
                 decision_log,
-                cache: CacheConfig { capacity, ttl },
+                cache: CacheConfig {
+                    capacity,
+                    max_bytes: from_file.cache.max_bytes.unwrap_or(defaults.max_bytes),
+                    ttl,
+                },
                 ext_authz,
                 log_level,
                 log_format,

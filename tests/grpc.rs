@@ -8,6 +8,7 @@
 //! client, the example policies.
 
 mod common;
+use common::frame;
 
 use common::{TestServer, examples};
 use pbjson_types::Timestamp;
@@ -374,39 +375,9 @@ async fn every_call_is_counted_by_method_and_code() {
     server.stop().await;
 }
 
-/// A gRPC frame: uncompressed, the length, the bytes.
-fn frame(message: &[u8]) -> Vec<u8> {
-    let mut f = vec![0];
-    f.extend(u32::try_from(message.len()).unwrap().to_be_bytes());
-    f.extend(message);
-    f
-}
-
-/// Sends `body` as it is (no framing added) as the HTTP/2 body of a gRPC
-/// call to `path`, over a real connection, and returns the status answered.
+/// Sends `body` as it is to `server`: [`common::raw_call`].
 async fn raw_call(server: &TestServer, path: &str, body: Vec<u8>) -> tonic::Status {
-    use http_body_util::BodyExt as _;
-    use tonic::codegen::Service as _;
-
-    let mut channel = server.channel().await;
-    let request = tonic::codegen::http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{}{path}", server.addr))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(tonic::body::Body::new(http_body_util::Full::new(
-            bytes::Bytes::from(body),
-        )))
-        .unwrap();
-    std::future::poll_fn(|cx| channel.poll_ready(cx))
-        .await
-        .unwrap();
-    let response = channel.call(request).await.unwrap();
-    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
-        return status;
-    }
-    let body = response.into_body().collect().await.unwrap();
-    tonic::Status::from_header_map(body.trailers().unwrap()).unwrap()
+    common::raw_call(server.channel().await, &server.addr.to_string(), path, body).await
 }
 
 #[tokio::test]

@@ -233,7 +233,7 @@ fn a_bad_line_exits_2_naming_file_and_line() {
     let stderr = text(&out.stderr);
     assert!(
         stderr.starts_with(
-            "error: not a recorded decision (`request`, `decision`, `time`): unknown field `subjet`, expected one of `action`, "
+            "error: not a recorded decision (`request`, `decision`, `time`): `request`: unknown field `subjet`, expected one of `action`, "
         ),
         "{stderr}"
     );

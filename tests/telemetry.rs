@@ -9,41 +9,11 @@
 //! counters, the probes, `/policy`, and the log lines (masking applied).
 
 mod common;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
+use common::{http_get as get, metric};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use stepup::proto::v1::{DecideRequest, Outcome};
-
-/// GET `path` on `addr`: (status code, body).
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn metric(body: &str, series: &str) -> f64 {
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .unwrap_or_else(|| panic!("no `{series}` in:\n{body}"))
-        .parse()
-        .unwrap()
-}
 
 fn request(json: serde_json::Value) -> DecideRequest {
     serde_json::from_value(json).unwrap()

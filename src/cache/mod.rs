@@ -29,6 +29,10 @@ use crate::request::key::write_str;
 pub struct CacheConfig {
     /// Maximum entries; 0 turns the cache off.
     pub capacity: u64,
+    /// Maximum bytes the entries hold (keys, evaluations, the cache's own
+    /// bookkeeping), whatever their number: a key holds the request values
+    /// the policies read, which callers choose.
+    pub max_bytes: u64,
     /// How long an entry lives.
     pub ttl: Duration,
 }
@@ -37,9 +41,40 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             capacity: 100_000,
+            max_bytes: 64 << 20,
             ttl: Duration::from_secs(60),
         }
     }
+}
+
+/// What one entry holds in memory, near enough: moka's node for it (its
+/// hash-table slot, the access-order and timer links, the counters), the
+/// key, and the evaluation with what it points to. Strings shared with the
+/// policy set (ids, messages) are not counted; error messages are.
+fn entry_bytes(key: &[u8], e: &Evaluated) -> usize {
+    use crate::engine::{Assessment, CondResult, EvalError};
+    use std::mem::size_of;
+    /// moka's own per-entry structures (the node, its access-order and
+    /// timer links, the hash-table slot), estimated from their layout.
+    const NODE: usize = 200;
+    let result = |r: &CondResult| match r {
+        CondResult::Error(message) => message.len(),
+        _ => 0,
+    };
+    let mut bytes = NODE
+        + key.len()
+        + size_of::<Evaluated>()
+        + e.signals.len() * size_of::<CondResult>()
+        + e.rules.capacity() * size_of::<(usize, CondResult)>()
+        + e.signals.iter().map(result).sum::<usize>()
+        + e.rules.iter().map(|(_, r)| result(r)).sum::<usize>();
+    if let Some(a) = &e.assessment {
+        bytes += size_of::<Assessment>()
+            + (a.matched.capacity() + a.shadow.capacity()) * size_of::<usize>()
+            + a.errors.capacity() * size_of::<EvalError>()
+            + a.errors.iter().map(|x| x.message.len()).sum::<usize>();
+    }
+    bytes
 }
 
 /// A cache of evaluations.
@@ -49,15 +84,33 @@ impl Default for CacheConfig {
 /// over them is a large share of a cache hit. Keys hold request values a user
 /// may choose, so the seed stays random (no fixed-seed hasher).
 pub struct DecisionCache {
-    inner: moka::sync::Cache<Box<[u8]>, Arc<Evaluated>, foldhash::fast::RandomState>,
+    inner: moka::sync::Cache<Key, Arc<Evaluated>, foldhash::fast::RandomState>,
 }
+
+/// A cache key: the request values the policy set reads, encoded. (A name
+/// for it, since moka's weigher must take `&Box<[u8]>`.)
+type Key = Box<[u8]>;
 
 impl DecisionCache {
     /// A cache per `config`, or `None` when it is turned off.
+    ///
+    /// Both bounds hold with one weight: the cache holds at most
+    /// `max_bytes` of weight, and an entry weighs its bytes, but at least
+    /// `max_bytes / capacity`; so there are never more than `capacity`
+    /// entries, nor more than `max_bytes` in them.
     pub fn new(config: CacheConfig) -> Option<Self> {
-        (config.capacity > 0).then(|| Self {
+        if config.capacity == 0 || config.max_bytes == 0 {
+            return None;
+        }
+        let floor = u32::try_from(config.max_bytes / config.capacity).unwrap_or(u32::MAX);
+        Some(Self {
             inner: moka::sync::Cache::builder()
-                .max_capacity(config.capacity)
+                .max_capacity(config.max_bytes)
+                .weigher(move |key: &Key, value: &Arc<Evaluated>| {
+                    u32::try_from(entry_bytes(key, value))
+                        .unwrap_or(u32::MAX)
+                        .max(floor)
+                })
                 .time_to_live(config.ttl)
                 .build_with_hasher(foldhash::fast::RandomState::default()),
         })
@@ -128,6 +181,11 @@ impl DecisionCache {
         self.inner.entry_count()
     }
 
+    /// Approximate bytes the entries weigh (see [`DecisionCache::new`]).
+    pub fn weight(&self) -> u64 {
+        self.inner.weighted_size()
+    }
+
     /// Whether the cache is (approximately) empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -179,3 +237,6 @@ pub fn decide_with(
     let history = crate::expr::history::View::empty(now.timestamp_millis());
     decide(cache, policy, req, now, &history, explain)
 }
+
+#[cfg(test)]
+mod tests;

@@ -404,6 +404,7 @@ fn a_reload_with_a_changed_list_changes_the_cached_answer() {
         CacheConfig {
             capacity: 1000,
             ttl: std::time::Duration::from_secs(3600),
+            ..CacheConfig::default()
         },
     ));
     let reloader = Reloader::new(Arc::clone(&engine), dir.path().to_path_buf()).with_lists(config);

@@ -146,6 +146,7 @@ impl Service {
         let state = crate::telemetry::metrics::ScrapeState {
             policy: &policy,
             cache_entries: self.cache().map_or(0, |c| c.len()),
+            cache_bytes: self.cache().map_or(0, |c| c.weight()),
             reloads_ok: reloads.ok.load(std::sync::atomic::Ordering::Relaxed),
             reloads_failed: reloads.failed.load(std::sync::atomic::Ordering::Relaxed),
             last_reload_failed: reloads.last_error().is_some(),

@@ -198,7 +198,7 @@ impl Metrics {
         self.render_decisions(&mut out);
         self.render_latency(&mut out);
         self.render_rules(&mut out);
-        self.render_cache(&mut out, state.cache_entries);
+        self.render_cache(&mut out, state.cache_entries, state.cache_bytes);
         render_policy(&mut out, state);
         self.render_decision_log(&mut out);
         self.render_grpc(&mut out);
@@ -280,7 +280,7 @@ impl Metrics {
 
     /// `stepup_cache_*`: hits and misses counted here, `entries` read from
     /// the cache at scrape time.
-    fn render_cache(&self, w: &mut String, entries: u64) {
+    fn render_cache(&self, w: &mut String, entries: u64, bytes: u64) {
         header(
             w,
             "stepup_cache_hits_total",
@@ -310,6 +310,13 @@ impl Metrics {
             "Entries in the decision cache (approximate).",
         );
         let _ = writeln!(w, "stepup_cache_entries {entries}");
+        header(
+            w,
+            "stepup_cache_bytes",
+            "gauge",
+            "Bytes the decision cache's entries hold (approximate; bounded by [cache] max_bytes).",
+        );
+        let _ = writeln!(w, "stepup_cache_bytes {bytes}");
     }
 
     /// `stepup_decision_log_written_total` and `..._dropped_total`.
@@ -457,6 +464,8 @@ pub struct ScrapeState<'a> {
     pub policy: &'a PolicySet,
     /// Approximate cache entries.
     pub cache_entries: u64,
+    /// Approximate bytes the cache's entries hold.
+    pub cache_bytes: u64,
     /// Successful reloads.
     pub reloads_ok: u64,
     /// Rejected reloads.
@@ -572,6 +581,7 @@ mod tests {
         let state = ScrapeState {
             policy: &set,
             cache_entries: 7,
+            cache_bytes: 4096,
             reloads_ok: 2,
             reloads_failed: 1,
             last_reload_failed: true,
@@ -621,6 +631,9 @@ stepup_cache_misses_total 1
 # HELP stepup_cache_entries Entries in the decision cache (approximate).
 # TYPE stepup_cache_entries gauge
 stepup_cache_entries 7
+# HELP stepup_cache_bytes Bytes the decision cache's entries hold (approximate; bounded by [cache] max_bytes).
+# TYPE stepup_cache_bytes gauge
+stepup_cache_bytes 4096
 # HELP stepup_policy_reloads_total Policy reloads by result.
 # TYPE stepup_policy_reloads_total counter
 stepup_policy_reloads_total{result="ok"} 2

@@ -131,3 +131,75 @@ pub async fn connect_when_up(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// GET `path` on `addr` over HTTP/1.1: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of `series` (name and labels, as written) in a Prometheus
+/// text `body`.
+pub fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no `{series}` in:\n{body}"))
+        .parse()
+        .unwrap()
+}
+
+/// A gRPC frame: uncompressed, the length, the bytes.
+pub fn frame(message: &[u8]) -> Vec<u8> {
+    let mut f = vec![0];
+    f.extend(u32::try_from(message.len()).unwrap().to_be_bytes());
+    f.extend(message);
+    f
+}
+
+/// Sends `body` as it is (no framing added) as the HTTP/2 body of a gRPC
+/// call to `path` on `channel` (connected to `addr`), and returns the
+/// status answered.
+pub async fn raw_call(
+    mut channel: Channel,
+    addr: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> tonic::Status {
+    use http_body_util::BodyExt as _;
+    use tonic::codegen::Service as _;
+
+    let request = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            bytes::Bytes::from(body),
+        )))
+        .unwrap();
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .unwrap();
+    let response = channel.call(request).await.unwrap();
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let body = response.into_body().collect().await.unwrap();
+    tonic::Status::from_header_map(body.trailers().unwrap()).unwrap()
+}
