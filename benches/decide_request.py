@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Writes the load benchmarks' fixed Decide request, gRPC-framed (flag byte 0,
-big-endian u32 length), to the file named by the first argument.
+big-endian u32 length), to the file named by the first argument; with
+`--worst` after it, the worst-case request of benches/isolation.sh instead.
 
 Hand-encoded so nothing but python3 is needed: a 2,500 refund from a trusted
 device in a usual country, on an aal1 session that authenticated two minutes
 ago, so policies/ answers CHALLENGE (aal2) through the signals and rules.
-Used by benches/load.sh and benches/callgrind.sh.
+Used by benches/load.sh, benches/callgrind.sh and benches/isolation.sh.
+
+The worst-case request is a `probe.worst` (benches/worst.yaml) at the
+server's size limits: 64 roles of 1,024 bytes each, shaped so that no
+condition of that policy can stop early.
 """
 import struct, sys, time
 
@@ -58,5 +63,17 @@ request = b"".join([
         + map_entry(3, "amount", number_value(2500.0))),
     map_entry(7, "fraud_score", number_value(0.12)),  # attributes
 ])
+if sys.argv[2:] == ["--worst"]:
+    def role(i):  # distinct, 1,024 bytes, every substring the rules test but the last
+        text = "p" + "a" * 500 + f"{i:03d}" + "a" * 505 + "zzyywwvvuuttss" + "q"
+        assert len(text) == 1024
+        return text
+    request = b"".join([
+        string(1, "probe.worst"),  # action
+        message(2, string(1, "user-42") + b"".join(  # subject, 64 roles
+            string(3, role(i)) for i in range(64))),
+    ])
+elif sys.argv[2:]:
+    sys.exit(f"usage: {sys.argv[0]} FILE [--worst]")
 with open(sys.argv[1], "wb") as out:
     out.write(b"\0" + struct.pack(">I", len(request)) + request)

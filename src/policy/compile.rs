@@ -90,8 +90,16 @@ pub(super) fn compile(
     if reads.matches {
         crate::expr::matches::add_matches(&mut cel_root, &Arc::new(reads.regexes));
     }
+    let signals_cost = signals.compiled.iter().map(|s| s.when.cost).sum::<u64>();
+    let rules_cost = rules
+        .compiled
+        .iter()
+        .filter_map(|r| r.when.as_ref().map(|w| w.cost))
+        .sum::<u64>();
     Some(PolicySet {
         revision: revision(&sources, dir, &lists),
+        signals_cost,
+        total_cost: signals_cost.saturating_add(rules_cost),
         loaded_at: SystemTime::now(),
         generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         levels: ladder.levels,

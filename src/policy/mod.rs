@@ -143,6 +143,11 @@ pub struct PolicySet {
     cost_limits: CostLimits,
     /// Every condition's worst-case cost, in policy order.
     costs: Vec<cost::ConditionCost>,
+    /// The worst-case cost of the signals, which every decision evaluates.
+    signals_cost: u64,
+    /// The worst-case cost of every condition of the set: no decision costs
+    /// more.
+    total_cost: u64,
     /// The root CEL context: the environment and the set's functions
     /// (`ip_in`, when a condition calls it). Built once; every evaluation
     /// runs in a child scope of it, so it costs no allocation per decision.
@@ -203,6 +208,29 @@ impl PolicySet {
             limit: self.cost_limits.max_condition_cost,
             conditions: self.costs.clone(),
         }
+    }
+
+    /// The worst-case cost of every condition of the set: no decision costs
+    /// more.
+    pub fn total_cost(&self) -> u64 {
+        self.total_cost
+    }
+
+    /// The worst-case cost of deciding `action`: the signals and the
+    /// conditions of the rules for it. Under `below`, when the whole set
+    /// costs less than that, the answer is the set's total, without looking
+    /// the action's rules up (so a caller that only compares pays nothing
+    /// for sets of cheap conditions).
+    pub fn decision_cost(&self, action: &str, below: u64) -> u64 {
+        if self.total_cost < below {
+            return self.total_cost;
+        }
+        let mut candidates = Vec::new();
+        self.index.lookup(action, &mut candidates);
+        candidates
+            .iter()
+            .filter_map(|&i| self.rules.get(i)?.when.as_ref().map(|w| w.cost))
+            .fold(self.signals_cost, u64::saturating_add)
     }
 
     /// Compiles a set from one in-memory document stream (tests, tools).

@@ -38,6 +38,9 @@ pub enum CallError {
         /// The in-flight limit (`max_in_flight`).
         limit: usize,
     },
+    /// The server stopped before the call's decision could run.
+    #[error("the server is shutting down; retry on another replica")]
+    ShuttingDown,
 }
 
 impl CallError {
@@ -47,6 +50,7 @@ impl CallError {
             Self::Malformed { .. } | Self::Invalid(_) => Code::InvalidArgument,
             Self::HistoryOff => Code::FailedPrecondition,
             Self::Overloaded { .. } => Code::ResourceExhausted,
+            Self::ShuttingDown => Code::Unavailable,
         }
     }
 }

@@ -22,6 +22,7 @@ use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
 use envoy_types::pb::google::protobuf as epb;
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use super::call::CallError;
 use crate::engine::{Decision, Outcome};
@@ -73,13 +74,26 @@ impl Authorization for AuthorizationApi {
     ) -> Result<Response<CheckResponse>, Status> {
         // Envoy's ext_authz client propagates the request's trace context.
         let span = crate::telemetry::logging::decision_span(request.metadata(), "Check");
-        let _entered = span.as_ref().map(tracing::Span::enter);
+        let scope = span.clone().unwrap_or_else(tracing::Span::none);
         let req = request.into_inner();
         let clock = Clock {
             now: Utc::now(),
             max_skew: self.max_time_skew,
         };
-        check_in(&self.engine, &self.mapping, &req, clock, span.as_ref())
+        // The action is known only once the request is mapped, inside the
+        // work: with any costly decision in the set, every check runs off
+        // the runtime's threads.
+        let costly = self.engine.is_costly(None);
+        let mapping = Arc::clone(&self.mapping);
+        let checked = self
+            .engine
+            .run_isolated(costly, move |engine| {
+                check_in(engine, &mapping, &req, clock, span.as_ref())
+            })
+            .instrument(scope)
+            .await
+            .ok_or(CallError::ShuttingDown)?;
+        checked
             .map(Response::new)
             .map_err(|e| CallError::from(e).into())
     }

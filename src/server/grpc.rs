@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use super::call::CallError;
 use super::convert;
@@ -38,42 +39,11 @@ impl DecisionService for DecisionApi {
         request: Request<DecideRequest>,
     ) -> Result<Response<DecideResponse>, Status> {
         let span = crate::telemetry::logging::decision_span(request.metadata(), "Decide");
-        let _entered = span.as_ref().map(tracing::Span::enter);
-        let req = request.into_inner();
-        let now = validate_within(&req, Utc::now(), self.max_time_skew).map_err(CallError::from)?;
-        // With a shared history backend, refresh the subject's history first
-        // (bounded by a timeout; a no-op without a backend).
-        if self.engine.history().backend().is_some() {
-            let policy = self.engine.policy();
-            self.engine.history().prefetch(&policy, &req, now).await;
-        }
-        let decision = self.engine.decide(&req, now, req.explain);
-        crate::telemetry::logging::record(span.as_ref(), &req.action, &decision);
-        if !decision.shadow.is_empty() {
-            let rules: Vec<&str> = decision
-                .shadow
-                .iter()
-                .filter_map(|s| decision.policy.rules.get(s.rule).map(|r| &*r.id))
-                .collect();
-            tracing::info!(
-                action = %req.action,
-                decision_id = %decision.id,
-                outcome = ?decision.outcome,
-                shadow_rules = ?rules,
-                "shadow rules matched"
-            );
-        }
-        tracing::debug!(
-            action = %req.action,
-            outcome = ?decision.outcome,
-            decision_id = %decision.id,
-            cache_hit = decision.cache_hit,
-            risk = decision.assessment.risk_score,
-            "decided"
-        );
-        let response = convert::response(&decision);
-        self.engine.log("decide", now, req, decision);
-        Ok(Response::new(response))
+        // Entered whenever the call runs, and only then (it awaits).
+        let scope = span.clone().unwrap_or_else(tracing::Span::none);
+        self.decide_in(request.into_inner(), span)
+            .instrument(scope)
+            .await
     }
 
     async fn record_step_up(
@@ -100,5 +70,57 @@ impl DecisionService for DecisionApi {
         Ok(Response::new(super::record::step_up_response(
             until, failed,
         )))
+    }
+}
+
+impl DecisionApi {
+    /// [`DecisionService::decide`] within its span.
+    async fn decide_in(
+        &self,
+        req: DecideRequest,
+        span: Option<tracing::Span>,
+    ) -> Result<Response<DecideResponse>, Status> {
+        let now = validate_within(&req, Utc::now(), self.max_time_skew).map_err(CallError::from)?;
+        // With a shared history backend, refresh the subject's history first
+        // (bounded by a timeout; a no-op without a backend).
+        if self.engine.history().backend().is_some() {
+            let policy = self.engine.policy();
+            self.engine.history().prefetch(&policy, &req, now).await;
+        }
+        let costly = self.engine.is_costly(Some(&req.action));
+        let (req, decision) = self
+            .engine
+            .run_isolated(costly, move |engine| {
+                let decision = engine.decide(&req, now, req.explain);
+                (req, decision)
+            })
+            .await
+            .ok_or(CallError::ShuttingDown)?;
+        crate::telemetry::logging::record(span.as_ref(), &req.action, &decision);
+        if !decision.shadow.is_empty() {
+            let rules: Vec<&str> = decision
+                .shadow
+                .iter()
+                .filter_map(|s| decision.policy.rules.get(s.rule).map(|r| &*r.id))
+                .collect();
+            tracing::info!(
+                action = %req.action,
+                decision_id = %decision.id,
+                outcome = ?decision.outcome,
+                shadow_rules = ?rules,
+                "shadow rules matched"
+            );
+        }
+        tracing::debug!(
+            action = %req.action,
+            outcome = ?decision.outcome,
+            decision_id = %decision.id,
+            cache_hit = decision.cache_hit,
+            risk = decision.assessment.risk_score,
+            "decided"
+        );
+        let response = convert::response(&decision);
+        self.engine.log("decide", now, req, decision);
+        Ok(Response::new(response))
     }
 }

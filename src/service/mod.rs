@@ -3,6 +3,11 @@
 //! decision cache; the subject history; the metrics; the decision log) and
 //! decides with it. [`Service::start`] builds it from a [`Config`];
 //! [`watch`] reloads its policy set when the files change.
+//!
+//! Costly decisions (a worst case of [`COSTLY`] cost units or more) do not
+//! run on the runtime's threads, where they would hold up every other call
+//! and the health checks: [`Service::run_isolated`] runs them on the
+//! blocking pool, a bounded number at once.
 
 pub mod watch;
 
@@ -35,6 +40,12 @@ pub enum StartError {
     DecisionLog(#[source] std::io::Error),
 }
 
+/// The worst-case cost (units of the cost model,
+/// [`PolicySet::decision_cost`]) from which a decision runs off the
+/// runtime's threads: about 0.1 ms at worst on a 2-core machine. Below it,
+/// handing the work to another thread would cost more than it saves.
+pub const COSTLY: u64 = 2_000;
+
 /// The decision service: the current policy set (swapped atomically on
 /// reload; readers never lock), the decision cache, the subject history,
 /// the metrics and the decision log.
@@ -45,6 +56,14 @@ pub struct Service {
     metrics: Arc<Metrics>,
     decision_log: Option<DecisionLog>,
     history: Arc<History>,
+    /// Costly decisions running or allowed to run at once: one fewer than
+    /// the cores (at least one), so that a core is left for the runtime.
+    costly_slots: tokio::sync::Semaphore,
+}
+
+/// How many costly decisions may run at once: [`Service::costly_slots`].
+fn costly_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 impl Service {
@@ -58,6 +77,7 @@ impl Service {
             metrics: Arc::new(Metrics::default()),
             decision_log: None,
             history: Arc::new(History::default()),
+            costly_slots: tokio::sync::Semaphore::new(costly_slots()),
         }
     }
 
@@ -161,6 +181,40 @@ impl Service {
         self.cache.as_ref()
     }
 
+    /// Whether deciding `action` may cost [`COSTLY`] or more; with `None`,
+    /// whether deciding any action may (for callers that learn the action
+    /// only as they decide).
+    pub fn is_costly(&self, action: Option<&str>) -> bool {
+        let policy = self.policy.load();
+        match action {
+            Some(action) => policy.decision_cost(action, COSTLY) >= COSTLY,
+            None => policy.total_cost() >= COSTLY,
+        }
+    }
+
+    /// Runs `work` (a decision) on the caller's thread, or, when `costly`,
+    /// on the blocking pool once one of the costly slots is free, so that
+    /// the runtime's threads go on serving other calls meanwhile; `None`
+    /// when the runtime shuts down before it runs. The current span goes
+    /// with the work.
+    pub async fn run_isolated<T: Send + 'static>(
+        self: &Arc<Self>,
+        costly: bool,
+        work: impl FnOnce(&Self) -> T + Send + 'static,
+    ) -> Option<T> {
+        if !costly {
+            return Some(work(self));
+        }
+        let _slot = self.costly_slots.acquire().await.ok()?;
+        let this = Arc::clone(self);
+        let span = tracing::Span::current();
+        match tokio::task::spawn_blocking(move || span.in_scope(|| work(&this))).await {
+            Ok(done) => Some(done),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => None,
+        }
+    }
+
     /// Decides `req` at `now`. `explain` adds a trace and bypasses the cache.
     pub fn decide(&self, req: &DecideRequest, now: DateTime<Utc>, explain: bool) -> Decision {
         let started = std::time::Instant::now();
@@ -242,3 +296,6 @@ impl crate::telemetry::otlp::PolicyState for Service {
         Arc::clone(&self.policy.load().revision)
     }
 }
+
+#[cfg(test)]
+mod tests;
