@@ -21,7 +21,8 @@
 # Usage: benches/isolation.sh
 # Env:   RATE_DURATION (10 s), WORST_STREAMS (1), PORT (7190),
 #        OUT (target/isolation), LOAD_STEPUP (a stepup executable to measure
-#        instead of building one)
+#        instead of building one), STEPUP_EXTRA (more `stepup serve` flags,
+#        e.g. '--worker-threads 1', the sidecar on a fraction of a core)
 # Exit:  0 measured; 1 a tool or a call failed.
 set -euo pipefail
 
@@ -60,8 +61,9 @@ python3 benches/decide_request.py "$OUT/cheap.bin"
 python3 benches/decide_request.py "$OUT/worst.bin" --worst
 printf '\0\0\0\0\0' > "$OUT/health.bin" # an empty HealthCheckRequest: the server as a whole
 
+read -r -a extra <<< "${STEPUP_EXTRA:-}"
 "$STEPUP_BIN" serve --policies "$OUT/policies" --listen "127.0.0.1:$PORT" --admin off \
-    --no-watch --cache-size 0 > "$OUT/server.log" 2>&1 &
+    --no-watch --cache-size 0 "${extra[@]}" > "$OUT/server.log" 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2> /dev/null || true; wait "$SERVER" 2> /dev/null || true' EXIT
 for ((i = 0; i < 300; i++)); do
