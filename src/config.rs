@@ -631,7 +631,7 @@ mod tests {
         let file = dir.path().join("stepup.toml");
         std::fs::write(
             &file,
-            "policies = \"/from/file\"\nlisten = \"127.0.0.1:9000\"\n[cache]\nsize = 5\nttl = \"2m\"\n",
+            "policies = \"/from/file\"\nlisten = \"127.0.0.1:9000\"\n[cache]\nsize = 5\nmax_bytes = 1048576\nttl = \"2m\"\n",
         )
         .unwrap();
         let c = Config::resolve(
@@ -645,6 +645,7 @@ mod tests {
         assert_eq!(c.policies, PathBuf::from("/from/file"));
         assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
         assert_eq!(c.cache.capacity, 5);
+        assert_eq!(c.cache.max_bytes, 1 << 20);
         assert_eq!(c.cache.ttl, Duration::from_secs(120));
         assert_eq!(c.log_format, LogFormat::Text);
     }
