@@ -40,10 +40,14 @@ impl DecisionService for DecisionApi {
     ) -> Result<Response<DecideResponse>, Status> {
         let span = crate::telemetry::logging::decision_span(request.metadata(), "Decide");
         // Entered whenever the call runs, and only then (it awaits).
-        let scope = span.clone().unwrap_or_else(tracing::Span::none);
-        self.decide_in(request.into_inner(), span)
-            .instrument(scope)
-            .await
+        match span {
+            Some(scope) => {
+                self.decide_in(request.into_inner(), Some(scope.clone()))
+                    .instrument(scope)
+                    .await
+            }
+            None => self.decide_in(request.into_inner(), None).await,
+        }
     }
 
     async fn record_step_up(
@@ -87,15 +91,19 @@ impl DecisionApi {
             let policy = self.engine.policy();
             self.engine.history().prefetch(&policy, &req, now).await;
         }
-        let costly = self.engine.is_costly(Some(&req.action));
-        let (req, decision) = self
-            .engine
-            .run_isolated(costly, move |engine| {
+        let (req, decision) = if self.engine.is_costly(Some(&req.action)) {
+            // Boxed: the cheap path's future stays small (it is moved and
+            // copied on every call).
+            Box::pin(self.engine.run_isolated(true, move |engine| {
                 let decision = engine.decide(&req, now, req.explain);
                 (req, decision)
-            })
+            }))
             .await
-            .ok_or(CallError::ShuttingDown)?;
+            .ok_or(CallError::ShuttingDown)?
+        } else {
+            let decision = self.engine.decide(&req, now, req.explain);
+            (req, decision)
+        };
         crate::telemetry::logging::record(span.as_ref(), &req.action, &decision);
         if !decision.shadow.is_empty() {
             let rules: Vec<&str> = decision
