@@ -181,9 +181,9 @@ impl Service {
         self.cache.as_ref()
     }
 
-    /// Whether deciding `action` may cost [`COSTLY`] or more; with `None`,
-    /// whether deciding any action may (for callers that learn the action
-    /// only as they decide).
+    /// Whether deciding `action` may cost `COSTLY` (2,000 units) or more;
+    /// with `None`, whether deciding any action may (for callers that learn
+    /// the action only as they decide).
     pub fn is_costly(&self, action: Option<&str>) -> bool {
         let policy = self.policy.load();
         match action {
