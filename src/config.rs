@@ -93,6 +93,8 @@ pub struct FileDecisionLog {
     pub hash_key: Option<String>,
     /// Queue length before entries are dropped (default 10000).
     pub queue: Option<usize>,
+    /// Queued bytes before entries are dropped (default 64 MiB).
+    pub queue_bytes: Option<usize>,
 }
 
 /// `[decision_log.sample]`.
@@ -613,6 +615,7 @@ fn decision_log(
         drop: file.drop,
         hash_key: file.hash_key,
         queue: file.queue.unwrap_or(10_000),
+        queue_bytes: file.queue_bytes.unwrap_or(64 << 20),
     })
 }
 

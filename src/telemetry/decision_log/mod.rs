@@ -6,7 +6,9 @@
 //! [`super::decision_json`]) and hands the bytes to a bounded queue; a
 //! background thread writes them in large batches. With masks configured the
 //! request path queues the request and decision instead and the writer masks
-//! and writes. When the queue is full the entry is dropped and counted
+//! and writes. The queue is bounded in entries and in bytes (a line holds
+//! the request, which callers choose). When the queue is full the entry is
+//! dropped and counted
 //! (`stepup_decision_log_dropped_total`, and a warning at most every 10 s):
 //! a decision is never delayed by its log. On shutdown the queue is drained
 //! and flushed.
@@ -22,7 +24,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -91,6 +93,8 @@ pub struct DecisionLogConfig {
     pub hash_key: Option<String>,
     /// Entries that may wait for the writer before new ones are dropped.
     pub queue: usize,
+    /// Bytes the waiting entries may hold before new ones are dropped.
+    pub queue_bytes: usize,
 }
 
 impl DecisionLogConfig {
@@ -103,6 +107,7 @@ impl DecisionLogConfig {
             drop: Vec::new(),
             hash_key: None,
             queue: 10_000,
+            queue_bytes: 64 << 20,
         }
     }
 }
@@ -124,9 +129,24 @@ pub struct Entry {
 enum Message {
     /// A line written on the request thread (no masks configured).
     Line(Vec<u8>),
-    /// An entry the writer masks and writes.
-    Entry(Box<Entry>),
+    /// An entry the writer masks and writes, and the bytes it was counted
+    /// as in the queue.
+    Entry(Box<Entry>, usize),
     Stop,
+}
+
+/// The writer's view of what is queued.
+struct Queued<'a> {
+    entries: &'a AtomicUsize,
+    bytes: &'a AtomicUsize,
+}
+
+impl Queued<'_> {
+    /// A message of `bytes` left the queue.
+    fn taken(&self, bytes: usize) {
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
 }
 
 /// Room for a typical line (about 1.1 KB for a refund with a challenge);
@@ -140,6 +160,10 @@ pub struct DecisionLog {
     /// before a line is written for nothing.
     queued: Arc<AtomicUsize>,
     capacity: usize,
+    /// Bytes of the queued messages (a line's length; an entry's request,
+    /// encoded, plus a line's room), and their bound.
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
     /// Whether masks are configured: the writer then builds the lines.
     masked: bool,
     sample: Sampling,
@@ -175,6 +199,8 @@ impl DecisionLog {
         let masked = !masks.is_empty();
         let queued = Arc::new(AtomicUsize::new(0));
         let writer_queued = Arc::clone(&queued);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let writer_bytes = Arc::clone(&queued_bytes);
         let writer_metrics = Arc::clone(&metrics);
         let writer = std::thread::Builder::new()
             .name("stepup-decision-log".into())
@@ -182,12 +208,18 @@ impl DecisionLog {
                 if let Some(gate) = gate {
                     let _ = gate.recv();
                 }
-                write_loop(rx, out, masks, &writer_queued, &writer_metrics);
+                let queued = Queued {
+                    entries: &writer_queued,
+                    bytes: &writer_bytes,
+                };
+                write_loop(rx, out, masks, &queued, &writer_metrics);
             })?;
         Ok(Self {
             tx,
             queued,
             capacity,
+            queued_bytes,
+            max_bytes: config.queue_bytes.max(1),
             masked,
             sample: config.sample,
             metrics,
@@ -228,8 +260,9 @@ impl DecisionLog {
             self.metrics.log_dropped();
             return false;
         }
-        let message = if self.masked {
-            Message::Entry(Box::new(entry))
+        let (message, bytes) = if self.masked {
+            let bytes = prost::Message::encoded_len(&entry.request) + LINE_CAPACITY;
+            (Message::Entry(Box::new(entry), bytes), bytes)
         } else {
             let mut buf = Vec::with_capacity(LINE_CAPACITY);
             if let Err(e) = line(&entry, &NO_MASKS, &mut buf) {
@@ -238,16 +271,18 @@ impl DecisionLog {
                 return false;
             }
             drop(entry);
-            Message::Line(buf)
+            let bytes = buf.len();
+            (Message::Line(buf), bytes)
         };
-        match self.tx.try_send(message) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                self.metrics.log_dropped();
-                false
-            }
+        let before = self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let sent =
+            before.saturating_add(bytes) <= self.max_bytes && self.tx.try_send(message).is_ok();
+        if !sent {
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.log_dropped();
         }
+        sent
     }
 
     /// Drains the queue, flushes and stops the writer; later entries are
@@ -344,7 +379,7 @@ fn write_loop(
     rx: Receiver<Message>,
     mut out: Output,
     masks: Masks,
-    queued: &AtomicUsize,
+    queued: &Queued<'_>,
     metrics: &Metrics,
 ) {
     let mut last_warning = Instant::now();
@@ -389,12 +424,12 @@ fn write_loop(
         match message {
             Some(Message::Line(bytes)) => {
                 naps = 0;
-                queued.fetch_sub(1, Ordering::Relaxed);
+                queued.taken(bytes.len());
                 written(out.write_line(&bytes).map_err(LineError::from), &mut dirty);
             }
-            Some(Message::Entry(entry)) => {
+            Some(Message::Entry(entry, bytes)) => {
                 naps = 0;
-                queued.fetch_sub(1, Ordering::Relaxed);
+                queued.taken(bytes);
                 buf.clear();
                 let result = line(&entry, &masks, &mut buf)
                     .and_then(|()| out.write_line(&buf).map_err(LineError::from));

@@ -60,6 +60,52 @@ fn levels_only() -> Arc<crate::PolicySet> {
     Arc::new(crate::PolicySet::from_str("p.yaml", text).unwrap().0)
 }
 
+/// An entry whose request carries `bytes` bytes in one attribute.
+fn large_entry(policy: &Arc<crate::PolicySet>, bytes: usize) -> Entry {
+    let mut e = entry(policy);
+    e.request.attributes = [(
+        "blob".to_owned(),
+        pbjson_types::Value::from("x".repeat(bytes)),
+    )]
+    .into();
+    e
+}
+
+#[test]
+fn the_queue_is_bounded_in_bytes_too() {
+    for masked in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.log");
+        let metrics = Arc::new(Metrics::default());
+        let (open, gate) = mpsc::channel();
+        let mut config = DecisionLogConfig::new(Sink::File {
+            path: path.clone(),
+            max_bytes: u64::MAX,
+            keep: 1,
+        });
+        config.queue = 1_000;
+        config.queue_bytes = 1 << 20;
+        if masked {
+            config.drop = vec!["subject.attributes.email".into()];
+        }
+        let log = DecisionLog::start_gated(config, Arc::clone(&metrics), Some(gate)).unwrap();
+        let policy = levels_only();
+        // 100 entries of 100 KiB each: about 10 fit in 1 MiB.
+        let queued: usize = (0..100)
+            .map(|_| usize::from(log.submit(large_entry(&policy, 100 << 10))))
+            .sum();
+        assert!(
+            (8..=10).contains(&queued),
+            "masked {masked}: {queued} queued"
+        );
+        assert_eq!(metrics.log_dropped_total(), 100 - queued as u64);
+        open.send(()).unwrap();
+        log.close();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), queued, "masked {masked}");
+    }
+}
+
 #[test]
 fn a_full_queue_drops_and_counts_and_close_flushes_the_rest() {
     let dir = tempfile::tempdir().unwrap();
