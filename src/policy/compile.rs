@@ -16,9 +16,9 @@ use super::condition::{Setting, Source, condition};
 use super::cost::{ConditionCost, CostLimits};
 use super::defs::{Definitions, LevelsDef, Mode, RuleDef, SignalDef, Sources, Spanned};
 use super::diag::{Code, Diagnostic, Location, Report, did_you_mean};
+use super::index::ActionIndex;
 use super::schema::{self, ReadPath, Scope};
 use super::{Condition, Level, PolicySet, Requirement, Rule, Signal, lint};
-use crate::glob::ActionIndex;
 use crate::lists::{ListError, Lists};
 
 /// Unique per compiled set in this process.

@@ -8,6 +8,7 @@ mod condition;
 pub mod cost;
 pub mod defs;
 pub mod diag;
+mod index;
 pub mod lint;
 pub mod load;
 pub mod schema;
@@ -24,8 +25,8 @@ pub use defs::{Effect, Mode};
 use defs::{Sources, Spanned};
 pub use diag::{Code, Diagnostic, Location, Report, Severity};
 
-use crate::glob::ActionIndex;
 use crate::lists::{Lists, ListsConfig};
+use index::ActionIndex;
 
 /// A level of the assurance ladder.
 #[derive(Debug)]
