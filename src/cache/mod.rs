@@ -186,6 +186,12 @@ impl DecisionCache {
         self.inner.weighted_size()
     }
 
+    /// Runs the evictions and counts the cache has pending (they otherwise
+    /// run every few operations), so that `len` and `weight` are exact.
+    pub fn settle(&self) {
+        self.inner.run_pending_tasks();
+    }
+
     /// Whether the cache is (approximately) empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

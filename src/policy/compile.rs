@@ -16,9 +16,9 @@ use super::condition::{Setting, Source, condition};
 use super::cost::{ConditionCost, CostLimits};
 use super::defs::{Definitions, LevelsDef, Mode, RuleDef, SignalDef, Sources, Spanned};
 use super::diag::{Code, Diagnostic, Location, Report, did_you_mean};
+use super::index::ActionIndex;
 use super::schema::{self, ReadPath, Scope};
 use super::{Condition, Level, PolicySet, Requirement, Rule, Signal, lint};
-use crate::glob::ActionIndex;
 use crate::lists::{ListError, Lists};
 
 /// Unique per compiled set in this process.
@@ -455,13 +455,15 @@ impl Compiler<'_> {
 struct Unknown;
 
 /// The paths, sorted, without those a shorter one covers (`device` covers
-/// `device.trusted`): they add nothing to the cache key.
+/// `device.trusted`): they add nothing to the cache key. Sorted, the paths
+/// a path covers follow it directly, so only the last one kept can cover
+/// the next.
 fn covering(paths: HashSet<ReadPath>) -> Vec<ReadPath> {
     let mut paths: Vec<ReadPath> = paths.into_iter().collect();
     paths.sort();
     let mut covered: Vec<ReadPath> = Vec::with_capacity(paths.len());
     for p in paths {
-        if !covered.iter().any(|c| p.starts_with(c)) {
+        if !covered.last().is_some_and(|c| p.starts_with(c)) {
             covered.push(p);
         }
     }

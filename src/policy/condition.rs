@@ -333,7 +333,6 @@ fn locate(sources: &Sources, when: &Spanned<String>, offset: usize, len: usize) 
 
 /// [`locate`], `None` when the text is not found.
 fn find(sources: &Sources, when: &Spanned<String>, offset: usize, len: usize) -> Option<Location> {
-    let file = sources.files.get(when.file)?;
     let expr: Vec<char> = when.value.chars().collect();
     let end = offset.saturating_add(len.max(1)).min(expr.len());
     let needle = expr
@@ -346,8 +345,10 @@ fn find(sources: &Sources, when: &Spanned<String>, offset: usize, len: usize) ->
     let mut skip = before.matches(needle.as_str()).count();
     let first_line = when.location.line;
     let mut min_col = when.location.column.saturating_sub(1);
-    for line_no in first_line..=file.text.lines().count() {
-        let Some(src) = file.line(line_no) else { break };
+    for line_no in first_line..=sources.line_count(when.file) {
+        let Some(src) = sources.line(when.file, line_no) else {
+            break;
+        };
         let mut from_byte = src
             .char_indices()
             .nth(min_col)

@@ -2,9 +2,10 @@
 //! signals and rules with where each was written, and the files themselves
 //! (kept for diagnostics).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::diag::{Code, Diagnostic, Location, SourceFile};
+use super::diag::{Code, Diagnostic, LineIndex, Location, SourceFile};
 
 /// The `apiVersion` every document must carry.
 pub const API_VERSION: &str = "stepup/v1";
@@ -25,6 +26,9 @@ pub struct Spanned<T> {
 pub struct Sources {
     /// In the order read (sorted by path).
     pub files: Vec<SourceFile>,
+    /// The files' line indexes, made when the first diagnostic is placed
+    /// (after every file is read).
+    lines: OnceLock<Box<[LineIndex]>>,
 }
 
 impl Sources {
@@ -45,9 +49,35 @@ impl Sources {
     /// Places `diagnostic` at `location` in file number `file`.
     pub fn place(&self, diagnostic: Diagnostic, file: usize, location: Location) -> Diagnostic {
         match self.files.get(file) {
-            Some(f) => diagnostic.at(f, location),
+            Some(f) => diagnostic.at_line(f, location, self.line(file, location.line)),
             None => diagnostic,
         }
+    }
+
+    /// The text of 1-based `line` of `file`, as [`SourceFile::line`].
+    pub fn line(&self, file: usize, line: usize) -> Option<&str> {
+        let f = self.files.get(file)?;
+        match self.index(file) {
+            Some(index) => index.line(&f.text, line),
+            None => f.line(line),
+        }
+    }
+
+    /// How many lines `file` has.
+    pub fn line_count(&self, file: usize) -> usize {
+        match (self.files.get(file), self.index(file)) {
+            (Some(f), Some(index)) => index.count(&f.text),
+            (Some(f), None) => f.text.lines().count(),
+            (None, _) => 0,
+        }
+    }
+
+    /// `file`'s line index; `None` for a file added after the indexes were
+    /// made (then lines are counted from the start).
+    fn index(&self, file: usize) -> Option<&LineIndex> {
+        self.lines
+            .get_or_init(|| self.files.iter().map(|f| LineIndex::new(&f.text)).collect())
+            .get(file)
     }
 }
 
@@ -87,7 +117,7 @@ pub struct SignalDef {
 }
 
 /// What a rule does when it matches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     /// Step up first.
@@ -107,7 +137,7 @@ impl Effect {
 }
 
 /// Whether a rule's effect counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// The rule decides.

@@ -287,6 +287,45 @@ impl SourceFile {
     }
 }
 
+/// Where each line of a text starts, so that a line is found without
+/// reading those before it: a diagnostic per rule of a large file costs
+/// the same as one in a small file.
+#[derive(Debug, Default)]
+pub struct LineIndex {
+    /// Byte offsets of the lines' starts (the first is 0).
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    /// The index of `text`.
+    pub fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Self { starts }
+    }
+
+    /// Line 1-based `line` of `text` (the text indexed), without its line
+    /// ending: what [`SourceFile::line`] returns, as [`str::lines`] splits.
+    pub fn line<'t>(&self, text: &'t str, line: usize) -> Option<&'t str> {
+        let k = line.checked_sub(1)?;
+        let start = *self.starts.get(k)?;
+        match self.starts.get(k + 1) {
+            Some(&next) => {
+                let line = text.get(start..next - 1)?;
+                Some(line.strip_suffix('\r').unwrap_or(line))
+            }
+            // The last line, if anything follows the last newline.
+            None => text.get(start..).filter(|rest| !rest.is_empty()),
+        }
+    }
+
+    /// How many lines `text` has, as [`str::lines`] counts them.
+    pub fn count(&self, text: &str) -> usize {
+        let ends_in_newline = self.starts.last().is_some_and(|&s| s == text.len());
+        self.starts.len() - usize::from(ends_in_newline)
+    }
+}
+
 /// A position in a source file: 1-based line, 1-based column (in characters),
 /// and how many characters to underline.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -351,8 +390,14 @@ impl Diagnostic {
     }
 
     /// Places the diagnostic in `file` at `location`.
-    pub fn at(mut self, file: &SourceFile, location: Location) -> Self {
-        self.source_line = file.line(location.line).map(Arc::from);
+    pub fn at(self, file: &SourceFile, location: Location) -> Self {
+        let line = file.line(location.line);
+        self.at_line(file, location, line)
+    }
+
+    /// [`Diagnostic::at`], given the text of the location's line.
+    pub fn at_line(mut self, file: &SourceFile, location: Location, line: Option<&str>) -> Self {
+        self.source_line = line.map(Arc::from);
         self.file = Some(file.path.clone());
         self.location = Some(location);
         self
@@ -609,5 +654,30 @@ mod tests {
             text,
             "error: unknown variable `devce` (in `r1`) [unknown-variable]\n --> p.yaml:2:12\n  |\n2 |   - when: \"devce.trusted\"\n  |            ^^^^^\n  = help: did you mean `device`?"
         );
+    }
+
+    #[test]
+    fn line_index_finds_the_lines_that_lines_splits() {
+        for text in [
+            "",
+            "\n",
+            "\n\n",
+            "a",
+            "a\n",
+            "a\nb",
+            "a\r\nb\r\n",
+            "a\r",
+            "a\n\nb\n\n",
+            "\r\n",
+            "é\nü\r\n",
+        ] {
+            let index = LineIndex::new(text);
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(index.count(text), lines.len(), "{text:?}");
+            for n in 0..lines.len() + 3 {
+                let expected = n.checked_sub(1).and_then(|k| lines.get(k).copied());
+                assert_eq!(index.line(text, n), expected, "{text:?} line {n}");
+            }
+        }
     }
 }

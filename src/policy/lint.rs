@@ -2,8 +2,11 @@
 //! can never change a decision, signals no rule reads, duplicate conditions.
 //! They do not stop the set from loading.
 
+use std::collections::HashMap;
+
 use super::defs::{Sources, Spanned};
 use super::diag::{Code, Diagnostic, Report};
+use super::index::ActionIndex;
 use super::{Effect, Mode, Requirement, Rule, Signal};
 use crate::glob;
 
@@ -54,29 +57,33 @@ fn implies(strong: &Requirement, weak: &Requirement) -> bool {
 
 /// A challenge rule whose requirement is implied by another, always-matching
 /// challenge rule for the same actions never changes a decision.
+///
+/// A pairwise relation, found through an index of the always-matching rules
+/// by action: only the rules that cover a rule's first action are compared
+/// with it (those sharing the name or a glob over it), not every rule.
 fn shadowed_challenges(
     rules: &[Rule],
     ids: &[Spanned<String>],
     sources: &Sources,
     report: &mut Report,
 ) {
-    let enforced = |r: &&Rule| r.mode == Mode::Enforce && r.effect == Effect::Challenge;
+    let enforced = |r: &Rule| r.mode == Mode::Enforce && r.effect == Effect::Challenge;
+    let always = Covering::new(
+        rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| enforced(r) && r.when.is_none() && r.requirement.is_some()),
+    );
+    let mut candidates = Vec::new();
     for (i, weak) in rules.iter().enumerate().filter(|(_, r)| enforced(r)) {
-        let Some(weak_req) = &weak.requirement else {
+        if weak.requirement.is_none() {
             continue;
-        };
-        let by = rules.iter().enumerate().find(|(j, strong)| {
-            *j != i
-                && enforced(strong)
-                && strong.when.is_none()
-                && covers(&strong.actions, &weak.actions)
-                && strong.requirement.as_ref().is_some_and(|s| implies(s, weak_req))
-                // Of two identical rules, warn about the later one only.
-                && !(weak.when.is_none()
-                    && covers(&weak.actions, &strong.actions)
-                    && strong.requirement.as_ref().is_some_and(|s| implies(weak_req, s))
-                    && *j > i)
-        });
+        }
+        always.candidates(&weak.actions, &mut candidates);
+        let by = candidates
+            .iter()
+            .filter_map(|&j| Some((j, rules.get(j)?)))
+            .find(|&strong| shadows(strong, (i, weak)));
         if let (Some((_, strong)), Some(at)) = (by, ids.get(i)) {
             report.push(
                 warning_at(
@@ -92,6 +99,74 @@ fn shadowed_challenges(
                 .help(format!("remove `{}`, or give `{}` a `when`", weak.id, strong.id)),
             );
         }
+    }
+}
+
+/// Whether the always-matching rule `strong` (the `j`th) makes the rule
+/// `weak` (the `i`th) redundant.
+fn shadows((j, strong): (usize, &Rule), (i, weak): (usize, &Rule)) -> bool {
+    let (Some(s), Some(w)) = (&strong.requirement, &weak.requirement) else {
+        return false;
+    };
+    j != i
+        && covers(&strong.actions, &weak.actions)
+        && implies(s, w)
+        // Of two identical rules, warn about the later one only.
+        && !(weak.when.is_none()
+            && covers(&weak.actions, &strong.actions)
+            && implies(w, s)
+            && j > i)
+}
+
+/// Rules by the actions they match, to find those that may [`covers`] a
+/// list of actions.
+struct Covering<'r> {
+    /// Every rule, for an empty list (which every rule covers).
+    all: Vec<usize>,
+    /// By every name and pattern, as an action would match them.
+    index: ActionIndex,
+    /// By pattern as written, for a pattern (covered by the same pattern
+    /// or `*`).
+    patterns: HashMap<&'r str, Vec<usize>>,
+}
+
+impl<'r> Covering<'r> {
+    fn new(rules: impl Iterator<Item = (usize, &'r Rule)>) -> Self {
+        let mut c = Self {
+            all: Vec::new(),
+            index: ActionIndex::default(),
+            patterns: HashMap::new(),
+        };
+        for (i, rule) in rules {
+            c.all.push(i);
+            for a in &rule.actions {
+                c.index.insert(a, i);
+                if a.contains('*') {
+                    c.patterns.entry(a.as_str()).or_default().push(i);
+                }
+            }
+        }
+        c
+    }
+
+    /// The rules that may cover `actions`, in ascending order, into `out`:
+    /// every rule that covers them covers their first.
+    fn candidates(&self, actions: &[String], out: &mut Vec<usize>) {
+        let Some(first) = actions.first() else {
+            out.clone_from(&self.all);
+            return;
+        };
+        if !first.contains('*') {
+            // Equal names, `*` and the globs that match it.
+            self.index.lookup(first, out);
+            return;
+        }
+        out.clear();
+        for pattern in [first.as_str(), "*"] {
+            out.extend(self.patterns.get(pattern).into_iter().flatten());
+        }
+        out.sort_unstable();
+        out.dedup();
     }
 }
 
@@ -130,7 +205,8 @@ fn normalized(source: &str) -> String {
     source.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The same condition twice is usually a copy-paste mistake.
+/// The same condition twice is usually a copy-paste mistake. Each is
+/// compared with the first of its kind by a hash lookup.
 fn duplicate_conditions(
     signals: &[Signal],
     rules: &[Rule],
@@ -139,13 +215,10 @@ fn duplicate_conditions(
     sources: &Sources,
     report: &mut Report,
 ) {
-    for (i, (s, at)) in signals.iter().zip(signal_ids).enumerate() {
-        let text = normalized(&s.when.source);
-        if let Some(first) = signals
-            .iter()
-            .take(i)
-            .find(|o| normalized(&o.when.source) == text)
-        {
+    let mut firsts: HashMap<String, &Signal> = HashMap::new();
+    for (s, at) in signals.iter().zip(signal_ids) {
+        let first = *firsts.entry(normalized(&s.when.source)).or_insert(s);
+        if !std::ptr::eq(first, s) {
             report.push(
                 warning_at(
                     sources,
@@ -158,18 +231,17 @@ fn duplicate_conditions(
             );
         }
     }
-    for (i, (r, at)) in rules.iter().zip(rule_ids).enumerate() {
+    let mut firsts: HashMap<(Effect, Mode, &[String], String), &Rule> = HashMap::new();
+    for (r, at) in rules.iter().zip(rule_ids) {
         let Some(when) = &r.when else { continue };
-        let text = normalized(&when.source);
-        let first = rules.iter().take(i).find(|o| {
-            o.effect == r.effect
-                && o.mode == r.mode
-                && o.actions == r.actions
-                && o.when
-                    .as_ref()
-                    .is_some_and(|w| normalized(&w.source) == text)
-        });
-        if let Some(first) = first {
+        let key = (
+            r.effect,
+            r.mode,
+            r.actions.as_slice(),
+            normalized(&when.source),
+        );
+        let first = *firsts.entry(key).or_insert(r);
+        if !std::ptr::eq(first, r) {
             report.push(
                 warning_at(
                     sources,
@@ -189,7 +261,8 @@ fn duplicate_conditions(
 
 #[cfg(test)]
 mod tests {
-    use crate::policy::PolicySet;
+    use super::{normalized, shadows};
+    use crate::policy::{Code, Effect, Mode, PolicySet, Rule};
 
     const LEVELS: &str = "apiVersion: stepup/v1\nkind: Levels\nlevels:\n  - { name: aal1, acr: [a1] }\n  - { name: aal2, acr: [a2] }\n---\napiVersion: stepup/v1\nkind: Policy\nname: t\n";
 
@@ -244,5 +317,139 @@ mod tests {
                 "warning: rule `r2` has the same actions and condition as `r1` (in `r2`) [duplicate-condition]"
             ]
         );
+    }
+
+    /// Rules over a few overlapping names and globs, drawn from `seed`.
+    fn random_rules(seed: &mut u64) -> String {
+        const ACTIONS: [&str; 9] = [
+            "a.x", "a.y", "a.x.z", "a.*", "a.x.*", "*", "b.*", "pay*", "*.x",
+        ];
+        const WHEN: [&str; 4] = [
+            "",
+            ", when: 'resource.attributes.amount > 1.0'",
+            ", when: 'resource.attributes.amount  >  1.0'",
+            ", when: 'risk.score > 5'",
+        ];
+        const REQUIRE: [&str; 4] = [
+            "{ level: aal1 }",
+            "{ level: aal2 }",
+            "{ level: aal2, max_age: 5m }",
+            "{ level: aal1, max_age: 10m }",
+        ];
+        let mut next = |n: usize| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            (*seed % n as u64) as usize
+        };
+        let mut body = String::from("rules:\n");
+        for i in 0..8 {
+            let actions: Vec<String> = (0..=next(2))
+                .map(|_| format!("\"{}\"", ACTIONS[next(ACTIONS.len())]))
+                .collect();
+            let then = match next(5) {
+                0 => "effect: deny".to_owned(),
+                _ => format!("effect: challenge, require: {}", REQUIRE[next(4)]),
+            };
+            let mode = if next(6) == 0 { ", mode: shadow" } else { "" };
+            body.push_str(&format!(
+                "  - {{ id: r{i}, actions: [{}]{}{mode}, {then} }}\n",
+                actions.join(", "),
+                WHEN[next(4)],
+            ));
+        }
+        body
+    }
+
+    /// What comparing every pair of rules finds: the redundant-rule and
+    /// duplicate-condition messages in policy order.
+    fn every_pair(set: &PolicySet) -> Vec<String> {
+        let rules = &set.rules;
+        let mut out = Vec::new();
+        let enforced = |r: &Rule| r.mode == Mode::Enforce && r.effect == Effect::Challenge;
+        for (i, weak) in rules.iter().enumerate() {
+            if !enforced(weak) || weak.requirement.is_none() {
+                continue;
+            }
+            let by = rules.iter().enumerate().find(|&(j, strong)| {
+                enforced(strong) && strong.when.is_none() && shadows((j, strong), (i, weak))
+            });
+            if let Some((_, strong)) = by {
+                out.push(format!(
+                    "rule `{}` never changes a decision: `{}` always matches its actions and asks for at least as much",
+                    weak.id, strong.id
+                ));
+            }
+        }
+        for (i, r) in rules.iter().enumerate() {
+            let Some(when) = &r.when else { continue };
+            let first = rules.iter().take(i).find(|o| {
+                o.effect == r.effect
+                    && o.mode == r.mode
+                    && o.actions == r.actions
+                    && o.when
+                        .as_ref()
+                        .is_some_and(|w| normalized(&w.source) == normalized(&when.source))
+            });
+            if let Some(first) = first {
+                out.push(format!(
+                    "rule `{}` has the same actions and condition as `{}`",
+                    r.id, first.id
+                ));
+            }
+        }
+        out
+    }
+
+    /// The rules whose exact names no other rule and no test uses, found
+    /// by comparing every pair.
+    fn untested_every_pair(set: &PolicySet, tested: &[String]) -> Vec<String> {
+        let rules = &set.rules;
+        let mut out = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            if rule.actions.iter().any(|a| a.contains('*')) {
+                continue;
+            }
+            let used = rule.actions.iter().any(|a| {
+                tested.contains(a)
+                    || rules
+                        .iter()
+                        .enumerate()
+                        .any(|(j, o)| j != i && o.actions.contains(a))
+            });
+            if !used {
+                out.push(rule.id.to_string());
+            }
+        }
+        out
+    }
+
+    /// The indexed lints warn about exactly the rules that comparing every
+    /// pair does, in the same order and naming the same other rule.
+    #[test]
+    fn indexed_lints_agree_with_every_pair() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15;
+        let mut warned = 0;
+        for _ in 0..300 {
+            let body = random_rules(&mut seed);
+            let (set, report) = PolicySet::from_str("p.yaml", &format!("{LEVELS}{body}"))
+                .unwrap_or_else(|r| panic!("{r}\n{body}"));
+            let found: Vec<String> = report
+                .diagnostics
+                .iter()
+                .filter(|d| matches!(d.code, Code::RedundantRule | Code::DuplicateCondition))
+                .map(|d| d.message.clone())
+                .collect();
+            assert_eq!(found, every_pair(&set), "{body}");
+            warned += found.len();
+            let tested = ["a.x".to_owned()];
+            let untested: Vec<String> = set
+                .unused_action_warnings(&tested)
+                .iter()
+                .filter_map(|d| d.rule_id.clone())
+                .collect();
+            assert_eq!(untested, untested_every_pair(&set, &tested), "{body}");
+        }
+        assert!(warned > 100, "the sets should be warned about: {warned}");
     }
 }

@@ -8,12 +8,13 @@ mod condition;
 pub mod cost;
 pub mod defs;
 pub mod diag;
+mod index;
 pub mod lint;
 pub mod load;
 pub mod schema;
 pub mod yaml;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,8 +25,8 @@ pub use defs::{Effect, Mode};
 use defs::{Sources, Spanned};
 pub use diag::{Code, Diagnostic, Location, Report, Severity};
 
-use crate::glob::ActionIndex;
 use crate::lists::{Lists, ListsConfig};
+use index::ActionIndex;
 
 /// A level of the assurance ladder.
 #[derive(Debug)]
@@ -272,24 +273,29 @@ impl PolicySet {
         if tested_actions.is_empty() {
             return Vec::new();
         }
+        let tested: HashSet<&str> = tested_actions.iter().map(String::as_str).collect();
+        // How many rules list each name or pattern (a rule counts once).
+        let mut listed: HashMap<&str, usize> = HashMap::new();
+        for rule in &self.rules {
+            let own: HashSet<&str> = rule.actions.iter().map(String::as_str).collect();
+            for a in own {
+                *listed.entry(a).or_default() += 1;
+            }
+        }
+        let candidates: Vec<&str> = tested_actions.iter().map(String::as_str).collect();
         let mut out = Vec::new();
-        for (i, rule) in self.rules.iter().enumerate() {
+        for rule in &self.rules {
             let exact: Vec<&String> = rule.actions.iter().filter(|a| !a.contains('*')).collect();
             if exact.len() != rule.actions.len() {
                 continue; // a glob is deliberate
             }
             // Only exact names are evidence that an action exists: a glob
-            // such as `payments.*` or `*` matches typos too.
+            // such as `payments.*` or `*` matches typos too. Another rule
+            // uses a name when more than this one list it.
             let used = exact.iter().any(|a| {
-                tested_actions.iter().any(|t| t == *a)
-                    || self
-                        .rules
-                        .iter()
-                        .enumerate()
-                        .any(|(j, other)| j != i && other.actions.iter().any(|p| p == *a))
+                tested.contains(a.as_str()) || listed.get(a.as_str()).is_some_and(|&n| n > 1)
             });
             if !used {
-                let candidates: Vec<&str> = tested_actions.iter().map(String::as_str).collect();
                 let help = exact
                     .iter()
                     .find_map(|a| diag::did_you_mean(a, candidates.iter().copied()))

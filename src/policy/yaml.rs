@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 
-use super::diag::{Code, Diagnostic, Location, Report, SourceFile, did_you_mean};
+use super::diag::{Code, Diagnostic, LineIndex, Location, Report, SourceFile, did_you_mean};
 
 /// A YAML node with its position.
 pub type Node<'i> = MarkedYaml<'i>;
@@ -143,6 +143,8 @@ pub struct Reader<'a> {
     /// The signal or rule being read, named by every diagnostic until
     /// cleared.
     pub rule: Option<String>,
+    /// The file's lines, for diagnostics.
+    lines: LineIndex,
 }
 
 impl<'a> Reader<'a> {
@@ -152,12 +154,14 @@ impl<'a> Reader<'a> {
             file,
             report,
             rule: None,
+            lines: LineIndex::new(&file.text),
         }
     }
 
     /// An error at `at`, in the current rule if any.
     pub fn error_at(&self, at: Location, code: Code, message: impl Into<String>) -> Diagnostic {
-        let d = Diagnostic::error(code, message).at(self.file, at);
+        let line = self.lines.line(&self.file.text, at.line);
+        let d = Diagnostic::error(code, message).at_line(self.file, at, line);
         match &self.rule {
             Some(r) => d.rule(r.clone()),
             None => d,
