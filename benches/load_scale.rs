@@ -305,25 +305,10 @@ fn bench_load(c: &mut Criterion) {
 
 /// A refund above the limit from an aal1 session on an untrusted device: a
 /// CHALLENGE (the request of `benches/decide.rs`).
-const REFUND: &str = r#"{
-  "action": "payments.refund",
-  "subject": { "id": "user-123", "tenant": "acme", "roles": ["support"],
-               "attributes": { "usual_countries": ["DE", "FR"], "timezone": "Europe/Berlin" } },
-  "session": { "id": "s-1", "acr": "urn:stepup:aal1", "amr": ["pwd"], "authTime": "2026-11-27T09:00:00Z" },
-  "device": { "id": "d-9", "trusted": false, "platform": "web" },
-  "network": { "ip": "203.0.113.7", "country": "DE", "asn": 3320 },
-  "resource": { "type": "refund", "id": "r-42", "attributes": { "amount": 2500, "currency": "EUR" } },
-  "attributes": { "fraud_score": 0.2 }
-}"#;
+const REFUND: &str = include_str!("../examples/refund.json");
 
 /// A plain read from a trusted device: ALLOW.
-const READ: &str = r#"{
-  "action": "orders.list",
-  "subject": { "id": "user-123" },
-  "session": { "acr": "urn:stepup:aal1", "amr": ["pwd"], "authTime": "2026-11-27T09:00:00Z" },
-  "device": { "id": "d-1", "trusted": true },
-  "network": { "ip": "203.0.113.7", "country": "DE" }
-}"#;
+const READ: &str = include_str!("read.json");
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0)
