@@ -20,7 +20,7 @@ fn filled(config: CacheConfig, n: usize, key_bytes: usize) -> DecisionCache {
         key[..8].copy_from_slice(&(i as u64).to_le_bytes());
         cache.insert(key.into(), evaluated());
     }
-    cache.inner.run_pending_tasks();
+    cache.settle();
     cache
 }
 

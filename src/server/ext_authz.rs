@@ -83,18 +83,19 @@ impl Authorization for AuthorizationApi {
         // The action is known only once the request is mapped, inside the
         // work: with any costly decision in the set, every check runs off
         // the runtime's threads.
-        let checked = if self.engine.is_costly(None) {
-            let mapping = Arc::clone(&self.mapping);
-            Box::pin(self.engine.run_isolated(true, move |engine| {
-                check_in(engine, &mapping, &req, clock, span.as_ref())
-            }))
-            .instrument(scope)
-            .await
-            .ok_or(CallError::ShuttingDown)?
-        } else {
-            let _entered = scope.enter();
-            check_in(&self.engine, &self.mapping, &req, clock, span.as_ref())
-        };
+        let checked =
+            if self.engine.is_costly(None) {
+                let mapping = Arc::clone(&self.mapping);
+                Box::pin(self.engine.run_isolated(move |engine| {
+                    check_in(engine, &mapping, &req, clock, span.as_ref())
+                }))
+                .instrument(scope)
+                .await
+                .ok_or(CallError::ShuttingDown)?
+            } else {
+                let _entered = scope.enter();
+                check_in(&self.engine, &self.mapping, &req, clock, span.as_ref())
+            };
         checked
             .map(Response::new)
             .map_err(|e| CallError::from(e).into())

@@ -94,7 +94,7 @@ impl DecisionApi {
         let (req, decision) = if self.engine.is_costly(Some(&req.action)) {
             // Boxed: the cheap path's future stays small (it is moved and
             // copied on every call).
-            Box::pin(self.engine.run_isolated(true, move |engine| {
+            Box::pin(self.engine.run_isolated(move |engine| {
                 let decision = engine.decide(&req, now, req.explain);
                 (req, decision)
             }))

@@ -192,19 +192,15 @@ impl Service {
         }
     }
 
-    /// Runs `work` (a decision) on the caller's thread, or, when `costly`,
-    /// on the blocking pool once one of the costly slots is free, so that
-    /// the runtime's threads go on serving other calls meanwhile; `None`
-    /// when the runtime shuts down before it runs. The current span goes
-    /// with the work.
+    /// Runs `work` (a costly decision, see [`Service::is_costly`]) on the
+    /// blocking pool once one of the costly slots is free, so that the
+    /// runtime's threads go on serving other calls meanwhile; `None` when
+    /// the runtime shuts down before it runs. The current span goes with
+    /// the work.
     pub async fn run_isolated<T: Send + 'static>(
         self: &Arc<Self>,
-        costly: bool,
         work: impl FnOnce(&Self) -> T + Send + 'static,
     ) -> Option<T> {
-        if !costly {
-            return Some(work(self));
-        }
         let _slot = self.costly_slots.acquire().await.ok()?;
         let this = Arc::clone(self);
         let span = tracing::Span::current();

@@ -62,27 +62,19 @@ fn a_costly_decision_leaves_the_runtime_free() {
             let (release, blocked) = mpsc::channel::<()>();
             let costly = tokio::spawn({
                 let service = Arc::clone(&service);
-                async move {
-                    service
-                        .run_isolated(true, move |_| blocked.recv().is_ok())
-                        .await
-                }
+                async move { service.run_isolated(move |_| blocked.recv().is_ok()).await }
             });
             tokio::task::yield_now().await;
             // The runtime's one thread is free: a cheap decision runs now.
-            let cheap = service
-                .run_isolated(false, |s| {
-                    let req = crate::proto::v1::DecideRequest {
-                        action: "a.cheap".into(),
-                        subject: Some(crate::proto::v1::Subject {
-                            id: "x".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    };
-                    s.decide(&req, Utc::now(), false).outcome
-                })
-                .await;
+            let req = crate::proto::v1::DecideRequest {
+                action: "a.cheap".into(),
+                subject: Some(crate::proto::v1::Subject {
+                    id: "x".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let cheap = Some(service.decide(&req, Utc::now(), false).outcome);
             release.send(()).unwrap();
             let released = costly.await.unwrap();
             done_tx.send((cheap, released)).unwrap();
@@ -117,7 +109,7 @@ fn costly_decisions_run_a_bounded_number_at_once() {
                 );
                 tokio::spawn(async move {
                     service
-                        .run_isolated(true, move |_| {
+                        .run_isolated(move |_| {
                             use std::sync::atomic::Ordering::SeqCst;
                             let now = running.fetch_add(1, SeqCst) + 1;
                             most.fetch_max(now, SeqCst);

@@ -135,14 +135,16 @@ enum Message {
     Stop,
 }
 
-/// The writer's view of what is queued.
-struct Queued<'a> {
-    entries: &'a AtomicUsize,
-    bytes: &'a AtomicUsize,
+/// What is in the queue: messages, and their bytes (a line's length; an
+/// entry's request, encoded, plus a line's room).
+#[derive(Default)]
+struct Queued {
+    entries: AtomicUsize,
+    bytes: AtomicUsize,
 }
 
-impl Queued<'_> {
-    /// A message of `bytes` left the queue.
+impl Queued {
+    /// A message of `bytes` left the queue (or never made it in).
     fn taken(&self, bytes: usize) {
         self.entries.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -156,13 +158,11 @@ const LINE_CAPACITY: usize = 2048;
 /// The running decision log.
 pub struct DecisionLog {
     tx: SyncSender<Message>,
-    /// Messages sent and not yet taken by the writer: a full queue is seen
-    /// before a line is written for nothing.
-    queued: Arc<AtomicUsize>,
+    /// What was sent and not yet taken by the writer (shared with it): a
+    /// full queue is seen before a line is written for nothing.
+    queued: Arc<Queued>,
     capacity: usize,
-    /// Bytes of the queued messages (a line's length; an entry's request,
-    /// encoded, plus a line's room), and their bound.
-    queued_bytes: Arc<AtomicUsize>,
+    /// The bound of `queued.bytes`.
     max_bytes: usize,
     /// Whether masks are configured: the writer then builds the lines.
     masked: bool,
@@ -197,10 +197,8 @@ impl DecisionLog {
             key,
         };
         let masked = !masks.is_empty();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let queued = Arc::new(Queued::default());
         let writer_queued = Arc::clone(&queued);
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let writer_bytes = Arc::clone(&queued_bytes);
         let writer_metrics = Arc::clone(&metrics);
         let writer = std::thread::Builder::new()
             .name("stepup-decision-log".into())
@@ -208,17 +206,12 @@ impl DecisionLog {
                 if let Some(gate) = gate {
                     let _ = gate.recv();
                 }
-                let queued = Queued {
-                    entries: &writer_queued,
-                    bytes: &writer_bytes,
-                };
-                write_loop(rx, out, masks, &queued, &writer_metrics);
+                write_loop(rx, out, masks, &writer_queued, &writer_metrics);
             })?;
         Ok(Self {
             tx,
             queued,
             capacity,
-            queued_bytes,
             max_bytes: config.queue_bytes.max(1),
             masked,
             sample: config.sample,
@@ -255,8 +248,8 @@ impl DecisionLog {
         if !self.sampled(entry.decision.outcome, &entry.decision.id) {
             return false;
         }
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.capacity {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+        if self.queued.entries.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.queued.entries.fetch_sub(1, Ordering::Relaxed);
             self.metrics.log_dropped();
             return false;
         }
@@ -266,7 +259,7 @@ impl DecisionLog {
         } else {
             let mut buf = Vec::with_capacity(LINE_CAPACITY);
             if let Err(e) = line(&entry, &NO_MASKS, &mut buf) {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.queued.entries.fetch_sub(1, Ordering::Relaxed);
                 tracing::error!("cannot write the decision log: {e}");
                 return false;
             }
@@ -274,12 +267,11 @@ impl DecisionLog {
             let bytes = buf.len();
             (Message::Line(buf), bytes)
         };
-        let before = self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let before = self.queued.bytes.fetch_add(bytes, Ordering::Relaxed);
         let sent =
             before.saturating_add(bytes) <= self.max_bytes && self.tx.try_send(message).is_ok();
         if !sent {
-            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.queued.taken(bytes);
             self.metrics.log_dropped();
         }
         sent
@@ -379,7 +371,7 @@ fn write_loop(
     rx: Receiver<Message>,
     mut out: Output,
     masks: Masks,
-    queued: &Queued<'_>,
+    queued: &Queued,
     metrics: &Metrics,
 ) {
     let mut last_warning = Instant::now();

@@ -71,24 +71,42 @@ fn large_entry(policy: &Arc<crate::PolicySet>, bytes: usize) -> Entry {
     e
 }
 
+/// A log into `dir/d.log` (no rotation), set up by `configure`, whose
+/// writer waits until the returned sender sends (or is dropped): the log,
+/// its file, its metrics and the sender.
+fn held_log(
+    dir: &tempfile::TempDir,
+    configure: impl FnOnce(&mut DecisionLogConfig),
+) -> (
+    DecisionLog,
+    std::path::PathBuf,
+    Arc<Metrics>,
+    mpsc::Sender<()>,
+) {
+    let path = dir.path().join("d.log");
+    let metrics = Arc::new(Metrics::default());
+    let (open, gate) = mpsc::channel();
+    let mut config = DecisionLogConfig::new(Sink::File {
+        path: path.clone(),
+        max_bytes: u64::MAX,
+        keep: 1,
+    });
+    configure(&mut config);
+    let log = DecisionLog::start_gated(config, Arc::clone(&metrics), Some(gate)).unwrap();
+    (log, path, metrics, open)
+}
+
 #[test]
 fn the_queue_is_bounded_in_bytes_too() {
     for masked in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.log");
-        let metrics = Arc::new(Metrics::default());
-        let (open, gate) = mpsc::channel();
-        let mut config = DecisionLogConfig::new(Sink::File {
-            path: path.clone(),
-            max_bytes: u64::MAX,
-            keep: 1,
+        let (log, path, metrics, open) = held_log(&dir, |config| {
+            config.queue = 1_000;
+            config.queue_bytes = 1 << 20;
+            if masked {
+                config.drop = vec!["subject.attributes.email".into()];
+            }
         });
-        config.queue = 1_000;
-        config.queue_bytes = 1 << 20;
-        if masked {
-            config.drop = vec!["subject.attributes.email".into()];
-        }
-        let log = DecisionLog::start_gated(config, Arc::clone(&metrics), Some(gate)).unwrap();
         let policy = levels_only();
         // 100 entries of 100 KiB each: about 10 fit in 1 MiB.
         let queued: usize = (0..100)
@@ -109,16 +127,7 @@ fn the_queue_is_bounded_in_bytes_too() {
 #[test]
 fn a_full_queue_drops_and_counts_and_close_flushes_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("d.log");
-    let metrics = Arc::new(Metrics::default());
-    let (open, gate) = mpsc::channel();
-    let mut config = DecisionLogConfig::new(Sink::File {
-        path: path.clone(),
-        max_bytes: u64::MAX,
-        keep: 1,
-    });
-    config.queue = 3;
-    let log = DecisionLog::start_gated(config, Arc::clone(&metrics), Some(gate)).unwrap();
+    let (log, path, metrics, open) = held_log(&dir, |config| config.queue = 3);
     let policy = levels_only();
     let queued: usize = (0..10)
         .map(|_| usize::from(log.submit(entry(&policy))))
