@@ -14,6 +14,7 @@ pub mod ext_authz;
 pub mod grpc;
 pub mod handshake;
 pub mod in_flight;
+pub mod peer;
 pub mod record;
 
 use std::future::Future;
