@@ -376,7 +376,8 @@ impl UnmappedErrorKind {
     pub fn is_forged_identity(&self) -> bool {
         matches!(
             self,
-            UnmappedErrorKind::NoBearerToken { .. } | UnmappedErrorKind::UnboundPayloadHeader { .. }
+            UnmappedErrorKind::NoBearerToken { .. }
+                | UnmappedErrorKind::UnboundPayloadHeader { .. }
         )
     }
 }

@@ -756,7 +756,9 @@ fn a_payload_header_the_proxy_strips_is_believed_with_a_warning() {
     assert_eq!(m.map(&r, now()).unwrap().request.subject.unwrap().id, "u-5");
     assert_eq!(
         m.warnings(),
-        ["`ext_authz.subject.payload_header_stripped_by_proxy = true`: header `x-jwt-payload` is believed without a bearer token; a client that reaches stepup through a proxy that does not remove client copies of `x-jwt-payload` can claim any identity"]
+        [
+            "`ext_authz.subject.payload_header_stripped_by_proxy = true`: header `x-jwt-payload` is believed without a bearer token; a client that reaches stepup through a proxy that does not remove client copies of `x-jwt-payload` can claim any identity"
+        ]
     );
     // `false` is the default, said out loud.
     let m = mapping(
