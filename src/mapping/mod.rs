@@ -16,9 +16,10 @@ mod inputs;
 mod map;
 mod schema;
 
+use error::UnmappedError;
 #[cfg(test)]
 pub(crate) use error::UnmappedErrorKind;
-pub use error::{ClaimName, KeyError, KeyErrorKind, MapError, MappingError, Origin, UnmappedError};
+pub use error::{ClaimName, KeyError, KeyErrorKind, MapError, MappingError, Origin};
 pub(crate) use inputs::Headers;
 pub use schema::{Fallback, FileDevice, FileExtAuthz, SubjectSource, ValueType};
 
@@ -31,7 +32,7 @@ pub const JWT_AUTHN_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
 pub const ACTION_EXTENSION: &str = "stepup_action";
 
 /// The header carrying the bearer token a payload header is bound to.
-pub const AUTHORIZATION: &str = "authorization";
+pub(crate) const AUTHORIZATION: &str = "authorization";
 
 /// The header holding the proxies' address chain.
 pub const FORWARDED_FOR: &str = "x-forwarded-for";
@@ -61,7 +62,7 @@ impl Mapping {
     /// configured fallback, but always [`Fallback::Deny`] for a payload
     /// header that no verified token vouches for (a forged identity, which
     /// the upstream must not receive either).
-    pub fn fallback_for(&self, reason: &UnmappedError) -> Fallback {
+    pub(crate) fn fallback_for(&self, reason: &UnmappedError) -> Fallback {
         if reason.kind().is_forged_identity() {
             Fallback::Deny
         } else {
@@ -71,7 +72,7 @@ impl Mapping {
 
     /// What the operator should know at start-up about how much this
     /// mapping believes: one line each.
-    pub fn warnings(&self) -> Vec<String> {
+    pub(crate) fn warnings(&self) -> Vec<String> {
         let s = &self.subject;
         let mut out = Vec::new();
         if let Some(h) = &s.payload_header
@@ -87,10 +88,10 @@ impl Mapping {
 
 /// The separator of an issuer-qualified subject id, `<iss>#<sub>`: an
 /// issuer URL has no fragment, so the id splits back unambiguously.
-pub const ISSUER_SEPARATOR: char = '#';
+pub(crate) const ISSUER_SEPARATOR: char = '#';
 
 /// The claim naming a JWT's issuer.
-pub const ISSUER_CLAIM: &str = "iss";
+pub(crate) const ISSUER_CLAIM: &str = "iss";
 
 impl Default for Mapping {
     fn default() -> Self {
