@@ -1036,3 +1036,47 @@ fn the_example_configs_load() {
         assert_ne!(config.ext_authz, Mapping::default(), "{file}");
     }
 }
+
+#[test]
+fn believing_a_payload_header_without_a_token_is_warned_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stepup.toml");
+    std::fs::write(
+        &file,
+        "[ext_authz.subject]\npayload_header = \"x-jwt-payload\"\npayload_header_stripped_by_proxy = true\n",
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .args(["--policies"])
+        .arg(examples())
+        .args(["--listen", &addr, "--admin", "off", "--log-format", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Up and serving: the warning came before. SIGTERM flushes the logs.
+    let rt = common::runtime();
+    rt.block_on(async {
+        drop(common::connect_when_up(&mut child, &addr).await);
+    });
+    drop(rt); // closes the client's connection
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let warning = logs
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["level"] == "WARN")
+        .unwrap_or_else(|| panic!("no warning in {logs}"));
+    assert_eq!(
+        warning["fields"]["message"],
+        "`ext_authz.subject.payload_header_stripped_by_proxy = true`: header `x-jwt-payload` is believed without a bearer token; a client that reaches stepup through a proxy that does not remove client copies of `x-jwt-payload` can claim any identity"
+    );
+}
