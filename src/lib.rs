@@ -55,6 +55,7 @@
 //! | `history` | what is remembered per subject: store, backends, recording, elevation |
 //! | `mapping` | Envoy `CheckRequest` -> `DecideRequest` (ext_authz settings, tokens) |
 //! | `telemetry` | metrics, the decision log, logging and OTLP |
+//! | `trust` | who is believed: trusted token issuers and their keys (JWKS), signed-token verification, step-up reporters |
 //! | `config` | settings from flags, environment and file |
 //! | `service` | the composition root: [`Service`] (policy swap, cache, history, metrics, log), reload |
 //! | `server` | the gRPC and admin listeners over the service; [`run`] |
@@ -83,6 +84,7 @@ mod server;
 mod service;
 mod suite;
 mod telemetry;
+pub mod trust;
 
 // The API: what a program embedding the sidecar needs. Everything else is
 // private to the crate.
