@@ -123,6 +123,8 @@ pub mod internal {
     pub use crate::replay::{Baseline, ReplayOptions, replay};
     pub use crate::server::convert::response;
     pub use crate::server::ext_authz::check;
+    pub use crate::server::grpc::DecisionApi;
+    pub use crate::server::peer::{Peer, Transport};
     pub use crate::suite::parse::{Names as SuiteNames, read_file as read_suite_file};
     pub use crate::suite::{junit, run as run_suites, text as suite_text};
 }
