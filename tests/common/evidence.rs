@@ -160,3 +160,36 @@ impl Idp {
         }))
     }
 }
+
+/// The mTLS identity tests report failures as (on `[trust] reporters` of
+/// [`Idp::trust_with_reporter`]).
+pub const REPORTER: &str = "spiffe://stepup.test/ns/app/sa/reporter";
+
+impl Idp {
+    /// [`Idp::trust`] with [`REPORTER`] on `[trust] reporters`.
+    pub fn trust_with_reporter(&self) -> Trust {
+        Trust::new(&TrustConfig {
+            reporters: vec![std::sync::Arc::from(REPORTER)],
+            ..self.trust_config()
+        })
+    }
+}
+
+/// Calls `RecordStepUp` in process as the listed reporter [`REPORTER`]
+/// (a verified mTLS identity; no time skew bound, as in `TestServer`).
+pub async fn report_as_reporter(
+    engine: &std::sync::Arc<stepup::Service>,
+    req: stepup::proto::v1::RecordStepUpRequest,
+) -> Result<stepup::proto::v1::RecordStepUpResponse, tonic::Status> {
+    use stepup::internal::{DecisionApi, Peer, Transport};
+    use stepup::proto::v1::decision_service_server::DecisionService as _;
+    let api = DecisionApi::new(std::sync::Arc::clone(engine), None);
+    let mut request = tonic::Request::new(req);
+    request.extensions_mut().insert(Peer {
+        transport: Transport::MutualTls,
+        identity: Some(std::sync::Arc::from(REPORTER)),
+    });
+    api.record_step_up(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
