@@ -84,7 +84,7 @@ mod server;
 mod service;
 mod suite;
 mod telemetry;
-pub mod trust;
+mod trust;
 
 // The API: what a program embedding the sidecar needs. Everything else is
 // private to the crate.
@@ -106,6 +106,10 @@ pub use server::{
 pub use service::watch::{Reload, ReloadStatus, Reloader, WatchOptions, run as watch};
 pub use service::{Service, StartError};
 pub use telemetry::decision_log::{DecisionLog, DecisionLogConfig, Sampling, Sink};
+pub use trust::{
+    Expect, FileIssuer, FileTrust, IssuerConfig, KeySource, TokenError, Trust, TrustConfig,
+    Verified,
+};
 
 /// Not API: the internals this crate's benchmarks, fuzz targets and
 /// integration tests reach into, which as separate crates see only public

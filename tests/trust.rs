@@ -19,8 +19,8 @@ use common::evidence::{AUDIENCE, ISSUER, Idp, SigningKey, jwks, now};
 use jsonwebtoken::Algorithm;
 use stepup::proto::v1::decision_service_server::DecisionService as _;
 use stepup::proto::v1::{DecideRequest, DecideResponse, Outcome, RecordStepUpRequest};
-use stepup::trust::{Expect, IssuerConfig, KeySource, TokenError, Trust, TrustConfig};
 use stepup::{CacheConfig, PolicySet, Service};
+use stepup::{Expect, IssuerConfig, KeySource, TokenError, Trust, TrustConfig};
 use tonic::Code;
 
 const POLICY: &str = r#"
@@ -60,11 +60,11 @@ fn claims(extra: serde_json::Value) -> serde_json::Value {
     base
 }
 
-async fn check(trust: &Trust, token: &str) -> Result<stepup::trust::Verified, TokenError> {
+async fn check(trust: &Trust, token: &str) -> Result<stepup::Verified, TokenError> {
     trust.verify(token, &Expect::evidence()).await
 }
 
-fn code(r: Result<stepup::trust::Verified, TokenError>) -> &'static str {
+fn code(r: Result<stepup::Verified, TokenError>) -> &'static str {
     match r {
         Ok(_) => "ok",
         Err(e) => e.code(),

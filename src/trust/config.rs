@@ -90,7 +90,8 @@ pub struct IssuerConfig {
     pub keys: KeySource,
     /// The claim that holds the subject id.
     pub subject_claim: String,
-    /// Accepted signature algorithms (a non-empty subset of [`ALGORITHMS`]).
+    /// Accepted signature algorithms (a non-empty subset of RS256, PS256,
+    /// ES256, EdDSA).
     pub algorithms: Vec<Algorithm>,
     /// How long a fetched key set is used.
     pub jwks_refresh: Duration,

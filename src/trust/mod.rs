@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{FileIssuer, FileTrust, IssuerConfig, KeySource, TrustConfig};
-pub use verify::{Expect, SECEVENT_TYP, TokenError, Verified};
+pub use verify::{Expect, TokenError, Verified};
 
 use keys::{KeyCache, Lookup};
 use verify::shorten;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use stepup::trust::{IssuerConfig, KeySource, Trust, TrustConfig};
+use stepup::{IssuerConfig, KeySource, Trust, TrustConfig};
 
 /// The issuer URL of the test identity provider.
 pub const ISSUER: &str = "https://idp.test";
