@@ -604,3 +604,113 @@ async fn a_listed_reporter_may_report_without_evidence() {
     let r = report_as(&engine, Some(reporter), success).await.unwrap();
     assert!(r.elevated_until.is_some());
 }
+
+/// `stepup serve` with `config` (TOML) over the policy above: the child,
+/// its client, and the file its stderr goes to.
+async fn serve_process(
+    dir: &std::path::Path,
+    config: &str,
+) -> (std::process::Child, Client, std::path::PathBuf) {
+    std::fs::create_dir(dir.join("policies")).unwrap();
+    std::fs::write(dir.join("policies/p.yaml"), POLICY).unwrap();
+    std::fs::write(dir.join("stepup.toml"), config).unwrap();
+    let logs = dir.join("stderr.log");
+    let grpc = format!("127.0.0.1:{}", common::free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args([
+            "serve",
+            "--no-watch",
+            "--admin",
+            "off",
+            "--log-format",
+            "text",
+        ])
+        .arg("--policies")
+        .arg(dir.join("policies"))
+        .arg("--config")
+        .arg(dir.join("stepup.toml"))
+        .args(["--listen", &grpc])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&logs).unwrap())
+        .spawn()
+        .unwrap();
+    let client = common::connect_when_up(&mut child, &grpc).await;
+    (child, client, logs)
+}
+
+#[tokio::test]
+async fn serve_reads_trust_from_the_config_file() {
+    let idp = Idp::new();
+    let dir = tempfile::tempdir().unwrap();
+    // A relative `jwks_file` is relative to the config file.
+    std::fs::copy(&idp.jwks_file, dir.path().join("idp-jwks.json")).unwrap();
+    let config = format!(
+        "[trust]\nclock_skew = \"30s\"\n[[trust.issuers]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\njwks_file = \"idp-jwks.json\"\n"
+    );
+    let (mut child, mut c, logs) = serve_process(dir.path(), &config).await;
+    assert_eq!(outcome(&mut c, "dana", "s-1").await, Outcome::Challenge);
+    let token = idp.step_up("dana", "s-1", "urn:stepup:aal2", &["otp"], now());
+    c.record_step_up(with_evidence(token)).await.unwrap();
+    assert_eq!(outcome(&mut c, "dana", "s-1").await, Outcome::Allow);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(logs).unwrap();
+    assert!(!text.contains("step-up reports are off"), "{text}");
+    assert!(
+        text.contains("step-up recorded from verified evidence"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn serve_without_trust_warns_that_reports_are_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut c, logs) = serve_process(dir.path(), "").await;
+    let e = c
+        .record_step_up(RecordStepUpRequest {
+            subject_id: "erin".into(),
+            success: false,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(logs).unwrap();
+    assert!(
+        text.contains("step-up reports are off: no `[trust]` settings"),
+        "{text}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_trust_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stepup.toml");
+    std::fs::write(
+        &config,
+        "[[trust.issuers]]\nissuer = \"https://idp.test\"\naudiences = [\"app\"]\njwks_url = \"http://idp.test/jwks\"\n[[trust.issuers]]\nissuer = \"https://other.test\"\naudiences = [\"app\"]\njwks_file = \"missing.json\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args(["serve", "--no-watch", "--admin", "off"])
+        .arg("--policies")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "error: trust.issuers[0].jwks_url `http://idp.test/jwks`: plain http is refused"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("error: trust.issuers[1].jwks_file: cannot read `"),
+        "{err}"
+    );
+}

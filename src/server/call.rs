@@ -129,6 +129,30 @@ mod tests {
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert!(!is_call_error(&Status::internal("x")));
 
+        let status = Status::from(CallError::ReportsOff);
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert!(status.message().contains("`[[trust.issuers]]`"));
+        let status = Status::from(CallError::Evidence(TokenError::BadSignature));
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(
+            status.message(),
+            "`evidence` refused (bad_signature): the signature does not verify"
+        );
+        let status = Status::from(CallError::Evidence(TokenError::KeysUnavailable {
+            issuer: "https://idp.test".into(),
+            reason: "down".into(),
+        }));
+        assert_eq!(status.code(), Code::Unavailable);
+        let status = Status::from(CallError::EvidenceMismatch {
+            field: "session_id",
+            detail: "does not match the evidence's `sid` claim".into(),
+        });
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(
+            status.message(),
+            "`session_id` does not match the evidence's `sid` claim"
+        );
+
         let status = Status::from(CallError::Overloaded { limit: 8 });
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert_eq!(
