@@ -59,6 +59,10 @@ pub struct FileIssuer {
     pub jwks_file: Option<PathBuf>,
     /// A JWKS URL (`https://`; `http://` only for a loopback host).
     pub jwks_url: Option<String>,
+    /// PEM CA certificates that `jwks_url`'s server certificate must chain
+    /// to, instead of the system's roots (an identity provider behind a
+    /// private CA). Relative to the config file's directory.
+    pub jwks_ca_file: Option<PathBuf>,
     /// The claim that holds the subject id (default `sub`).
     pub subject_claim: Option<String>,
     /// Accepted signature algorithms, a subset of `RS256`, `PS256`,
@@ -88,6 +92,9 @@ pub struct IssuerConfig {
     pub audiences: Vec<String>,
     /// Where the keys come from.
     pub keys: KeySource,
+    /// For a URL: the PEM CA certificates its server certificate must chain
+    /// to; `None`: the system's roots.
+    pub jwks_ca_file: Option<PathBuf>,
     /// The claim that holds the subject id.
     pub subject_claim: String,
     /// Accepted signature algorithms (a non-empty subset of RS256, PS256,
@@ -107,6 +114,7 @@ impl IssuerConfig {
             issuer: Arc::from(issuer),
             audiences,
             keys,
+            jwks_ca_file: None,
             subject_claim: "sub".to_owned(),
             algorithms: ALGORITHMS.to_vec(),
             jwks_refresh: DEFAULT_JWKS_REFRESH,
@@ -204,12 +212,22 @@ fn issuer(
             "{at}.audiences: at least one non-empty audience is required (the client id the tokens are issued to)"
         ));
     }
+    let resolve = |path: PathBuf| match base {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path,
+    };
+    let ca = f.jwks_ca_file.map(resolve);
+    if let Some(path) = &ca
+        && let Err(e) = super::keys::read_roots(path)
+    {
+        problems.push(format!("{at}.jwks_ca_file: {e}"));
+    }
     let keys = match (f.jwks_file, f.jwks_url) {
         (Some(path), None) => {
-            let path = match base {
-                Some(dir) if path.is_relative() => dir.join(path),
-                _ => path,
-            };
+            let path = resolve(path);
+            if ca.is_some() {
+                problems.push(format!("{at}.jwks_ca_file: only with `jwks_url`"));
+            }
             if let Err(e) = super::keys::read_file(&path) {
                 problems.push(format!("{at}.jwks_file: {e}"));
             }
@@ -271,6 +289,7 @@ fn issuer(
         issuer: Arc::from(f.issuer.as_str()),
         audiences: f.audiences,
         keys: keys?,
+        jwks_ca_file: ca,
         subject_claim,
         algorithms,
         jwks_refresh,
