@@ -821,3 +821,39 @@ fn serve_refuses_a_bad_trust_section() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_issuer_bound_to_a_tenant_elevates_only_there() {
+    let idp = Idp::new();
+    let mut config = idp.trust_config();
+    config.issuers[0].tenant = Some("acme".into());
+    let (server, _dir) = serve(Trust::new(&config)).await;
+    let mut c = server.client().await;
+    let token = idp.step_up("frank", "s-1", "urn:stepup:aal2", &["otp"], now());
+    let e = c
+        .record_step_up(RecordStepUpRequest {
+            tenant: "globex".into(),
+            ..with_evidence(token.clone())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(
+        e.message(),
+        "`tenant` is not the tenant of the evidence's issuer (`[[trust.issuers]] tenant`)"
+    );
+    c.record_step_up(with_evidence(token)).await.unwrap();
+    let in_tenant = |tenant: &str| {
+        let mut r = decide_request("frank", "s-1");
+        r.subject.as_mut().unwrap().tenant = tenant.into();
+        r
+    };
+    let decide = |r: DecideRequest| {
+        let mut c = c.clone();
+        async move { Outcome::try_from(c.decide(r).await.unwrap().into_inner().outcome).unwrap() }
+    };
+    assert_eq!(decide(in_tenant("acme")).await, Outcome::Allow);
+    assert_eq!(decide(in_tenant("globex")).await, Outcome::Challenge);
+    assert_eq!(decide(in_tenant("")).await, Outcome::Challenge);
+    server.stop().await;
+}

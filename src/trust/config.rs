@@ -65,6 +65,10 @@ pub struct FileIssuer {
     pub jwks_ca_file: Option<PathBuf>,
     /// The claim that holds the subject id (default `sub`).
     pub subject_claim: Option<String>,
+    /// The tenant of this issuer's subjects: a step-up report with its
+    /// evidence is for this tenant (with several issuers, one issuer's token
+    /// then never elevates another tenant's user of the same id).
+    pub tenant: Option<String>,
     /// Accepted signature algorithms, a subset of `RS256`, `PS256`,
     /// `ES256`, `EdDSA` (default: all four).
     pub algorithms: Option<Vec<String>>,
@@ -97,6 +101,8 @@ pub struct IssuerConfig {
     pub jwks_ca_file: Option<PathBuf>,
     /// The claim that holds the subject id.
     pub subject_claim: String,
+    /// The tenant of this issuer's subjects, if bound to one.
+    pub tenant: Option<String>,
     /// Accepted signature algorithms (a non-empty subset of RS256, PS256,
     /// ES256, EdDSA).
     pub algorithms: Vec<Algorithm>,
@@ -116,6 +122,7 @@ impl IssuerConfig {
             keys,
             jwks_ca_file: None,
             subject_claim: "sub".to_owned(),
+            tenant: None,
             algorithms: ALGORITHMS.to_vec(),
             jwks_refresh: DEFAULT_JWKS_REFRESH,
             jwks_min_refresh: DEFAULT_JWKS_MIN_REFRESH,
@@ -291,6 +298,7 @@ fn issuer(
         keys: keys?,
         jwks_ca_file: ca,
         subject_claim,
+        tenant: f.tenant,
         algorithms,
         jwks_refresh,
         jwks_min_refresh,
