@@ -75,7 +75,7 @@ fn reporter(trust: &Trust, peer: Option<&Peer>) -> Result<Arc<str>, CallError> {
             caller: format!("`{id}` is not on `[trust] reporters`"),
         }),
         None => Err(CallError::Untrusted {
-            caller: "has no verified client certificate (mTLS), so it is no listed reporter"
+            caller: "has no verified client certificate (mTLS), so it is not a listed reporter"
                 .to_owned(),
         }),
     }
