@@ -54,23 +54,39 @@ impl DecisionService for DecisionApi {
         &self,
         request: Request<RecordStepUpRequest>,
     ) -> Result<Response<RecordStepUpResponse>, Status> {
+        let peer = super::peer::Peer::of(&request).cloned();
         let req = request.into_inner();
         let history = self.engine.history();
         if !history.is_on() {
             return Err(CallError::HistoryOff.into());
         }
         let policy = self.engine.policy();
-        let report = super::record::step_up_report(
-            &req,
-            Utc::now(),
-            self.max_time_skew,
+        let (report, authority) = super::record::trusted_report(
+            req,
+            peer.as_ref(),
+            self.engine.trust(),
             &policy,
             history.keyer(),
+            Utc::now(),
+            self.max_time_skew,
         )
-        .map_err(CallError::from)?;
+        .await?;
         let success = report.success;
         let (until, failed) = history.report(report);
-        tracing::debug!(success, stepups_failed = failed, "step-up recorded");
+        match &authority {
+            super::record::Authority::Evidence(token) => tracing::info!(
+                success,
+                stepups_failed = failed,
+                issuer = %token.issuer,
+                "step-up recorded from verified evidence"
+            ),
+            super::record::Authority::Reporter(id) => tracing::info!(
+                success,
+                stepups_failed = failed,
+                reporter = %id,
+                "step-up recorded from a listed reporter"
+            ),
+        }
         Ok(Response::new(super::record::step_up_response(
             until, failed,
         )))
