@@ -76,7 +76,7 @@ impl Authorization for AuthorizationApi {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         // Envoy's ext_authz client propagates the request's trace context.
-        let span = crate::telemetry::logging::decision_span(request.metadata(), "Check");
+        let span = crate::telemetry::logging::current_call_span();
         let scope = span.clone().unwrap_or_else(tracing::Span::none);
         let req = request.into_inner();
         let clock = Clock {
