@@ -277,14 +277,20 @@ fn check_exposition(admin: &str, dir: &Path) {
     assert!(loaded <= now && loaded > now - 600.0, "{loaded} vs {now}");
     if cfg!(target_os = "linux") {
         let started = metric(&text, "process_start_time_seconds");
-        assert!(started <= loaded + 1.0 && started > now - 600.0, "{started}");
+        assert!(
+            started <= loaded + 1.0 && started > now - 600.0,
+            "{started}"
+        );
         assert!(metric(&text, "process_resident_memory_bytes") > 1_048_576.0);
         assert!(
             metric(&text, "process_virtual_memory_bytes")
                 >= metric(&text, "process_resident_memory_bytes")
         );
         let fds = metric(&text, "process_open_fds");
-        assert!(fds >= 3.0 && fds <= metric(&text, "process_max_fds"), "{fds}");
+        assert!(
+            fds >= 3.0 && fds <= metric(&text, "process_max_fds"),
+            "{fds}"
+        );
         assert!(metric(&text, "process_cpu_seconds_total") >= 0.0);
     }
 

@@ -17,6 +17,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
@@ -35,8 +37,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
-use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
@@ -188,10 +188,32 @@ fn otlp_traces_metrics_and_decision_log() {
         (record, check)
     });
 
+    check_spans(&collector, trace_id, parent_id, record_code, check_code);
+    check_metrics(&collector);
+
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// The server spans of the calls: `Decide` joined to the caller's trace
+/// with the decision's attributes, the refused `Decide`, `RecordStepUp`
+/// and `Check`, each with its status code.
+fn check_spans(
+    collector: &Collector,
+    trace_id: &str,
+    parent_id: &str,
+    record_code: tonic::Code,
+    check_code: tonic::Code,
+) {
     let spans = wait_for(&collector.0, 4, "spans");
-    let named = |name: &str| -> Vec<Span> {
-        spans.iter().filter(|s| s.name == name).cloned().collect()
-    };
+    let named =
+        |name: &str| -> Vec<Span> { spans.iter().filter(|s| s.name == name).cloned().collect() };
     let decides = named("stepup.v1.DecisionService/Decide");
     assert_eq!(decides.len(), 2, "{spans:#?}");
     let span = decides
@@ -214,13 +236,20 @@ fn otlp_traces_metrics_and_decision_log() {
     assert_eq!(a("stepup.decision_id").len(), 36, "{:?}", span.attributes);
     assert!(a("stepup.policy_revision").starts_with("sha256:"));
     assert_eq!(a("stepup.cache_hit"), "false");
-    assert!(a("stepup.risk").parse::<i64>().is_ok(), "{:?}", span.attributes);
+    assert!(
+        a("stepup.risk").parse::<i64>().is_ok(),
+        "{:?}",
+        span.attributes
+    );
     // No trace context: a trace of its own. A refused request still has
     // its span, with the status and no decision.
     let invalid = decides.iter().find(|s| s != &span).unwrap();
     assert!(invalid.parent_span_id.is_empty());
     assert_ne!(invalid.trace_id, span.trace_id);
-    assert_eq!(attr(&invalid.attributes, "rpc.status_code"), "INVALID_ARGUMENT");
+    assert_eq!(
+        attr(&invalid.attributes, "rpc.status_code"),
+        "INVALID_ARGUMENT"
+    );
     assert_eq!(attr(&invalid.attributes, "rpc.grpc.status_code"), "3");
     assert_eq!(attr(&invalid.attributes, "stepup.outcome"), "");
     // INVALID_ARGUMENT is the caller's fault: the span status stays unset.
@@ -243,17 +272,6 @@ fn otlp_traces_metrics_and_decision_log() {
         code_name(check_code)
     );
     assert_eq!(check[0].kind, SpanKind::Server as i32);
-
-    check_metrics(&collector);
-
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
 /// Waits (up to 20 s) until `items` holds at least `n`, and copies them.
@@ -315,7 +333,10 @@ fn histogram(collector: &Collector, name: &str, min: u64) -> (Metric, Vec<Histog
             let points = h.data_points.clone();
             return (m, points);
         }
-        assert!(Instant::now() < deadline, "no histogram {name} counting {min}");
+        assert!(
+            Instant::now() < deadline,
+            "no histogram {name} counting {min}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -339,7 +360,10 @@ fn check_metrics(collector: &Collector) {
     assert!(decide.explicit_bounds.len() > 10, "{decide:?}");
     assert_eq!(decide.bucket_counts.len(), decide.explicit_bounds.len() + 1);
     assert_eq!(decide.bucket_counts.iter().sum::<u64>(), 1);
-    assert!(decide.sum.is_some_and(|s| s > 0.0 && s < 10.0), "{decide:?}");
+    assert!(
+        decide.sum.is_some_and(|s| s > 0.0 && s < 10.0),
+        "{decide:?}"
+    );
     assert!(
         points.iter().any(|p| {
             attr(&p.attributes, "rpc.status_code") == "INVALID_ARGUMENT"
@@ -351,7 +375,12 @@ fn check_metrics(collector: &Collector) {
     let (m, points) = histogram(collector, "stepup.decision.duration", 1);
     assert_eq!(m.unit, "s");
     assert_eq!(points.len(), 1);
-    assert!(points[0].explicit_bounds.first().is_some_and(|b| *b <= 0.000_01));
+    assert!(
+        points[0]
+            .explicit_bounds
+            .first()
+            .is_some_and(|b| *b <= 0.000_01)
+    );
 
     let metrics = collector.1.lock().unwrap().clone();
     let decisions = metrics
