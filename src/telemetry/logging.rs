@@ -317,6 +317,70 @@ mod tests {
         );
     }
 
+    /// Collects the fields recorded on spans after their creation.
+    #[derive(Clone, Default)]
+    struct Recorded(Arc<Mutex<Vec<(String, String)>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorded {
+        fn on_record(
+            &self,
+            _: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Visit<'a>(&'a mut Vec<(String, String)>);
+            impl tracing::field::Visit for Visit<'_> {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    self.0.push((f.name().to_owned(), format!("{v:?}")));
+                }
+            }
+            values.record(&mut Visit(&mut self.0.lock().unwrap()));
+        }
+    }
+
+    fn status_fields(code: tonic::Code) -> Vec<(String, String)> {
+        let recorded = Recorded::default();
+        let subscriber = tracing_subscriber::registry().with(recorded.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                target: "stepup::rpc",
+                "rpc",
+                otel.status_code = tracing::field::Empty,
+                rpc.status_code = tracing::field::Empty,
+                rpc.grpc.status_code = tracing::field::Empty,
+                "error.type" = tracing::field::Empty,
+            );
+            record_status(Some(&span), code);
+        });
+        let fields = recorded.0.lock().unwrap().clone();
+        fields
+    }
+
+    #[test]
+    fn only_the_servers_failures_make_the_span_an_error() {
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            status_fields(tonic::Code::InvalidArgument),
+            pairs(&[
+                ("rpc.status_code", "\"INVALID_ARGUMENT\""),
+                ("rpc.grpc.status_code", "3")
+            ])
+        );
+        assert_eq!(
+            status_fields(tonic::Code::Unavailable),
+            pairs(&[
+                ("rpc.status_code", "\"UNAVAILABLE\""),
+                ("rpc.grpc.status_code", "14"),
+                ("error.type", "\"UNAVAILABLE\""),
+                ("otel.status_code", "\"error\""),
+            ])
+        );
+    }
+
     #[test]
     fn colour_only_at_a_terminal() {
         assert!(!colour(false));
