@@ -352,8 +352,7 @@ mod tests {
             );
             record_status(Some(&span), code);
         });
-        let fields = recorded.0.lock().unwrap().clone();
-        fields
+        recorded.0.lock().unwrap().clone()
     }
 
     #[test]
