@@ -7,6 +7,10 @@
 //! Operations end to end: `stepup serve` as a process with the admin
 //! listener and a file decision log; known traffic; then the scraped
 //! counters, the probes, `/policy`, and the log lines (masking applied).
+//! `/metrics` in both formats (text 0.0.4 and, when asked, OpenMetrics 1.0)
+//! goes to the Prometheus project's own parsers when
+//! `STEPUP_PROMETHEUS_PYTHON` names a Python that has them
+//! (`tests/exposition/check.sh` sets it up and runs this test).
 
 mod common;
 use common::{http_get as get, metric};
@@ -37,6 +41,7 @@ fn metrics_probes_and_decision_log() {
     );
 
     check_metrics(&admin);
+    check_exposition(&admin, dir.path());
     check_policy(&admin);
 
     // Graceful stop flushes the log.
@@ -182,6 +187,137 @@ fn check_metrics(admin: &str) {
         body.contains("stepup_policy_info{revision=\"sha256:"),
         "{body}"
     );
+}
+
+/// GET `/metrics` with `accept`: (content type, body).
+fn scrape(admin: &str, accept: &str) -> (String, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let content_type = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type: "))
+        .unwrap_or_else(|| panic!("{head}"));
+    (content_type.to_owned(), body.to_owned())
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The build, process, per-method latency and reload metrics, and
+/// OpenMetrics for a scraper that asks for it; both formats through the
+/// Prometheus parsers when there are.
+fn check_exposition(admin: &str, dir: &Path) {
+    // What Prometheus sends by default.
+    let (content_type, om) = scrape(
+        admin,
+        "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    );
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(om.ends_with("\n# EOF\n"), "{om}");
+    assert!(om.contains("\n# TYPE stepup_decisions counter\n"), "{om}");
+    assert_eq!(
+        metric(&om, "stepup_decisions_total{outcome=\"allow\"}"),
+        2.0
+    );
+    let (content_type, text) = scrape(admin, "text/plain");
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(!text.contains("# EOF"));
+
+    assert_eq!(
+        metric(
+            &text,
+            "stepup_grpc_server_handling_seconds_count{method=\"Decide\"}"
+        ),
+        5.0,
+        "four decisions and the invalid call"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "stepup_grpc_server_handling_seconds_bucket{method=\"Decide\",le=\"+Inf\"}"
+        ),
+        5.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "stepup_grpc_server_handling_seconds_count{method=\"Check\"}"
+        ),
+        0.0
+    );
+    let build = text
+        .lines()
+        .find(|l| l.starts_with("stepup_build_info{"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        build.starts_with(&format!(
+            "stepup_build_info{{version=\"{}\"",
+            env!("CARGO_PKG_VERSION")
+        )) && build.ends_with("} 1"),
+        "{build}"
+    );
+    let now = now();
+    let loaded = metric(&text, "stepup_policy_last_reload_success_timestamp_seconds");
+    assert!(loaded <= now && loaded > now - 600.0, "{loaded} vs {now}");
+    if cfg!(target_os = "linux") {
+        let started = metric(&text, "process_start_time_seconds");
+        assert!(
+            started <= loaded + 1.0 && started > now - 600.0,
+            "{started}"
+        );
+        assert!(metric(&text, "process_resident_memory_bytes") > 1_048_576.0);
+        assert!(
+            metric(&text, "process_virtual_memory_bytes")
+                >= metric(&text, "process_resident_memory_bytes")
+        );
+        let fds = metric(&text, "process_open_fds");
+        assert!(
+            fds >= 3.0 && fds <= metric(&text, "process_max_fds"),
+            "{fds}"
+        );
+        assert!(metric(&text, "process_cpu_seconds_total") >= 0.0);
+    }
+
+    if let Some(python) = std::env::var_os("STEPUP_PROMETHEUS_PYTHON") {
+        let text_file = dir.join("metrics.txt");
+        let om_file = dir.join("metrics.openmetrics");
+        std::fs::write(&text_file, &text).unwrap();
+        std::fs::write(&om_file, &om).unwrap();
+        let out = Command::new(python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/exposition/check.py"))
+            .arg(&text_file)
+            .arg(&om_file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the Prometheus parsers reject /metrics:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("{}", String::from_utf8_lossy(&out.stdout).trim_end());
+    } else {
+        println!(
+            "note: STEPUP_PROMETHEUS_PYTHON is unset: the Prometheus parsers' check is \
+             tests/exposition/check.sh"
+        );
+    }
 }
 
 /// `/policy` over the example set.

@@ -145,12 +145,13 @@ fn route(req: &Request<Incoming>, engine: &Service, ready: &AtomicBool) -> Respo
             }
         }
         "/metrics" => {
-            let body = engine.render_metrics();
-            text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                body,
-            )
+            // OpenMetrics when the scraper asks for it, else text 0.0.4.
+            let accept = req.headers().get(hyper::header::ACCEPT);
+            let (content_type, body) = crate::telemetry::metrics::exposition(
+                accept.and_then(|a| a.to_str().ok()),
+                engine.render_metrics(),
+            );
+            text(StatusCode::OK, content_type, body)
         }
         "/policy" => {
             let policy = engine.policy();

@@ -1,5 +1,8 @@
 //! [`Counted`]: the one place gRPC calls are counted
-//! (`stepup_grpc_requests_total{method,code}`). It wraps a whole gRPC
+//! (`stepup_grpc_requests_total{method,code}`), timed
+//! (`stepup_grpc_server_handling_seconds{method}`) and, with tracing on,
+//! given their server span (`stepup.v1.DecisionService/Decide`, ended with
+//! the call's status code). It wraps a whole gRPC
 //! service, so calls that fail before their handler runs (an undecodable
 //! body, a message over the size limit) are counted too, and it answers an
 //! undecodable body with `INVALID_ARGUMENT`, as the API promises, where
@@ -11,6 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
@@ -95,10 +99,16 @@ where
             .iter()
             .find(|(p, _, _)| *p == path)
             .map_or(("unknown", "request"), |(_, m, t)| (*m, *t));
+        // The span covers the call from its request to its status; the
+        // handler records its decision on it (it is current while the
+        // handler runs). Made only when traces are exported.
+        let span = crate::telemetry::logging::call_span(req.headers(), method);
         let call = Some(Call {
             metrics: Arc::clone(&self.metrics),
             method,
             message,
+            started: Instant::now(),
+            span,
         });
         let permit = match &self.in_flight {
             Some(limit) => match limit.try_enter() {
@@ -129,11 +139,17 @@ struct Call {
     method: &'static str,
     /// The request message type, for the `INVALID_ARGUMENT` message.
     message: &'static str,
+    started: Instant,
+    /// The call's server span, when traces are on.
+    span: Option<tracing::Span>,
 }
 
 impl Call {
+    /// Counts and times the call, and ends its span with `code`.
     fn count(self, code: Code) {
-        self.metrics.grpc_call(self.method, code);
+        self.metrics
+            .grpc_call(self.method, code, self.started.elapsed());
+        crate::telemetry::logging::record_status(self.span.as_ref(), code);
     }
 
     /// The response, counted now when the status is in its headers (every
@@ -219,11 +235,20 @@ where
     type Output = Result<Response<CountedBody>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = match &mut self.state {
-            State::Called(inner) => match ready!(Pin::new(inner).poll(cx)) {
-                Ok(response) => response,
-                Err(never) => match never {},
-            },
+        let this = &mut *self;
+        let response = match &mut this.state {
+            State::Called(inner) => {
+                // The handler runs within the call's span.
+                let _entered = this
+                    .call
+                    .as_ref()
+                    .and_then(|c| c.span.as_ref())
+                    .map(tracing::Span::enter);
+                match ready!(Pin::new(inner).poll(cx)) {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
             State::Shed(answer) => answer
                 .take()
                 .unwrap_or_else(|| Response::new(Body::empty())),

@@ -75,8 +75,9 @@ impl Authorization for AuthorizationApi {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        // Envoy's ext_authz client propagates the request's trace context.
-        let span = crate::telemetry::logging::decision_span(request.metadata(), "Check");
+        // The call's span, a child of the trace Envoy's ext_authz client
+        // propagates (made around the service, in `Counted`).
+        let span = crate::telemetry::logging::current_call_span();
         let scope = span.clone().unwrap_or_else(tracing::Span::none);
         let req = request.into_inner();
         let clock = Clock {

@@ -38,7 +38,7 @@ impl DecisionService for DecisionApi {
         &self,
         request: Request<DecideRequest>,
     ) -> Result<Response<DecideResponse>, Status> {
-        let span = crate::telemetry::logging::decision_span(request.metadata(), "Decide");
+        let span = crate::telemetry::logging::current_call_span();
         // Entered whenever the call runs, and only then (it awaits).
         match span {
             Some(scope) => {

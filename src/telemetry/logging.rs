@@ -2,8 +2,10 @@
 //! exported over OTLP/gRPC when the standard `OTEL_*` environment variables
 //! ask for it (`OTEL_EXPORTER_OTLP_ENDPOINT` or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; off otherwise, and with
-//! `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`). Incoming W3C
-//! `traceparent` metadata makes a decision's span a child of the caller's.
+//! `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`). Each gRPC call
+//! gets a server span ([`call_span`]) named and attributed by OpenTelemetry's
+//! RPC conventions; incoming W3C `traceparent` metadata makes it a child of
+//! the caller's.
 
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
@@ -166,10 +168,10 @@ impl std::fmt::Write for Escaped<'_, '_> {
     }
 }
 
-/// Reads W3C trace context from gRPC metadata.
-pub struct MetadataExtractor<'a>(pub &'a tonic::metadata::MetadataMap);
+/// Reads W3C trace context from a request's headers (gRPC metadata).
+pub struct HeaderExtractor<'a>(pub &'a hyper::HeaderMap);
 
-impl opentelemetry::propagation::Extractor for MetadataExtractor<'_> {
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).and_then(|v| v.to_str().ok())
     }
@@ -177,48 +179,96 @@ impl opentelemetry::propagation::Extractor for MetadataExtractor<'_> {
     fn keys(&self) -> Vec<&str> {
         self.0
             .keys()
-            .filter_map(|k| match k {
-                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
-                tonic::metadata::KeyRef::Binary(_) => None,
-            })
+            .map(hyper::header::HeaderName::as_str)
             .collect()
     }
 }
 
-/// The span of one decision, a child of the caller's trace when the call
-/// carried `traceparent`; `None` when traces are off.
-pub fn decision_span(
-    metadata: &tonic::metadata::MetadataMap,
-    method: &'static str,
-) -> Option<tracing::Span> {
+/// The server span of one gRPC call to `method` (`Decide`, `Check`,
+/// `RecordStepUp`; no span for a path the server does not serve), a child
+/// of the caller's trace when the request carried `traceparent`; `None`
+/// when traces are off, at the cost of one atomic load.
+///
+/// Named by OpenTelemetry's RPC conventions (`stepup.v1.DecisionService/Decide`),
+/// kind server, with `rpc.system.name`, `rpc.method` (fully qualified) and,
+/// at the end, `rpc.status_code` ([`record_status`]); also the older
+/// conventions' `rpc.system`, `rpc.service` and `rpc.grpc.status_code`,
+/// which tools still read. The decision fills the `stepup.*` attributes
+/// ([`record`]).
+pub fn call_span(headers: &hyper::HeaderMap, method: &'static str) -> Option<tracing::Span> {
     if !traces_enabled() {
         return None;
     }
+    let full = super::metrics::full_method(method);
+    let service = full.split_once('/')?.0;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let parent =
-        opentelemetry::global::get_text_map_propagator(|p| p.extract(&MetadataExtractor(metadata)));
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
     let span = tracing::info_span!(
-        target: "stepup::decision",
-        "decide",
-        rpc.method = method,
-        action = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-        decision_id = tracing::field::Empty,
-        cache_hit = tracing::field::Empty,
-        risk_score = tracing::field::Empty,
+        target: "stepup::rpc",
+        "rpc",
+        otel.name = full,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system.name = "grpc",
+        rpc.method = full,
+        rpc.status_code = tracing::field::Empty,
+        "error.type" = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.grpc.status_code = tracing::field::Empty,
+        stepup.action = tracing::field::Empty,
+        stepup.outcome = tracing::field::Empty,
+        stepup.decision_id = tracing::field::Empty,
+        stepup.policy_revision = tracing::field::Empty,
+        stepup.risk = tracing::field::Empty,
+        stepup.cache_hit = tracing::field::Empty,
     );
     let _ = span.set_parent(parent);
     Some(span)
 }
 
-/// Records the decision on its span.
+/// The current call's span, for its handler to record the decision on:
+/// `None` when traces are off (one atomic load) or outside a call.
+pub fn current_call_span() -> Option<tracing::Span> {
+    if !traces_enabled() {
+        return None;
+    }
+    let span = tracing::Span::current();
+    (span.metadata().map(tracing::Metadata::name) == Some("rpc")).then_some(span)
+}
+
+/// Records the decision on the call's span.
 pub fn record(span: Option<&tracing::Span>, action: &str, d: &crate::engine::Decision) {
     if let Some(span) = span {
-        span.record("action", action);
-        span.record("outcome", tracing::field::debug(d.outcome));
-        span.record("decision_id", tracing::field::display(d.id));
-        span.record("cache_hit", d.cache_hit);
-        span.record("risk_score", d.assessment.risk_score);
+        span.record("stepup.action", action);
+        span.record("stepup.outcome", outcome_name(d.outcome));
+        span.record("stepup.decision_id", tracing::field::display(d.id));
+        span.record("stepup.policy_revision", &*d.policy.revision);
+        span.record("stepup.cache_hit", d.cache_hit);
+        span.record("stepup.risk", d.assessment.risk_score);
+    }
+}
+
+/// Records how the call ended: its status code, and the span's status
+/// `error` for the codes that are the server's failure.
+pub fn record_status(span: Option<&tracing::Span>, code: tonic::Code) {
+    if let Some(span) = span {
+        let name = super::metrics::code_name(code);
+        span.record("rpc.status_code", name);
+        span.record("rpc.grpc.status_code", code as i64);
+        if super::metrics::server_error(code) {
+            span.record("error.type", name);
+            span.record("otel.status_code", "error");
+        }
+    }
+}
+
+fn outcome_name(o: crate::engine::Outcome) -> &'static str {
+    match o {
+        crate::engine::Outcome::Allow => "allow",
+        crate::engine::Outcome::Challenge => "challenge",
+        crate::engine::Outcome::Deny => "deny",
     }
 }
 
@@ -264,6 +314,69 @@ mod tests {
         assert!(
             out.contains(r#"decided action=payments.refund\n2026-12-04T00:00:00Z  INFO forged\u{1b}[31m outcome="Allow""#),
             "{out}"
+        );
+    }
+
+    /// Collects the fields recorded on spans after their creation.
+    #[derive(Clone, Default)]
+    struct Recorded(Arc<Mutex<Vec<(String, String)>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorded {
+        fn on_record(
+            &self,
+            _: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Visit<'a>(&'a mut Vec<(String, String)>);
+            impl tracing::field::Visit for Visit<'_> {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    self.0.push((f.name().to_owned(), format!("{v:?}")));
+                }
+            }
+            values.record(&mut Visit(&mut self.0.lock().unwrap()));
+        }
+    }
+
+    fn status_fields(code: tonic::Code) -> Vec<(String, String)> {
+        let recorded = Recorded::default();
+        let subscriber = tracing_subscriber::registry().with(recorded.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                target: "stepup::rpc",
+                "rpc",
+                otel.status_code = tracing::field::Empty,
+                rpc.status_code = tracing::field::Empty,
+                rpc.grpc.status_code = tracing::field::Empty,
+                "error.type" = tracing::field::Empty,
+            );
+            record_status(Some(&span), code);
+        });
+        recorded.0.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn only_the_servers_failures_make_the_span_an_error() {
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            status_fields(tonic::Code::InvalidArgument),
+            pairs(&[
+                ("rpc.status_code", "\"INVALID_ARGUMENT\""),
+                ("rpc.grpc.status_code", "3")
+            ])
+        );
+        assert_eq!(
+            status_fields(tonic::Code::Unavailable),
+            pairs(&[
+                ("rpc.status_code", "\"UNAVAILABLE\""),
+                ("rpc.grpc.status_code", "14"),
+                ("error.type", "\"UNAVAILABLE\""),
+                ("otel.status_code", "\"error\""),
+            ])
         );
     }
 

@@ -2,7 +2,12 @@
 //! costs a few uncontended atomic adds (no label allocation on the hot path:
 //! per-rule counters are found by `&str` in a `DashMap`, created once per
 //! rule id, hashed with foldhash: the keys are the policy's own ids, and
-//! SipHash was half the cost of recording a decision). Rendered in the Prometheus text format by [`Metrics::render`].
+//! SipHash was half the cost of recording a decision; a histogram
+//! observation is a bucket found by comparison and three atomic adds).
+//! Rendered in the Prometheus text format 0.0.4 by [`Metrics::render`], or
+//! as OpenMetrics 1.0 by [`exposition`] when the scraper asks for it, with
+//! the `process_*` metrics read from `/proc` at scrape time
+//! ([`super::process`]).
 //!
 //! Names follow `stepup_<area>_<thing>_<unit>`.
 
@@ -17,23 +22,71 @@ use crate::engine::{Decision, Outcome};
 use crate::policy::PolicySet;
 
 /// Upper bounds of the decision latency histogram, in seconds.
-const LATENCY_BUCKETS: [f64; 14] = [
+pub const LATENCY_BUCKETS: [f64; 14] = [
     0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5,
     0.001, 0.002, 0.005, 0.01, 0.05,
 ];
 
-/// A latency histogram with fixed buckets.
-#[derive(Debug, Default)]
-struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+/// Upper bounds of the gRPC call latency histograms, in seconds: a call
+/// also waits for the shared history backend and the costly-decision pool,
+/// so they reach further than [`LATENCY_BUCKETS`].
+pub const CALL_BUCKETS: [f64; 15] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5,
+];
+
+/// The gRPC methods with a latency histogram each, by the name
+/// `stepup_grpc_*{method}` gives them; `unknown` is any other path.
+pub const GRPC_METHODS: [&str; 4] = ["Decide", "RecordStepUp", "Check", "unknown"];
+
+/// The fully qualified name (`package.Service/Method`, the OpenTelemetry
+/// span name and `rpc.method`) of a method of [`GRPC_METHODS`]; `_OTHER`
+/// for any other.
+pub fn full_method(method: &str) -> &'static str {
+    match method {
+        "Decide" => "stepup.v1.DecisionService/Decide",
+        "RecordStepUp" => "stepup.v1.DecisionService/RecordStepUp",
+        "Check" => "envoy.service.auth.v3.Authorization/Check",
+        _ => "_OTHER",
+    }
+}
+
+/// The gRPC status codes that are a server's failure (OpenTelemetry's gRPC
+/// conventions): the others (`INVALID_ARGUMENT`, `PERMISSION_DENIED`, ...)
+/// are answers about the request, and do not make a server span an error.
+pub fn server_error(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss
+    )
+}
+
+/// A latency histogram with fixed buckets (`N` upper bounds, the `+Inf`
+/// bucket being the count).
+#[derive(Debug)]
+struct Histogram<const N: usize> {
+    buckets: [AtomicU64; N],
     count: AtomicU64,
     sum_nanos: AtomicU64,
 }
 
-impl Histogram {
-    fn observe(&self, d: Duration) {
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    /// Counts `d` in the first bucket whose bound holds it: no allocation,
+    /// three relaxed atomic adds.
+    fn observe(&self, bounds: &[f64; N], d: Duration) {
         let secs = d.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b)
+        if let Some(i) = bounds.iter().position(|b| secs <= *b)
             && let Some(b) = self.buckets.get(i)
         {
             b.fetch_add(1, Ordering::Relaxed);
@@ -44,13 +97,35 @@ impl Histogram {
             Ordering::Relaxed,
         );
     }
+
+    /// `name_bucket`, `name_sum` and `name_count` lines, with `labels`
+    /// (`key="value",`, ending in a comma, or empty) on every line.
+    fn render(&self, w: &mut String, name: &str, labels: &str, bounds: &[f64; N]) {
+        let mut cumulative = 0;
+        for (b, bound) in self.buckets.iter().zip(bounds) {
+            cumulative += b.load(Ordering::Relaxed);
+            let _ = writeln!(w, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(w, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let labels = labels.trim_end_matches(',');
+        if labels.is_empty() {
+            let _ = writeln!(w, "{name}_sum {sum}\n{name}_count {count}");
+        } else {
+            let _ = writeln!(
+                w,
+                "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {count}"
+            );
+        }
+    }
 }
 
 /// Every metric the sidecar exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
     decisions: [AtomicU64; 3],
-    latency: Histogram,
+    latency: Histogram<{ LATENCY_BUCKETS.len() }>,
     rule_matches: DashMap<Arc<str>, Arc<AtomicU64>, foldhash::fast::RandomState>,
     /// `rule_matches` by rule index for one policy set (by generation): a
     /// match costs an atomic add, not a lookup by id.
@@ -61,6 +136,10 @@ pub struct Metrics {
     log_written: AtomicU64,
     log_dropped: AtomicU64,
     grpc: Counters<(&'static str, &'static str)>,
+    /// Call latency by method, in [`GRPC_METHODS`]' order.
+    grpc_latency: [Histogram<{ CALL_BUCKETS.len() }>; GRPC_METHODS.len()],
+    /// The OTLP histograms, once OTLP metrics export starts.
+    otlp: std::sync::OnceLock<super::otlp::Histograms>,
 }
 
 /// Counters by label.
@@ -100,7 +179,10 @@ impl Metrics {
         if let Some(c) = self.decisions.get(outcome_index(d.outcome)) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        self.latency.observe(elapsed);
+        self.latency.observe(&LATENCY_BUCKETS, elapsed);
+        if let Some(otlp) = self.otlp.get() {
+            otlp.decision(elapsed);
+        }
         if !d.assessment.matched.is_empty() {
             let generation = d.policy.generation;
             let current = self.matches_by_index.load();
@@ -171,9 +253,26 @@ impl Metrics {
         )
     }
 
-    /// Counts a gRPC call by method and status code name.
-    pub fn grpc_call(&self, method: &'static str, code: tonic::Code) {
+    /// Counts a gRPC call by method (one of [`GRPC_METHODS`]) and status
+    /// code, and its time from request to status.
+    pub fn grpc_call(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
         bump(&self.grpc, &(method, code_name(code)));
+        let i = GRPC_METHODS
+            .iter()
+            .position(|m| *m == method)
+            .unwrap_or(GRPC_METHODS.len() - 1);
+        if let Some(h) = self.grpc_latency.get(i) {
+            h.observe(&CALL_BUCKETS, elapsed);
+        }
+        if let Some(otlp) = self.otlp.get() {
+            otlp.call(method, code, elapsed);
+        }
+    }
+
+    /// Records decision and call latencies into `histograms` too, from now
+    /// on (OTLP export started); only the first call has an effect.
+    pub fn export_histograms(&self, histograms: super::otlp::Histograms) {
+        let _ = self.otlp.set(histograms);
     }
 
     /// Counts a decision-log entry written.
@@ -192,17 +291,26 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric, with the policy and
-    /// cache state read at scrape time.
+    /// cache state read at scrape time, then the build and the `process_*`
+    /// metrics.
     pub fn render(&self, state: &ScrapeState<'_>) -> String {
-        let mut out = String::with_capacity(4096);
-        self.render_decisions(&mut out);
-        self.render_latency(&mut out);
-        self.render_rules(&mut out);
-        self.render_cache(&mut out, state.cache_entries, state.cache_bytes);
-        render_policy(&mut out, state);
-        self.render_decision_log(&mut out);
-        self.render_grpc(&mut out);
+        let mut out = String::with_capacity(8192);
+        self.render_counters(&mut out, state);
+        render_build_info(&mut out);
+        super::process::render(&mut out);
         out
+    }
+
+    /// The sidecar's own metrics (what [`Metrics::render`] writes before
+    /// the build and process ones).
+    fn render_counters(&self, out: &mut String, state: &ScrapeState<'_>) {
+        self.render_decisions(out);
+        self.render_latency(out);
+        self.render_rules(out);
+        self.render_cache(out, state.cache_entries, state.cache_bytes);
+        render_policy(out, state);
+        self.render_decision_log(out);
+        self.render_grpc(out);
     }
 
     /// `stepup_decisions_total`.
@@ -230,22 +338,8 @@ impl Metrics {
             "histogram",
             "Time to decide, from request to decision, server side.",
         );
-        let mut cumulative = 0;
-        for (b, bound) in self.latency.buckets.iter().zip(LATENCY_BUCKETS) {
-            cumulative += b.load(Ordering::Relaxed);
-            let _ = writeln!(
-                w,
-                "stepup_decision_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let count = self.latency.count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            w,
-            "stepup_decision_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let sum = self.latency.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(w, "stepup_decision_duration_seconds_sum {sum}");
-        let _ = writeln!(w, "stepup_decision_duration_seconds_count {count}");
+        self.latency
+            .render(w, "stepup_decision_duration_seconds", "", &LATENCY_BUCKETS);
     }
 
     /// `stepup_rule_matches_total` and `stepup_rule_errors_total`, by id.
@@ -365,7 +459,49 @@ impl Metrics {
                 "stepup_grpc_requests_total{{method=\"{method}\",code=\"{code}\"}} {v}"
             );
         }
+        header(
+            w,
+            "stepup_grpc_server_handling_seconds",
+            "histogram",
+            "Time from a gRPC call's request to its status, server side, by method.",
+        );
+        for (method, h) in GRPC_METHODS.iter().zip(&self.grpc_latency) {
+            // Unknown paths only once there has been one.
+            if *method != "unknown" || h.count.load(Ordering::Relaxed) > 0 {
+                let labels = format!("method=\"{method}\",");
+                h.render(
+                    w,
+                    "stepup_grpc_server_handling_seconds",
+                    &labels,
+                    &CALL_BUCKETS,
+                );
+            }
+        }
     }
+}
+
+/// `stepup_build_info`: the version, and the commit and compiler when the
+/// build recorded them (`STEPUP_GIT_REVISION`, `STEPUP_RUSTC_VERSION` at
+/// compile time).
+fn render_build_info(w: &mut String) {
+    header(
+        w,
+        "stepup_build_info",
+        "gauge",
+        "The running build (value 1), by version and, when known, revision and rustc version.",
+    );
+    let _ = write!(
+        w,
+        "stepup_build_info{{version=\"{}\"",
+        escape(env!("CARGO_PKG_VERSION"))
+    );
+    if let Some(revision) = option_env!("STEPUP_GIT_REVISION").filter(|r| !r.is_empty()) {
+        let _ = write!(w, ",revision=\"{}\"", escape(revision));
+    }
+    if let Some(rustc) = option_env!("STEPUP_RUSTC_VERSION").filter(|r| !r.is_empty()) {
+        let _ = write!(w, ",rustc=\"{}\"", escape(rustc));
+    }
+    w.push_str("} 1\n");
 }
 
 /// `stepup_policy_*`: reload counts and the serving set, all read at scrape
@@ -410,6 +546,22 @@ fn render_policy(w: &mut String, state: &ScrapeState<'_>) {
         w,
         "stepup_policy_last_reload_failed {}",
         u8::from(state.last_reload_failed)
+    );
+    header(
+        w,
+        "stepup_policy_last_reload_success_timestamp_seconds",
+        "gauge",
+        "When the serving policy set was loaded (at start-up or by the last reload that swapped in a new revision), Unix time.",
+    );
+    let loaded = state
+        .policy
+        .loaded_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let _ = writeln!(
+        w,
+        "stepup_policy_last_reload_success_timestamp_seconds {loaded}"
     );
 }
 
@@ -474,6 +626,84 @@ pub struct ScrapeState<'a> {
     pub last_reload_failed: bool,
 }
 
+/// The content type of the Prometheus text format 0.0.4.
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of OpenMetrics 1.0.
+pub const OPENMETRICS_FORMAT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The exposition `accept` (a request's `Accept` header) asks for: the
+/// content type and `text` (a [`Metrics::render`] body with any metrics
+/// appended to it) in that format. OpenMetrics 1.0 when the scraper accepts
+/// `application/openmetrics-text` (Prometheus does by default), else text
+/// 0.0.4 as it is.
+pub fn exposition(accept: Option<&str>, text: String) -> (&'static str, String) {
+    let wants_openmetrics = accept.is_some_and(|a| {
+        a.split(',').any(|range| {
+            let mut params = range.split(';').map(str::trim);
+            let media = params.next().unwrap_or_default();
+            // `q=0` is "not acceptable".
+            media.eq_ignore_ascii_case("application/openmetrics-text")
+                && !params.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f64>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
+    });
+    if wants_openmetrics {
+        (OPENMETRICS_FORMAT, openmetrics(&text))
+    } else {
+        (TEXT_FORMAT, text)
+    }
+}
+
+/// Text format 0.0.4 as OpenMetrics 1.0: a counter's family is named
+/// without `_total` (its samples keep it, or gain it), families named for a
+/// unit (`_seconds`, `_bytes`) say so in `# UNIT`, and `# EOF` ends it.
+fn openmetrics(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let family = |name: &'_ str| -> String {
+        if counters.contains(name) {
+            name.strip_suffix("_total").unwrap_or(name).to_owned()
+        } else {
+            name.to_owned()
+        }
+    };
+    let mut out = String::with_capacity(text.len() + 1024);
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let _ = writeln!(out, "# HELP {} {help}", family(name));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let name = family(name);
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            if let Some(unit) = ["seconds", "bytes"]
+                .into_iter()
+                .find(|u| name.ends_with(&format!("_{u}")))
+            {
+                let _ = writeln!(out, "# UNIT {name} {unit}");
+            }
+        } else if line.is_empty() || line.starts_with('#') {
+            // Comments other than HELP and TYPE have no place in OpenMetrics.
+        } else {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            let (name, rest) = line.split_at(end);
+            if counters.contains(name) && !name.ends_with("_total") {
+                let _ = writeln!(out, "{name}_total{rest}");
+            } else {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
 fn header(w: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -491,7 +721,8 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn code_name(code: tonic::Code) -> &'static str {
+/// The status code's name, as gRPC spells it (`INVALID_ARGUMENT`).
+pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         Ok => "OK",
@@ -576,8 +807,14 @@ mod tests {
         metrics.record(&d, Duration::from_micros(3), true);
         metrics.log_written();
         metrics.log_dropped();
-        metrics.grpc_call("Decide", tonic::Code::Ok);
-        metrics.grpc_call("Check", tonic::Code::InvalidArgument);
+        metrics.grpc_call("Decide", tonic::Code::Ok, Duration::from_micros(30));
+        metrics.grpc_call(
+            "Check",
+            tonic::Code::InvalidArgument,
+            Duration::from_millis(2),
+        );
+        let mut set = PolicySet::from_str("a.yaml", SET).unwrap().0;
+        set.loaded_at = std::time::UNIX_EPOCH + Duration::from_millis(1_764_892_800_250);
         let state = ScrapeState {
             policy: &set,
             cache_entries: 7,
@@ -586,9 +823,102 @@ mod tests {
             reloads_failed: 1,
             last_reload_failed: true,
         };
+        let mut out = String::new();
+        metrics.render_counters(&mut out, &state);
+        assert_eq!(out, EXPOSITION.replace("REVISION", &set.revision));
+
+        // Then the build and, on Linux, the process.
+        let all = metrics.render(&state);
+        let rest = all.strip_prefix(&out).unwrap();
+        assert!(
+            rest.starts_with(&format!(
+                "# HELP stepup_build_info The running build (value 1), by version and, when known, revision and rustc version.\n\
+                 # TYPE stepup_build_info gauge\nstepup_build_info{{version=\"{}\"",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{rest}"
+        );
+        if cfg!(target_os = "linux") {
+            for name in [
+                "process_cpu_seconds_total",
+                "process_resident_memory_bytes",
+                "process_virtual_memory_bytes",
+                "process_open_fds",
+                "process_max_fds",
+                "process_start_time_seconds",
+            ] {
+                assert!(rest.contains(&format!("\n{name} ")), "{name}: {rest}");
+            }
+        }
+    }
+
+    #[test]
+    fn openmetrics_when_the_scraper_asks() {
+        let text = "# HELP a_total As.\n# TYPE a_total counter\na_total{x=\"1\"} 3\n\
+                    # HELP b Bs, a counter named the old way.\n# TYPE b counter\nb 2\n\
+                    # HELP c_seconds Time.\n# TYPE c_seconds histogram\n\
+                    c_seconds_bucket{le=\"0.5\"} 1\nc_seconds_bucket{le=\"+Inf\"} 1\n\
+                    c_seconds_sum 0.25\nc_seconds_count 1\n\
+                    # HELP process_cpu_seconds_total CPU.\n# TYPE process_cpu_seconds_total counter\n\
+                    process_cpu_seconds_total 1.5\n";
+        // What Prometheus 2 and 3 send.
+        let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,\
+                          application/openmetrics-text;version=0.0.1;q=0.4,\
+                          text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        let (content_type, body) = exposition(Some(prometheus), text.to_owned());
         assert_eq!(
-            metrics.render(&state),
-            EXPOSITION.replace("REVISION", &set.revision)
+            content_type,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        assert_eq!(
+            body,
+            "# HELP a As.\n# TYPE a counter\na_total{x=\"1\"} 3\n\
+             # HELP b Bs, a counter named the old way.\n# TYPE b counter\nb_total 2\n\
+             # HELP c_seconds Time.\n# TYPE c_seconds histogram\n# UNIT c_seconds seconds\n\
+             c_seconds_bucket{le=\"0.5\"} 1\nc_seconds_bucket{le=\"+Inf\"} 1\n\
+             c_seconds_sum 0.25\nc_seconds_count 1\n\
+             # HELP process_cpu_seconds CPU.\n# TYPE process_cpu_seconds counter\n\
+             # UNIT process_cpu_seconds seconds\nprocess_cpu_seconds_total 1.5\n# EOF\n"
+        );
+        for accept in [
+            None,
+            Some("text/plain"),
+            Some("*/*"),
+            Some("application/openmetrics-text;q=0, text/plain;q=1"),
+        ] {
+            assert_eq!(
+                exposition(accept, text.to_owned()),
+                ("text/plain; version=0.0.4; charset=utf-8", text.to_owned()),
+                "{accept:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn calls_are_timed_by_method() {
+        let metrics = Metrics::default();
+        metrics.grpc_call("RecordStepUp", tonic::Code::Ok, Duration::from_secs(3));
+        metrics.grpc_call("unknown", tonic::Code::Unimplemented, Duration::ZERO);
+        let mut out = String::new();
+        metrics.render_grpc(&mut out);
+        assert!(
+            out.contains(
+                "stepup_grpc_server_handling_seconds_bucket{method=\"RecordStepUp\",le=\"2.5\"} 0\n\
+                 stepup_grpc_server_handling_seconds_bucket{method=\"RecordStepUp\",le=\"+Inf\"} 1\n\
+                 stepup_grpc_server_handling_seconds_sum{method=\"RecordStepUp\"} 3\n\
+                 stepup_grpc_server_handling_seconds_count{method=\"RecordStepUp\"} 1\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "stepup_grpc_server_handling_seconds_bucket{method=\"unknown\",le=\"0.00005\"} 1\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("stepup_grpc_server_handling_seconds_count{method=\"Decide\"} 0\n"),
+            "{out}"
         );
     }
 
@@ -644,6 +974,9 @@ stepup_policy_info{revision="REVISION",rules="2",signals="0"} 1
 # HELP stepup_policy_last_reload_failed 1 while the last policy reload failed.
 # TYPE stepup_policy_last_reload_failed gauge
 stepup_policy_last_reload_failed 1
+# HELP stepup_policy_last_reload_success_timestamp_seconds When the serving policy set was loaded (at start-up or by the last reload that swapped in a new revision), Unix time.
+# TYPE stepup_policy_last_reload_success_timestamp_seconds gauge
+stepup_policy_last_reload_success_timestamp_seconds 1764892800.25
 # HELP stepup_decision_log_written_total Decision-log entries written.
 # TYPE stepup_decision_log_written_total counter
 stepup_decision_log_written_total 1
@@ -654,5 +987,61 @@ stepup_decision_log_dropped_total 1
 # TYPE stepup_grpc_requests_total counter
 stepup_grpc_requests_total{method="Check",code="INVALID_ARGUMENT"} 1
 stepup_grpc_requests_total{method="Decide",code="OK"} 1
+# HELP stepup_grpc_server_handling_seconds Time from a gRPC call's request to its status, server side, by method.
+# TYPE stepup_grpc_server_handling_seconds histogram
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="0.00005"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="0.0001"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="0.00025"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="0.0005"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="0.001"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="0.0025"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="0.005"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="0.01"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="0.025"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="0.05"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="0.1"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="0.25"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="0.5"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="1"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="2.5"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Decide",le="+Inf"} 1
+stepup_grpc_server_handling_seconds_sum{method="Decide"} 0.00003
+stepup_grpc_server_handling_seconds_count{method="Decide"} 1
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="0.00005"} 0
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="0.0001"} 0
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="0.00025"} 0
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="0.0005"} 0
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="0.001"} 0
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="0.0025"} 0
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="0.005"} 0
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="0.01"} 0
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="0.025"} 0
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="0.05"} 0
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="0.1"} 0
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="0.25"} 0
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="0.5"} 0
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="1"} 0
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="2.5"} 0
+stepup_grpc_server_handling_seconds_bucket{method="RecordStepUp",le="+Inf"} 0
+stepup_grpc_server_handling_seconds_sum{method="RecordStepUp"} 0
+stepup_grpc_server_handling_seconds_count{method="RecordStepUp"} 0
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="0.00005"} 0
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="0.0001"} 0
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="0.00025"} 0
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="0.0005"} 0
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="0.001"} 0
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="0.0025"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="0.005"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="0.01"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="0.025"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="0.05"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="0.1"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="0.25"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="0.5"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="1"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="2.5"} 1
+stepup_grpc_server_handling_seconds_bucket{method="Check",le="+Inf"} 1
+stepup_grpc_server_handling_seconds_sum{method="Check"} 0.002
+stepup_grpc_server_handling_seconds_count{method="Check"} 1
 "#;
 }
