@@ -857,3 +857,44 @@ async fn an_issuer_bound_to_a_tenant_elevates_only_there() {
     assert_eq!(decide(in_tenant("")).await, Outcome::Challenge);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn with_two_issuers_evidence_names_the_issuer_qualified_subject() {
+    // The rule Envoy's mapping follows with two or more issuers: subject
+    // ids are `<iss>#<sub>`, so the same `sub` of two issuers is two users.
+    let idp = Idp::new();
+    let mut config = idp.trust_config();
+    let partner = "https://partner.example";
+    config.issuers.push(IssuerConfig::new(
+        partner,
+        vec![AUDIENCE.to_owned()],
+        KeySource::File(idp.jwks_file.clone()),
+    ));
+    let (server, _dir) = serve(Trust::new(&config)).await;
+    let mut c = server.client().await;
+    let token = idp.step_up("grace", "s-1", "urn:stepup:aal2", &["otp"], now());
+    let qualified = format!("{ISSUER}#grace");
+    let e = c
+        .record_step_up(RecordStepUpRequest {
+            subject_id: "grace".into(),
+            ..with_evidence(token.clone())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().starts_with("`subject_id` does not match"),
+        "{e:?}"
+    );
+    c.record_step_up(RecordStepUpRequest {
+        subject_id: qualified.clone(),
+        ..with_evidence(token)
+    })
+    .await
+    .unwrap();
+    assert_eq!(outcome(&mut c, &qualified, "s-1").await, Outcome::Allow);
+    assert_eq!(outcome(&mut c, "grace", "s-1").await, Outcome::Challenge);
+    let other = format!("{partner}#grace");
+    assert_eq!(outcome(&mut c, &other, "s-1").await, Outcome::Challenge);
+    server.stop().await;
+}

@@ -59,7 +59,8 @@ pub async fn trusted_report(
             issuer: token.issuer.to_string(),
         })
     })?;
-    let req = apply_evidence(req, &token, issuer, policy, clock)?;
+    let qualify = trust.qualifies_subjects();
+    let req = apply_evidence(req, &token, issuer, qualify, policy, clock)?;
     let report = step_up_report(&req, clock, None, policy, keyer)?;
     Ok((report, Authority::Evidence(Box::new(token))))
 }
@@ -95,7 +96,9 @@ fn claim_type(claim: &str, expected: &'static str) -> CallError {
     })
 }
 
-/// `req` as the evidence says: subject (the issuer's subject claim),
+/// `req` as the evidence says: subject (the issuer's subject claim, as
+/// `<iss>#<sub>` when `qualify`: several issuers are trusted, the rule
+/// Envoy's mapping follows with several `issuers`),
 /// session (`sid`), `acr`, `amr`, `auth_time` from the token, the tenant
 /// from the issuer's settings when it names one; each field sent beside
 /// them checked to agree (else `PERMISSION_DENIED` naming the field); a
@@ -105,15 +108,21 @@ pub fn apply_evidence(
     mut req: pb::RecordStepUpRequest,
     token: &Verified,
     issuer: &IssuerConfig,
+    qualify: bool,
     policy: &PolicySet,
     clock: DateTime<Utc>,
 ) -> Result<pb::RecordStepUpRequest, CallError> {
     let subject_claim = issuer.subject_claim.as_str();
-    let subject = token.subject.clone().ok_or_else(|| {
+    let subject = token.subject.as_deref().ok_or_else(|| {
         CallError::Evidence(TokenError::MissingClaim {
             claim: subject_claim.to_owned(),
         })
     })?;
+    let subject = if qualify {
+        format!("{}#{subject}", token.issuer)
+    } else {
+        subject.to_owned()
+    };
     if let Some(tenant) = &issuer.tenant {
         if !req.tenant.is_empty() && req.tenant != *tenant {
             return Err(mismatch(

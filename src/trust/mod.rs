@@ -73,6 +73,14 @@ impl Trust {
         }
     }
 
+    /// Whether subject ids are issuer-qualified, `<iss>#<sub>`: with two or
+    /// more trusted issuers, as Envoy's mapping does with two or more
+    /// `[ext_authz.subject] issuers`, so that the same `sub` of two issuers
+    /// names two subjects.
+    pub fn qualifies_subjects(&self) -> bool {
+        self.issuers.len() >= 2
+    }
+
     /// Whether nothing is trusted (no issuers, no reporters).
     pub fn is_off(&self) -> bool {
         self.issuers.is_empty() && self.reporters.is_empty()
