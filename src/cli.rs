@@ -82,9 +82,33 @@ pub struct ServeArgs {
     /// Directory of policy files (*.yaml, *.yml, searched recursively).
     #[arg(long, env = "STEPUP_POLICIES", value_name = "DIR")]
     pub policies: Option<PathBuf>,
-    /// gRPC listen address [default: 127.0.0.1:7171].
-    #[arg(long, env = "STEPUP_LISTEN", value_name = "ADDR")]
+    /// gRPC listen address: IP:PORT, or unix:PATH for a Unix domain socket
+    /// (a stale socket file is replaced at start, the file is removed at
+    /// shutdown) [default: 127.0.0.1:7171]. Plaintext TCP on a non-loopback
+    /// address starts with a warning: anyone who reaches the port can ask
+    /// for decisions; serve TLS (--tls-cert/--tls-key), require client
+    /// certificates (--tls-client-ca) or use a Unix socket, unless a mesh
+    /// proxy terminates mTLS in front of the port.
+    #[arg(long, env = "STEPUP_LISTEN", value_name = "ADDR|unix:PATH")]
     pub listen: Option<String>,
+    /// Permissions of the Unix socket file, octal: who may connect
+    /// (connecting needs write permission) [default: 0660].
+    #[arg(long, env = "STEPUP_LISTEN_MODE", value_name = "MODE")]
+    pub listen_mode: Option<String>,
+    /// Serve gRPC over TLS with this certificate chain (PEM, leaf first);
+    /// needs --tls-key. The files are reloaded when they change (e.g.
+    /// renewed by cert-manager) without dropping connections; a bad new
+    /// pair is logged and the previous one kept.
+    #[arg(long, env = "STEPUP_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "STEPUP_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Require a client certificate signed by a CA in FILE (PEM): mutual
+    /// TLS. The caller's identity (URI SAN such as a SPIFFE ID, else DNS
+    /// SAN, else subject CN) is logged with each decision. Needs --tls-cert.
+    #[arg(long, env = "STEPUP_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Do not watch the policy directory (reload on SIGHUP only). By default
     /// changes are picked up within a second; an invalid new set is
     /// rejected and the last good one keeps serving.
@@ -141,6 +165,10 @@ impl ServeArgs {
         Overrides {
             policies: self.policies.clone(),
             listen: self.listen.clone(),
+            listen_mode: self.listen_mode.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
             watch: self.no_watch.then_some(false),
             admin: self.admin.clone(),
             decision_log: self.decision_log.clone(),
