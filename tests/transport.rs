@@ -670,6 +670,27 @@ async fn unix_socket_serves_with_its_mode_and_is_removed_at_shutdown() {
     // ...and leaves the socket alone.
     assert_eq!(decide(channel()).await, Ok(Outcome::Challenge));
 
+    // A client written by others: grpcio, which must name the authority
+    // (its default, the %-encoded socket path, is no valid :authority).
+    if let Some(python) = tokio::task::spawn_blocking(grpcio_python).await.unwrap() {
+        let target = format!("unix:{}", path.display());
+        let request = prost::Message::encode_to_vec(&password_change());
+        let answer = tokio::task::spawn_blocking(move || {
+            grpcio_call(
+                &python,
+                &target,
+                &[Path::new("-")],
+                "/stepup.v1.DecisionService/Decide",
+                &request,
+            )
+        })
+        .await
+        .unwrap();
+        let response: stepup::proto::v1::DecideResponse =
+            prost::Message::decode(answer.unwrap().as_slice()).unwrap();
+        assert_eq!(response.outcome(), Outcome::Challenge);
+    }
+
     let (code, logs) = server.stop();
     assert_eq!(code, Some(0), "{logs}");
     assert!(!path.exists(), "the socket file is removed at shutdown");
@@ -722,6 +743,9 @@ async fn plaintext_on_a_non_loopback_address_warns_and_names_the_fixes() {
 /// under the target directory, made on first use; `None` (the test is
 /// skipped, with the reason printed) only when there is no python3.
 fn grpcio_python() -> Option<PathBuf> {
+    // Two tests may ask at once: one makes the virtualenv.
+    static MAKING: Mutex<()> = Mutex::new(());
+    let _making = MAKING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if Command::new("python3").arg("--version").output().is_err() {
         eprintln!("skipped: no python3 on PATH for the grpcio client");
         return None;

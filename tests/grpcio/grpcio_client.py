@@ -1,10 +1,12 @@
-"""One unary call to stepup with Python's grpcio, over TLS or mutual TLS.
+"""One unary call to stepup with Python's grpcio: over TLS or mutual TLS, or
+in plaintext on a Unix socket.
 
 Used by tests/transport.rs: a client written by others, with certificates the
 Rust test made. The request and response are protobuf bytes, hex-encoded, so
 no generated stubs are needed.
 
     python grpcio_client.py TARGET ROOT_PEM [KEY_PEM CERT_PEM] METHOD REQUEST_HEX
+    python grpcio_client.py unix:PATH - METHOD REQUEST_HEX
 
 Prints the response bytes as hex on success (exit 0); on a gRPC error prints
 `error CODE DETAILS` (exit 3).
@@ -24,15 +26,21 @@ def main(argv):
     else:
         print(__doc__, file=sys.stderr)
         return 2
-    read = lambda path: open(path, "rb").read() if path else None
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=read(root),
-        private_key=read(key),
-        certificate_chain=read(cert),
-    )
-    # The server certificate names `localhost`; the target is an IP address.
-    options = [("grpc.ssl_target_name_override", "localhost")]
-    with grpc.secure_channel(target, credentials, options=options) as channel:
+    if root == "-":
+        # On a Unix socket grpc-core sends the %-encoded path as :authority,
+        # which stepup's HTTP/2 server rejects: name a host instead.
+        channel = grpc.insecure_channel(target, options=[("grpc.default_authority", "localhost")])
+    else:
+        read = lambda path: open(path, "rb").read() if path else None
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read(root),
+            private_key=read(key),
+            certificate_chain=read(cert),
+        )
+        # The server certificate names `localhost`; the target is an IP address.
+        options = [("grpc.ssl_target_name_override", "localhost")]
+        channel = grpc.secure_channel(target, credentials, options=options)
+    with channel:
         call = channel.unary_unary(
             method,
             request_serializer=None,
