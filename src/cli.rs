@@ -56,11 +56,15 @@ Exit codes:
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process: the size of `serve`'s flags costs nothing"
+)]
 pub enum Command {
     /// Serve decisions over gRPC (DecisionService, health, reflection).
     ///
     /// HTTP/2 limits: a connection that sends no HTTP/2 preface within 10s
-    /// is closed; idle connections are pinged every 30s and closed when the
+    /// is closed (with TLS on, its TLS handshake counts toward the 10s); idle connections are pinged every 30s and closed when the
     /// answer takes over 20s; at most 256 concurrent calls per connection
     /// and 16 KiB of headers per call; messages up to 1 MiB.
     Serve(ServeArgs),
@@ -95,10 +99,12 @@ pub struct ServeArgs {
     /// (connecting needs write permission) [default: 0660].
     #[arg(long, env = "STEPUP_LISTEN_MODE", value_name = "MODE")]
     pub listen_mode: Option<String>,
-    /// Serve gRPC over TLS with this certificate chain (PEM, leaf first);
-    /// needs --tls-key. The files are reloaded when they change (e.g.
-    /// renewed by cert-manager) without dropping connections; a bad new
-    /// pair is logged and the previous one kept.
+    /// Serve gRPC over TLS with this certificate chain (PEM, leaf first)
+    /// and the key of --tls-key (or `[tls] cert` and `key` in the config
+    /// file). The files are reloaded when they change (e.g. renewed by
+    /// cert-manager), every 10s and on SIGHUP, without dropping
+    /// connections; a pair that does not load is logged and the previous
+    /// one kept.
     #[arg(long, env = "STEPUP_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
@@ -106,7 +112,8 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     /// Require a client certificate signed by a CA in FILE (PEM): mutual
     /// TLS. The caller's identity (URI SAN such as a SPIFFE ID, else DNS
-    /// SAN, else subject CN) is logged with each decision. Needs --tls-cert.
+    /// SAN, else subject CN) is logged with each decision as `caller`.
+    /// Needs --tls-cert and --tls-key.
     #[arg(long, env = "STEPUP_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
     /// Do not watch the policy directory (reload on SIGHUP only). By default

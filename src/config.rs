@@ -352,9 +352,9 @@ fn line_suffix(line: Option<usize>) -> String {
 impl Config {
     /// Resolves the settings from `overrides` (flags and environment), the
     /// config file at `file` if any, and the defaults.
-    pub fn resolve(overrides: Overrides, file: Option<&Path>) -> Result<Self, ConfigError> {
+    pub fn resolve(mut overrides: Overrides, file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
-        let from_file = match file {
+        let mut from_file = match file {
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(text) => parse_file(path, &text, &mut problems),
                 Err(error) => {
@@ -368,23 +368,13 @@ impl Config {
             None => FileConfig::default(),
         };
 
-        let policies = overrides.policies.or(from_file.policies);
+        let policies = overrides.policies.take().or(from_file.policies.take());
         if policies.is_none() {
             problems.push(SettingError::NoPolicies);
         }
         let transport = transport::resolve(
-            transport::Given {
-                listen: overrides.listen,
-                listen_mode: overrides.listen_mode,
-                cert: overrides.tls_cert,
-                key: overrides.tls_key,
-                client_ca: overrides.tls_client_ca,
-            },
-            transport::FromFile {
-                listen: from_file.listen,
-                listen_mode: from_file.listen_mode,
-                tls: from_file.tls,
-            },
+            transport::Given::take(&mut overrides),
+            transport::FromFile::take(&mut from_file),
             file.and_then(Path::parent),
             &mut problems,
         );

@@ -95,7 +95,10 @@ impl Ca {
     /// A client certificate with a SPIFFE ID.
     fn client(&self, uri: &str) -> Pair {
         self.leaf(
-            vec![SanType::URI(uri.try_into().unwrap()), dns("checkout.payments")],
+            vec![
+                SanType::URI(uri.try_into().unwrap()),
+                dns("checkout.payments"),
+            ],
             Some("checkout"),
             ExtendedKeyUsagePurpose::ClientAuth,
         )
@@ -314,7 +317,10 @@ impl Serve {
                         let out = self.stop_now();
                         panic!("stepup serve exited ({status}) before serving: {e}\n{out}");
                     }
-                    assert!(Instant::now() < deadline, "stepup serve did not come up: {e}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "stepup serve did not come up: {e}"
+                    );
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -448,7 +454,10 @@ async fn the_handshake_timeout_covers_tls_and_the_http2_preface() {
         .await
         .expect("the server closes a connection without a preface");
     let elapsed = started.elapsed();
-    assert!(elapsed >= timeout && elapsed < Duration::from_secs(3), "{elapsed:?}");
+    assert!(
+        elapsed >= timeout && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
     let _ = tls.shutdown().await;
 }
 
@@ -475,7 +484,10 @@ async fn mutual_tls_admits_only_the_client_ca_and_logs_the_caller() {
         log.to_str().unwrap(),
     ]);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let good = TlsConnector::new(addr, client_config(&[&ca], Some(&clients.client(SPIFFE_ID))));
+    let good = TlsConnector::new(
+        addr,
+        client_config(&[&ca], Some(&clients.client(SPIFFE_ID))),
+    );
     let outcome = server.wait_for(|| decide(good.channel())).await;
     assert_eq!(outcome, Outcome::Challenge);
 
@@ -502,7 +514,11 @@ async fn mutual_tls_admits_only_the_client_ca_and_logs_the_caller() {
     );
     let via_dns = TlsConnector::new(addr, client_config(&[&ca], Some(&dns_only)));
     assert_eq!(decide(via_dns.channel()).await, Ok(Outcome::Challenge));
-    let cn_only = clients.leaf(vec![], Some("reporting"), ExtendedKeyUsagePurpose::ClientAuth);
+    let cn_only = clients.leaf(
+        vec![],
+        Some("reporting"),
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
     let via_cn = TlsConnector::new(addr, client_config(&[&ca], Some(&cn_only)));
     assert_eq!(decide(via_cn.channel()).await, Ok(Outcome::Challenge));
 
@@ -604,7 +620,10 @@ async fn rotated_certificates_serve_new_connections_and_keep_open_ones() {
     volume.update(&second);
     let deadline = Instant::now() + Duration::from_secs(20);
     while leaf_of_a_new_connection().await != second.leaf_der() {
-        assert!(Instant::now() < deadline, "the new certificate was not picked up");
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not picked up"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The connection opened before still answers, on the same connection.
@@ -624,7 +643,10 @@ async fn rotated_certificates_serve_new_connections_and_keep_open_ones() {
     volume.update(&third);
     let deadline = Instant::now() + Duration::from_secs(20);
     while leaf_of_a_new_connection().await != third.leaf_der() {
-        assert!(Instant::now() < deadline, "the third certificate was not picked up");
+        assert!(
+            Instant::now() < deadline,
+            "the third certificate was not picked up"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     old.decide(password_change()).await.unwrap();
@@ -703,9 +725,7 @@ async fn plaintext_on_a_non_loopback_address_warns_and_names_the_fixes() {
     let port = common::free_port();
     let mut server = Serve::start(&["--listen", &format!("0.0.0.0:{port}")]);
     let addr = format!("http://127.0.0.1:{port}");
-    let outcome = server
-        .wait_for(|| decide(plaintext(addr.clone())))
-        .await;
+    let outcome = server.wait_for(|| decide(plaintext(addr.clone()))).await;
     assert_eq!(outcome, Outcome::Challenge);
     let (code, logs) = server.stop();
     assert_eq!(code, Some(0), "{logs}");
@@ -730,9 +750,7 @@ async fn plaintext_on_a_non_loopback_address_warns_and_names_the_fixes() {
     let port = common::free_port();
     let mut server = Serve::start(&["--listen", &format!("127.0.0.1:{port}")]);
     let addr = format!("http://127.0.0.1:{port}");
-    server
-        .wait_for(|| decide(plaintext(addr.clone())))
-        .await;
+    server.wait_for(|| decide(plaintext(addr.clone()))).await;
     let (_, logs) = server.stop();
     assert!(!logs.contains("plaintext TCP"), "{logs}");
 }
@@ -745,7 +763,9 @@ async fn plaintext_on_a_non_loopback_address_warns_and_names_the_fixes() {
 fn grpcio_python() -> Option<PathBuf> {
     // Two tests may ask at once: one makes the virtualenv.
     static MAKING: Mutex<()> = Mutex::new(());
-    let _making = MAKING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _making = MAKING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if Command::new("python3").arg("--version").output().is_err() {
         eprintln!("skipped: no python3 on PATH for the grpcio client");
         return None;
@@ -844,7 +864,10 @@ async fn a_python_grpcio_client_decides_over_mutual_tls() {
         log.to_str().unwrap(),
     ]);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let rust = TlsConnector::new(addr, client_config(&[&ca], Some(&clients.client(SPIFFE_ID))));
+    let rust = TlsConnector::new(
+        addr,
+        client_config(&[&ca], Some(&clients.client(SPIFFE_ID))),
+    );
     server.wait_for(|| decide(rust.channel())).await;
 
     let target = addr.to_string();

@@ -96,11 +96,35 @@ pub(super) struct Given {
     pub(super) client_ca: Option<PathBuf>,
 }
 
+impl Given {
+    /// Takes the transport settings out of `o`.
+    pub(super) fn take(o: &mut super::Overrides) -> Self {
+        Self {
+            listen: o.listen.take(),
+            listen_mode: o.listen_mode.take(),
+            cert: o.tls_cert.take(),
+            key: o.tls_key.take(),
+            client_ca: o.tls_client_ca.take(),
+        }
+    }
+}
+
 /// The transport settings from the config file.
 pub(super) struct FromFile {
     pub(super) listen: Option<String>,
     pub(super) listen_mode: Option<String>,
     pub(super) tls: FileTls,
+}
+
+impl FromFile {
+    /// Takes the transport settings out of `f`.
+    pub(super) fn take(f: &mut super::FileConfig) -> Self {
+        Self {
+            listen: f.listen.take(),
+            listen_mode: f.listen_mode.take(),
+            tls: std::mem::take(&mut f.tls),
+        }
+    }
 }
 
 /// The resolved transport settings.
