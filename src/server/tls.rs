@@ -438,3 +438,121 @@ fn watcher(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+
+    use super::*;
+
+    /// A self-signed certificate with these SANs and CN, and its key (PEM).
+    fn pair(sans: Vec<SanType>, cn: Option<&str>) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = sans;
+        params.distinguished_name = DistinguishedName::new();
+        if let Some(cn) = cn {
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        let key = KeyPair::generate().unwrap();
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    }
+
+    fn identity_of_pem(pem: &str) -> Option<Arc<str>> {
+        identity(&CertificateDer::from_pem_slice(pem.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn the_identity_is_the_uri_san_else_the_dns_san_else_the_cn() {
+        let uri = SanType::URI("spiffe://example.org/sa/a".try_into().unwrap());
+        let dns = SanType::DnsName("a.internal".try_into().unwrap());
+        let (cert, _) = pair(vec![dns.clone(), uri], Some("cn"));
+        assert_eq!(
+            identity_of_pem(&cert).as_deref(),
+            Some("spiffe://example.org/sa/a")
+        );
+        let (cert, _) = pair(vec![dns], Some("cn"));
+        assert_eq!(identity_of_pem(&cert).as_deref(), Some("a.internal"));
+        let (cert, _) = pair(vec![], Some("cn"));
+        assert_eq!(identity_of_pem(&cert).as_deref(), Some("cn"));
+        let (cert, _) = pair(vec![], None);
+        assert_eq!(identity_of_pem(&cert), None);
+    }
+
+    #[test]
+    fn a_reload_swaps_a_good_pair_and_keeps_the_last_good_one_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsConfig {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+            client_ca: None,
+        };
+        let write = |(cert, key): &(String, String)| {
+            std::fs::write(&files.cert, cert).unwrap();
+            std::fs::write(&files.key, key).unwrap();
+        };
+        let first = pair(vec![], Some("first"));
+        write(&first);
+        let tls = ServerTls::load(files.clone()).unwrap();
+        let before = tls.current();
+        assert!(!tls.reload().unwrap(), "unchanged files: nothing to do");
+        assert!(Arc::ptr_eq(&before, &tls.current()));
+
+        // The key of another certificate.
+        let second = pair(vec![], Some("second"));
+        write(&(second.0.clone(), first.1.clone()));
+        let err = tls.reload().unwrap_err();
+        assert!(matches!(err, TlsError::Pair { .. }), "{err}");
+        assert!(err.to_string().contains("are not a usable pair"), "{err}");
+        assert!(
+            Arc::ptr_eq(&before, &tls.current()),
+            "the last good pair stays"
+        );
+        // The same bad files again: not rebuilt, not reported again.
+        assert!(!tls.reload().unwrap());
+
+        write(&second);
+        assert!(tls.reload().unwrap());
+        assert!(!Arc::ptr_eq(&before, &tls.current()));
+
+        // Not PEM at all, and a missing file: errors that name the file.
+        std::fs::write(&files.key, "not a key").unwrap();
+        let err = tls.reload().unwrap_err();
+        assert!(
+            err.to_string().contains("holds no usable PEM private key"),
+            "{err}"
+        );
+        std::fs::remove_file(&files.cert).unwrap();
+        let err = ServerTls::load(files.clone()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read the TLS certificate `"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_client_ca_makes_it_mutual_and_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pair(vec![], Some("server"));
+        let files = TlsConfig {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+            client_ca: Some(dir.path().join("ca.crt")),
+        };
+        std::fs::write(&files.cert, &cert).unwrap();
+        std::fs::write(&files.key, &key).unwrap();
+        std::fs::write(files.client_ca.as_ref().unwrap(), "").unwrap();
+        let err = ServerTls::load(files.clone()).unwrap_err();
+        assert!(
+            err.to_string().contains("client CA") && err.to_string().contains("BEGIN CERTIFICATE"),
+            "{err}"
+        );
+        std::fs::write(files.client_ca.as_ref().unwrap(), &cert).unwrap();
+        let tls = ServerTls::load(files).unwrap();
+        assert!(tls.is_mutual());
+        assert_eq!(
+            tls.current().alpn_protocols.first().map(Vec::as_slice),
+            Some(&b"h2"[..])
+        );
+    }
+}
