@@ -50,14 +50,23 @@ struct Sidecar {
 
 impl Sidecar {
     async fn start(policies: &Path, mapping: Mapping) -> Self {
-        let (policy, _) = PolicySet::load(policies).unwrap_or_else(|r| panic!("{r}"));
         // History off: these tests compare Check and Decide on the same
         // request, and with history on the second call would see the first
         // (tests/history.rs covers history).
-        let history = stepup::history::History::new(stepup::history::HistoryConfig {
+        let history = stepup::history::HistoryConfig {
             enabled: stepup::history::Enabled::Off,
             ..Default::default()
-        });
+        };
+        Self::start_with_history(policies, mapping, history).await
+    }
+
+    async fn start_with_history(
+        policies: &Path,
+        mapping: Mapping,
+        history: stepup::history::HistoryConfig,
+    ) -> Self {
+        let (policy, _) = PolicySet::load(policies).unwrap_or_else(|r| panic!("{r}"));
+        let history = stepup::history::History::new(history);
         let engine = Arc::new(Service::new(policy, CacheConfig::default()).with_history(history));
         let listener = stepup::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -190,7 +199,7 @@ fn check(
 
 fn aal1() -> serde_json::Value {
     serde_json::json!({
-        "iss": "https://idp.example.com", "sub": "user-1", "sid": "s-1",
+        "iss": "https://idp.example.com/", "sub": "user-1", "sid": "s-1",
         "acr": "urn:stepup:aal1", "amr": ["pwd"], "auth_time": NOW - 3600,
         "usual_countries": ["DE"],
     })
@@ -551,16 +560,239 @@ async fn unmapped_requests_get_the_fallback() {
         .check(check(
             "GET",
             "/v1/unknown",
-            &[("x-stepup-user", "x")],
+            &[
+                ("x-stepup-user", "x"),
+                ("x-stepup-risk-score", "0"),
+                ("x-stepup-decision-id", "forged"),
+            ],
             Some(aal1()),
         ))
         .await
         .unwrap()
         .into_inner();
     let allowed = ok(&resp);
-    assert_eq!(headers(&allowed.headers)[0].0, "x-stepup-decision-id");
+    let set = headers(&allowed.headers);
+    assert_eq!(set[0].0, "x-stepup-decision-id");
+    assert_ne!(set[0].1, "forged");
     assert_eq!(allowed.headers.len(), 1, "no risk score without a decision");
-    assert_eq!(allowed.headers_to_remove, ["x-stepup-user"]);
+    // The client's risk score is not overwritten (there is none to set):
+    // it is removed.
+    assert_eq!(
+        allowed.headers_to_remove,
+        ["x-stepup-risk-score", "x-stepup-user"]
+    );
+    sidecar.stop().await;
+}
+
+/// The base64url payload of `claims`, as jwt_authn's
+/// `forward_payload_header` writes it.
+fn encoded(claims: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string())
+}
+
+/// A bearer JWT carrying `claims` (the signature is Envoy's business: it
+/// verified the token, or refused the request, before asking stepup).
+fn bearer(claims: &serde_json::Value) -> String {
+    format!(
+        "Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6InJ1biJ9.{}.c2lnbmF0dXJl",
+        encoded(claims)
+    )
+}
+
+/// What Envoy sends with the payload in `x-jwt-payload` (Istio's
+/// `outputPayloadToHeader`): `payload` as the header, `token` as the bearer
+/// token, either absent.
+fn check_with_header(
+    method: &str,
+    path: &str,
+    device: &str,
+    payload: Option<&serde_json::Value>,
+    token: Option<&serde_json::Value>,
+) -> CheckRequest {
+    let payload = payload.map(encoded);
+    let token = token.map(bearer);
+    let mut headers = vec![("x-device-id", device)];
+    if let Some(p) = &payload {
+        headers.push(("x-jwt-payload", p));
+    }
+    if let Some(t) = &token {
+        headers.push(("authorization", t));
+    }
+    check(method, path, &headers, None)
+}
+
+fn rule_ids(r: &CheckResponse) -> serde_json::Value {
+    meta(r, "rule_ids")
+}
+
+const PAYLOAD_HEADER: &str = r#"
+[ext_authz]
+unmapped = "allow"
+[ext_authz.subject]
+payload_header = "x-jwt-payload"
+[ext_authz.device]
+id = "x-device-id"
+[[ext_authz.routes]]
+method = "GET"
+path = "/v1/orders"
+action = "orders.list"
+[[ext_authz.routes]]
+method = "PUT"
+path = "/v1/account/email"
+action = "account.email.change"
+[[ext_authz.routes]]
+method = "POST"
+path = "/v1/transfers"
+action = "payments.transfer"
+resource.attributes.amount = { query = "amount", type = "number", required = true }
+"#;
+
+#[tokio::test]
+async fn forged_payload_headers_are_denied_and_leave_no_history() {
+    // `unmapped = "allow"`: a forged identity is refused all the same.
+    let sidecar = Sidecar::start_with_history(
+        &examples(),
+        mapping(PAYLOAD_HEADER),
+        stepup::history::HistoryConfig::default(),
+    )
+    .await;
+    let mut authz = sidecar.authz();
+    let mut victim = aal1();
+    victim["sub"] = "victim".into();
+    let mut strong = victim.clone();
+    strong["acr"] = "urn:stepup:aal3".into();
+    strong["amr"] = serde_json::json!(["hwk"]);
+    strong["auth_time"] = NOW.into();
+    let mut attacker = aal1();
+    attacker["sub"] = "attacker".into();
+
+    // The victim, from their own device: the subject has a history.
+    let r = check_with_header(
+        "GET",
+        "/v1/orders",
+        "d-victim",
+        Some(&victim),
+        Some(&victim),
+    );
+    ok(&authz.check(r).await.unwrap().into_inner());
+
+    // No token and a payload naming the victim at aal3; the attacker's own
+    // (verified) token next to it: 403, whatever the action.
+    for (path, method, token) in [
+        ("/v1/orders", "GET", None),
+        ("/v1/account/email", "PUT", None),
+        ("/v1/orders", "GET", Some(&attacker)),
+        ("/v1/account/email", "PUT", Some(&attacker)),
+    ] {
+        let r = check_with_header(method, path, "d-attacker", Some(&strong), token);
+        let resp = authz.check(r).await.unwrap().into_inner();
+        assert_eq!(denied(&resp).status.as_ref().unwrap().code, 403, "{path}");
+        assert_eq!(meta(&resp, "outcome"), "deny");
+        let reason = meta(&resp, "unmapped");
+        assert!(
+            reason
+                .as_str()
+                .unwrap()
+                .starts_with("header `x-jwt-payload` is not believed"),
+            "{reason}"
+        );
+    }
+
+    // The attacker's device did not become known for the victim: a
+    // transfer from it still needs the device confirmed...
+    let r = check_with_header(
+        "POST",
+        "/v1/transfers?amount=10",
+        "d-attacker",
+        Some(&victim),
+        Some(&victim),
+    );
+    let resp = authz.check(r).await.unwrap().into_inner();
+    assert_eq!(denied(&resp).status.as_ref().unwrap().code, 401);
+    assert_eq!(
+        rule_ids(&resp),
+        serde_json::json!(["transfer-unconfirmed-device"])
+    );
+    // ...as a device the victim did confirm (an aal2 decision) does not.
+    let r = check_with_header("GET", "/v1/orders", "d-phone", Some(&strong), Some(&strong));
+    ok(&authz.check(r).await.unwrap().into_inner());
+    let r = check_with_header(
+        "POST",
+        "/v1/transfers?amount=10",
+        "d-phone",
+        Some(&victim),
+        Some(&victim),
+    );
+    ok(&authz.check(r).await.unwrap().into_inner());
+
+    // A request with neither header nor token claims no identity: the
+    // configured fallback, without the client's stepup headers.
+    let r = check("GET", "/v1/orders", &[("x-stepup-risk-score", "0")], None);
+    let resp = authz.check(r).await.unwrap().into_inner();
+    assert_eq!(ok(&resp).headers_to_remove, ["x-stepup-risk-score"]);
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn several_issuers_keep_separate_histories() {
+    let toml = PAYLOAD_HEADER.replace(
+        "[ext_authz.subject]\npayload_header = \"x-jwt-payload\"\n",
+        "[ext_authz.subject]\npayload_header = \"x-jwt-payload\"\nissuers = [\"https://idp.example.com/\", \"https://partner.example.org/\"]\n",
+    );
+    let sidecar = Sidecar::start_with_history(
+        &examples(),
+        mapping(&toml),
+        stepup::history::HistoryConfig::default(),
+    )
+    .await;
+    let mut authz = sidecar.authz();
+    let alice = |iss: &str, acr: &str| {
+        let mut c = aal1();
+        c["iss"] = iss.into();
+        c["sub"] = "alice".into();
+        c["acr"] = acr.into();
+        c
+    };
+    let idp = "https://idp.example.com/";
+    let partner = "https://partner.example.org/";
+    let mut send = async |claims: serde_json::Value, method, path, device| {
+        let r = check_with_header(method, path, device, Some(&claims), Some(&claims));
+        authz.check(r).await.unwrap().into_inner()
+    };
+
+    // The IdP's alice confirms d-1 (an aal2 decision); the partner's alice
+    // uses d-2.
+    ok(&send(alice(idp, "urn:stepup:aal2"), "GET", "/v1/orders", "d-1").await);
+    ok(&send(
+        alice(partner, "urn:stepup:aal1"),
+        "GET",
+        "/v1/orders",
+        "d-2",
+    )
+    .await);
+    // d-1 is known to the IdP's alice only.
+    let transfer = "/v1/transfers?amount=10";
+    let resp = send(alice(partner, "urn:stepup:aal1"), "POST", transfer, "d-1").await;
+    assert_eq!(denied(&resp).status.as_ref().unwrap().code, 401);
+    assert_eq!(
+        rule_ids(&resp),
+        serde_json::json!(["transfer-unconfirmed-device"])
+    );
+    ok(&send(alice(idp, "urn:stepup:aal1"), "POST", transfer, "d-1").await);
+    // An issuer not listed: refused (the fallback here is `allow`, so the
+    // answer passes with no decision made: nothing recorded either).
+    let resp = send(
+        alice("https://other.example/", "urn:stepup:aal3"),
+        "GET",
+        "/v1/orders",
+        "d-3",
+    )
+    .await;
+    assert_eq!(
+        meta(&resp, "unmapped"),
+        "issuer `https://other.example/` (claim `iss`) is not one of `ext_authz.subject.issuers`"
+    );
     sidecar.stop().await;
 }
 
@@ -803,4 +1035,48 @@ fn the_example_configs_load() {
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_ne!(config.ext_authz, Mapping::default(), "{file}");
     }
+}
+
+#[test]
+fn believing_a_payload_header_without_a_token_is_warned_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stepup.toml");
+    std::fs::write(
+        &file,
+        "[ext_authz.subject]\npayload_header = \"x-jwt-payload\"\npayload_header_stripped_by_proxy = true\n",
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stepup"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .args(["--policies"])
+        .arg(examples())
+        .args(["--listen", &addr, "--admin", "off", "--log-format", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Up and serving: the warning came before. SIGTERM flushes the logs.
+    let rt = common::runtime();
+    rt.block_on(async {
+        drop(common::connect_when_up(&mut child, &addr).await);
+    });
+    drop(rt); // closes the client's connection
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let warning = logs
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["level"] == "WARN")
+        .unwrap_or_else(|| panic!("no warning in {logs}"));
+    assert_eq!(
+        warning["fields"]["message"],
+        "`ext_authz.subject.payload_header_stripped_by_proxy = true`: header `x-jwt-payload` is believed without a bearer token; a client that reaches stepup through a proxy that does not remove client copies of `x-jwt-payload` can claim any identity"
+    );
 }

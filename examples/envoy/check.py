@@ -10,13 +10,21 @@
 3. The README walkthrough end to end: a real Envoy built from envoy.yaml
    (the JWKS inlined, ports moved to free ones) in front of a stub upstream,
    asking a real `stepup serve --config examples/envoy/stepup.toml`; tokens
-   are RS256, signed with a key made for the run.
+   are RS256, signed with a key made for the run. Then other spellings of
+   protected paths (`//v1/...`, `/v1/./...`, `%2F`): none skips stepup.
+4. The identity stepup believes, with Envoy configured as Istio configures
+   it (the payload in `x-jwt-payload`, missing tokens let through, two
+   identity providers): forged payload headers with no token or another
+   subject's token are refused and leave no history; users of two issuers
+   with the same `sub` have separate histories; with `unmapped = "allow"`
+   a client's own `x-stepup-*` headers still never reach the upstream.
 
 Prints one line per check and `N passed, N failed` at the end.
 """
 
 import argparse
 import base64
+import copy
 import http.client
 import http.server
 import json
@@ -134,6 +142,21 @@ def check_envoy_yaml(envoy):
         stepup["ext_authz"]["subject"]["payload"] in payload_keys,
         str(payload_keys),
     )
+    h = hcm[0] if hcm else {}
+    check(
+        "one spelling per path: normalize_path, merge_slashes, escaped slashes refused",
+        h.get("normalize_path") is True
+        and h.get("merge_slashes") is True
+        and h.get("path_with_escaped_slashes_action") == "REJECT_REQUEST",
+    )
+    requirements = walk(jwt, lambda d: "allow_missing_or_failed" in d)
+    check("jwt_authn never lets a failed token through (no allow_missing_or_failed)", not requirements)
+    issuers = [p.get("issuer") for p in jwt[0]["providers"].values()] if jwt else []
+    check(
+        "stepup.toml accepts exactly jwt_authn's issuers",
+        sorted(stepup["ext_authz"]["subject"].get("issuers", [])) == sorted(issuers),
+        str(issuers),
+    )
     extensions = walk(config, lambda d: "stepup_action" in d.get("context_extensions", {}))
     check("a route names its action with `stepup_action`", len(extensions) >= 1)
     return config
@@ -186,6 +209,35 @@ def check_istio():
             for r in rules
         ),
     )
+    authn = docs.get("RequestAuthentication", {}).get("spec", {})
+    check(
+        "istio: the token is verified wherever stepup is asked (same selector)",
+        len(custom) == 1 and custom[0]["spec"].get("selector") == authn.get("selector"),
+    )
+    check(
+        "istio: the mesh normalises paths (merges slashes)",
+        mesh["spec"]["meshConfig"].get("pathNormalization", {}).get("normalization")
+        in ("MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"),
+    )
+    operations = walk(custom, lambda d: "paths" in d or "notPaths" in d)
+    check(
+        "istio: the CUSTOM policy covers every path but exact probe paths",
+        len(custom) == 1
+        and all("paths" not in o for o in operations)
+        and all("*" not in p for o in operations for p in o.get("notPaths", [])),
+        str(operations),
+    )
+    subject = stepup["ext_authz"]["subject"]
+    check(
+        "istio: the payload header is bound to the token Istio keeps (forwardOriginalToken)",
+        not subject.get("payload_header_stripped_by_proxy", False)
+        and all(r.get("forwardOriginalToken") is True for r in rules),
+    )
+    check(
+        "istio: stepup.toml accepts the RequestAuthentication's issuers",
+        sorted(subject.get("issuers", [])) == sorted(r["issuer"] for r in rules),
+        str(subject.get("issuers")),
+    )
     check(
         "istio: stepup listens on the provider's port",
         stepup["listen"].endswith(f":{p.get('port')}"),
@@ -209,8 +261,9 @@ def free_port():
 class Idp:
     """An RSA key made for the run, its JWKS, and RS256 tokens (openssl)."""
 
-    def __init__(self, tmp):
-        self.key = tmp / "idp-key.pem"
+    def __init__(self, tmp, issuer="https://idp.example.com/", name="idp"):
+        self.issuer = issuer
+        self.key = tmp / f"{name}-key.pem"
         subprocess.run(
             ["openssl", "genrsa", "-out", str(self.key), "2048"],
             check=True,
@@ -241,7 +294,7 @@ class Idp:
         now = int(time.time())
         header = b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "run"}).encode())
         body = {
-            "iss": "https://idp.example.com/",
+            "iss": self.issuer,
             "aud": "payments-api",
             "iat": now,
             "exp": now + 600,
@@ -249,6 +302,11 @@ class Idp:
             "sid": "s-1",
         }
         body.update(claims)
+        if "pad" in body:
+            # A payload whose base64url form needs padding (its length is
+            # not a multiple of 3 bytes).
+            while len(json.dumps(body)) % 3 == 0:
+                body["pad"] += "x"
         signing_input = f"{header}.{b64url(json.dumps(body).encode())}"
         signature = subprocess.run(
             ["openssl", "dgst", "-sha256", "-sign", str(self.key)],
@@ -276,17 +334,18 @@ class Upstream(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_config(config, idp, ports):
-    """envoy.yaml with the JWKS inline, no IdP cluster, and free ports."""
-    for provider in typed(config, "jwt_authn.v3.JwtAuthentication")[0]["providers"].values():
-        provider.pop("remote_jwks")
-        provider["local_jwks"] = {"inline_string": idp.jwks}
+def test_config(config, idps, ports):
+    """envoy.yaml with the JWKS inline (`idps`: provider name -> Idp), no
+    IdP cluster, and free ports."""
+    config = copy.deepcopy(config)
+    for name, provider in typed(config, "jwt_authn.v3.JwtAuthentication")[0]["providers"].items():
+        provider.pop("remote_jwks", None)
+        provider["local_jwks"] = {"inline_string": idps[name].jwks}
     resources = config["static_resources"]
     resources["clusters"] = [c for c in resources["clusters"] if c["name"] != "idp"]
-    resources["listeners"][0]["address"]["socket_address"] = {
-        "address": "127.0.0.1",
-        "port_value": ports["envoy"],
-    }
+    for listener in resources["listeners"]:
+        port = ports["envoy"] if listener["name"] == "public" else ports[f"envoy_{listener['name']}"]
+        listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": port}
     config["admin"]["address"]["socket_address"]["port_value"] = ports["admin"]
     for c in resources["clusters"]:
         addr = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
@@ -318,65 +377,97 @@ def wait_until(what, probe, seconds=30):
     raise RuntimeError(f"timed out waiting for {what}")
 
 
+class Stack:
+    """A real `stepup serve --config STEPUP_TOML` and a real Envoy from
+    `config` (made runnable by test_config) in front of the echoing
+    upstream, on free ports; stopped on exit, their logs printed when a
+    check failed."""
+
+    def __init__(self, envoy, config, stepup_toml, idps, tmp, name):
+        self.envoy, self.config, self.stepup_toml = envoy, config, stepup_toml
+        self.idps, self.tmp, self.name = idps, tmp, name
+        names = ("envoy", "envoy_internal", "admin", "stepup", "app", "stepup_admin")
+        self.ports = {n: free_port() for n in names}
+        self.procs, self.logs = [], []
+
+    def path(self, suffix):
+        return self.tmp / f"{self.name}-{suffix}"
+
+    def __enter__(self):
+        ports = self.ports
+        config = test_config(self.config, self.idps, ports)
+        self.path("envoy.yaml").write_text(yaml.safe_dump(config))
+        self.app = http.server.ThreadingHTTPServer(("127.0.0.1", ports["app"]), Upstream)
+        threading.Thread(target=self.app.serve_forever, daemon=True).start()
+        stepup_log = open(self.path("stepup.log"), "w")
+        envoy_log = open(self.path("envoy.log"), "w")
+        self.logs = [stepup_log, envoy_log]
+        self.stepup = subprocess.Popen(
+            [
+                os.environ.get("STEPUP_BIN", str(ROOT / "target/debug/stepup")),
+                "serve",
+                "--config",
+                str(self.stepup_toml),
+                "--listen",
+                f"127.0.0.1:{ports['stepup']}",
+                "--admin",
+                f"127.0.0.1:{ports['stepup_admin']}",
+                "--decision-log",
+                str(self.path("decisions.jsonl")),
+            ],
+            cwd=ROOT,
+            stdout=stepup_log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "STEPUP_LOG_LEVEL": "info"},
+        )
+        self.procs.append(self.stepup)
+        wait_until(
+            "stepup",
+            lambda: socket.create_connection(("127.0.0.1", ports["stepup"]), 1).close() or True,
+        )
+        self.proxy = subprocess.Popen(
+            [
+                self.envoy,
+                "-c",
+                str(self.path("envoy.yaml")),
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "-l",
+                "warning",
+            ],
+            stdout=envoy_log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append(self.proxy)
+        wait_until("envoy", lambda: request(ports["admin"], "GET", "/ready")[0] == 200)
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        self.app.shutdown()
+        for log in self.logs:
+            log.close()
+        if results["failed"] or exc[0] is not None:
+            print(f"--- {self.name}: stepup log ---\n" + self.path("stepup.log").read_text()[-3000:])
+            print(f"--- {self.name}: envoy log ---\n" + self.path("envoy.log").read_text()[-3000:])
+        return False
+
+
 def end_to_end(envoy, config):
-    stepup_bin = os.environ.get("STEPUP_BIN", str(ROOT / "target/debug/stepup"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         idp = Idp(tmp)
-        ports = {n: free_port() for n in ("envoy", "admin", "stepup", "app", "stepup_admin")}
-        config = test_config(config, idp, ports)
-        (tmp / "envoy.yaml").write_text(yaml.safe_dump(config))
-
-        app = http.server.ThreadingHTTPServer(("127.0.0.1", ports["app"]), Upstream)
-        threading.Thread(target=app.serve_forever, daemon=True).start()
-
-        procs = []
-        stepup_log = open(tmp / "stepup.log", "w")
-        envoy_log = open(tmp / "envoy.log", "w")
-        try:
-            stepup = subprocess.Popen(
-                [
-                    stepup_bin,
-                    "serve",
-                    "--config",
-                    str(STEPUP_TOML),
-                    "--listen",
-                    f"127.0.0.1:{ports['stepup']}",
-                    "--admin",
-                    f"127.0.0.1:{ports['stepup_admin']}",
-                    "--decision-log",
-                    str(tmp / "decisions.jsonl"),
-                ],
-                cwd=ROOT,
-                stdout=stepup_log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "STEPUP_LOG_LEVEL": "info"},
-            )
-            procs.append(stepup)
-            wait_until(
-                "stepup",
-                lambda: socket.create_connection(("127.0.0.1", ports["stepup"]), 1).close() or True,
-            )
-            proxy = subprocess.Popen(
-                [
-                    envoy,
-                    "-c",
-                    str(tmp / "envoy.yaml"),
-                    "--concurrency",
-                    "1",
-                    "--disable-hot-restart",
-                    "-l",
-                    "warning",
-                ],
-                stdout=envoy_log,
-                stderr=subprocess.STDOUT,
-            )
-            procs.append(proxy)
-            wait_until(
-                "envoy",
-                lambda: request(ports["admin"], "GET", "/ready")[0] == 200,
-            )
+        with Stack(envoy, config, STEPUP_TOML, {"idp": idp}, tmp, "front") as stack:
+            ports, stepup, proxy = stack.ports, stack.stepup, stack.proxy
             walkthrough(ports["envoy"], idp, stepup)
+            path_tricks(ports["envoy"], idp)
             _, _, metrics = request(ports["stepup_admin"], "GET", "/metrics")
             checks = re.search(
                 r'^stepup_grpc_requests_total\{method="Check",code="OK"\} (\d+)', metrics, re.M
@@ -391,7 +482,7 @@ def end_to_end(envoy, config):
             stepup.wait(timeout=30)
             lines = [
                 json.loads(line)
-                for line in (tmp / "decisions.jsonl").read_text().splitlines()
+                for line in stack.path("decisions.jsonl").read_text().splitlines()
                 if line.strip()
             ]
             check(
@@ -409,7 +500,7 @@ def end_to_end(envoy, config):
             # Envoy flushes its access log on exit.
             proxy.terminate()
             proxy.wait(timeout=30)
-            log = (tmp / "envoy.log").read_text()
+            log = stack.path("envoy.log").read_text()
             check(
                 "e2e: envoy's access log carries stepup's outcome, decision id and rules",
                 re.search(
@@ -420,20 +511,6 @@ def end_to_end(envoy, config):
                 is not None,
                 log[-1500:],
             )
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-                    try:
-                        p.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
-            app.shutdown()
-            stepup_log.close()
-            envoy_log.close()
-            if results["failed"]:
-                print("--- stepup log ---\n" + (tmp / "stepup.log").read_text()[-3000:])
-                print("--- envoy log ---\n" + (tmp / "envoy.log").read_text()[-3000:])
 
 
 def walkthrough(port, idp, stepup):
@@ -473,7 +550,7 @@ def walkthrough(port, idp, stepup):
         "POST",
         refund,
         stepped,
-        {"x-stepup-decision-id": "forged", "x-stepup-user": "admin"},
+        {"x-stepup-decision-id": "forged", "x-stepup-risk-score": "999", "x-stepup-user": "admin"},
     )
     check("e2e: after step-up the refund goes through", status == 200, f"{status} {body}")
     seen = json.loads(body) if status == 200 else {}
@@ -485,7 +562,9 @@ def walkthrough(port, idp, stepup):
     )
     check(
         "e2e: client-supplied x-stepup-* headers never reach the upstream",
-        "x-stepup-user" not in seen and seen.get("x-stepup-decision-id") != "forged",
+        "x-stepup-user" not in seen
+        and seen.get("x-stepup-decision-id") != "forged"
+        and seen.get("x-stepup-risk-score") != "999",
         json.dumps(seen),
     )
 
@@ -512,16 +591,284 @@ def walkthrough(port, idp, stepup):
         check("e2e: stepup still running", False, f"exited with {stepup.returncode}")
 
 
+def path_tricks(port, idp):
+    """Other spellings of protected paths: Envoy normalises them before
+    routing and ext_authz see them (`normalize_path`, `merge_slashes`) or
+    refuses them (`path_with_escaped_slashes_action`), so none skips stepup."""
+    aal1 = idp.token(acr="urn:stepup:aal1", amr=["pwd"], auth_time=int(time.time()) - 3600)
+    for path in [
+        "//v1/account/email",
+        "/v1//account/email",
+        "/v1/./account/email",
+        "/v1/x/../account/email",
+        "/healthz/../v1/account/email",
+        "/v1/account/%65mail",
+        "/%761/account/email",
+        "/v1/account%2Femail",
+        "/v1/account%2femail",
+        "/v1/account%5Cemail",
+        "/v1\\account\\email",
+        "/v1/account/email/",
+        "/V1/account/email",
+        "/v1/account/email;x",
+    ]:
+        status, _, body = request(port, "PUT", path, aal1)
+        check(
+            f"e2e: PUT {path} (aal1) is not let through without stepup",
+            status in (400, 401, 403),
+            f"{status} {body[:200]}",
+        )
+    for path in ["//v1/orders", "/v1/./orders", "/x/../v1/orders"]:
+        status, _, body = request(port, "GET", path, aal1)
+        seen = json.loads(body) if status == 200 else {}
+        check(
+            f"e2e: GET {path} reaches the upstream only with stepup's decision",
+            status != 200 or re.fullmatch(r"[0-9a-f-]{36}", seen.get("x-stepup-decision-id", "")),
+            f"{status} {body[:200]}",
+        )
+
+
+PARTNER = "https://partner.example.org/"
+
+
+def mesh_config(config):
+    """envoy.yaml as Istio configures Envoy: no payload in the metadata, the
+    verified payload forwarded in `x-jwt-payload` (RequestAuthentication's
+    `outputPayloadToHeader`), the token kept (`forwardOriginalToken`), a
+    missing token let through (`allow_missing`, as RequestAuthentication
+    does), and a second identity provider.
+
+    jwt_authn (Envoy 1.40) removes client copies of `x-jwt-payload` where
+    it runs, so a second listener, `internal`, is the same without
+    jwt_authn: it stands for a proxy that leaves them (older releases, a
+    header name jwt_authn does not write). There the client's header
+    reaches stepup, which believes it only as the payload of the request's
+    bearer token. (Such a token is unverified too: the binding needs
+    jwt_authn to check tokens wherever stepup reads the header.)"""
+    config = copy.deepcopy(config)
+    jwt = typed(config, "jwt_authn.v3.JwtAuthentication")[0]
+    idp = jwt["providers"]["idp"]
+    idp.pop("payload_in_metadata")
+    idp["forward"] = True
+    idp["forward_payload_header"] = "x-jwt-payload"
+    partner = copy.deepcopy(idp)
+    partner["issuer"] = PARTNER
+    # The partner's payload header is padded: stepup compares it with the
+    # token's unpadded segment all the same.
+    partner["pad_forward_payload_header"] = True
+    jwt["providers"]["partner"] = partner
+    jwt["rules"] = [
+        {"match": {"path": "/healthz"}},
+        {
+            "match": {"prefix": "/"},
+            "requires": {
+                "requires_any": {
+                    "requirements": [
+                        {"provider_name": "idp"},
+                        {"provider_name": "partner"},
+                        {"allow_missing": {}},
+                    ]
+                }
+            },
+        },
+    ]
+    listeners = config["static_resources"]["listeners"]
+    internal = copy.deepcopy(listeners[0])
+    internal["name"] = "internal"
+    hcm = internal["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["stat_prefix"] = "internal"
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.jwt_authn"]
+    listeners.append(internal)
+    return config
+
+
+def mesh_stepup_toml(tmp, unmapped):
+    """examples/envoy/stepup.toml reading the payload header, with both
+    issuers and the given `unmapped`."""
+    text = STEPUP_TOML.read_text()
+    for old, new in [
+        ('unmapped = "deny"', f'unmapped = "{unmapped}"'),
+        ('payload = "jwt_payload"', 'payload_header = "x-jwt-payload"'),
+        (
+            'issuers = ["https://idp.example.com/"]',
+            f'issuers = ["https://idp.example.com/", "{PARTNER}"]',
+        ),
+    ]:
+        if old not in text:
+            raise RuntimeError(f"examples/envoy/stepup.toml no longer has `{old}`")
+        text = text.replace(old, new)
+    path = tmp / f"mesh-{unmapped}-stepup.toml"
+    path.write_text(text)
+    return path
+
+
+def mesh_end_to_end(envoy, config):
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        idp, partner = Idp(tmp), Idp(tmp, PARTNER, "partner")
+        idps = {"idp": idp, "partner": partner}
+        mesh = mesh_config(config)
+        with Stack(envoy, mesh, mesh_stepup_toml(tmp, "deny"), idps, tmp, "mesh") as stack:
+            forged_identities(stack.ports["envoy"], stack.ports["envoy_internal"], idp)
+            several_issuers(stack.ports["envoy"], idp, partner)
+        # `unmapped = "allow"`: what cannot be mapped passes, but a forged
+        # identity does not, and neither do the client's x-stepup-* headers.
+        with Stack(envoy, mesh, mesh_stepup_toml(tmp, "allow"), idps, tmp, "open") as stack:
+            open_fallback(stack.ports["envoy"], stack.ports["envoy_internal"], idp)
+
+
+def forged(now, **claims):
+    """A payload an attacker writes: the victim, at aal3, just now."""
+    body = {
+        "iss": "https://idp.example.com/",
+        "sub": "victim",
+        "sid": "s-v",
+        "acr": "urn:stepup:aal3",
+        "amr": ["hwk"],
+        "auth_time": now,
+    }
+    body.update(claims)
+    return b64url(json.dumps(body).encode())
+
+
+def forged_identities(port, internal, idp):
+    now = int(time.time())
+    victim = idp.token(sub="victim", sid="s-v", acr="urn:stepup:aal1", amr=["pwd"], auth_time=now - 3600)
+    attacker = idp.token(sub="attacker", sid="s-a", acr="urn:stepup:aal1", amr=["pwd"], auth_time=now - 3600)
+    fake = forged(now)
+
+    # The victim from their own device: the subject has a history.
+    status, _, body = request(port, "GET", "/v1/orders", victim, {"x-device-id": "d-victim"})
+    check("mesh: the victim's own request, payload header bound to the token: 200", status == 200, f"{status} {body[:300]}")
+
+    # No token and a payload naming the victim at aal3, or the attacker's
+    # own token next to it. Where jwt_authn runs it removes the client's
+    # header first; on the listener without it the header reaches stepup,
+    # which refuses it (not the payload of the request's token). Never
+    # allowed either way.
+    forgeries = [
+        (where, p, method, path, token, what)
+        for where, p in [("front", port), ("internal", internal)]
+        for method, path in [("GET", "/v1/orders"), ("PUT", "/v1/account/email")]
+        for token, what in [(None, "no token"), (attacker, "the attacker's token")]
+        if not (where == "front" and token)
+    ]
+    for where, p, method, path, token, what in forgeries:
+        status, _, body = request(p, method, path, token, {"x-jwt-payload": fake, "x-device-id": "d-attacker"})
+        check(
+            f"mesh ({where}): {what} + a forged x-jwt-payload naming the victim: {method} {path} refused (403)",
+            status == 403,
+            f"{status} {body[:300]}",
+        )
+    # Where jwt_authn runs, the attacker's own token replaces the forged
+    # payload with its own: the attacker is themselves, and an aal1
+    # session is challenged.
+    status, _, body = request(port, "PUT", "/v1/account/email", attacker, {"x-jwt-payload": fake, "x-device-id": "d-attacker"})
+    check(
+        "mesh: the attacker's token + a forged x-jwt-payload: PUT /v1/account/email is the attacker's, challenged (401)",
+        status == 401,
+        f"{status} {body[:300]}",
+    )
+    status, _, body = request(port, "GET", "/v1/orders", attacker, {"x-jwt-payload": fake, "x-device-id": "d-attacker"})
+    seen = json.loads(body) if status == 200 else {}
+    # jwt_authn forwards the token's payload segment exactly (unpadded, as
+    # in the token, unless `pad_forward_payload_header`).
+    check(
+        "mesh: ...and the upstream sees the attacker's verified payload, not the forged one",
+        status == 200 and seen.get("x-jwt-payload") == attacker.split(".")[1],
+        f"{status} {body[:300]}",
+    )
+    # A token the attacker made (not signed by the IdP): jwt_authn refuses it.
+    parts = victim.split(".")
+    status, _, _ = request(port, "PUT", "/v1/account/email", f"{parts[0]}.{fake}.{parts[2]}", {"x-jwt-payload": fake})
+    check("mesh: a forged token with the forged payload: refused by jwt_authn", status in (401, 403), str(status))
+
+    # The attacker's device did not become known for the victim: a transfer
+    # from it still asks to confirm the device.
+    status, headers, body = request(port, "POST", "/v1/transfers?amount=10", victim, {"x-device-id": "d-attacker"})
+    check(
+        "mesh: the attacker's device is not known for the victim (transfer: confirm this device)",
+        status == 401 and "Confirm this device" in headers.get("www-authenticate", ""),
+        f"{status} {headers.get('www-authenticate', '')} {body[:200]}",
+    )
+
+
+def several_issuers(port, idp, partner):
+    now = int(time.time())
+
+    def alice(provider, acr):
+        # `pad`: a payload whose padded header differs from the token's
+        # segment.
+        return provider.token(
+            sub="alice", sid=f"s-{provider.issuer}", acr=acr, amr=["pwd", "otp"], auth_time=now - 60, pad="x"
+        )
+
+    def send(token, method, path, device):
+        return request(port, method, path, token, {"x-device-id": device})
+
+    # The IdP's alice confirms d-1 (an allowed aal2 decision); the
+    # partner's alice (the same `sub`) uses d-2.
+    status, _, _ = send(alice(idp, "urn:stepup:aal2"), "GET", "/v1/orders", "d-1")
+    check("mesh: the IdP's alice, aal2, on d-1: 200", status == 200, str(status))
+    token = alice(partner, "urn:stepup:aal1")
+    status, _, body = send(token, "GET", "/v1/orders", "d-2")
+    header = json.loads(body).get("x-jwt-payload", "") if status == 200 else ""
+    check(
+        "mesh: the partner's alice, aal1, on d-2: 200 (the padded payload header believed)",
+        status == 200 and header.endswith("=") and header.rstrip("=") == token.split(".")[1],
+        f"{status} {header}",
+    )
+    transfer = "/v1/transfers?amount=10"
+    status, headers, _ = send(alice(partner, "urn:stepup:aal1"), "POST", transfer, "d-1")
+    check(
+        "mesh: two issuers, one `sub`: two histories (d-1 is not known to the partner's alice)",
+        status == 401 and "Confirm this device" in headers.get("www-authenticate", ""),
+        f"{status} {headers.get('www-authenticate', '')}",
+    )
+    status, _, body = send(alice(idp, "urn:stepup:aal1"), "POST", transfer, "d-1")
+    check("mesh: ...and is known to the IdP's alice: 200", status == 200, f"{status} {body[:300]}")
+
+
+def open_fallback(port, internal, idp):
+    now = int(time.time())
+    aal1 = idp.token(acr="urn:stepup:aal1", amr=["pwd"], auth_time=now - 3600)
+    spoofed = {"x-stepup-risk-score": "0", "x-stepup-decision-id": "forged", "x-stepup-user": "admin"}
+    for token, what in [(None, "no token"), (aal1, "a token")]:
+        status, _, body = request(port, "GET", "/v1/unknown", token, spoofed)
+        seen = json.loads(body) if status == 200 else {}
+        check(
+            f"open: unmapped ({what}) and let through: no client-sent x-stepup-* header reaches the upstream",
+            status == 200
+            and "x-stepup-risk-score" not in seen
+            and "x-stepup-user" not in seen
+            and re.fullmatch(r"[0-9a-f-]{36}", seen.get("x-stepup-decision-id", "")) is not None,
+            f"{status} {body[:400]}",
+        )
+    # On the listener without jwt_authn, a forged identity reaches stepup
+    # and is refused although unmappable requests pass.
+    for token, what in [(None, "no token"), (aal1, "another subject's token")]:
+        status, _, body = request(internal, "PUT", "/v1/account/email", token, {"x-jwt-payload": forged(now)})
+        check(
+            f"open (internal): {what} + a forged x-jwt-payload: refused all the same (403)",
+            status == 403,
+            f"{status} {body[:300]}",
+        )
+    # The same request without the header: no identity, the fallback.
+    status, _, _ = request(internal, "PUT", "/v1/account/email")
+    check("open (internal): no token, no payload: the fallback (200)", status == 200, str(status))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envoy", default="envoy")
     args = parser.parse_args()
     config = check_envoy_yaml(args.envoy)
     check_istio()
-    try:
-        end_to_end(args.envoy, config)
-    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-        check("e2e: setup", False, str(e))
+    for run in (end_to_end, mesh_end_to_end):
+        try:
+            run(args.envoy, config)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            check(f"{run.__name__}: setup", False, str(e))
     print(f"{results['passed']} passed, {results['failed']} failed")
     return 1 if results["failed"] else 0
 

@@ -3,8 +3,10 @@
 # examples/envoy/envoy.yaml with Envoy itself (`envoy --mode validate`), check
 # the Istio manifests' structure and their agreement with stepup's config,
 # then run the README walkthrough end to end: a real Envoy (jwt_authn +
-# ext_authz) in front of a stub upstream, asking a real `stepup serve`. The
-# checks themselves are in examples/envoy/check.py.
+# ext_authz) in front of a stub upstream, asking a real `stepup serve`, and
+# the checks of what stepup believes (path tricks, forged payload headers,
+# two identity providers, client-sent x-stepup-* headers). The checks
+# themselves are in examples/envoy/check.py.
 #
 #   bash examples/envoy/check.sh            # from any directory
 #

@@ -8,7 +8,7 @@ use super::schema::{
     FileDevice, FileExtAuthz, FileNetwork, FileRoute, FileSource, FileSubject, SubjectSource,
     ValueType,
 };
-use super::{FIELDS, Mapping, Route, Segment, Source, Subject};
+use super::{FIELDS, ISSUER_SEPARATOR, Mapping, Route, Segment, Source, Subject};
 use crate::request::validate as convert;
 
 /// Most trusted proxies in front: more is a misconfiguration.
@@ -139,16 +139,57 @@ fn compile_jwt(p: &mut Problems, s: &FileSubject, subject: &mut Subject) {
             );
         }
     }
+    if let Some(stripped) = s.payload_header_stripped_by_proxy {
+        if s.payload_header.is_none() {
+            p.push(
+                "ext_authz.subject.payload_header_stripped_by_proxy",
+                KeyErrorKind::PayloadHeaderOnly,
+            );
+        }
+        subject.payload_header_stripped = stripped;
+    }
+    compile_issuers(p, &s.issuers, subject);
+}
+
+/// The accepted issuers: distinct, non-empty, and without the separator of
+/// a qualified subject id (so `<iss>#<sub>` splits back one way only).
+fn compile_issuers(p: &mut Problems, issuers: &[String], subject: &mut Subject) {
+    for (i, issuer) in issuers.iter().enumerate() {
+        let key = format!("ext_authz.subject.issuers[{i}]");
+        if issuer.is_empty() {
+            p.push(key, KeyErrorKind::Empty);
+        } else if issuer.contains(ISSUER_SEPARATOR) {
+            p.push(
+                key,
+                KeyErrorKind::IssuerSeparator {
+                    issuer: issuer.clone(),
+                },
+            );
+        } else if issuers.get(..i).is_some_and(|seen| seen.contains(issuer)) {
+            p.push(
+                key,
+                KeyErrorKind::DuplicateIssuer {
+                    issuer: issuer.clone(),
+                },
+            );
+        }
+    }
+    subject.issuers = issuers.to_vec();
 }
 
 /// The JWT settings mean nothing with `source = "headers"`.
 fn jwt_only(p: &mut Problems, s: &FileSubject) {
     for (key, set) in [
-        ("namespace", &s.namespace),
-        ("payload", &s.payload),
-        ("payload_header", &s.payload_header),
+        ("namespace", s.namespace.is_some()),
+        ("payload", s.payload.is_some()),
+        ("payload_header", s.payload_header.is_some()),
+        (
+            "payload_header_stripped_by_proxy",
+            s.payload_header_stripped_by_proxy.is_some(),
+        ),
+        ("issuers", !s.issuers.is_empty()),
     ] {
-        if set.is_some() {
+        if set {
             p.push(format!("ext_authz.subject.{key}"), KeyErrorKind::JwtOnly);
         }
     }

@@ -109,6 +109,21 @@ pub enum KeyErrorKind {
     /// Both `payload_header` and `namespace`/`payload`.
     #[error("set either `payload_header` or `namespace`/`payload`, not both")]
     PayloadConflict,
+    /// `payload_header_stripped_by_proxy` without `payload_header`.
+    #[error("only used with `payload_header`")]
+    PayloadHeaderOnly,
+    /// An issuer containing the separator of a qualified subject id.
+    #[error("`{issuer}` contains `#` (an issuer URL has no fragment)")]
+    IssuerSeparator {
+        /// The issuer as given.
+        issuer: String,
+    },
+    /// The same issuer twice.
+    #[error("`{issuer}` is listed twice")]
+    DuplicateIssuer {
+        /// The issuer.
+        issuer: String,
+    },
     /// `source = "headers"` without the subject header.
     #[error("required with `source = \"headers\"` (the header naming the subject)")]
     SubjectHeader,
@@ -298,6 +313,32 @@ pub enum UnmappedErrorKind {
         /// The header.
         header: String,
     },
+    /// The payload header came without a bearer token that could vouch for
+    /// it.
+    #[error(
+        "header `{header}` is not believed: the request has no `Authorization: Bearer` JWT to bind it to (a client-made payload header, or a proxy that removes the token: keep it with jwt_authn's `forward: true` or Istio's `forwardOriginalToken: true`)"
+    )]
+    NoBearerToken {
+        /// The payload header.
+        header: String,
+    },
+    /// The payload header is not the payload of the request's bearer token.
+    #[error(
+        "header `{header}` is not believed: it is not the payload of the request's bearer token (a client-made payload header)"
+    )]
+    UnboundPayloadHeader {
+        /// The payload header.
+        header: String,
+    },
+    /// The payload's issuer is not an accepted one.
+    #[error("issuer `{issuer}` (claim `iss`) is not one of `ext_authz.subject.issuers`")]
+    UnknownIssuer {
+        /// The `iss` claim.
+        issuer: String,
+    },
+    /// `issuers` is set but the payload names no issuer.
+    #[error("claim `iss` is missing or not a string, and `ext_authz.subject.issuers` is set")]
+    NoIssuer,
     /// No payload under the configured key.
     #[error(
         "no JWT payload `{key}` under `{namespace}` in the metadata context (is jwt_authn's `payload_in_metadata` `{key}`, and `{namespace}` in ext_authz's `metadata_context_namespaces`?)"
@@ -327,6 +368,18 @@ pub enum UnmappedErrorKind {
     /// The mapped request fails validation.
     #[error("the mapped request is invalid: {0}")]
     Invalid(InvalidRequest),
+}
+
+impl UnmappedErrorKind {
+    /// A payload header no verified token vouches for: a forged identity,
+    /// refused whatever the fallback.
+    pub fn is_forged_identity(&self) -> bool {
+        matches!(
+            self,
+            UnmappedErrorKind::NoBearerToken { .. }
+                | UnmappedErrorKind::UnboundPayloadHeader { .. }
+        )
+    }
 }
 
 fn whence(source: SubjectSource) -> &'static str {

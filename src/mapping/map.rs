@@ -19,7 +19,10 @@ use super::decode::base64url;
 use super::error::{MapError, UnmappedErrorKind};
 use super::inputs::{Headers, Inputs, split_target, truncate};
 use super::schema::SubjectSource;
-use super::{ACTION_EXTENSION, FORWARDED_FOR, Field, Mapping, Route, Segment};
+use super::{
+    ACTION_EXTENSION, AUTHORIZATION, FORWARDED_FOR, Field, ISSUER_CLAIM, ISSUER_SEPARATOR, Mapping,
+    Route, Segment,
+};
 use crate::proto::v1 as pb;
 use crate::request::validate::{self as convert, InvalidRequest};
 
@@ -137,6 +140,7 @@ impl Mapping {
             }
             .into());
         }
+        let id = qualified(&s.issuers, id, reader(ISSUER_CLAIM).and_then(|c| c.text()))?;
         let auth_time = match s.auth_time.as_deref().and_then(&reader) {
             None => None,
             Some(c) => Some(c.time().ok_or_else(|| UnmappedErrorKind::NotTime {
@@ -193,6 +197,9 @@ impl Mapping {
             let Some(encoded) = headers.get(h) else {
                 return Err(UnmappedErrorKind::NoPayloadHeader { header: h.clone() }.into());
             };
+            if !s.payload_header_stripped {
+                bound_to_bearer(h, &encoded, headers)?;
+            }
             let payload = base64url(encoded.trim())
                 .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
                 .and_then(|v| as_struct(&from_json(v, 0)).cloned())
@@ -313,6 +320,65 @@ impl Mapping {
             _ => None,
         })
     }
+}
+
+/// A payload header is believed only as the payload of the request's
+/// bearer token: the proxy verified that token (or refused the request), so
+/// a header equal to its payload segment is the verified payload, and a
+/// client-made one (no token, or another token's) is refused. Padding may
+/// differ: jwt_authn can pad what it forwards (`pad_forward_payload_header`).
+fn bound_to_bearer(header: &str, encoded: &str, headers: &Headers<'_>) -> Result<(), MapError> {
+    let token = headers.get(AUTHORIZATION).and_then(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
+    });
+    let payload = token.as_deref().and_then(|t| {
+        let mut parts = t.split('.');
+        let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+        let jws = parts.next().is_none()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b));
+        jws.then_some(payload)
+    });
+    let Some(payload) = payload else {
+        return Err(UnmappedErrorKind::NoBearerToken {
+            header: header.to_owned(),
+        }
+        .into());
+    };
+    let unpadded = |s: &str| s.trim().trim_end_matches('=').to_owned();
+    if payload.is_empty() || unpadded(encoded) != unpadded(payload) {
+        return Err(UnmappedErrorKind::UnboundPayloadHeader {
+            header: header.to_owned(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// The subject id: as the claim says, or `<iss>#<sub>` when several
+/// issuers are accepted (so their users never share a history). With any
+/// issuers listed, a payload of another issuer is unmapped.
+fn qualified(issuers: &[String], id: String, iss: Option<String>) -> Result<String, MapError> {
+    if issuers.is_empty() {
+        return Ok(id);
+    }
+    let Some(iss) = iss else {
+        return Err(UnmappedErrorKind::NoIssuer.into());
+    };
+    if !issuers.contains(&iss) {
+        return Err(UnmappedErrorKind::UnknownIssuer {
+            issuer: truncate(&iss).to_owned(),
+        }
+        .into());
+    }
+    Ok(if issuers.len() > 1 {
+        format!("{iss}{ISSUER_SEPARATOR}{id}")
+    } else {
+        id
+    })
 }
 
 /// The canonical text of an address; IPv4 without the formatting machinery,

@@ -16,6 +16,7 @@ mod inputs;
 mod map;
 mod schema;
 
+use error::UnmappedError;
 #[cfg(test)]
 pub(crate) use error::UnmappedErrorKind;
 pub use error::{ClaimName, KeyError, KeyErrorKind, MapError, MappingError, Origin};
@@ -29,6 +30,9 @@ pub const JWT_AUTHN_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
 /// The `context_extensions` key that names the action, set per route in
 /// Envoy. Works with no mapping configured.
 pub const ACTION_EXTENSION: &str = "stepup_action";
+
+/// The header carrying the bearer token a payload header is bound to.
+pub(crate) const AUTHORIZATION: &str = "authorization";
 
 /// The header holding the proxies' address chain.
 pub const FORWARDED_FOR: &str = "x-forwarded-for";
@@ -53,7 +57,41 @@ impl Mapping {
     pub fn fallback(&self) -> Fallback {
         self.unmapped
     }
+
+    /// The answer for a request that could not be mapped for `reason`: the
+    /// configured fallback, but always [`Fallback::Deny`] for a payload
+    /// header that no verified token vouches for (a forged identity, which
+    /// the upstream must not receive either).
+    pub(crate) fn fallback_for(&self, reason: &UnmappedError) -> Fallback {
+        if reason.kind().is_forged_identity() {
+            Fallback::Deny
+        } else {
+            self.unmapped
+        }
+    }
+
+    /// What the operator should know at start-up about how much this
+    /// mapping believes: one line each.
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        let s = &self.subject;
+        let mut out = Vec::new();
+        if let Some(h) = &s.payload_header
+            && s.payload_header_stripped
+        {
+            out.push(format!(
+                "`ext_authz.subject.payload_header_stripped_by_proxy = true`: header `{h}` is believed without a bearer token; a client that reaches stepup through a proxy that does not remove client copies of `{h}` can claim any identity"
+            ));
+        }
+        out
+    }
 }
+
+/// The separator of an issuer-qualified subject id, `<iss>#<sub>`: an
+/// issuer URL has no fragment, so the id splits back unambiguously.
+pub(crate) const ISSUER_SEPARATOR: char = '#';
+
+/// The claim naming a JWT's issuer.
+pub(crate) const ISSUER_CLAIM: &str = "iss";
 
 impl Default for Mapping {
     fn default() -> Self {
@@ -79,6 +117,10 @@ struct Subject {
     namespace: String,
     payload: Option<String>,
     payload_header: Option<String>,
+    /// `payload_header` is believed without a bearer token to bind it to.
+    payload_header_stripped: bool,
+    /// The accepted `iss` values; empty: any.
+    issuers: Vec<String>,
     id: String,
     session_id: Option<String>,
     tenant: Option<String>,
@@ -117,6 +159,8 @@ impl Subject {
             namespace: JWT_AUTHN_NAMESPACE.to_owned(),
             payload: None,
             payload_header: None,
+            payload_header_stripped: false,
+            issuers: Vec::new(),
             id: "sub".to_owned(),
             session_id: Some("sid".to_owned()),
             tenant: Some("tenant".to_owned()),
@@ -136,6 +180,8 @@ impl Subject {
             namespace: String::new(),
             payload: None,
             payload_header: None,
+            payload_header_stripped: false,
+            issuers: Vec::new(),
             id: String::new(),
             session_id: None,
             tenant: None,

@@ -67,6 +67,18 @@ pub struct FileSubject {
     /// jwt_authn's `forward_payload_header` or Istio's
     /// `outputPayloadToHeader` write it) instead of the metadata context.
     pub payload_header: Option<String>,
+    /// Believe `payload_header` without a bearer token to bind it to: only
+    /// when the proxy in front removes every client-sent copy of the header
+    /// (and sets it only from a verified token). Default `false`: the header
+    /// must equal the payload segment of the request's
+    /// `Authorization: Bearer` token, which the proxy verified.
+    pub payload_header_stripped_by_proxy: Option<bool>,
+    /// The accepted issuers (the `iss` claim): a payload from any other is
+    /// unmapped. With two or more, `subject.id` is `<iss>#<sub>`, so users
+    /// of different issuers never share a history; with one or none it is
+    /// the subject claim as is.
+    #[serde(default)]
+    pub issuers: Vec<String>,
     /// `subject.id` (default claim `sub`; required).
     pub id: Option<String>,
     /// `session.id` (default claim `sid`).

@@ -615,26 +615,238 @@ fn unmapped_reasons_are_values() {
     );
 }
 
+/// `h.<payload>.s` as a bearer token: the binding compares the payload
+/// segment only (the proxy checked the signature).
+fn bearer(payload: &str) -> String {
+    format!("Bearer eyJhbGciOiJSUzI1NiJ9.{payload}.c2lnbmF0dXJl")
+}
+
+fn unmapped_kind(m: &Mapping, r: &CheckRequest) -> UnmappedErrorKind {
+    match m.map(r, now()) {
+        Err(MapError::Unmapped(reason)) => reason.kind().clone(),
+        other => panic!("expected unmapped, got {other:?}"),
+    }
+}
+
 #[test]
-fn the_payload_can_come_from_a_header() {
+fn the_payload_header_is_believed_only_as_the_bearer_tokens_payload() {
     let m = mapping("[ext_authz.subject]\npayload_header = \"X-Jwt-Payload\"\n");
+    assert!(m.warnings().is_empty());
     // {"sub":"u-5","amr":["pwd","otp"]} as base64url without padding.
     let encoded = "eyJzdWIiOiJ1LTUiLCJhbXIiOlsicHdkIiwib3RwIl19";
-    let r = with_action(request("GET", "/", &[("x-jwt-payload", encoded)]), "a");
+    let token = bearer(encoded);
+    let r = with_action(
+        request(
+            "GET",
+            "/",
+            &[("x-jwt-payload", encoded), ("authorization", &token)],
+        ),
+        "a",
+    );
     let req = m.map(&r, now()).unwrap().request;
     assert_eq!(req.subject.unwrap().id, "u-5");
     assert_eq!(req.session.unwrap().amr, ["pwd", "otp"]);
-    // A client copy next to the verified one: Envoy joins them, and the
-    // result is no payload at all.
-    let joined = format!("{encoded},{encoded}");
-    let r = with_action(request("GET", "/", &[("x-jwt-payload", &joined)]), "a");
+    // Padding differences (jwt_authn's `pad_forward_payload_header`), the
+    // scheme's case: the same token.
+    let padded = format!("{encoded}==");
+    let lower = token.replacen("Bearer", "bearer", 1);
+    let r = with_action(
+        request(
+            "GET",
+            "/",
+            &[("x-jwt-payload", &padded), ("authorization", &lower)],
+        ),
+        "a",
+    );
+    assert_eq!(m.map(&r, now()).unwrap().request.subject.unwrap().id, "u-5");
+
+    // No token: a client-made header, refused whatever the fallback.
+    let r = with_action(request("GET", "/", &[("x-jwt-payload", encoded)]), "a");
     assert_eq!(
         unmapped_reason(&m, &r),
-        "header `x-jwt-payload` is not a base64url-encoded JSON object (a verified JWT payload)"
+        "header `x-jwt-payload` is not believed: the request has no `Authorization: Bearer` JWT to bind it to (a client-made payload header, or a proxy that removes the token: keep it with jwt_authn's `forward: true` or Istio's `forwardOriginalToken: true`)"
     );
-    let r = with_action(request("GET", "/", &[]), "a");
+    assert!(unmapped_kind(&m, &r).is_forged_identity());
+    // Not a bearer JWT: basic credentials, an opaque token, two tokens.
+    for auth in [
+        "Basic dXNlcjpwYXNz".to_owned(),
+        "Bearer opaque-token".to_owned(),
+        format!("Bearer a.{encoded}.c.d"),
+        format!("{token},{token}"),
+    ] {
+        let r = with_action(
+            request(
+                "GET",
+                "/",
+                &[("x-jwt-payload", encoded), ("authorization", &auth)],
+            ),
+            "a",
+        );
+        assert_eq!(
+            unmapped_kind(&m, &r),
+            UnmappedErrorKind::NoBearerToken {
+                header: "x-jwt-payload".into()
+            },
+            "{auth}"
+        );
+    }
+    // The attacker's own token next to a payload naming the victim.
+    // {"sub":"victim","acr":"aal3"}:
+    let forged = "eyJzdWIiOiJ2aWN0aW0iLCJhY3IiOiJhYWwzIn0";
+    let r = with_action(
+        request(
+            "GET",
+            "/",
+            &[("x-jwt-payload", forged), ("authorization", &token)],
+        ),
+        "a",
+    );
+    assert_eq!(
+        unmapped_reason(&m, &r),
+        "header `x-jwt-payload` is not believed: it is not the payload of the request's bearer token (a client-made payload header)"
+    );
+    assert!(unmapped_kind(&m, &r).is_forged_identity());
+    // A client copy next to the verified one: Envoy joins them, and the
+    // result is not the token's payload.
+    let joined = format!("{forged},{encoded}");
+    let r = with_action(
+        request(
+            "GET",
+            "/",
+            &[("x-jwt-payload", &joined), ("authorization", &token)],
+        ),
+        "a",
+    );
+    assert!(unmapped_kind(&m, &r).is_forged_identity());
+    // No header at all: no identity claimed, the usual fallback.
+    let r = with_action(request("GET", "/", &[("authorization", &token)]), "a");
     assert_eq!(
         unmapped_reason(&m, &r),
         "no JWT payload: header `x-jwt-payload` is missing (is the request authenticated?)"
+    );
+    assert!(!unmapped_kind(&m, &r).is_forged_identity());
+}
+
+#[test]
+fn a_forged_payload_header_is_denied_even_when_unmapped_requests_pass() {
+    let m = mapping(
+        "[ext_authz]\nunmapped = \"allow\"\n[ext_authz.subject]\npayload_header = \"x-jwt-payload\"\n",
+    );
+    let forged = "eyJzdWIiOiJ2aWN0aW0iLCJhY3IiOiJhYWwzIn0";
+    let r = with_action(request("GET", "/", &[("x-jwt-payload", forged)]), "a");
+    let Err(MapError::Unmapped(reason)) = m.map(&r, now()) else {
+        panic!("expected unmapped");
+    };
+    assert_eq!(m.fallback(), Fallback::Allow);
+    assert_eq!(m.fallback_for(&reason), Fallback::Deny);
+    let r = with_action(request("GET", "/", &[]), "a");
+    let Err(MapError::Unmapped(reason)) = m.map(&r, now()) else {
+        panic!("expected unmapped");
+    };
+    assert_eq!(m.fallback_for(&reason), Fallback::Allow);
+}
+
+#[test]
+fn a_payload_header_the_proxy_strips_is_believed_with_a_warning() {
+    let m = mapping(
+        "[ext_authz.subject]\npayload_header = \"x-jwt-payload\"\npayload_header_stripped_by_proxy = true\n",
+    );
+    let encoded = "eyJzdWIiOiJ1LTUiLCJhbXIiOlsicHdkIiwib3RwIl19";
+    let r = with_action(request("GET", "/", &[("x-jwt-payload", encoded)]), "a");
+    assert_eq!(m.map(&r, now()).unwrap().request.subject.unwrap().id, "u-5");
+    assert_eq!(
+        m.warnings(),
+        [
+            "`ext_authz.subject.payload_header_stripped_by_proxy = true`: header `x-jwt-payload` is believed without a bearer token; a client that reaches stepup through a proxy that does not remove client copies of `x-jwt-payload` can claim any identity"
+        ]
+    );
+    // `false` is the default, said out loud.
+    let m = mapping(
+        "[ext_authz.subject]\npayload_header = \"x-jwt-payload\"\npayload_header_stripped_by_proxy = false\n",
+    );
+    assert!(unmapped_kind(&m, &r).is_forged_identity());
+    assert!(m.warnings().is_empty());
+}
+
+#[test]
+fn several_issuers_qualify_the_subject_id() {
+    let payload = |iss: Option<&str>| {
+        let mut p = serde_json::json!({ "sub": "alice" });
+        if let Some(iss) = iss {
+            p["iss"] = iss.into();
+        }
+        with_action(
+            with_payloads(
+                request("GET", "/", &[]),
+                serde_json::json!({ "jwt_payload": p }),
+            ),
+            "a",
+        )
+    };
+    let id = |m: &Mapping, r: &CheckRequest| m.map(r, now()).unwrap().request.subject.unwrap().id;
+
+    // None listed: the claim as is, whoever issued it.
+    let m = Mapping::default();
+    assert_eq!(id(&m, &payload(Some("https://a.example/"))), "alice");
+    assert_eq!(id(&m, &payload(None)), "alice");
+
+    // One: as is, and only from that issuer.
+    let m = mapping("[ext_authz.subject]\nissuers = [\"https://a.example/\"]\n");
+    assert_eq!(id(&m, &payload(Some("https://a.example/"))), "alice");
+    assert_eq!(
+        unmapped_reason(&m, &payload(Some("https://b.example/"))),
+        "issuer `https://b.example/` (claim `iss`) is not one of `ext_authz.subject.issuers`"
+    );
+    assert_eq!(
+        unmapped_reason(&m, &payload(None)),
+        "claim `iss` is missing or not a string, and `ext_authz.subject.issuers` is set"
+    );
+
+    // Several: `<iss>#<sub>`, so the same `sub` of two issuers is two
+    // subjects.
+    let m = mapping(
+        "[ext_authz.subject]\nissuers = [\"https://a.example/\", \"https://b.example/\"]\n",
+    );
+    assert_eq!(
+        id(&m, &payload(Some("https://a.example/"))),
+        "https://a.example/#alice"
+    );
+    assert_eq!(
+        id(&m, &payload(Some("https://b.example/"))),
+        "https://b.example/#alice"
+    );
+    assert!(matches!(
+        unmapped_kind(&m, &payload(Some("https://c.example/"))),
+        UnmappedErrorKind::UnknownIssuer { .. }
+    ));
+}
+
+#[test]
+fn bad_trust_settings_are_named() {
+    let e = Mapping::compile(&file(
+        "[ext_authz.subject]\npayload_header_stripped_by_proxy = true\nissuers = [\"https://a/#x\", \"\", \"https://b/\", \"https://b/\"]\n",
+    ))
+    .unwrap_err();
+    let lines: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "`ext_authz.subject.payload_header_stripped_by_proxy`: only used with `payload_header`",
+            "`ext_authz.subject.issuers[0]`: `https://a/#x` contains `#` (an issuer URL has no fragment)",
+            "`ext_authz.subject.issuers[1]`: must not be empty",
+            "`ext_authz.subject.issuers[3]`: `https://b/` is listed twice",
+        ]
+    );
+    let e = Mapping::compile(&file(
+        "[ext_authz.subject]\nsource = \"headers\"\nid = \"x-user\"\nissuers = [\"https://a/\"]\npayload_header_stripped_by_proxy = true\n",
+    ))
+    .unwrap_err();
+    let lines: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "`ext_authz.subject.payload_header_stripped_by_proxy`: only used with `source = \"jwt\"`",
+            "`ext_authz.subject.issuers`: only used with `source = \"jwt\"`",
+        ]
     );
 }

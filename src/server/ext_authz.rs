@@ -58,6 +58,9 @@ impl AuthorizationApi {
         mapping: Arc<Mapping>,
         max_time_skew: Option<Duration>,
     ) -> Self {
+        for warning in mapping.warnings() {
+            tracing::warn!("{warning}");
+        }
         Self {
             engine,
             mapping,
@@ -170,7 +173,7 @@ fn check_in(
         Err(MapError::Malformed(e)) => Err(e),
         Err(MapError::Unmapped(reason)) => {
             let id = uuid::Uuid::now_v7();
-            let fallback = mapping.fallback();
+            let fallback = mapping.fallback_for(&reason);
             let (method, path) = req
                 .attributes
                 .as_ref()
@@ -197,7 +200,7 @@ fn check_in(
 }
 
 /// The names of client-supplied `x-stepup-*` headers, to remove upstream
-/// (the ones we set are overwritten instead).
+/// (but for the ones an answer sets: those are overwritten instead).
 fn spoofed_headers(req: &CheckRequest) -> Vec<String> {
     let Some(http) = req
         .attributes
@@ -213,9 +216,7 @@ fn spoofed_headers(req: &CheckRequest) -> Vec<String> {
     };
     let mut names: Vec<String> = headers
         .names()
-        .filter(|n| {
-            n.starts_with(HEADER_PREFIX) && n != DECISION_ID_HEADER && n != RISK_SCORE_HEADER
-        })
+        .filter(|n| n.starts_with(HEADER_PREFIX))
         .map(|n| n.into_owned())
         .collect();
     names.sort();
@@ -300,9 +301,20 @@ fn allowed(id: &str, risk: Option<u32>, spoofed: Vec<String>) -> HttpResponse {
             itoa::Buffer::new().format(risk).to_owned(),
         ));
     }
+    // Envoy applies the removals after the headers set here: a client's
+    // copy of a header this answer sets is overwritten, every other one
+    // (a risk score on an unmapped request included) removed.
+    let headers_to_remove = spoofed
+        .into_iter()
+        .filter(|n| {
+            !headers
+                .iter()
+                .any(|h| h.header.as_ref().is_some_and(|h| h.key == *n))
+        })
+        .collect();
     HttpResponse::OkResponse(OkHttpResponse {
         headers,
-        headers_to_remove: spoofed,
+        headers_to_remove,
         ..Default::default()
     })
 }
