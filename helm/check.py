@@ -54,6 +54,7 @@ ROOT = HELM_DIR.parent
 CHART = HELM_DIR / "stepup"
 EXAMPLE = HELM_DIR / "examples" / "payments-app"
 SERVICEMONITOR_SCHEMA = HELM_DIR / "schemas" / "servicemonitor-v1.schema.json"
+CERTIFICATE_SCHEMA = HELM_DIR / "schemas" / "certificate-v1-subset.schema.json"
 
 RELEASE = "ci"
 NAMESPACE = "stepup-ci"
@@ -221,7 +222,7 @@ def kube_validate(report: Report, label: str, rendered: Rendered, versions: list
     builtin: list[Path] = []
     custom: list[dict[str, Any]] = []
     for i, doc in enumerate(rendered.docs):
-        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+        if doc["apiVersion"].startswith(("monitoring.coreos.com/", "cert-manager.io/")):
             custom.append(doc)
             continue
         path = out_dir / f"{i:02d}-{doc['kind'].lower()}-{doc['metadata']['name']}.yaml"
@@ -243,19 +244,19 @@ def kube_validate(report: Report, label: str, rendered: Rendered, versions: list
             report.fail(name, output or f"exit {proc.returncode}")
         else:
             report.ok(name)
-    if custom:
-        schema = json.loads(SERVICEMONITOR_SCHEMA.read_text())
-        validator = jsonschema.Draft202012Validator(schema)
-        for doc in custom:
-            name = f"{label}: {doc['kind']} {doc['metadata']['name']} against {SERVICEMONITOR_SCHEMA.name}"
-            if doc["kind"] != "ServiceMonitor":
-                report.fail(name, f"no schema for custom kind {doc['apiVersion']}/{doc['kind']}")
-                continue
-            errors = sorted(validator.iter_errors(clean(doc)), key=lambda e: list(e.path))
-            if errors:
-                report.fail(name, "\n".join(f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors))
-            else:
-                report.ok(name)
+    schemas = {"ServiceMonitor": SERVICEMONITOR_SCHEMA, "Certificate": CERTIFICATE_SCHEMA}
+    for doc in custom:
+        schema_file = schemas.get(doc["kind"])
+        name = f"{label}: {doc['kind']} {doc['metadata']['name']} against {schema_file.name if schema_file else '(none)'}"
+        if schema_file is None:
+            report.fail(name, f"no schema for custom kind {doc['apiVersion']}/{doc['kind']}")
+            continue
+        validator = jsonschema.Draft202012Validator(json.loads(schema_file.read_text()))
+        errors = sorted(validator.iter_errors(clean(doc)), key=lambda e: list(e.path))
+        if errors:
+            report.fail(name, "\n".join(f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors))
+        else:
+            report.ok(name)
 
 
 # --------------------------------------------------------------------------- assertions
@@ -350,6 +351,66 @@ def flag(args: list[str], name: str) -> str | None:
     return args[args.index(name) + 1] if name in args and args.index(name) + 1 < len(args) else None
 
 
+def tls_secret(values: dict[str, Any]) -> str:
+    """The Secret the gRPC listener's certificate comes from ("" for
+    plaintext): tls.secretName, or `<fullname>-tls` for cert-manager."""
+    tls = values["tls"]
+    if tls["secretName"]:
+        return tls["secretName"]
+    if tls["certManager"]["issuerRef"] and values["mode"] == "standalone":
+        return f"{fullname(values)}-tls"[:63].rstrip("-")
+    return ""
+
+
+def sidecar_listen(values: dict[str, Any]) -> str:
+    socket_ = values["sidecar"]["unixSocket"]
+    if socket_["enabled"]:
+        return f"unix:{socket_['dir'].rstrip('/')}/{socket_['name']}"
+    return values["sidecar"]["listen"]
+
+
+CLIENT_CA_DIR = "/etc/stepup/client-ca"
+
+
+def assert_transport(container: dict[str, Any], values: dict[str, Any], listen: str) -> None:
+    """TLS flags and mounts iff TLS is on (the client CA iff clientCA), and
+    --listen-mode and the socket's emptyDir mount iff a Unix socket."""
+    args = container.get("args") or []
+    secret = tls_secret(values)
+    mount = values["tls"]["mountPath"].rstrip("/")
+    for name, file in (("--tls-cert", "tls.crt"), ("--tls-key", "tls.key")):
+        want = f"{mount}/{file}" if secret else None
+        expect(flag(args, name) == want, f"{name} {want} expected (TLS {'on' if secret else 'off'}), got {args}")
+    ca = values["tls"]["clientCA"]
+    want_ca = None
+    if secret and ca["enabled"]:
+        own = ca["secretName"] or ca["configMapName"]
+        want_ca = f"{CLIENT_CA_DIR}/{ca['key']}" if own else f"{mount}/{ca['key']}"
+    expect(flag(args, "--tls-client-ca") == want_ca, f"--tls-client-ca {want_ca} expected, got {args}")
+    mounts = {m["name"]: m for m in container.get("volumeMounts") or []}
+    if secret:
+        got = mounts.get("stepup-tls") or {}
+        expect(got.get("mountPath") == values["tls"]["mountPath"] and got.get("readOnly") is True and "subPath" not in got,
+               f"the TLS Secret mounted read-only at {values['tls']['mountPath']} without subPath (renewals must reach the pod), got {got}")
+    else:
+        expect("stepup-tls" not in mounts, "no TLS mount without TLS")
+    unix = listen.startswith("unix:")
+    want_mode = values["sidecar"]["unixSocket"]["mode"] if unix else None
+    expect(flag(args, "--listen-mode") == want_mode, f"--listen-mode {want_mode} expected, got {args}")
+    if unix:
+        expect(dig(mounts, "stepup-socket", "mountPath") == values["sidecar"]["unixSocket"]["dir"],
+               f"the socket's emptyDir mounted at {values['sidecar']['unixSocket']['dir']}, got {mounts}")
+
+
+def assert_pod_transport(pod: dict[str, Any], values: dict[str, Any]) -> None:
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+    secret = tls_secret(values)
+    expect(dig(volumes, "stepup-tls", "secret", "secretName") == (secret or None),
+           f"volume stepup-tls from Secret {secret!r} iff TLS, got {volumes.get('stepup-tls')}")
+    unix = values["mode"] == "sidecar" and values["sidecar"]["unixSocket"]["enabled"]
+    expect(("emptyDir" in (volumes.get("stepup-socket") or {})) == unix, "an emptyDir stepup-socket iff sidecar.unixSocket")
+
+
 def assert_container(
     container: dict[str, Any], values: dict[str, Any], app_version: str, listen: str, probes: bool
 ) -> None:
@@ -382,14 +443,15 @@ def assert_container(
     expect(("admin" in ports) == exposed, f"container port admin iff the admin listener is on the pod IP ({admin}), got {ports}")
     if exposed:
         expect(ports["admin"] == values["admin"]["port"], f"container port admin must be {values['admin']['port']}")
-    listen_port = int(listen.rsplit(":", 1)[1])
+    assert_transport(container, values, listen)
+    listen_port = 0 if listen.startswith("unix:") else int(listen.rsplit(":", 1)[1])
     if probes:
         assert_probes(container, values["probes"]["type"], listen_port)
     else:
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             expect(probe not in container, f"{probe} without sidecar.probes")
-    if listen.startswith(("127.", "localhost:", "[::1]:")):
-        expect("grpc" not in ports, "no grpc port for a loopback listener")
+    if listen.startswith(("127.", "localhost:", "[::1]:", "unix:")):
+        expect("grpc" not in ports, "no grpc port for a loopback or Unix socket listener")
     else:
         expect(ports.get("grpc") == listen_port, f"container port grpc must be {listen_port}")
 
@@ -463,6 +525,14 @@ def assert_standalone(rendered: Rendered, values: dict[str, Any], app_version: s
     expect(where == "containers", "standalone: stepup is a regular container")
     assert_container(container, values, app_version, f"0.0.0.0:{GRPC_PORT}", probes=True)
     assert_policy_mount(rendered, pod, container, values)
+    assert_pod_transport(pod, values)
+    certificates = rendered.of_kind("Certificate")
+    issuer = values["tls"]["certManager"]["issuerRef"]
+    expect(len(certificates) == int(bool(issuer)), f"a cert-manager Certificate iff tls.certManager.issuerRef, got {len(certificates)}")
+    for certificate in certificates:
+        expect(certificate["spec"]["secretName"] == tls_secret(values), "the Certificate writes the Secret the pods mount")
+        expect(f"{name}.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"], "the Certificate names the Service")
+        expect(certificate["spec"]["issuerRef"]["name"] == issuer["name"], "the Certificate's issuer is tls.certManager.issuerRef")
     psc = pod["spec"].get("securityContext") or {}
     expect(psc.get("runAsNonRoot") is True, "pod securityContext.runAsNonRoot")
     expect(dig(psc, "seccompProfile", "type") == "RuntimeDefault", "pod seccompProfile RuntimeDefault")
@@ -548,12 +618,21 @@ def assert_example(rendered: Rendered, values: dict[str, Any], app_version: str)
     sidecar = values["sidecar"]
     expect(where == ("initContainers" if sidecar["native"] else "containers"), f"sidecar placed in {where}")
     expect((container.get("restartPolicy") == "Always") == bool(sidecar["native"]), "native sidecar has restartPolicy Always")
-    assert_container(container, values, app_version, sidecar["listen"], probes=bool(sidecar["probes"]))
+    listen = sidecar_listen(values)
+    assert_container(container, values, app_version, listen, probes=bool(sidecar["probes"]))
     assert_policy_mount(rendered, pod, container, values)
+    assert_pod_transport(pod, values)
     assert_checksums(pod["metadata"].get("annotations") or {}, values)
     app_container = next(c for c in pod["spec"]["containers"] if c["name"] == "app")
     env = {e["name"]: e.get("value") for e in app_container.get("env") or []}
-    expect(env.get("STEPUP_ADDR") == f"http://{sidecar['listen']}", "the app is told the sidecar's address")
+    scheme = "https" if tls_secret(values) else "http"
+    address = listen if listen.startswith("unix:") else f"{scheme}://{listen}"
+    expect(env.get("STEPUP_ADDR") == address, f"the app is told the sidecar's address {address}, got {env.get('STEPUP_ADDR')}")
+    app_mounts = {m["name"]: m["mountPath"] for m in app_container.get("volumeMounts") or []}
+    if listen.startswith("unix:"):
+        expect(app_mounts.get("stepup-socket") == sidecar["unixSocket"]["dir"], f"the app mounts the socket's directory, got {app_mounts}")
+    else:
+        expect("stepup-socket" not in app_mounts, "no socket mount without sidecar.unixSocket")
     service = rendered.one("Service", f"{RELEASE}-payments-app")
     expect(all(p.get("port") != GRPC_PORT for p in service["spec"]["ports"]), "the app Service does not expose the sidecar")
     kinds = set(rendered.kinds())
@@ -624,8 +703,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def health_status(port: int, service: str) -> str:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a running stepup serves gRPC: a target (`127.0.0.1:PORT` or
+    `unix:///path`), over TLS when `credentials` are given."""
+    target: str
+    credentials: Any = None
+
+    def channel(self) -> grpc.Channel:
+        if self.target.startswith("unix:"):
+            # grpc-core sends the %-encoded socket path as :authority, which
+            # stepup's HTTP/2 server (h2) rejects as malformed: name a host.
+            return grpc.insecure_channel(self.target, options=[("grpc.default_authority", "localhost")])
+        if self.credentials is None:
+            return grpc.insecure_channel(self.target)
+        # The test certificate names `localhost`.
+        return grpc.secure_channel(self.target, self.credentials, options=[("grpc.ssl_target_name_override", "localhost")])
+
+
+def endpoint(at: int | Endpoint) -> Endpoint:
+    return at if isinstance(at, Endpoint) else Endpoint(f"127.0.0.1:{at}")
+
+
+def health_status(port: int | Endpoint, service: str) -> str:
+    with endpoint(port).channel() as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
@@ -660,9 +761,9 @@ rules:
 """
 
 
-def decide(port: int) -> tuple[int, str]:
+def decide(port: int | Endpoint) -> tuple[int, str]:
     request_type, response_type = _decide_types()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with endpoint(port).channel() as channel:
         call = channel.unary_unary("/stepup.v1.DecisionService/Decide", request_serializer=request_type.SerializeToString,
                                    response_deserializer=response_type.FromString)
         response = call(request_type(action=RELOAD_ACTION, subject={"id": "ci"}), timeout=2)
@@ -678,7 +779,7 @@ def wait_for(cond: Callable[[], bool], seconds: float) -> bool:
     return True
 
 
-def live_reload(binary: Path, port: int, policies: Path, data: dict[str, str], log_path: Path) -> tuple[str, str, str]:
+def live_reload(binary: Path, port: int | Endpoint, policies: Path, data: dict[str, str], log_path: Path) -> tuple[str, str, str]:
     """Update the mounted policy ConfigMap (kubelet style) to the set plus one
     deny rule: the running stepup must answer from the new revision (the one
     `stepup check` computes) with that rule. Then to a broken set: it must keep
@@ -753,6 +854,30 @@ def check_admin_after_reload(admin_port: int, revision: str) -> str:
     return "; ".join(problems)
 
 
+def openssl_pki(work: Path) -> dict[str, str] | None:
+    """A CA, a server certificate for `localhost` and a client certificate
+    with a SPIFFE ID, made with the openssl command line: PEM texts by name
+    (ca.crt, tls.crt, tls.key, client.crt, client.key); None without openssl."""
+    if shutil.which("openssl") is None:
+        return None
+    pki = work / "pki"
+    pki.mkdir()
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=pki, check=True, capture_output=True)
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=stepup-ci-ca",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    for name, ext in (("tls", "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n"),
+                      ("client", "subjectAltName=URI:spiffe://ci.example/ns/ci/sa/client\nextendedKeyUsage=clientAuth\n")):
+        (pki / f"{name}.ext").write_text(ext)
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "1", "-extfile", f"{name}.ext")
+    return {f: (pki / f).read_text() for f in ("ca.crt", "tls.crt", "tls.key", "client.crt", "client.key")}
+
+
 def smoke_serve(report: Report, label: str, rendered: Rendered, values: dict[str, Any], tmp: Path) -> None:
     """Run the binary with the container's rendered args and env against the
     rendered ConfigMaps (laid out as the kubelet mounts them), then ask
@@ -782,9 +907,45 @@ def smoke_serve(report: Report, label: str, rendered: Rendered, values: dict[str
     if values["config"]:
         write_configmap_volume(config.parent, rendered.one("ConfigMap", f"{fullname(values)}-config")["data"])
     port = free_port()
+    at: int | Endpoint = port
+    rendered_args = list(container["args"])
+    # TLS: the rendered Secret (and client CA) mounts hold certificates made
+    # here, laid out as the kubelet mounts them; the checks then ask over
+    # TLS, with a client certificate when clientCA is on.
+    secret = tls_secret(values)
+    mounts: dict[str, Path] = {}
+    if secret:
+        pki = openssl_pki(work)
+        if pki is None:
+            report.skip(name, "TLS values, but no openssl to make test certificates")
+            return
+        tls_dir = work / "tls"
+        write_configmap_volume(tls_dir, {"tls.crt": pki["tls.crt"], "tls.key": pki["tls.key"], values["tls"]["clientCA"]["key"]: pki["ca.crt"]})
+        mounts[values["tls"]["mountPath"].rstrip("/")] = tls_dir
+        ca_dir = work / "client-ca"
+        write_configmap_volume(ca_dir, {values["tls"]["clientCA"]["key"]: pki["ca.crt"]})
+        mounts[CLIENT_CA_DIR] = ca_dir
+        mutual = values["tls"]["clientCA"]["enabled"]
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=pki["ca.crt"].encode(),
+            private_key=pki["client.key"].encode() if mutual else None,
+            certificate_chain=pki["client.crt"].encode() if mutual else None,
+        )
+        at = Endpoint(f"127.0.0.1:{port}", credentials)
+        name = name.replace("answers", "answers over mutual TLS" if mutual else "answers over TLS")
+    unix_socket = work / "stepup.sock"
+    if any(a.startswith("unix:") for a in rendered_args):
+        at = Endpoint(f"unix://{unix_socket}")
+        name = name.replace("answers", "answers on its Unix socket")
+
+    def mapped(path: str) -> str:
+        for prefix, local in mounts.items():
+            if path.startswith(prefix + "/"):
+                return str(local / path[len(prefix) + 1:])
+        return path
+
     admin_port: int | None = None
     args: list[str] = []
-    rendered_args = list(container["args"])
     i = 0
     while i < len(rendered_args):
         arg = rendered_args[i]
@@ -796,7 +957,10 @@ def smoke_serve(report: Report, label: str, rendered: Rendered, values: dict[str
             args += [arg, str(config)]
             i += 2
         elif arg == "--listen":
-            args += [arg, f"127.0.0.1:{port}"]
+            args += [arg, f"unix:{unix_socket}" if value.startswith("unix:") else f"127.0.0.1:{port}"]
+            i += 2
+        elif arg in ("--tls-cert", "--tls-key", "--tls-client-ca"):
+            args += [arg, mapped(value)]
             i += 2
         elif arg == "--admin" and value != "off":
             admin_port = free_port()
@@ -824,7 +988,7 @@ def smoke_serve(report: Report, label: str, rendered: Rendered, values: dict[str
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                statuses = {svc or '""': health_status(port, svc) for svc in ("", READY_SERVICE)}
+                statuses = {svc or '""': health_status(at, svc) for svc in ("", READY_SERVICE)}
                 if admin_port is not None:
                     statuses.update({path: http_get(admin_port, path)[0] for path in ("/livez", "/readyz")})
                 if all(v in ("SERVING", 200) for v in statuses.values()):
@@ -836,7 +1000,7 @@ def smoke_serve(report: Report, label: str, rendered: Rendered, values: dict[str
         reload: tuple[str, str, str] = ("not serving", "", "")
         if serving:
             try:
-                reload = live_reload(binary, port, policies, data, log_path)
+                reload = live_reload(binary, at, policies, data, log_path)
             except (grpc.RpcError, OSError, ValueError, KeyError) as exc:
                 reload = (f"{type(exc).__name__}: {exc}", "", "")
             if admin_port is not None and values["metrics"]["enabled"] and not reload[0]:
@@ -984,6 +1148,8 @@ SCHEMA_REJECTS: list[tuple[str, dict[str, Any], str]] = [
     ("zero worker threads", {"workerThreads": 0}, "workerThreads"),
     ("zero calls in flight", {"limits": {"maxInFlight": 0}}, "maxInFlight"),
     ("a time skew that is no duration", {"limits": {"maxTimeSkew": "soon"}}, "maxTimeSkew"),
+    ("a socket mode that is not octal", {"sidecar": {"unixSocket": {"mode": "rw-rw----"}}}, "mode"),
+    ("an issuer kind cert-manager does not have", {"tls": {"certManager": {"issuerRef": {"name": "ca", "kind": "Vault"}}}}, "kind"),
 ]
 
 # Values the templates must refuse: (label, values, text the error must contain).
@@ -998,6 +1164,11 @@ TEMPLATE_REJECTS: list[tuple[str, dict[str, Any], str]] = [
     ("PDB with both minAvailable and maxUnavailable", {"podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}}, "not both"),
     ("HPA in sidecar mode", {"mode": "sidecar", "autoscaling": {"enabled": True}}, "mode=standalone"),
     ("HPA without a metric", {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}}, "targetCPUUtilizationPercentage"),
+    ("gRPC probes on a TLS listener", {"tls": {"secretName": "stepup-tls"}}, "cannot speak TLS"),
+    ("a client CA without TLS", {"probes": {"type": "http"}, "tls": {"clientCA": {"enabled": True}}}, "needs TLS"),
+    ("a cert-manager Certificate in sidecar mode", {"mode": "sidecar", "tls": {"certManager": {"issuerRef": {"name": "ca"}}}}, "mode=standalone"),
+    ("a Unix socket in standalone mode", {"probes": {"type": "http"}, "sidecar": {"unixSocket": {"enabled": True}}}, "mode=sidecar"),
+    ("gRPC probes on a Unix socket", {"mode": "sidecar", "sidecar": {"probes": True, "unixSocket": {"enabled": True}}}, "need a TCP port"),
 ]
 
 
@@ -1157,6 +1328,9 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ("stepup/templates/_sidecar.tpl", "{{- if .Values.policies.rolloutOnChange }}", "{{- if true }}", "policy checksum regardless of rolloutOnChange"),
     ("stepup/templates/_sidecar.tpl", '{{- $lines = append $lines (printf "checksum/stepup-config: %s" .) }}', "", "config changes that do not roll the pods"),
     ("stepup/templates/_helpers.tpl", "      readOnly: true\n    {{- if $v.config }}", "      readOnly: true\n      subPath: levels.yaml\n    {{- if $v.config }}", "a subPath policy mount (never updated, so never reloaded)"),
+    ("stepup/templates/_helpers.tpl", "      mountPath: {{ $v.tls.mountPath }}\n      readOnly: true", "      mountPath: {{ $v.tls.mountPath }}\n      subPath: tls.crt\n      readOnly: true", "a subPath TLS mount (renewed certificates never reach the pod)"),
+    ("stepup/templates/_helpers.tpl", "    - --listen-mode\n    - {{ $v.sidecar.unixSocket.mode | quote }}\n", "", "the socket's mode not passed"),
+    ("stepup/templates/certificate.yaml", "  secretName: {{ include \"stepup.tlsSecretName\" . }}", "  secretName: {{ include \"stepup.fullname\" . }}", "a Certificate writing a Secret the pods do not mount"),
 ]
 
 

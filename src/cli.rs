@@ -56,11 +56,15 @@ Exit codes:
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process: the size of `serve`'s flags costs nothing"
+)]
 pub enum Command {
     /// Serve decisions over gRPC (DecisionService, health, reflection).
     ///
     /// HTTP/2 limits: a connection that sends no HTTP/2 preface within 10s
-    /// is closed; idle connections are pinged every 30s and closed when the
+    /// is closed (with TLS on, its TLS handshake counts toward the 10s); idle connections are pinged every 30s and closed when the
     /// answer takes over 20s; at most 256 concurrent calls per connection
     /// and 16 KiB of headers per call; messages up to 1 MiB.
     Serve(ServeArgs),
@@ -82,9 +86,36 @@ pub struct ServeArgs {
     /// Directory of policy files (*.yaml, *.yml, searched recursively).
     #[arg(long, env = "STEPUP_POLICIES", value_name = "DIR")]
     pub policies: Option<PathBuf>,
-    /// gRPC listen address [default: 127.0.0.1:7171].
-    #[arg(long, env = "STEPUP_LISTEN", value_name = "ADDR")]
+    /// gRPC listen address: IP:PORT, or unix:PATH for a Unix domain socket
+    /// (a stale socket file is replaced at start, the file is removed at
+    /// shutdown) [default: 127.0.0.1:7171]. Plaintext TCP on a non-loopback
+    /// address starts with a warning: anyone who reaches the port can ask
+    /// for decisions; serve TLS (--tls-cert/--tls-key), require client
+    /// certificates (--tls-client-ca) or use a Unix socket, unless a mesh
+    /// proxy terminates mTLS in front of the port.
+    #[arg(long, env = "STEPUP_LISTEN", value_name = "ADDR|unix:PATH")]
     pub listen: Option<String>,
+    /// Permissions of the Unix socket file, octal: who may connect
+    /// (connecting needs write permission) [default: 0660].
+    #[arg(long, env = "STEPUP_LISTEN_MODE", value_name = "MODE")]
+    pub listen_mode: Option<String>,
+    /// Serve gRPC over TLS with this certificate chain (PEM, leaf first)
+    /// and the key of --tls-key (or `[tls] cert` and `key` in the config
+    /// file). The files are reloaded when they change (e.g. renewed by
+    /// cert-manager), every 10s and on SIGHUP, without dropping
+    /// connections; a pair that does not load is logged and the previous
+    /// one kept.
+    #[arg(long, env = "STEPUP_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "STEPUP_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Require a client certificate signed by a CA in FILE (PEM): mutual
+    /// TLS. The caller's identity (URI SAN such as a SPIFFE ID, else DNS
+    /// SAN, else subject CN) is logged with each decision as `caller`.
+    /// Needs --tls-cert and --tls-key.
+    #[arg(long, env = "STEPUP_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Do not watch the policy directory (reload on SIGHUP only). By default
     /// changes are picked up within a second; an invalid new set is
     /// rejected and the last good one keeps serving.
@@ -141,6 +172,10 @@ impl ServeArgs {
         Overrides {
             policies: self.policies.clone(),
             listen: self.listen.clone(),
+            listen_mode: self.listen_mode.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
             watch: self.no_watch.then_some(false),
             admin: self.admin.clone(),
             decision_log: self.decision_log.clone(),

@@ -13,6 +13,8 @@ use crate::telemetry::decision_log::{DecisionLogConfig, Sampling, Sink};
 
 mod limits;
 pub use limits::{FileLimits, Limits};
+mod transport;
+pub use transport::{DEFAULT_LISTEN_MODE, FileTls, Listen, TlsConfig};
 
 /// The default admin HTTP address (metrics, probes): loopback.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:7172";
@@ -27,8 +29,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7171";
 pub struct FileConfig {
     /// Policy directory.
     pub policies: Option<PathBuf>,
-    /// gRPC listen address.
+    /// gRPC listen address: `IP:PORT` or `unix:PATH`.
     pub listen: Option<String>,
+    /// Permissions of the Unix socket file, octal (default `0660`).
+    pub listen_mode: Option<String>,
+    /// `[tls]`: the gRPC listener's certificate, key and client CA.
+    #[serde(default)]
+    pub tls: FileTls,
     /// Watch the policy directory and reload on change (SIGHUP always
     /// reloads).
     pub watch: Option<bool>,
@@ -141,6 +148,14 @@ pub struct Overrides {
     pub policies: Option<PathBuf>,
     /// `--listen` / `STEPUP_LISTEN`.
     pub listen: Option<String>,
+    /// `--listen-mode` / `STEPUP_LISTEN_MODE`.
+    pub listen_mode: Option<String>,
+    /// `--tls-cert` / `STEPUP_TLS_CERT`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key` / `STEPUP_TLS_KEY`.
+    pub tls_key: Option<PathBuf>,
+    /// `--tls-client-ca` / `STEPUP_TLS_CLIENT_CA`.
+    pub tls_client_ca: Option<PathBuf>,
     /// `--no-watch` / `STEPUP_NO_WATCH`.
     pub watch: Option<bool>,
     /// `--admin` / `STEPUP_ADMIN`.
@@ -167,7 +182,11 @@ pub struct Config {
     /// Policy directory.
     pub policies: PathBuf,
     /// gRPC listen address.
-    pub listen: SocketAddr,
+    pub listen: Listen,
+    /// Permissions of the Unix socket file (with a `unix:` address).
+    pub listen_mode: u32,
+    /// TLS on the gRPC listener; `None`: plaintext.
+    pub tls: Option<TlsConfig>,
     /// Watch the policy directory for changes.
     pub watch: bool,
     /// Admin HTTP address; `None` when off.
@@ -236,12 +255,34 @@ pub enum SettingError {
         "no policy directory: pass --policies DIR, set STEPUP_POLICIES, or set `policies` in the config file"
     )]
     NoPolicies,
-    /// A listen address that is not IP:PORT.
-    #[error("listen address `{text}` is not IP:PORT (e.g. `{DEFAULT_LISTEN}`)")]
+    /// A listen address that is neither IP:PORT nor unix:PATH.
+    #[error(
+        "listen address `{text}` is not IP:PORT or unix:PATH (e.g. `{DEFAULT_LISTEN}` or `unix:/run/stepup/stepup.sock`)"
+    )]
     Listen {
         /// The address as given.
         text: String,
     },
+    /// A socket file mode that is not octal up to 0777.
+    #[error("listen_mode `{text}` is not an octal file mode up to 0777 (e.g. `0660`)")]
+    ListenMode {
+        /// The mode as given.
+        text: String,
+    },
+    /// A socket file mode with a TCP listen address.
+    #[error("listen_mode applies to a `unix:PATH` listen address, not to TCP")]
+    ListenModeOnTcp,
+    /// A TLS certificate without its key, or a key without its certificate.
+    #[error("tls: `cert` and `key` go together; `{missing}` is missing (--tls-cert/--tls-key)")]
+    TlsHalf {
+        /// `cert` or `key`.
+        missing: &'static str,
+    },
+    /// A client CA without a server certificate.
+    #[error(
+        "tls.client_ca needs the server's own certificate: set tls.cert and tls.key (--tls-cert/--tls-key) too"
+    )]
+    TlsClientCaAlone,
     /// An admin address that is neither IP:PORT nor `off`.
     #[error("admin address `{text}` is not IP:PORT or `off` (e.g. `{DEFAULT_ADMIN}`)")]
     Admin {
@@ -320,9 +361,9 @@ fn line_suffix(line: Option<usize>) -> String {
 impl Config {
     /// Resolves the settings from `overrides` (flags and environment), the
     /// config file at `file` if any, and the defaults.
-    pub fn resolve(overrides: Overrides, file: Option<&Path>) -> Result<Self, ConfigError> {
+    pub fn resolve(mut overrides: Overrides, file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
-        let from_file = match file {
+        let mut from_file = match file {
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(text) => parse_file(path, &text, &mut problems),
                 Err(error) => {
@@ -336,21 +377,17 @@ impl Config {
             None => FileConfig::default(),
         };
 
-        let policies = overrides.policies.or(from_file.policies);
+        let policies = overrides.policies.take().or(from_file.policies.take());
         if policies.is_none() {
             problems.push(SettingError::NoPolicies);
         }
-        let listen_text = overrides
-            .listen
-            .or(from_file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen = match listen_text.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                problems.push(SettingError::Listen { text: listen_text });
-                None
-            }
-        };
+        let transport = transport::resolve(
+            transport::Given::take(&mut overrides),
+            transport::FromFile::take(&mut from_file),
+            file.and_then(Path::parent),
+            &mut problems,
+        );
+        let listen = transport.listen;
         let defaults = CacheConfig::default();
         let capacity = overrides
             .cache_size
@@ -424,6 +461,8 @@ impl Config {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
                 policies,
                 listen,
+                listen_mode: transport.listen_mode,
+                tls: transport.tls,
                 watch: overrides.watch.or(from_file.watch).unwrap_or(true),
                 admin,
                 decision_log,
@@ -692,7 +731,7 @@ mod tests {
             texts(&err),
             [
                 "no policy directory: pass --policies DIR, set STEPUP_POLICIES, or set `policies` in the config file",
-                "listen address `localhost` is not IP:PORT (e.g. `127.0.0.1:7171`)",
+                "listen address `localhost` is not IP:PORT or unix:PATH (e.g. `127.0.0.1:7171` or `unix:/run/stepup/stepup.sock`)",
                 "cache ttl `5 minutes`: unknown unit ` minutes`",
             ]
         );
@@ -744,7 +783,7 @@ mod tests {
             texts(&err),
             [
                 format!(
-                    "{at}:1: unknown field `bogus`, expected one of `policies`, `listen`, `watch`, `admin`, `cache`, `ext_authz`, `log`, `decision_log`, `history`, `lists`, `limits`, `trust`"
+                    "{at}:1: unknown field `bogus`, expected one of `policies`, `listen`, `listen_mode`, `tls`, `watch`, `admin`, `cache`, `ext_authz`, `log`, `decision_log`, `history`, `lists`, `limits`, `trust`"
                 ),
                 format!("{at}:4: invalid value: integer `-1`, expected u64"),
                 format!("{at}:5: invalid type: integer `5`, expected a string"),

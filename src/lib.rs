@@ -90,6 +90,7 @@ mod trust;
 // private to the crate.
 pub use cache::CacheConfig;
 pub use config::{Config, ConfigError, Limits, LogFormat, Overrides, SettingError};
+pub use config::{DEFAULT_LISTEN_MODE, Listen, TlsConfig};
 pub use engine::{Assessment, Decision, EvalError, Outcome, ShadowResult, TraceEntry};
 pub use lists::ListsConfig;
 pub use mapping::{ClaimName, FileExtAuthz, KeyError, KeyErrorKind, Mapping, MappingError, Origin};
@@ -100,6 +101,9 @@ pub use request::{
     InvalidRequest, MAX_DEPTH, MAX_ENTRIES, MAX_STRING_BYTES, validate, validate_within,
     within_skew,
 };
+pub use server::listen::{Listener, bind as bind_listen};
+pub use server::peer::{Peer, Transport};
+pub use server::tls::{ServerTls, TlsError};
 pub use server::{
     HANDSHAKE_TIMEOUT, MAX_MESSAGE_BYTES, ServeError, ServeOptions, bind, run, serve, serve_with,
 };

@@ -199,7 +199,7 @@ fn serve_refuses_an_invalid_set_and_bad_settings() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         text(&out.stderr),
-        "error: listen address `nowhere` is not IP:PORT (e.g. `127.0.0.1:7171`)\nerror: cache ttl `soon`: expected a number at `soon`\n"
+        "error: listen address `nowhere` is not IP:PORT or unix:PATH (e.g. `127.0.0.1:7171` or `unix:/run/stepup/stepup.sock`)\nerror: cache ttl `soon`: expected a number at `soon`\n"
     );
 }
 
@@ -429,8 +429,11 @@ fn environment_beats_the_config_file_and_flags_beat_both() {
         assert_eq!(out.status.code(), Some(2));
         text(&out.stderr)
     };
-    let listen =
-        |v: &str| format!("error: listen address `{v}` is not IP:PORT (e.g. `127.0.0.1:7171`)\n");
+    let listen = |v: &str| {
+        format!(
+            "error: listen address `{v}` is not IP:PORT or unix:PATH (e.g. `127.0.0.1:7171` or `unix:/run/stepup/stepup.sock`)\n"
+        )
+    };
     let ttl = |v: &str| format!("error: cache ttl `{v}`: expected a number at `{v}`\n");
     assert_eq!(serve(&[], &[]), listen("file:listen") + &ttl("file-ttl"));
     let env = [
@@ -559,6 +562,10 @@ fn help_documents_exit_codes() {
         "STEPUP_LISTEN",
         "STEPUP_MAX_TIME_SKEW",
         "no HTTP/2 preface within 10s",
+        "--listen-mode",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-client-ca",
     ] {
         assert!(stdout.contains(flag), "{flag} missing from serve --help");
     }

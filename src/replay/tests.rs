@@ -347,6 +347,7 @@ fn lines_the_decision_log_writes_replay_like_the_full_response() {
             request: r.clone(),
             decision,
             elapsed: Duration::from_micros(7),
+            caller: None,
         }));
     }
     writer.close();

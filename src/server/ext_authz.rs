@@ -79,6 +79,7 @@ impl Authorization for AuthorizationApi {
         // propagates (made around the service, in `Counted`).
         let span = crate::telemetry::logging::current_call_span();
         let scope = span.clone().unwrap_or_else(tracing::Span::none);
+        let caller = super::peer::Peer::of(&request).and_then(|p| p.identity.clone());
         let req = request.into_inner();
         let clock = Clock {
             now: Utc::now(),
@@ -87,19 +88,25 @@ impl Authorization for AuthorizationApi {
         // The action is known only once the request is mapped, inside the
         // work: with any costly decision in the set, every check runs off
         // the runtime's threads.
-        let checked =
-            if self.engine.is_costly(None) {
-                let mapping = Arc::clone(&self.mapping);
-                Box::pin(self.engine.run_isolated(move |engine| {
-                    check_in(engine, &mapping, &req, clock, span.as_ref())
-                }))
-                .instrument(scope)
-                .await
-                .ok_or(CallError::ShuttingDown)?
-            } else {
-                let _entered = scope.enter();
-                check_in(&self.engine, &self.mapping, &req, clock, span.as_ref())
-            };
+        let checked = if self.engine.is_costly(None) {
+            let mapping = Arc::clone(&self.mapping);
+            Box::pin(self.engine.run_isolated(move |engine| {
+                check_in(engine, &mapping, &req, clock, span.as_ref(), caller)
+            }))
+            .instrument(scope)
+            .await
+            .ok_or(CallError::ShuttingDown)?
+        } else {
+            let _entered = scope.enter();
+            check_in(
+                &self.engine,
+                &self.mapping,
+                &req,
+                clock,
+                span.as_ref(),
+                caller,
+            )
+        };
         checked
             .map(Response::new)
             .map_err(|e| CallError::from(e).into())
@@ -119,7 +126,7 @@ pub fn check(
         now: clock,
         max_skew: None,
     };
-    check_in(engine, mapping, req, clock, None)
+    check_in(engine, mapping, req, clock, None, None)
 }
 
 /// The server clock, and how far Envoy's request time may lie from it.
@@ -130,13 +137,15 @@ struct Clock {
 }
 
 /// [`check`], recording the decision on `span`. Decisions go to the
-/// decision log (source `check`) like `Decide`'s.
+/// decision log (source `check`, with the `caller`'s verified identity)
+/// like `Decide`'s.
 fn check_in(
     engine: &Service,
     mapping: &Mapping,
     req: &CheckRequest,
     clock: Clock,
     span: Option<&tracing::Span>,
+    caller: Option<Arc<str>>,
 ) -> Result<CheckResponse, InvalidRequest> {
     let spoofed = spoofed_headers(req);
     match mapping.map(req, clock.now) {
@@ -159,7 +168,7 @@ fn check_in(
                 "checked"
             );
             let response = answer(&decision, &mapped.request.action, spoofed);
-            engine.log("check", mapped.now, mapped.request, decision);
+            engine.log_from("check", mapped.now, mapped.request, decision, caller);
             Ok(response)
         }
         Err(MapError::Malformed(e)) => Err(e),

@@ -39,14 +39,16 @@ impl DecisionService for DecisionApi {
         request: Request<DecideRequest>,
     ) -> Result<Response<DecideResponse>, Status> {
         let span = crate::telemetry::logging::current_call_span();
+        // For the decision log: an `Arc` count, nothing without mutual TLS.
+        let caller = super::peer::Peer::of(&request).and_then(|p| p.identity.clone());
         // Entered whenever the call runs, and only then (it awaits).
         match span {
             Some(scope) => {
-                self.decide_in(request.into_inner(), Some(scope.clone()))
+                self.decide_in(request.into_inner(), Some(scope.clone()), caller)
                     .instrument(scope)
                     .await
             }
-            None => self.decide_in(request.into_inner(), None).await,
+            None => self.decide_in(request.into_inner(), None, caller).await,
         }
     }
 
@@ -99,6 +101,7 @@ impl DecisionApi {
         &self,
         req: DecideRequest,
         span: Option<tracing::Span>,
+        caller: Option<Arc<str>>,
     ) -> Result<Response<DecideResponse>, Status> {
         let now = validate_within(&req, Utc::now(), self.max_time_skew).map_err(CallError::from)?;
         // With a shared history backend, refresh the subject's history first
@@ -144,7 +147,7 @@ impl DecisionApi {
             "decided"
         );
         let response = convert::response(&decision);
-        self.engine.log("decide", now, req, decision);
+        self.engine.log_from("decide", now, req, decision, caller);
         Ok(Response::new(response))
     }
 }

@@ -1,16 +1,17 @@
 //! [`Handshaking`]: a connection that must open HTTP/2 within a deadline.
 //! hyper and h2 wait for the client's connection preface without a timer,
 //! so a peer that connects and sends nothing would hold a socket and a task
-//! for as long as it likes; this closes it once the deadline passes.
+//! for as long as it likes; this closes it once the deadline passes. On a
+//! TLS listener the TLS handshake runs under the same deadline first
+//! ([`super::listen`]), and this counts the decrypted preface.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tonic::transport::server::Connected;
 
 /// The shortest client connection preface: the 24-byte magic
@@ -30,11 +31,12 @@ pub struct Handshaking<IO> {
 }
 
 impl<IO> Handshaking<IO> {
-    /// `io`, which must send its preface within `timeout` of now.
-    pub fn new(io: IO, timeout: Duration) -> Self {
+    /// `io`, which must send its preface by `deadline` (for TLS, the
+    /// deadline the TLS handshake already ran under: one budget for both).
+    pub fn until(io: IO, deadline: Instant) -> Self {
         Self {
             io,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            deadline: Some(Box::pin(tokio::time::sleep_until(deadline))),
             seen: 0,
         }
     }
@@ -117,13 +119,15 @@ impl<IO: Connected> Connected for Handshaking<IO> {
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test]
     async fn a_silent_peer_times_out_and_a_preface_disarms_the_deadline() {
         let timeout = Duration::from_millis(100);
         let (mut client, server) = tokio::io::duplex(64);
-        let mut server = Handshaking::new(server, timeout);
+        let mut server = Handshaking::until(server, Instant::now() + timeout);
         client.write_all(&[0; 10]).await.unwrap();
         let mut buf = [0; 64];
         assert_eq!(server.read(&mut buf).await.unwrap(), 10);
@@ -132,7 +136,7 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
 
         let (mut client, server) = tokio::io::duplex(64);
-        let mut server = Handshaking::new(server, timeout);
+        let mut server = Handshaking::until(server, Instant::now() + timeout);
         client.write_all(&[0; PREFACE_BYTES]).await.unwrap();
         assert_eq!(server.read(&mut buf).await.unwrap(), PREFACE_BYTES);
         tokio::time::sleep(timeout * 3).await;

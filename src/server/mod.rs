@@ -4,7 +4,9 @@
 //! in one place ([`call::CallError`]); calls are counted in one place
 //! ([`counted::Counted`]), which also sheds those past the in-flight limit
 //! ([`in_flight::InFlight`]). A connection must open HTTP/2 within the
-//! handshake timeout ([`handshake::Handshaking`]).
+//! handshake timeout ([`handshake::Handshaking`]). The listener is TCP or a
+//! Unix socket, plaintext or TLS ([`tls`]), and tells each call who is
+//! calling ([`peer::Peer`], set by [`listen::Incoming`]).
 
 pub mod admin;
 pub mod call;
@@ -14,8 +16,10 @@ pub mod ext_authz;
 pub mod grpc;
 pub mod handshake;
 pub mod in_flight;
+pub mod listen;
 pub mod peer;
 pub mod record;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,8 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt as _;
-use tonic::transport::server::TcpIncoming;
 
 use counted::Counted;
 
@@ -56,6 +58,29 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The Unix socket could not be bound (or its permissions set).
+    #[error("cannot listen on `unix:{}`: {source}", .path.display())]
+    BindUnix {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The socket path is taken by something that is not a socket.
+    #[error("cannot listen on `unix:{}`: the path exists and is not a socket (not removed)", .path.display())]
+    NotASocket {
+        /// The socket path.
+        path: std::path::PathBuf,
+    },
+    /// Another server answers on the socket.
+    #[error("cannot listen on `unix:{}`: another process is serving on this socket", .path.display())]
+    SocketInUse {
+        /// The socket path.
+        path: std::path::PathBuf,
+    },
+    /// The TLS files do not make a usable configuration.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// Reflection could not be set up (a build defect).
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -100,8 +125,11 @@ pub struct ServeOptions {
     /// How far a request's `time` (Envoy's request time for `Check`) may lie
     /// from the server clock; `None` accepts any time.
     pub max_time_skew: Option<Duration>,
-    /// How long a connection may take to send its HTTP/2 preface.
+    /// How long a connection may take to finish its TLS handshake (when
+    /// TLS is on) and send its HTTP/2 preface.
     pub handshake_timeout: Duration,
+    /// TLS on the listener; `None`: plaintext.
+    pub tls: Option<Arc<tls::ServerTls>>,
 }
 
 impl Default for ServeOptions {
@@ -113,16 +141,18 @@ impl Default for ServeOptions {
             max_in_flight: limits.max_in_flight,
             max_time_skew: limits.max_time_skew,
             handshake_timeout: HANDSHAKE_TIMEOUT,
+            tls: None,
         }
     }
 }
 
-/// Serves on `listener` until `shutdown` completes, then stops accepting and
-/// lets in-flight calls finish, for at most `SHUTDOWN_GRACE` (10 s). `Check` uses
-/// the default mapping; the limits are the defaults of [`ServeOptions`].
+/// Serves on `listener` (a [`TcpListener`] or a [`listen::Listener`])
+/// until `shutdown` completes, then stops accepting and lets in-flight
+/// calls finish, for at most `SHUTDOWN_GRACE` (10 s). `Check` uses the
+/// default mapping; the limits are the defaults of [`ServeOptions`].
 pub async fn serve(
     engine: Arc<Service>,
-    listener: TcpListener,
+    listener: impl Into<listen::Listener>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     serve_with(engine, listener, ServeOptions::default(), shutdown).await
@@ -131,7 +161,7 @@ pub async fn serve(
 /// [`serve`] with `options`.
 pub async fn serve_with(
     engine: Arc<Service>,
-    listener: TcpListener,
+    listener: impl Into<listen::Listener>,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
@@ -195,19 +225,19 @@ pub async fn serve_with(
     )
     .limited(in_flight);
 
-    match listener.local_addr() {
-        Ok(addr) => tracing::info!(%addr, "serving gRPC"),
-        Err(e) => tracing::info!(error = %e, "serving gRPC (local address unknown)"),
+    let listener = listener.into();
+    let security = match &options.tls {
+        None => "plaintext",
+        Some(tls) if tls.is_mutual() => "mutual TLS",
+        Some(_) => "TLS",
+    };
+    match listener.local() {
+        Some(addr) => tracing::info!(%addr, transport = security, "serving gRPC"),
+        None => tracing::info!(transport = security, "serving gRPC (local address unknown)"),
     }
     let draining = std::sync::Arc::new(tokio::sync::Notify::new());
     let notify = std::sync::Arc::clone(&draining);
-    // The builder's `tcp_nodelay` applies only to listeners it binds itself:
-    // set it on each accepted socket, or Nagle holds small responses for a
-    // delayed ACK (40 ms per call).
-    let handshake = options.handshake_timeout;
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .map(move |accepted| accepted.map(|io| handshake::Handshaking::new(io, handshake)));
+    let incoming = listen::Incoming::new(listener, options.tls, options.handshake_timeout);
     let server = transport()
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -249,7 +279,18 @@ pub async fn run(
     config: &crate::config::Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let listener = bind(config.listen).await?;
+    // TLS files are checked before binding: a server that cannot serve
+    // them does not start (there is no previous certificate to fall back on).
+    let tls = config
+        .tls
+        .clone()
+        .map(tls::ServerTls::load)
+        .transpose()?
+        .map(Arc::new);
+    let listener = listen::bind(&config.listen, config.listen_mode).await?;
+    if tls.is_none() {
+        warn_if_plaintext_exposed(&config.listen);
+    }
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let admin = match config.admin {
         Some(addr) => Some(
@@ -277,6 +318,14 @@ pub async fn run(
         options,
         stopped(stop_rx.clone()),
     ));
+    // Certificates rotate whether or not policies are watched.
+    if let Some(tls) = &tls {
+        tokio::spawn(tls::watch(
+            Arc::clone(tls),
+            tls::POLL,
+            stopped(stop_rx.clone()),
+        ));
+    }
     tokio::spawn(async move {
         shutdown.await;
         ready.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -286,6 +335,7 @@ pub async fn run(
         ext_authz: Arc::new(config.ext_authz.clone()),
         max_in_flight: config.limits.max_in_flight,
         max_time_skew: config.limits.max_time_skew,
+        tls,
         ..ServeOptions::default()
     };
     let served = serve_with(Arc::clone(&engine), listener, options, stopped(stop_rx)).await;
@@ -300,4 +350,21 @@ pub async fn run(
         admin.stop();
     }
     served
+}
+
+/// Warns when the gRPC listener is plaintext TCP that other hosts can
+/// reach: nothing then says who is calling.
+fn warn_if_plaintext_exposed(listen: &crate::config::Listen) {
+    if listen.is_local() {
+        return;
+    }
+    tracing::warn!(
+        listen = %listen,
+        "the gRPC listener is plaintext TCP on a non-loopback address: anyone who can reach \
+         this port can ask for decisions and, where step-up reports are trusted from callers, \
+         change what is remembered about subjects. Serve TLS (--tls-cert/--tls-key), require \
+         client certificates (--tls-client-ca), or listen on a Unix socket \
+         (--listen unix:/path/stepup.sock). Behind a service mesh whose proxy terminates mTLS \
+         in front of this port, and lets nothing else reach it, plaintext from the proxy is fine"
+    );
 }

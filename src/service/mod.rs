@@ -128,6 +128,20 @@ impl Service {
         request: DecideRequest,
         decision: Decision,
     ) {
+        self.log_from(source, time, request, decision, None);
+    }
+
+    /// [`Service::log`] with the caller's verified identity (e.g. the
+    /// SPIFFE ID of its client certificate), written as the line's
+    /// `caller`.
+    pub fn log_from(
+        &self,
+        source: &'static str,
+        time: DateTime<Utc>,
+        request: DecideRequest,
+        decision: Decision,
+        caller: Option<Arc<str>>,
+    ) {
         if let Some(log) = &self.decision_log {
             let elapsed = decision.elapsed;
             log.submit(Entry {
@@ -136,6 +150,7 @@ impl Service {
                 request,
                 decision,
                 elapsed,
+                caller,
             });
         }
     }

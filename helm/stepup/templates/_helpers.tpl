@@ -167,6 +167,45 @@ the chart's). Takes a dict: ctx, probes (bool).
 {{- end }}
 
 {{/*
+The Secret the gRPC listener's certificate comes from: tls.secretName, or
+`<fullname>-tls` for a cert-manager Certificate (standalone mode); empty when
+gRPC is plaintext.
+*/}}
+{{- define "stepup.tlsSecretName" -}}
+{{- $v := .Values }}
+{{- if $v.tls.secretName }}{{ $v.tls.secretName }}
+{{- else if and $v.tls.certManager.issuerRef (eq $v.mode "standalone") }}{{ printf "%s-tls" (include "stepup.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Where the client CA bundle is mounted when it has its own Secret or ConfigMap. */}}
+{{- define "stepup.clientCAPath" -}}
+/etc/stepup/client-ca
+{{- end }}
+
+{{/*
+The `--tls-client-ca` file: the key of the client CA's own Secret or
+ConfigMap, else of the TLS Secret.
+*/}}
+{{- define "stepup.clientCAFile" -}}
+{{- $ca := .Values.tls.clientCA }}
+{{- if or $ca.secretName $ca.configMapName }}{{ printf "%s/%s" (include "stepup.clientCAPath" .) $ca.key }}
+{{- else }}{{ printf "%s/%s" (trimSuffix "/" .Values.tls.mountPath) $ca.key }}
+{{- end }}
+{{- end }}
+
+{{/*
+The sidecar's `--listen`: `unix:<dir>/<name>` with sidecar.unixSocket, else
+sidecar.listen.
+*/}}
+{{- define "stepup.sidecarListen" -}}
+{{- $s := .Values.sidecar }}
+{{- if $s.unixSocket.enabled }}{{ printf "unix:%s/%s" (trimSuffix "/" $s.unixSocket.dir) $s.unixSocket.name }}
+{{- else }}{{ $s.listen }}
+{{- end }}
+{{- end }}
+
+{{/*
 Refuse values that would render something that cannot work. Called from
 templates/validate.yaml, so it runs for every install, upgrade and render.
 */}}
@@ -184,7 +223,30 @@ templates/validate.yaml, so it runs for every install, upgrade and render.
 {{- if and $v.autoscaling.enabled (gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling: minReplicas must not exceed maxReplicas" }}
 {{- end }}
-{{- if and $v.sidecar.probes (eq $v.probes.type "grpc") (include "stepup.isLoopback" $v.sidecar.listen) }}
+{{- $tls := include "stepup.tlsSecretName" . }}
+{{- $probed := or (eq $v.mode "standalone") $v.sidecar.probes }}
+{{- if and $tls $probed (eq $v.probes.type "grpc") }}
+{{- fail "tls: the kubelet's gRPC probes cannot speak TLS; set probes.type=http (probes on the admin port's /livez and /readyz)" }}
+{{- end }}
+{{- if and $v.tls.clientCA.enabled (not $tls) }}
+{{- fail "tls.clientCA.enabled needs TLS: set tls.secretName, or tls.certManager.issuerRef in standalone mode" }}
+{{- end }}
+{{- if and $v.tls.clientCA.secretName $v.tls.clientCA.configMapName }}
+{{- fail "tls.clientCA: set secretName or configMapName, not both" }}
+{{- end }}
+{{- if and $v.tls.certManager.issuerRef (ne $v.mode "standalone") }}
+{{- fail "tls.certManager.issuerRef applies to mode=standalone (a Certificate for the Service's names); in sidecar mode set tls.secretName" }}
+{{- end }}
+{{- if and $v.tls.certManager.issuerRef (not $v.tls.certManager.issuerRef.name) }}
+{{- fail "tls.certManager.issuerRef needs a name (and kind: Issuer or ClusterIssuer)" }}
+{{- end }}
+{{- if and $v.sidecar.unixSocket.enabled (ne $v.mode "sidecar") }}
+{{- fail "sidecar.unixSocket applies to mode=sidecar: a standalone Deployment serves its Service over TCP" }}
+{{- end }}
+{{- if and $v.sidecar.unixSocket.enabled $v.sidecar.probes (eq $v.probes.type "grpc") }}
+{{- fail "sidecar.unixSocket: the kubelet's gRPC probes need a TCP port; set probes.type=http (probes on the admin port) or leave sidecar.probes false" }}
+{{- end }}
+{{- if and $v.sidecar.probes (eq $v.probes.type "grpc") (not $v.sidecar.unixSocket.enabled) (include "stepup.isLoopback" $v.sidecar.listen) }}
 {{- fail (printf "sidecar.probes: the kubelet probes the pod IP, so gRPC probes on a sidecar listening on loopback (%s) cannot be probed; set probes.type=http (probes on the admin port, the decision API stays on loopback), set sidecar.listen to 0.0.0.0:<port>, or leave sidecar.probes false" $v.sidecar.listen) }}
 {{- end }}
 {{- if and $v.metrics.enabled (not $v.admin.enabled) }}
@@ -197,6 +259,7 @@ templates/validate.yaml, so it runs for every install, upgrade and render.
 {{- fail "probes.type=http needs admin.enabled: the probes ask the admin listener's /livez and /readyz" }}
 {{- end }}
 {{- $grpcPort := ternary (include "stepup.listenPort" $v.sidecar.listen) "7171" (eq $v.mode "sidecar") | int }}
+{{- if and (eq $v.mode "sidecar") $v.sidecar.unixSocket.enabled }}{{- $grpcPort = 0 }}{{- end }}
 {{- if and $v.admin.enabled (eq (int $v.admin.port) $grpcPort) }}
 {{- fail (printf "admin.port %d is the gRPC port: pick another one" (int $v.admin.port)) }}
 {{- end }}
@@ -229,8 +292,10 @@ Renders one YAML list item.
 {{- define "stepup.container" -}}
 {{- $ctx := .ctx }}
 {{- $v := $ctx.Values }}
-{{- $port := include "stepup.listenPort" .listen | int }}
-{{- $loopback := include "stepup.isLoopback" .listen }}
+{{- $unix := hasPrefix "unix:" .listen }}
+{{- $port := ternary 0 (include "stepup.listenPort" .listen | int) $unix }}
+{{- $loopback := or $unix (include "stepup.isLoopback" .listen) }}
+{{- $tls := include "stepup.tlsSecretName" $ctx }}
 {{- $httpProbes := and .probes (eq $v.probes.type "http") }}
 {{- $adminExposed := include "stepup.adminExposed" (dict "ctx" $ctx "probes" .probes) -}}
 - name: stepup
@@ -245,6 +310,20 @@ Renders one YAML list item.
     - {{ $v.policies.mountPath | quote }}
     - --listen
     - {{ .listen | quote }}
+    {{- if $unix }}
+    - --listen-mode
+    - {{ $v.sidecar.unixSocket.mode | quote }}
+    {{- end }}
+    {{- if $tls }}
+    - --tls-cert
+    - {{ printf "%s/tls.crt" (trimSuffix "/" $v.tls.mountPath) | quote }}
+    - --tls-key
+    - {{ printf "%s/tls.key" (trimSuffix "/" $v.tls.mountPath) | quote }}
+    {{- if $v.tls.clientCA.enabled }}
+    - --tls-client-ca
+    - {{ include "stepup.clientCAFile" $ctx | quote }}
+    {{- end }}
+    {{- end }}
     {{- if $v.config }}
     - --config
     - {{ include "stepup.configPath" $ctx | quote }}
@@ -344,6 +423,20 @@ Renders one YAML list item.
       mountPath: {{ dir (include "stepup.configPath" $ctx) }}
       readOnly: true
     {{- end }}
+    {{- if $tls }}
+    - name: stepup-tls
+      mountPath: {{ $v.tls.mountPath }}
+      readOnly: true
+    {{- if and $v.tls.clientCA.enabled (or $v.tls.clientCA.secretName $v.tls.clientCA.configMapName) }}
+    - name: stepup-client-ca
+      mountPath: {{ include "stepup.clientCAPath" $ctx }}
+      readOnly: true
+    {{- end }}
+    {{- end }}
+    {{- if $unix }}
+    - name: stepup-socket
+      mountPath: {{ $v.sidecar.unixSocket.dir }}
+    {{- end }}
     {{- with $v.extraVolumeMounts }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -358,6 +451,27 @@ Renders one YAML list item.
 - name: stepup-config
   configMap:
     name: {{ include "stepup.configConfigMapName" . }}
+{{- end }}
+{{- with include "stepup.tlsSecretName" . }}
+- name: stepup-tls
+  secret:
+    secretName: {{ . }}
+{{- end }}
+{{- $ca := .Values.tls.clientCA }}
+{{- if and (include "stepup.tlsSecretName" .) $ca.enabled }}
+{{- if $ca.secretName }}
+- name: stepup-client-ca
+  secret:
+    secretName: {{ $ca.secretName }}
+{{- else if $ca.configMapName }}
+- name: stepup-client-ca
+  configMap:
+    name: {{ $ca.configMapName }}
+{{- end }}
+{{- end }}
+{{- if and (eq .Values.mode "sidecar") .Values.sidecar.unixSocket.enabled }}
+- name: stepup-socket
+  emptyDir: {}
 {{- end }}
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}

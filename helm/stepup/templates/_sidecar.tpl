@@ -30,7 +30,29 @@ helm/examples/payments-app is a complete, tested example.
 
 {{/* The stepup sidecar container, as one YAML list item. */}}
 {{- define "stepup.sidecar.container" -}}
-{{- include "stepup.container" (dict "ctx" . "listen" .Values.sidecar.listen "probes" .Values.sidecar.probes "native" .Values.sidecar.native) }}
+{{- include "stepup.container" (dict "ctx" . "listen" (include "stepup.sidecarListen" .) "probes" .Values.sidecar.probes "native" .Values.sidecar.native) }}
+{{- end }}
+
+{{/*
+With sidecar.unixSocket: the volume mount the application container adds to
+reach the socket (as one YAML list item; nothing otherwise). The application
+then calls `unix:<dir>/<name>` (`stepup.sidecar.address`).
+*/}}
+{{- define "stepup.sidecar.socketVolumeMount" -}}
+{{- if .Values.sidecar.unixSocket.enabled }}
+- name: stepup-socket
+  mountPath: {{ .Values.sidecar.unixSocket.dir }}
+{{- end }}
+{{- end }}
+
+{{/*
+The address the application calls: `unix:<dir>/<name>` with
+sidecar.unixSocket, else `http://<sidecar.listen>` (`https://` with TLS).
+*/}}
+{{- define "stepup.sidecar.address" -}}
+{{- if .Values.sidecar.unixSocket.enabled }}{{ include "stepup.sidecarListen" . }}
+{{- else }}{{ ternary "https" "http" (ne (include "stepup.tlsSecretName" .) "") }}://{{ .Values.sidecar.listen }}
+{{- end }}
 {{- end }}
 
 {{/* The volumes the sidecar mounts, as YAML list items. */}}

@@ -13,7 +13,8 @@
 //! a decision is never delayed by its log. On shutdown the queue is drained
 //! and flushed.
 //!
-//! A line: `{"time", "source", "latency_us", "cache_hit", "request":
+//! A line: `{"time", "source", "latency_us", "cache_hit", "caller" (the
+//! client certificate's identity, under mutual TLS only), "request":
 //! <DecideRequest JSON, masked>, "decision": <DecideResponse JSON without
 //! what the policy revision says>}`.
 
@@ -124,6 +125,9 @@ pub struct Entry {
     pub decision: Decision,
     /// Time to decide.
     pub elapsed: Duration,
+    /// The caller's verified identity (the client certificate's, under
+    /// mutual TLS); `None` when the transport established none.
+    pub caller: Option<Arc<str>>,
 }
 
 enum Message {
@@ -303,6 +307,9 @@ fn line(entry: &Entry, masks: &Masks, buf: &mut Vec<u8>) -> Result<(), LineError
             b"false"
         },
     );
+    if let Some(caller) = &entry.caller {
+        o.text(key!("caller"), caller);
+    }
     if masks.is_empty() {
         crate::request::json::write_request(o.key(key!("request")), &entry.request);
     } else {

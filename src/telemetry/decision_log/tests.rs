@@ -52,6 +52,7 @@ fn entry(policy: &Arc<crate::PolicySet>) -> Entry {
         request: req,
         decision,
         elapsed: Duration::from_micros(3),
+        caller: None,
     }
 }
 
