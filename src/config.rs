@@ -335,10 +335,8 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
-        let sources = crate::history::config::SecretSources {
-            env,
-            base: file.and_then(Path::parent),
-        };
+        let base = file.and_then(Path::parent);
+        let sources = crate::history::config::SecretSources { env, base };
         let from_file = match file {
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(text) => parse_file(path, &text, &mut problems),
@@ -428,13 +426,7 @@ impl Config {
             &sources,
             &mut problems,
         );
-        let mut history_problems = Vec::new();
-        let history = crate::history::HistoryConfig::resolve_with(
-            from_file.history,
-            &sources,
-            &mut history_problems,
-        );
-        problems.extend(history_problems.into_iter().map(SettingError::History));
+        let history = history(from_file.history, &sources, &mut problems);
         let lists = lists(from_file.lists, file.and_then(Path::parent), &mut problems);
         let cost_limits = limits::cost(&from_file.limits, &history, &mut problems);
         let (skew, file_limits) = (overrides.max_time_skew, from_file.limits);
@@ -604,6 +596,18 @@ fn lists(
             .collect(),
         geoip_city: file.geoip_city.map(resolve),
     }
+}
+
+/// `[history]`, its problems worded by the history settings.
+fn history(
+    file: crate::history::config::FileHistory,
+    sources: &crate::history::config::SecretSources<'_>,
+    problems: &mut Vec<SettingError>,
+) -> crate::history::HistoryConfig {
+    let mut history_problems = Vec::new();
+    let history = crate::history::HistoryConfig::resolve_with(file, sources, &mut history_problems);
+    problems.extend(history_problems.into_iter().map(SettingError::History));
+    history
 }
 
 fn decision_log(

@@ -440,12 +440,14 @@ fn redis_with(port: u16, args: &[&str]) -> Result<Killed, String> {
             }
             return Err(format!("redis-server exited ({status}): {out}"));
         }
-        let up = TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-            s.write_all(b"PING\r\n").ok()?;
-            let mut b = [0u8; 16];
-            (s.read(&mut b).ok()? > 0).then_some(())
-        });
+        let up = TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+                s.write_all(b"PING\r\n").ok()?;
+                let mut b = [0u8; 16];
+                (s.read(&mut b).ok()? > 0).then_some(())
+            });
         if up.is_some() {
             return Ok(Killed(child));
         }
@@ -456,7 +458,12 @@ fn redis_with(port: u16, args: &[&str]) -> Result<Killed, String> {
 
 /// A `stepup serve` process with `config` as its config file (in a
 /// directory with `files`) and `env` in its environment.
-fn sidecar(policies: &Path, config: &str, files: &[(&str, &[u8])], env: &[(&str, &str)]) -> Sidecar {
+fn sidecar(
+    policies: &Path,
+    config: &str,
+    files: &[(&str, &[u8])],
+    env: &[(&str, &str)],
+) -> Sidecar {
     let dir = tempfile::tempdir().unwrap();
     for (name, bytes) in files {
         std::fs::write(dir.path().join(name), bytes).unwrap();
@@ -495,7 +502,8 @@ fn make_pki() -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let mut ca = CertificateParams::new(Vec::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "stepup test CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "stepup test CA");
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca, ca_key);
@@ -562,22 +570,26 @@ async fn rediss_with_a_ca_and_a_client_certificate() {
     ];
     let mut a = sidecar(policies.path(), &config, files, &[]);
     let mut b = sidecar(policies.path(), &config, files, &[]);
-    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let (mut ca, cb) = (a.client().await, b.client().await);
     assert_eq!(
         outcome(&mut ca, transfer("tess", "laptop", "urn:stepup:aal2")).await,
         Outcome::Allow
     );
-    eventually("sidecar B to know the device through Redis over TLS", || {
-        let mut cb = cb.clone();
-        async move {
-            outcome(&mut cb, transfer("tess", "laptop", "urn:stepup:aal1")).await == Outcome::Allow
-        }
-    })
+    eventually(
+        "sidecar B to know the device through Redis over TLS",
+        || {
+            let mut cb = cb.clone();
+            async move {
+                outcome(&mut cb, transfer("tess", "laptop", "urn:stepup:aal1")).await
+                    == Outcome::Allow
+            }
+        },
+    )
     .await;
     assert_eq!(a.metric("stepup_history_fetch_failures_total"), 0.0);
     assert_eq!(b.metric("stepup_history_fetch_failures_total"), 0.0);
     assert_eq!(a.metric("stepup_history_publish_failures_total"), 0.0);
-    // What landed in Redis carries its MAC.
+    // What landed in Redis starts with its MAC.
     let client = redis::Client::open(format!("redis://127.0.0.1:{plain}/")).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -585,13 +597,17 @@ async fn rediss_with_a_ca_and_a_client_certificate() {
         .query_async(&mut raw)
         .await
         .unwrap();
-    let tag: Option<String> = redis::cmd("HGET")
+    let stored: String = redis::cmd("HGET")
         .arg(&keys[0])
-        .arg("m")
+        .arg("h")
         .query_async(&mut raw)
         .await
         .unwrap();
-    assert_eq!(tag.map(|t| t.len()), Some(64));
+    assert!(
+        stored[..64].bytes().all(|b| b.is_ascii_hexdigit()),
+        "{stored}"
+    );
+    assert!(stored[64..].starts_with('{'), "{stored}");
 
     // Without a client certificate Redis refuses the handshake; with a CA
     // that did not sign Redis's certificate, stepup refuses it. Decisions
@@ -600,7 +616,10 @@ async fn rediss_with_a_ca_and_a_client_certificate() {
     for (name, files) in [
         (
             "no client certificate",
-            vec![("ca.pem", pki.ca.as_bytes()), ("history.key", b"tls-test-key".as_slice())],
+            vec![
+                ("ca.pem", pki.ca.as_bytes()),
+                ("history.key", b"tls-test-key".as_slice()),
+            ],
         ),
         (
             "another CA",
@@ -626,7 +645,10 @@ async fn rediss_with_a_ca_and_a_client_certificate() {
             Outcome::Challenge,
             "{name}"
         );
-        assert!(c.metric("stepup_history_fetch_failures_total") >= 1.0, "{name}");
+        assert!(
+            c.metric("stepup_history_fetch_failures_total") >= 1.0,
+            "{name}"
+        );
     }
     drop(redis);
 }
@@ -687,17 +709,16 @@ fn password_change(subject: &str, session: &str) -> DecideRequest {
 /// elevation (a replica wrote it).
 async fn resealed(client: &redis::Client, hash_key: &str, key: &str) -> bool {
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-    let (h, m): (Option<String>, Option<String>) = redis::cmd("HMGET")
+    let stored: Option<String> = redis::cmd("HGET")
         .arg(key)
         .arg("h")
-        .arg("m")
         .query_async(&mut raw)
         .await
         .unwrap();
-    match (h, m) {
-        (Some(h), Some(m)) => m == seal(hash_key, key, &h) && !h.contains("urn:stepup:aal3"),
-        _ => false,
-    }
+    stored.is_some_and(|s| {
+        let (tag, h) = s.split_at(64.min(s.len()));
+        tag == seal(hash_key, key, h) && !h.contains("urn:stepup:aal3")
+    })
 }
 
 #[tokio::test]
@@ -707,15 +728,14 @@ async fn a_tampered_or_moved_record_is_not_applied() {
     let _redis = redis_with(port, &["--requirepass", "redis-pw"]).unwrap();
     let client = redis::Client::open(format!("redis://:redis-pw@127.0.0.1:{port}/")).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    // A record is stored as its MAC (64 hex digits) then its JSON.
     let mut hset = async |key: &str, record: &str, tag: &str| {
         let () = redis::cmd("HSET")
             .arg(key)
             .arg("v")
             .arg(1)
             .arg("h")
-            .arg(record)
-            .arg("m")
-            .arg(tag)
+            .arg(format!("{tag}{record}"))
             .query_async(&mut raw)
             .await
             .unwrap();

@@ -156,7 +156,11 @@ fn a_masked_identifier_appears_nowhere_in_the_logs() {
             ("GET", format!("/v1/users/{RAW}/profile")),
             ("POST", format!("/v1/transfers?amount={RAW}")),
         ] {
-            let r = authz.check(check(method, &path)).await.unwrap().into_inner();
+            let r = authz
+                .check(check(method, &path))
+                .await
+                .unwrap()
+                .into_inner();
             assert_eq!(r.status.unwrap().code, 7, "{method} {path}: the fallback");
         }
     });
@@ -178,7 +182,11 @@ fn a_masked_identifier_appears_nowhere_in_the_logs() {
     );
     let trace = line["decision"]["trace"].to_string();
     assert!(trace.contains(&format!("no such key: `{hash}`")), "{trace}");
-    assert!(line["request"]["subject"]["attributes"].get("email").is_none());
+    assert!(
+        line["request"]["subject"]["attributes"]
+            .get("email")
+            .is_none()
+    );
     // The text log: the unmapped checks are logged, without the path or
     // the parameter's value.
     let unmapped: Vec<&str> = stderr
@@ -186,7 +194,10 @@ fn a_masked_identifier_appears_nowhere_in_the_logs() {
         .filter(|l| l.contains("ext_authz request not mapped"))
         .collect();
     assert_eq!(unmapped.len(), 2, "{stderr}");
-    assert!(unmapped[1].contains("query parameter `amount` is not a number"), "{stderr}");
+    assert!(
+        unmapped[1].contains("query parameter `amount` is not a number"),
+        "{stderr}"
+    );
     assert!(!stderr.contains(RAW), "{stderr}");
 }
 

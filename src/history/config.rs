@@ -423,9 +423,7 @@ fn resolve_backend(
                 ));
                 return None;
             };
-            let Some(info) = redis_url(&url.0, problems) else {
-                return None;
-            };
+            let info = redis_url(&url.0, problems)?;
             let password = read_secret(
                 "history.redis_password",
                 REDIS_PASSWORD_ENV,
@@ -497,6 +495,9 @@ fn redis_url(url: &str, problems: &mut Vec<String>) -> Option<redis::ConnectionI
     }
 }
 
+/// The CA certificates, and the client certificate chain with its key (PEM).
+type TlsFiles = (Option<Vec<u8>>, Option<(Vec<u8>, Secret)>);
+
 /// The CA and client certificate files, read and checked (PEM); only with a
 /// `rediss://` URL (`tls`).
 fn redis_tls(
@@ -504,7 +505,7 @@ fn redis_tls(
     tls: bool,
     sources: &SecretSources<'_>,
     problems: &mut Vec<String>,
-) -> (Option<Vec<u8>>, Option<(Vec<u8>, Secret)>) {
+) -> TlsFiles {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -578,9 +579,9 @@ fn redis_tls(
         bad("redis_key_file", p);
     }
     let client = match (cert, key) {
-        (Some((_, cert)), Some((_, key))) => String::from_utf8(key)
-            .ok()
-            .map(|key| (cert, Secret(key))),
+        (Some((_, cert)), Some((_, key))) => {
+            String::from_utf8(key).ok().map(|key| (cert, Secret(key)))
+        }
         (None, None) => None,
         _ => {
             problems.push(
@@ -680,11 +681,7 @@ mod tests {
 
     /// Resolves `text` with `env` as the environment, relative files from
     /// `dir`.
-    fn with_env(
-        text: &str,
-        env: &[(&str, &str)],
-        dir: &Path,
-    ) -> (HistoryConfig, Vec<String>) {
+    fn with_env(text: &str, env: &[(&str, &str)], dir: &Path) -> (HistoryConfig, Vec<String>) {
         let lookup = |name: &str| {
             env.iter()
                 .find(|(k, _)| *k == name)
@@ -711,11 +708,7 @@ mod tests {
         let redis = "backend = \"redis\"\nredis_url = \"redis://:inline-pw@x/\"\n";
         // A file (relative to the config's directory), trailing newline
         // trimmed; the URL's inline password is warned about.
-        let (c, problems) = with_env(
-            &format!("{redis}hash_key_file = \"key\""),
-            &[],
-            dir.path(),
-        );
+        let (c, problems) = with_env(&format!("{redis}hash_key_file = \"key\""), &[], dir.path());
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(c.hash_key, Some(Secret("from-file".to_owned())));
         let r = c.redis.unwrap();
@@ -781,7 +774,8 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("junk.pem"), "not pem").unwrap();
-        let base = "backend = \"redis\"\nredis_url = \"rediss://localhost:6380/\"\nhash_key = \"k\"\n";
+        let base =
+            "backend = \"redis\"\nredis_url = \"rediss://localhost:6380/\"\nhash_key = \"k\"\n";
         let (c, problems) = with_env(
             &format!(
                 "{base}redis_ca_file = \"ca.pem\"\nredis_cert_file = \"ca.pem\"\nredis_key_file = \"client.key\""

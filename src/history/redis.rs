@@ -20,8 +20,8 @@
 //! # Authenticated records
 //!
 //! Whoever can write to Redis must not be able to grant an elevation: each
-//! record carries `m`, an HMAC-SHA256 over the Redis key and the record's
-//! JSON, under a key derived from the history hash key (which every replica
+//! record starts with its MAC, an HMAC-SHA256 over the Redis key and the
+//! record's JSON in 64 hex digits, under a key derived from the history hash key (which every replica
 //! shares, and Redis never sees). A record whose MAC does not verify
 //! (edited, copied from another subject's key, or written without the key)
 //! is dropped, never applied: a fetch reads it as no shared history, and the
@@ -33,9 +33,10 @@
 //!
 //! # Storage, and concurrent updates
 //!
-//! Key `stepup:history:<subject hex>` is a hash with `h`, the subject's
-//! [`SubjectHistory`] as JSON, `m`, its MAC, and `v`, a version incremented
-//! on every write; the key expires after the retention (`[history] retention`) since
+//! Key `stepup:history:<subject hex>` is a hash with `h`, the MAC then the
+//! subject's [`SubjectHistory`] as JSON (one field, so that a read never
+//! sees one without the other), and `v`, a version incremented on every
+//! write; the key expires after the retention (`[history] retention`) since
 //! its last update. Updates are applied by compare-and-set: read `v` and `h`,
 //! apply the updates with [`SubjectHistory::observe`] /
 //! [`SubjectHistory::step_up`] (the same code as the local store), then a Lua
@@ -76,13 +77,13 @@ const TRIES: usize = 5;
 /// At most one warning per this interval.
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// Writes `ARGV[2]` as the history and `ARGV[4]` as its MAC when the
-/// version is still `ARGV[1]` (`0`: no key), bumps the version and sets the
-/// expiry (`ARGV[3]`, ms).
+/// Writes `ARGV[2]` as the (sealed) history when the version is still
+/// `ARGV[1]` (`0`: no key), bumps the version and sets the expiry
+/// (`ARGV[3]`, ms).
 const CAS: &str = r"
 local v = redis.call('HGET', KEYS[1], 'v')
 if (v or '0') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'v', tostring(tonumber(ARGV[1]) + 1), 'h', ARGV[2], 'm', ARGV[4])
+redis.call('HSET', KEYS[1], 'v', tostring(tonumber(ARGV[1]) + 1), 'h', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 ";
@@ -90,6 +91,8 @@ return 1
 /// What the record MAC key is derived with from the history hash key (so
 /// the MAC key differs from the identifier-hash key).
 const MAC_KEY_LABEL: &[u8] = b"stepup history record MAC key v1";
+/// A MAC in hex.
+const TAG_LEN: usize = 64;
 /// Prefixed to what a record's MAC covers (a version of the layout).
 const MAC_LABEL: &[u8] = b"stepup history record v1\0";
 
@@ -153,11 +156,25 @@ impl Sealer {
         };
         self.keyed(redis_key, record).verify_slice(&tag).is_ok()
     }
+
+    /// What is stored for `record` at `redis_key`: its MAC, then the record.
+    pub fn seal_record(&self, redis_key: &str, record: &str) -> String {
+        let mut sealed = self.seal(redis_key, record.as_bytes());
+        sealed.push_str(record);
+        sealed
+    }
+
+    /// The record in `stored` at `redis_key` if its MAC verifies.
+    pub fn open<'s>(&self, redis_key: &str, stored: &'s str) -> Option<&'s str> {
+        let (tag, record) = stored.split_at_checked(TAG_LEN)?;
+        self.verify(redis_key, record.as_bytes(), tag)
+            .then_some(record)
+    }
 }
 
 /// Lowercase or uppercase hex to bytes; `None` when it is not hex.
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     text.as_bytes()
@@ -370,21 +387,20 @@ impl Backend for RedisBackend {
         let mut conn = self.conn.clone();
         Box::pin(async move {
             let key = key(subject);
-            let (json, tag): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            let stored: Option<String> = redis::cmd("HGET")
                 .arg(&key)
                 .arg("h")
-                .arg("m")
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| BackendError::Unavailable(e.to_string()))?;
-            let Some(json) = json else {
+            let Some(stored) = stored else {
                 return Ok(None);
             };
-            if !tag.is_some_and(|t| self.sealer.verify(&key, json.as_bytes(), &t)) {
+            let Some(json) = self.sealer.open(&key, &stored) else {
                 self.counters.rejected(&key);
                 return Ok(None);
-            }
-            serde_json::from_str(&json)
+            };
+            serde_json::from_str(json)
                 .map(Some)
                 .map_err(|e| BackendError::Corrupt(e.to_string()))
         })
@@ -511,15 +527,15 @@ impl Writer {
     /// The history stored at `key`, if it is authentic; a record that is
     /// not (or cannot be read) is counted when it fails authentication and
     /// replaced by a fresh history: history is a hint, not a record.
-    fn current(&self, key: &str, json: Option<String>, tag: Option<String>) -> SubjectHistory {
-        let Some(json) = json else {
+    fn current(&self, key: &str, stored: Option<String>) -> SubjectHistory {
+        let Some(stored) = stored else {
             return SubjectHistory::default();
         };
-        if !tag.is_some_and(|t| self.sealer.verify(key, json.as_bytes(), &t)) {
+        let Some(json) = self.sealer.open(key, &stored) else {
             self.counters.rejected(key);
             return SubjectHistory::default();
-        }
-        serde_json::from_str(&json).unwrap_or_default()
+        };
+        serde_json::from_str(json).unwrap_or_default()
     }
 
     /// Applies `pending` (updates per subject), removing each subject once
@@ -533,14 +549,14 @@ impl Writer {
             let subjects: Vec<SubjectKey> = pending.keys().copied().collect();
             let mut read = redis::pipe();
             for s in &subjects {
-                read.cmd("HMGET").arg(key(*s)).arg("v").arg("h").arg("m");
+                read.cmd("HMGET").arg(key(*s)).arg("v").arg("h");
             }
-            type Stored = (Option<u64>, Option<String>, Option<String>);
-            let current: Vec<Stored> = read.query_async(&mut self.conn).await?;
+            let current: Vec<(Option<u64>, Option<String>)> =
+                read.query_async(&mut self.conn).await?;
             let mut cas = redis::pipe();
-            for (s, (v, json, tag)) in subjects.iter().zip(current) {
+            for (s, (v, stored)) in subjects.iter().zip(current) {
                 let key = key(*s);
-                let mut h = self.current(&key, json, tag);
+                let mut h = self.current(&key, stored);
                 for u in pending.get(s).into_iter().flatten() {
                     match u {
                         Update::Observed(o) => h.observe(o, &self.limits),
@@ -554,15 +570,14 @@ impl Writer {
                         e.to_string(),
                     ))
                 })?;
-                let tag = self.sealer.seal(&key, json.as_bytes());
+                let sealed = self.sealer.seal_record(&key, &json);
                 cas.cmd("EVAL")
                     .arg(CAS)
                     .arg(1)
-                    .arg(key)
+                    .arg(&key)
                     .arg(v.unwrap_or(0))
-                    .arg(json)
-                    .arg(self.limits.retention.max(1))
-                    .arg(tag);
+                    .arg(sealed)
+                    .arg(self.limits.retention.max(1));
             }
             let written: Vec<i64> = cas.query_async(&mut self.conn).await?;
             for (s, ok) in subjects.iter().zip(written) {
@@ -649,6 +664,12 @@ mod tests {
             .finalize()
             .into_bytes();
         assert_ne!(unhex(&tag).unwrap(), plain.to_vec());
+        let sealed = sealer.seal_record(a, "{}");
+        assert_eq!(sealed, format!("{tag}{{}}"));
+        assert_eq!(sealer.open(a, &sealed), Some("{}"));
+        assert_eq!(sealer.open(b, &sealed), None);
+        assert_eq!(sealer.open(a, "{}"), None, "no MAC (an older record)");
+        assert_eq!(sealer.open(a, &sealed.replace("{}", "{ }")), None);
         assert_eq!(format!("{sealer:?}"), "Sealer(..)");
     }
 

@@ -200,7 +200,11 @@ fn unmapped_reason(text: &str) -> std::borrow::Cow<'_, str> {
         if let Some(head) = text.strip_suffix(tail)
             && let Some((origin, _value)) = head.split_once(": `")
         {
-            return format!("{origin}{} (value not logged)", tail.trim_start_matches('`')).into();
+            return format!(
+                "{origin}{} (value not logged)",
+                tail.trim_start_matches('`')
+            )
+            .into();
         }
     }
     if text.starts_with("`x-forwarded-for` entry `") {

@@ -145,7 +145,8 @@ impl Scrub {
     }
 
     fn order(&mut self) {
-        self.texts.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.texts
+            .sort_by_key(|(text, _)| std::cmp::Reverse(text.len()));
     }
 
     /// Whether there is nothing to replace.
