@@ -522,21 +522,20 @@ fn make_pki() -> Pki {
     }
 }
 
-#[tokio::test]
-async fn rediss_with_a_ca_and_a_client_certificate() {
-    let pki = make_pki();
-    let dir = tempfile::tempdir().unwrap();
+/// A `redis-server` with TLS on `tls` (certificates from `pki`, in `dir`)
+/// that asks for client certificates, and plaintext on `plain`; `None`
+/// (with the reason printed) when this redis-server has no TLS support.
+fn tls_redis(pki: &Pki, dir: &Path, plain: u16, tls: u16) -> Option<Killed> {
     for (name, text) in [
         ("ca.pem", &pki.ca),
         ("server.pem", &pki.server.0),
         ("server.key", &pki.server.1),
     ] {
-        std::fs::write(dir.path().join(name), text).unwrap();
+        std::fs::write(dir.join(name), text).unwrap();
     }
-    let file = |name: &str| dir.path().join(name).display().to_string();
-    let (plain, tls) = (common::free_port(), common::free_port());
+    let file = |name: &str| dir.join(name).display().to_string();
     // Mutual TLS: Redis asks for a client certificate signed by the CA.
-    let redis = match redis_with(
+    match redis_with(
         plain,
         &[
             "--tls-port",
@@ -551,12 +550,22 @@ async fn rediss_with_a_ca_and_a_client_certificate() {
             "yes",
         ],
     ) {
-        Ok(r) => r,
+        Ok(r) => Some(r),
         Err(e) if e.contains("tls") || e.contains("TLS") => {
             println!("skipped: this redis-server has no TLS support: {e}");
-            return;
+            None
         }
         Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn rediss_with_a_ca_and_a_client_certificate() {
+    let pki = make_pki();
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, tls) = (common::free_port(), common::free_port());
+    let Some(redis) = tls_redis(&pki, dir.path(), plain, tls) else {
+        return;
     };
     let policies = policy_dir();
     let config = format!(
