@@ -590,6 +590,14 @@ def assert_standalone(rendered: Rendered, values: dict[str, Any], app_version: s
         expect(("admin" in ports) == bool(values["metrics"]["enabled"]), "NetworkPolicy admits the admin port iff metrics.enabled")
         grpc_rule = next((r for r in policy["spec"]["ingress"] if any(p["port"] == "grpc" for p in r.get("ports") or [])), {})
         expect(grpc_rule.get("from"), "the grpc ingress rule names its peers (never open to all)")
+        expect(grpc_rule.get("from") == values["networkPolicy"]["ingressFrom"],
+               f"the grpc ingress rule admits exactly networkPolicy.ingressFrom, got {grpc_rule.get('from')}")
+        for rule in policy["spec"]["ingress"]:
+            expect(rule.get("ports") and rule.get("from"), f"every ingress rule names its ports and peers, got {rule}")
+            if any(p["port"] == "admin" for p in rule["ports"]):
+                expect(rule["from"] == values["networkPolicy"]["metricsFrom"],
+                       f"the admin ingress rule admits exactly networkPolicy.metricsFrom, got {rule['from']}")
+    assert_secrets(rendered, container, values)
 
     monitors = rendered.of_kind("ServiceMonitor")
     expect(len(monitors) == int(values["serviceMonitor"]["enabled"]), "ServiceMonitor present iff enabled")
@@ -601,6 +609,39 @@ def assert_standalone(rendered: Rendered, values: dict[str, Any], app_version: s
             expect(dig(service_ports, endpoint["port"], "targetPort") == "admin" and endpoint.get("path") == "/metrics",
                    f"ServiceMonitor scrapes /metrics on the admin listener, got port {endpoint['port']} path {endpoint.get('path')}")
     assert_notes(rendered.notes, f"{name}.{NAMESPACE}.svc.cluster.local", values["service"]["port"])
+
+
+SECRET_ENV = {
+    "history-hash-key": "STEPUP_HISTORY_HASH_KEY",
+    "redis-url": "STEPUP_REDIS_URL",
+    "redis-password": "STEPUP_REDIS_PASSWORD",
+    "decision-log-hash-key": "STEPUP_DECISION_LOG_HASH_KEY",
+}
+
+
+def assert_secrets(rendered: Rendered, container: dict[str, Any], values: dict[str, Any]) -> None:
+    """Secrets reach stepup as variables from a Secret (each key optional),
+    never through the ConfigMaps."""
+    secrets = values["secrets"]
+    created = rendered.of_kind("Secret")
+    wanted = secrets["existingSecret"] or (f"{fullname(values)}-secrets" if any(secrets["values"].values()) else "")
+    refs = {e["name"]: dig(e, "valueFrom", "secretKeyRef") for e in container.get("env") or [] if dig(e, "valueFrom", "secretKeyRef")}
+    if not wanted:
+        expect(not refs and not created, f"no Secret, no secret variables without secrets.*, got {refs} {len(created)}")
+        return
+    expect(set(refs) == set(SECRET_ENV.values()), f"the container sets {sorted(SECRET_ENV.values())} from the Secret, got {sorted(refs)}")
+    for key, var in SECRET_ENV.items():
+        ref = refs.get(var) or {}
+        expect(ref == {"name": wanted, "key": key, "optional": True}, f"{var} from Secret {wanted} key {key} (optional), got {ref}")
+    expect(len(created) == (0 if secrets["existingSecret"] else 1), f"the chart creates a Secret iff secrets.values (and no existingSecret), got {len(created)}")
+    for secret in created:
+        data = secret.get("stringData") or {}
+        names = {"historyHashKey": "history-hash-key", "redisUrl": "redis-url", "redisPassword": "redis-password", "decisionLogHashKey": "decision-log-hash-key"}
+        expect(data == {names[k]: v for k, v in secrets["values"].items() if v}, f"the Secret holds secrets.values, got keys {sorted(data)}")
+        for configmap in rendered.of_kind("ConfigMap"):
+            text = json.dumps(configmap.get("data") or {})
+            for value in data.values():
+                expect(value not in text, f"a secret value is in ConfigMap {configmap['metadata']['name']}")
 
 
 def assert_sidecar_only(rendered: Rendered, values: dict[str, Any]) -> None:
@@ -1141,6 +1182,8 @@ SCHEMA_REJECTS: list[tuple[str, dict[str, Any], str]] = [
     ("bad enum (log.format: xml)", {"log": {"format": "xml"}}, "format"),
     ("bad policy file name (policies.inline.notes.txt)", {"policies": {"inline": {"notes.txt": "x"}}}, "notes.txt"),
     ("negative cache size", {"cache": {"size": -1}}, "size"),
+    ("unknown secret value (secrets.values.hashKey)", {"secrets": {"values": {"hashKey": "k"}}}, "hashKey"),
+    ("a Redis URL that is not one (secrets.values.redisUrl)", {"secrets": {"values": {"redisUrl": "http://x"}}}, "redisUrl"),
     ("bad mode", {"mode": "daemonset"}, "mode"),
     ("bad probe type (probes.type: exec)", {"probes": {"type": "exec"}}, "type"),
     ("the admin port under its old key (metrics.port)", {"metrics": {"port": 7172}}, "port"),
@@ -1160,6 +1203,12 @@ TEMPLATE_REJECTS: list[tuple[str, dict[str, Any], str]] = [
     ("HTTP probes with the admin listener off", {"admin": {"enabled": False}, "probes": {"type": "http"}}, "needs admin.enabled"),
     ("scrape annotations without metrics", {"metrics": {"scrapeAnnotations": True}}, "needs metrics.enabled"),
     ("the admin port on the gRPC port", {"admin": {"port": 7171}}, "is the gRPC port"),
+    ("a NetworkPolicy that names no gRPC callers", {"networkPolicy": {"ingressFrom": []}}, "networkPolicy.ingressFrom is empty"),
+    ("metrics behind a NetworkPolicy that names no scrapers", {"metrics": {"enabled": True}}, "networkPolicy.metricsFrom is empty"),
+    ("a hash key written into the config (a ConfigMap)", {"config": "[history]\nhash_key = \"k\"\n"}, "put it in a Secret"),
+    ("a decision-log hash key written into the config", {"config": "[decision_log]\n  hash_key = 'k'\n"}, "put it in a Secret"),
+    ("a Redis password in the config's URL", {"config": "[history]\nbackend = \"redis\"\nredis_url = \"redis://:pw@redis:6379/0\"\n"}, "holds a password"),
+    ("both an existing Secret and secret values", {"secrets": {"existingSecret": "s", "values": {"historyHashKey": "k"}}}, "not both"),
     ("a decision-log file on the read-only root filesystem", {"decisionLog": "/var/log/stepup/decisions.jsonl"}, "read-only root filesystem"),
     ("PDB with both minAvailable and maxUnavailable", {"podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}}, "not both"),
     ("HPA in sidecar mode", {"mode": "sidecar", "autoscaling": {"enabled": True}}, "mode=standalone"),
@@ -1273,9 +1322,14 @@ def check_default_admin(report: Report, charts: Charts) -> None:
         expect(all(p["name"] != "admin" for p in container.get("ports") or []), "no admin container port by default")
         expect("grpc" in (container.get("readinessProbe") or {}), "gRPC probes by default")
         expect(not any(p["name"] == "metrics" for p in rendered.one("Service")["spec"]["ports"]), "no metrics Service port by default")
+        rules = rendered.one("NetworkPolicy")["spec"]["ingress"]
+        expect([[p["port"] for p in r["ports"]] for r in rules] == [["grpc"]], f"by default a NetworkPolicy admits the gRPC port only, got {rules}")
+        expect(rules[0]["from"] == [{"podSelector": {}}], f"by default only the release namespace's pods, got {rules[0]['from']}")
 
     def metrics() -> None:
-        rendered = render(charts.stepup, {"metrics": {"enabled": True}, "serviceMonitor": {"enabled": True}})
+        monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+        rendered = render(charts.stepup, {"metrics": {"enabled": True}, "serviceMonitor": {"enabled": True},
+                                          "networkPolicy": {"metricsFrom": monitoring}})
         container, _ = find_stepup(rendered.one("Deployment")["spec"]["template"])
         expect(flag(container["args"], "--admin") == "0.0.0.0:7172", f"--admin must be 0.0.0.0:7172, got {container['args']}")
         expect({"name": "admin", "containerPort": 7172, "protocol": "TCP"} in (container.get("ports") or []), "container port admin 7172")
@@ -1284,9 +1338,22 @@ def check_default_admin(report: Report, charts: Charts) -> None:
         endpoints = rendered.one("ServiceMonitor")["spec"]["endpoints"]
         expect([(e["port"], e["path"]) for e in endpoints] == [("metrics", "/metrics")], f"ServiceMonitor scrapes metrics /metrics, got {endpoints}")
         expect("grpc" in (container.get("readinessProbe") or {}), "metrics.enabled leaves the probes gRPC")
+        admin_rules = [r for r in rendered.one("NetworkPolicy")["spec"]["ingress"] if any(p["port"] == "admin" for p in r["ports"])]
+        expect([r["from"] for r in admin_rules] == [monitoring], f"the admin port admits metricsFrom only, got {admin_rules}")
 
-    report.run("default values: admin listener on loopback (--admin 127.0.0.1:7172), no admin port, gRPC probes", default)
+    def secrets() -> None:
+        values = {"secrets": {"values": {"historyHashKey": "s3cret-history", "decisionLogHashKey": "s3cret-log"}},
+                  "config": "[history]\nbackend = \"redis\"\n"}
+        rendered = render(charts.stepup, values)
+        container, _ = find_stepup(rendered.one("Deployment")["spec"]["template"])
+        with helm.Chart.load(charts.stepup) as chart:
+            merged = chart.merge_values(values)
+        assert_secrets(rendered, container, merged)
+        expect("s3cret" not in json.dumps(rendered.one("Deployment")), "no secret value in the Deployment")
+
+    report.run("default values: admin listener on loopback (--admin 127.0.0.1:7172), no admin port, gRPC probes, a NetworkPolicy for the gRPC port only", default)
     report.run("metrics.enabled: --admin 0.0.0.0:7172, container port admin, Service port metrics, ServiceMonitor on /metrics", metrics)
+    report.run("secrets.values: a Secret, the container's STEPUP_* secret variables from it, nothing secret elsewhere", secrets)
 
 
 def run_all(report: Report, helm_dir: Path, tmp: Path) -> None:
@@ -1327,6 +1394,9 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ("stepup/templates/deployment.yaml", '"probes" true', '"probes" false', "standalone without probes"),
     ("stepup/templates/_sidecar.tpl", "{{- if .Values.policies.rolloutOnChange }}", "{{- if true }}", "policy checksum regardless of rolloutOnChange"),
     ("stepup/templates/_sidecar.tpl", '{{- $lines = append $lines (printf "checksum/stepup-config: %s" .) }}', "", "config changes that do not roll the pods"),
+    ("stepup/values.yaml", "  # when metrics.enabled; nothing else (kubelet probes come from the node,\n  # which a NetworkPolicy always admits).\n  enabled: true", "  enabled: false", "no NetworkPolicy by default"),
+    ("stepup/templates/networkpolicy.yaml", "        {{- toYaml .Values.networkPolicy.ingressFrom | nindent 8 }}", "        - {}", "a NetworkPolicy that admits every peer on the gRPC port"),
+    ("stepup/templates/_secrets.tpl", "      optional: true", "      optional: false", "secret keys required (a Secret with some keys cannot start the pod)"),
     ("stepup/templates/_helpers.tpl", "      readOnly: true\n    {{- if $v.config }}", "      readOnly: true\n      subPath: levels.yaml\n    {{- if $v.config }}", "a subPath policy mount (never updated, so never reloaded)"),
     ("stepup/templates/_helpers.tpl", "      mountPath: {{ $v.tls.mountPath }}\n      readOnly: true", "      mountPath: {{ $v.tls.mountPath }}\n      subPath: tls.crt\n      readOnly: true", "a subPath TLS mount (renewed certificates never reach the pod)"),
     ("stepup/templates/_helpers.tpl", "    - --listen-mode\n    - {{ $v.sidecar.unixSocket.mode | quote }}\n", "", "the socket's mode not passed"),

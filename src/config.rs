@@ -99,8 +99,11 @@ pub struct FileDecisionLog {
     /// Request fields to remove, e.g. `subject.attributes.email`.
     #[serde(default)]
     pub drop: Vec<String>,
-    /// Key for the hash (a random key per process otherwise).
+    /// Key for the hash (a random key per process otherwise); better:
+    /// `hash_key_file` or `STEPUP_DECISION_LOG_HASH_KEY`.
     pub hash_key: Option<String>,
+    /// A file holding the hash key (e.g. a mounted Secret).
+    pub hash_key_file: Option<PathBuf>,
     /// Queue length before entries are dropped (default 10000).
     pub queue: Option<usize>,
     /// Queued bytes before entries are dropped (default 64 MiB).
@@ -331,6 +334,9 @@ pub enum SettingError {
     /// A bad key of `[trust]`, naming it (`trust.issuers[0].jwks_url`).
     #[error("{0}")]
     Trust(String),
+    /// The decision log's hash key cannot be read.
+    #[error("{0}")]
+    DecisionLogKey(String),
     /// An IP list with an empty path.
     #[error("lists.ip.{name}: empty path")]
     ListPath {
@@ -358,11 +364,29 @@ fn line_suffix(line: Option<usize>) -> String {
     line.map(|l| format!(":{l}")).unwrap_or_default()
 }
 
+/// Environment variable with the decision log's hash key.
+pub const DECISION_LOG_HASH_KEY_ENV: &str = "STEPUP_DECISION_LOG_HASH_KEY";
+
 impl Config {
     /// Resolves the settings from `overrides` (flags and environment), the
-    /// config file at `file` if any, and the defaults.
-    pub fn resolve(mut overrides: Overrides, file: Option<&Path>) -> Result<Self, ConfigError> {
+    /// config file at `file` if any, and the defaults; secrets (hash keys,
+    /// the Redis URL and password) also from this process's environment.
+    pub fn resolve(overrides: Overrides, file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::resolve_with_env(overrides, file, &|name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::resolve`], with the secrets' environment variables
+    /// (`STEPUP_HISTORY_HASH_KEY`, `STEPUP_REDIS_URL`,
+    /// `STEPUP_REDIS_PASSWORD`, `STEPUP_DECISION_LOG_HASH_KEY`) looked up
+    /// with `env`.
+    pub fn resolve_with_env(
+        mut overrides: Overrides,
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
+        let base = file.and_then(Path::parent);
+        let sources = crate::history::config::SecretSources { env, base };
         let mut from_file = match file {
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(text) => parse_file(path, &text, &mut problems),
@@ -445,12 +469,10 @@ impl Config {
         let decision_log = decision_log(
             overrides.decision_log,
             from_file.decision_log,
+            &sources,
             &mut problems,
         );
-        let mut history_problems = Vec::new();
-        let history =
-            crate::history::HistoryConfig::resolve(from_file.history, &mut history_problems);
-        problems.extend(history_problems.into_iter().map(SettingError::History));
+        let history = history(from_file.history, &sources, &mut problems);
         let lists = lists(from_file.lists, file.and_then(Path::parent), &mut problems);
         let cost_limits = limits::cost(&from_file.limits, &history, &mut problems);
         let (skew, file_limits) = (overrides.max_time_skew, from_file.limits);
@@ -639,12 +661,35 @@ fn lists(
     }
 }
 
+/// `[history]`, its problems worded by the history settings.
+fn history(
+    file: crate::history::config::FileHistory,
+    sources: &crate::history::config::SecretSources<'_>,
+    problems: &mut Vec<SettingError>,
+) -> crate::history::HistoryConfig {
+    let mut history_problems = Vec::new();
+    let history = crate::history::HistoryConfig::resolve_with(file, sources, &mut history_problems);
+    problems.extend(history_problems.into_iter().map(SettingError::History));
+    history
+}
+
 fn decision_log(
     flag: Option<String>,
     file: FileDecisionLog,
+    sources: &crate::history::config::SecretSources<'_>,
     problems: &mut Vec<SettingError>,
 ) -> Option<DecisionLogConfig> {
     let output = flag.or(file.output)?;
+    let mut key_problems = Vec::new();
+    let hash_key = crate::history::config::read_secret(
+        "decision_log.hash_key",
+        DECISION_LOG_HASH_KEY_ENV,
+        file.hash_key,
+        file.hash_key_file.as_deref(),
+        sources,
+        &mut key_problems,
+    );
+    problems.extend(key_problems.into_iter().map(SettingError::DecisionLogKey));
     let sink = match output.as_str() {
         "off" | "" => return None,
         "stdout" | "-" => Sink::Stdout,
@@ -674,9 +719,12 @@ fn decision_log(
     Some(DecisionLogConfig {
         sink,
         sample,
+        hash_key_inline: hash_key
+            .as_ref()
+            .is_some_and(|(_, s)| *s == crate::history::config::SecretSource::Inline),
+        hash_key: hash_key.map(|(k, _)| k.0),
         hash: file.hash,
         drop: file.drop,
-        hash_key: file.hash_key,
         queue: file.queue.unwrap_or(10_000),
         queue_bytes: file.queue_bytes.unwrap_or(64 << 20),
     })

@@ -1073,7 +1073,12 @@ fn believing_a_payload_header_without_a_token_is_warned_at_startup() {
     let warning = logs
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|l| l["level"] == "WARN")
+        .find(|l| {
+            l["level"] == "WARN"
+                && l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("payload_header_stripped_by_proxy"))
+        })
         .unwrap_or_else(|| panic!("no warning in {logs}"));
     assert_eq!(
         warning["fields"]["message"],

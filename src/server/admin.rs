@@ -1,6 +1,9 @@
 //! The admin HTTP listener (`--admin`, default `127.0.0.1:7172`): `/livez`,
 //! `/readyz`, `/metrics` (Prometheus text) and `/policy` (the serving set
-//! and the last reload error). It runs on its own thread and runtime, so a
+//! and the last reload error). `/policy` shows no policy source text: a
+//! reload error's diagnostics come without their source excerpts (policy
+//! files may name people or accounts in their conditions) unless
+//! `STEPUP_ADMIN_SHOW_SOURCE=true` asks for them. It runs on its own thread and runtime, so a
 //! slow scraper never competes with decisions for the gRPC runtime's
 //! workers, and a busy gRPC runtime never starves the probes.
 
@@ -18,6 +21,27 @@ use tokio::sync::oneshot;
 
 use crate::service::Service;
 
+/// Environment variable that makes `/policy` show the source excerpts of a
+/// failed reload's diagnostics (`true`; default: hidden).
+pub const SHOW_SOURCE_ENV: &str = "STEPUP_ADMIN_SHOW_SOURCE";
+
+/// What the admin listener shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdminOptions {
+    /// Whether `/policy` shows policy source text (the excerpts in a failed
+    /// reload's diagnostics).
+    pub show_source: bool,
+}
+
+impl AdminOptions {
+    /// The options [`SHOW_SOURCE_ENV`] sets (anything but `true` or `1`
+    /// hides the source).
+    pub fn from_env() -> Self {
+        let show = std::env::var(SHOW_SOURCE_ENV).is_ok_and(|v| v == "true" || v == "1");
+        Self { show_source: show }
+    }
+}
+
 /// A running admin listener.
 pub struct Admin {
     stop: Option<oneshot::Sender<()>>,
@@ -26,11 +50,22 @@ pub struct Admin {
 
 impl Admin {
     /// Binds `addr` now (so a bad address fails at start-up) and serves on a
-    /// thread of its own. `ready` is what `/readyz` reports.
+    /// thread of its own. `ready` is what `/readyz` reports. What it shows
+    /// is set by the environment ([`AdminOptions::from_env`]).
     pub fn start(
         addr: SocketAddr,
         engine: Arc<Service>,
         ready: Arc<AtomicBool>,
+    ) -> std::io::Result<Self> {
+        Self::start_with(addr, engine, ready, AdminOptions::from_env())
+    }
+
+    /// As [`Admin::start`], showing what `options` allows.
+    pub fn start_with(
+        addr: SocketAddr,
+        engine: Arc<Service>,
+        ready: Arc<AtomicBool>,
+        options: AdminOptions,
     ) -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
@@ -49,7 +84,7 @@ impl Admin {
                         return;
                     }
                 };
-                runtime.block_on(serve(listener, engine, ready, stopped));
+                runtime.block_on(serve(listener, engine, ready, options, stopped));
             })?;
         tracing::info!(%addr, "serving admin HTTP (/livez /readyz /metrics /policy)");
         Ok(Self {
@@ -73,6 +108,7 @@ async fn serve(
     listener: std::net::TcpListener,
     engine: Arc<Service>,
     ready: Arc<AtomicBool>,
+    options: AdminOptions,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -97,7 +133,7 @@ async fn serve(
         let ready = Arc::clone(&ready);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let response = route(&req, &engine, &ready);
+                let response = route(&req, &engine, &ready, options);
                 async move { Ok::<_, Infallible>(response) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -120,8 +156,32 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     r
 }
 
+/// `text` without the source excerpts of its rendered diagnostics: the
+/// gutter lines (`7 |     when: ...`, `  |   ^^^`) go, the headline,
+/// location and help lines stay.
+fn without_source(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let gutter = line
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start()
+            .starts_with('|');
+        if !gutter {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Answers one admin request.
-fn route(req: &Request<Incoming>, engine: &Service, ready: &AtomicBool) -> Response<Full<Bytes>> {
+fn route(
+    req: &Request<Incoming>,
+    engine: &Service,
+    ready: &AtomicBool,
+    options: AdminOptions,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -159,7 +219,16 @@ fn route(req: &Request<Incoming>, engine: &Service, ready: &AtomicBool) -> Respo
             let loaded_at: chrono::DateTime<chrono::Utc> = policy.loaded_at.into();
             let last_error = reloads.last_error().map(|(at, diagnostics)| {
                 let at: chrono::DateTime<chrono::Utc> = at.into();
-                serde_json::json!({ "time": at.to_rfc3339(), "diagnostics": diagnostics })
+                let diagnostics = if options.show_source {
+                    diagnostics
+                } else {
+                    without_source(&diagnostics)
+                };
+                serde_json::json!({
+                    "time": at.to_rfc3339(),
+                    "diagnostics": diagnostics,
+                    "source_shown": options.show_source,
+                })
             });
             let body = serde_json::json!({
                 "revision": &*policy.revision,
@@ -199,5 +268,21 @@ fn route(req: &Request<Incoming>, engine: &Service, ready: &AtomicBool) -> Respo
             "text/plain",
             "not found: try /livez, /readyz, /metrics or /policy\n".into(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_excerpts_are_left_out() {
+        let report = "error: unknown variable `devce` (in `r`) [unknown-variable]\n --> p/x.yaml:7:49\n  |\n7 |     when: \"subject.id == \\\"root-7\\\" && devce.trusted\"\n  |                                                 ^^^^^\n  = help: did you mean `device`?\n\nerror: the policy set is invalid (1 error)\n123 | x\n";
+        let shown = without_source(report);
+        assert_eq!(
+            shown,
+            "error: unknown variable `devce` (in `r`) [unknown-variable]\n --> p/x.yaml:7:49\n  = help: did you mean `device`?\n\nerror: the policy set is invalid (1 error)\n"
+        );
+        assert!(!shown.contains("root-7"));
     }
 }

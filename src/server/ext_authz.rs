@@ -175,18 +175,19 @@ fn check_in(
         Err(MapError::Unmapped(reason)) => {
             let id = uuid::Uuid::now_v7();
             let fallback = mapping.fallback_for(&reason);
-            let (method, path) = req
+            let method = req
                 .attributes
                 .as_ref()
                 .and_then(|a| a.request.as_ref())
                 .and_then(|r| r.http.as_ref())
-                .map(|h| (h.method.as_str(), h.path.split('?').next().unwrap_or("")))
-                .unwrap_or(("", ""));
+                .map_or("", |h| h.method.as_str());
+            // No request values here (path, parameters, headers): they
+            // reach logs only through the decision log, where masks apply.
+            // Envoy gets the full reason (the `unmapped` metadata).
             tracing::info!(
-                reason = reason.as_str(),
+                reason = %unmapped_reason(reason.as_str()),
                 decision_id = %id,
                 method,
-                path,
                 fallback = ?fallback,
                 "ext_authz request not mapped: answering with the fallback"
             );
@@ -198,6 +199,34 @@ fn check_in(
             ))
         }
     }
+}
+
+/// Why a request was not mapped, without the request's values (its path,
+/// a parameter's, header's or claim's value): what the text log may say.
+/// The reasons that quote a value are known by their wording (the mapping's
+/// `UnmappedErrorKind`); the others name only settings.
+fn unmapped_reason(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with("no route matches `") {
+        return "no route matches the request's method and path (not logged), and no action context extension is set".into();
+    }
+    for tail in ["` is not a number", "` is not `true` or `false`"] {
+        if let Some(head) = text.strip_suffix(tail)
+            && let Some((origin, _value)) = head.split_once(": `")
+        {
+            return format!(
+                "{origin}{} (value not logged)",
+                tail.trim_start_matches('`')
+            )
+            .into();
+        }
+    }
+    if text.starts_with("`x-forwarded-for` entry `") {
+        return "an `x-forwarded-for` entry is not an IP address (not logged)".into();
+    }
+    if text.starts_with("the mapped request is invalid") {
+        return "the mapped request is invalid (details not logged)".into();
+    }
+    text.into()
 }
 
 /// The names of client-supplied `x-stepup-*` headers, to remove upstream

@@ -211,6 +211,7 @@ templates/validate.yaml, so it runs for every install, upgrade and render.
 */}}
 {{- define "stepup.validate" -}}
 {{- $v := .Values }}
+{{- include "stepup.validateSecrets" . }}
 {{- if and $v.serviceMonitor.enabled (not $v.metrics.enabled) }}
 {{- fail "serviceMonitor.enabled needs metrics.enabled: the ServiceMonitor scrapes the metrics port" }}
 {{- end }}
@@ -275,7 +276,7 @@ templates/validate.yaml, so it runs for every install, upgrade and render.
 {{- end }}
 {{- end }}
 {{- if eq $v.mode "sidecar" }}
-{{- range $key := list "autoscaling" "podDisruptionBudget" "networkPolicy" "serviceMonitor" }}
+{{- range $key := list "autoscaling" "podDisruptionBudget" "serviceMonitor" }}
 {{- if (index $v $key).enabled }}
 {{- fail (printf "%s.enabled applies to mode=standalone; in sidecar mode the application chart owns the pods" $key) }}
 {{- end }}
@@ -361,6 +362,9 @@ Renders one YAML list item.
     {{- if not (kindIs "invalid" $v.workerThreads) }}
     - name: STEPUP_WORKER_THREADS
       value: {{ $v.workerThreads | int64 | toString | quote }}
+    {{- end }}
+    {{- with include "stepup.secretEnv" $ctx }}
+    {{- . | nindent 4 }}
     {{- end }}
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}

@@ -16,7 +16,9 @@
 //! A line: `{"time", "source", "latency_us", "cache_hit", "caller" (the
 //! client certificate's identity, under mutual TLS only), "request":
 //! <DecideRequest JSON, masked>, "decision": <DecideResponse JSON without
-//! what the policy revision says>}`.
+//! what the policy revision says>}`. A masked field's value is replaced
+//! wherever else it appears in the line too (another field, an error
+//! message, the explain trace; see `mask`).
 
 mod mask;
 mod output;
@@ -92,6 +94,9 @@ pub struct DecisionLogConfig {
     /// Key of the hash; a random one per process when `None` (hashes then
     /// cannot be joined across restarts).
     pub hash_key: Option<String>,
+    /// Whether the key was written in the config file itself (warned about
+    /// at start: it belongs in a Secret).
+    pub hash_key_inline: bool,
     /// Entries that may wait for the writer before new ones are dropped.
     pub queue: usize,
     /// Bytes the waiting entries may hold before new ones are dropped.
@@ -107,6 +112,7 @@ impl DecisionLogConfig {
             hash: Vec::new(),
             drop: Vec::new(),
             hash_key: None,
+            hash_key_inline: false,
             queue: 10_000,
             queue_bytes: 64 << 20,
         }
@@ -189,6 +195,11 @@ impl DecisionLog {
         gate: Option<Receiver<()>>,
     ) -> io::Result<Self> {
         let out = Output::open(&config.sink)?;
+        if config.hash_key_inline {
+            tracing::warn!(
+                "decision_log.hash_key is written in the config file: anyone who can read the file (a ConfigMap) can read it; put it in a Secret, read from decision_log.hash_key_file or STEPUP_DECISION_LOG_HASH_KEY"
+            );
+        }
         let capacity = config.queue.max(1);
         let (tx, rx) = mpsc::sync_channel(capacity);
         let key = match &config.hash_key {
@@ -312,12 +323,25 @@ fn line(entry: &Entry, masks: &Masks, buf: &mut Vec<u8>) -> Result<(), LineError
     }
     if masks.is_empty() {
         crate::request::json::write_request(o.key(key!("request")), &entry.request);
+        super::decision_json::write_decision(o.key(key!("decision")), &entry.decision);
     } else {
         let mut request = serde_json::to_value(&entry.request)?;
-        masks.apply(&mut request);
-        crate::json::write(o.key(key!("request")), &request)?;
+        let scrub = masks.apply(&mut request);
+        let mut decision = Vec::with_capacity(LINE_CAPACITY);
+        super::decision_json::write_decision(&mut decision, &entry.decision);
+        if scrub.is_empty() {
+            crate::json::write(o.key(key!("request")), &request)?;
+            o.raw(key!("decision"), &decision);
+        } else {
+            // A masked value's text may stand elsewhere too: in another
+            // field, an error message, the explain trace.
+            let mut decision: serde_json::Value = serde_json::from_slice(&decision)?;
+            scrub.apply(&mut request);
+            scrub.apply(&mut decision);
+            crate::json::write(o.key(key!("request")), &request)?;
+            crate::json::write(o.key(key!("decision")), &decision)?;
+        }
     }
-    super::decision_json::write_decision(o.key(key!("decision")), &entry.decision);
     o.end();
     Ok(())
 }
