@@ -204,3 +204,4 @@ pub async fn raw_call(
     tonic::Status::from_header_map(body.trailers().unwrap()).unwrap()
 }
 pub mod evidence;
+pub mod tls;
