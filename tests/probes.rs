@@ -650,8 +650,10 @@ async fn distinct_action_names_are_bounded() {
     );
     let cached = metric(&m, "stepup_cache_bytes");
     assert!(cached > 0.0 && cached <= 4_194_304.0, "{m}");
+    // Unbounded, a round grew the process by about 30 MB; the allocator's
+    // own churn, with the other probes' processes beside it, stays under 8.
     assert!(
-        grown < 4 << 20,
+        grown < 8 << 20,
         "the second round grew the process by {grown} bytes"
     );
 }
