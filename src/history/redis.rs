@@ -320,10 +320,7 @@ async fn write(
                 .and_then(|j| serde_json::from_str(&j).ok())
                 .unwrap_or_default();
             for u in pending.get(s).into_iter().flatten() {
-                match u {
-                    Update::Observed(o) => h.observe(o, limits),
-                    Update::SteppedUp(r) => h.step_up(r, limits),
-                }
+                h.apply(u, limits);
             }
             let json = serde_json::to_string(&h).map_err(|e| {
                 redis::RedisError::from((

@@ -148,6 +148,7 @@ fn moment() -> impl Strategy<Value = (DateTime<Utc>, View)> {
                     stepups_failed: failed,
                     now: ms,
                     actions: Some(Arc::new(entry)),
+                    ..View::default()
                 };
                 (now, view)
             },
