@@ -39,7 +39,7 @@ fn check_accepts_the_examples() {
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("ok: `"), "{stdout}");
     assert!(
-        stdout.contains("is valid: 3 levels, 5 signals, 17 rules, revision sha256:"),
+        stdout.contains("is valid: 3 levels, 7 signals, 20 rules, revision sha256:"),
         "{stdout}"
     );
 }
