@@ -88,7 +88,9 @@ fn the_examples_pass_with_every_rule_covered() {
     assert!(!stdout.contains("FAIL "), "{stdout}");
     for line in stdout.lines().take_while(|l| !l.is_empty()) {
         assert!(
-            line.starts_with("PASS examples › ") || line.starts_with("PASS behaviour › "),
+            line.starts_with("PASS examples › ")
+                || line.starts_with("PASS behaviour › ")
+                || line.starts_with("PASS signals › "),
             "{line}"
         );
     }
@@ -113,7 +115,7 @@ fn a_failing_case_shows_expected_actual_and_its_trace() {
     );
     assert!(
         stdout.contains(
-            "    rule   refund-large         matched  `resource.attributes.amount > 1000.0` is true\n"
+            "    rule   refund-large              matched  `resource.attributes.amount > 1000.0` is true\n"
         ),
         "{stdout}"
     );
