@@ -54,6 +54,9 @@ pub struct FileConfig {
     /// `[limits]`: calls in flight, request time skew.
     #[serde(default)]
     pub limits: FileLimits,
+    /// `[trust]`: trusted token issuers and step-up reporters.
+    #[serde(default)]
+    pub trust: crate::trust::FileTrust,
 }
 
 /// `[lists]`: data files policies look things up in. Relative paths are
@@ -189,6 +192,9 @@ pub struct Config {
     pub cost_limits: crate::policy::CostLimits,
     /// Calls in flight, request time skew.
     pub limits: Limits,
+    /// Trusted token issuers and step-up reporters (default: nobody, so
+    /// step-up reports are refused).
+    pub trust: crate::trust::TrustConfig,
 }
 
 /// Why the settings are unusable: every problem, one per line.
@@ -281,6 +287,9 @@ pub enum SettingError {
     /// A bad key of `[history]`, as the history settings word it.
     #[error("{0}")]
     History(String),
+    /// A bad key of `[trust]`, naming it (`trust.issuers[0].jwks_url`).
+    #[error("{0}")]
+    Trust(String),
     /// An IP list with an empty path.
     #[error("lists.ip.{name}: empty path")]
     ListPath {
@@ -409,6 +418,7 @@ impl Config {
         let cost_limits = limits::cost(&from_file.limits, &history, &mut problems);
         let (skew, file_limits) = (overrides.max_time_skew, from_file.limits);
         let limits = limits::resolve(overrides.max_in_flight, skew, file_limits, &mut problems);
+        let trust = trust(from_file.trust, file.and_then(Path::parent), &mut problems);
 
         match (policies, listen, ttl) {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
@@ -429,10 +439,24 @@ impl Config {
                 lists,
                 cost_limits,
                 limits,
+                trust,
             }),
             _ => Err(ConfigError { problems }),
         }
     }
+}
+
+/// `[trust]`, checked (relative paths against `base`, the config file's
+/// directory).
+fn trust(
+    file: crate::trust::FileTrust,
+    base: Option<&Path>,
+    problems: &mut Vec<SettingError>,
+) -> crate::trust::TrustConfig {
+    let mut found = Vec::new();
+    let trust = crate::trust::TrustConfig::resolve(file, base, &mut found);
+    problems.extend(found.into_iter().map(SettingError::Trust));
+    trust
 }
 
 /// Most problems reported for one config file; the rest are dropped.

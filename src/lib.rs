@@ -55,6 +55,7 @@
 //! | `history` | what is remembered per subject: store, backends, recording, elevation |
 //! | `mapping` | Envoy `CheckRequest` -> `DecideRequest` (ext_authz settings, tokens) |
 //! | `telemetry` | metrics, the decision log, logging and OTLP |
+//! | `trust` | who is believed: trusted token issuers and their keys (JWKS), signed-token verification, step-up reporters |
 //! | `config` | settings from flags, environment and file |
 //! | `service` | the composition root: [`Service`] (policy swap, cache, history, metrics, log), reload |
 //! | `server` | the gRPC and admin listeners over the service; [`run`] |
@@ -83,6 +84,7 @@ mod server;
 mod service;
 mod suite;
 mod telemetry;
+mod trust;
 
 // The API: what a program embedding the sidecar needs. Everything else is
 // private to the crate.
@@ -104,6 +106,10 @@ pub use server::{
 pub use service::watch::{Reload, ReloadStatus, Reloader, WatchOptions, run as watch};
 pub use service::{Service, StartError};
 pub use telemetry::decision_log::{DecisionLog, DecisionLogConfig, Sampling, Sink};
+pub use trust::{
+    Expect, FileIssuer, FileTrust, IssuerConfig, KeySource, TokenError, Trust, TrustConfig,
+    Verified,
+};
 
 /// Not API: the internals this crate's benchmarks, fuzz targets and
 /// integration tests reach into, which as separate crates see only public
@@ -121,6 +127,8 @@ pub mod internal {
     pub use crate::replay::{Baseline, ReplayOptions, replay};
     pub use crate::server::convert::response;
     pub use crate::server::ext_authz::check;
+    pub use crate::server::grpc::DecisionApi;
+    pub use crate::server::peer::{Peer, Transport};
     pub use crate::suite::parse::{Names as SuiteNames, read_file as read_suite_file};
     pub use crate::suite::{junit, run as run_suites, text as suite_text};
 }

@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["history"],
     &["mapping"],
     &["telemetry"],
+    &["trust"],
     &["config"],
     &["service"],
     &["server"],

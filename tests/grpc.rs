@@ -335,7 +335,11 @@ async fn every_call_is_counted_by_method_and_code() {
     use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
     use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 
-    let server = TestServer::start(&examples(), CacheConfig::default()).await;
+    // Step-up reports are believed with evidence from a trusted issuer.
+    let idp = common::evidence::Idp::new();
+    let (policy, _) = stepup::PolicySet::load(&examples()).unwrap();
+    let engine = stepup::Service::new(policy, CacheConfig::default()).with_trust(idp.trust());
+    let server = TestServer::start_engine(engine).await;
     let mut client = server.client().await;
     client.decide(refund(10.0)).await.unwrap();
     client.decide(refund(2500.0)).await.unwrap();
@@ -346,10 +350,18 @@ async fn every_call_is_counted_by_method_and_code() {
     let mut r = refund(10.0);
     r.subject.as_mut().unwrap().id = "x".repeat(stepup::MAX_MESSAGE_BYTES + 1);
     assert_eq!(client.decide(r).await.unwrap_err().code(), Code::OutOfRange);
+    let evidence = idp.step_up(
+        "user-1",
+        "s-1",
+        "urn:stepup:aal2",
+        &["otp"],
+        common::evidence::now(),
+    );
     client
         .record_step_up(pb::RecordStepUpRequest {
             subject_id: "user-1".into(),
             success: true,
+            evidence,
             ..Default::default()
         })
         .await

@@ -106,10 +106,16 @@ fn policy_dir() -> tempfile::TempDir {
     dir
 }
 
+/// The identity provider whose signed tokens prove step-ups.
+static IDP: std::sync::LazyLock<common::evidence::Idp> =
+    std::sync::LazyLock::new(common::evidence::Idp::new);
+
 async fn serve(history: HistoryConfig) -> (TestServer, tempfile::TempDir) {
     let dir = policy_dir();
     let (policy, _) = PolicySet::load(dir.path()).unwrap_or_else(|r| panic!("{r}"));
-    let engine = Service::new(policy, CacheConfig::default()).with_history(History::new(history));
+    let engine = Service::new(policy, CacheConfig::default())
+        .with_history(History::new(history))
+        .with_trust(IDP.trust_with_reporter());
     (TestServer::start_engine(engine).await, dir)
 }
 
@@ -245,6 +251,20 @@ async fn a_burst_of_refunds_crosses_the_threshold() {
     server.stop().await;
 }
 
+/// `req` with the ID token of its step-up (aal2 at `time`) as evidence.
+fn with_evidence(req: RecordStepUpRequest) -> RecordStepUpRequest {
+    let at = req.time.as_ref().unwrap().seconds;
+    let amr: Vec<&str> = req.amr.iter().map(String::as_str).collect();
+    let evidence = IDP.step_up(
+        &req.subject_id,
+        &req.session_id,
+        "urn:stepup:aal2",
+        &amr,
+        at,
+    );
+    RecordStepUpRequest { evidence, ..req }
+}
+
 fn report(subject: &str, offset: i64, success: bool) -> RecordStepUpRequest {
     RecordStepUpRequest {
         subject_id: subject.into(),
@@ -268,11 +288,9 @@ async fn two_failed_step_ups_raise_the_risk() {
     )
     .await;
     assert_eq!(outcome(&r), Outcome::Allow);
-    let first = c
-        .record_step_up(report("frank", 10, false))
+    let first = common::evidence::report_as_reporter(&server.engine, report("frank", 10, false))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(first.stepups_failed, 1);
     assert!(first.elevated_until.is_none());
     let r = decide(
@@ -281,11 +299,9 @@ async fn two_failed_step_ups_raise_the_risk() {
     )
     .await;
     assert_eq!(outcome(&r), Outcome::Allow, "one failure is not enough");
-    let second = c
-        .record_step_up(report("frank", 30, false))
+    let second = common::evidence::report_as_reporter(&server.engine, report("frank", 30, false))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(second.stepups_failed, 2);
     let r = decide(
         &mut c,
@@ -314,7 +330,7 @@ async fn a_recorded_step_up_satisfies_a_later_challenge() {
     .await;
     assert_eq!(outcome(&r), Outcome::Challenge);
     let ok = c
-        .record_step_up(report("gina", 10, true))
+        .record_step_up(with_evidence(report("gina", 10, true)))
         .await
         .unwrap()
         .into_inner();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tonic::{Code, Status};
 
 use crate::request::InvalidRequest;
+use crate::trust::TokenError;
 
 /// Why a call failed. `From<CallError> for Status` is the only place a
 /// handler's error becomes a status.
@@ -31,6 +32,32 @@ pub enum CallError {
         "history is turned off (`[history] enabled = false`): step-up reports are not recorded"
     )]
     HistoryOff,
+    /// Nothing is trusted (no `[trust]` settings): step-up reports are off.
+    #[error(
+        "step-up reports are off: no `[trust]` settings; add `[[trust.issuers]]` to accept reports that carry the step-up's signed token in `evidence`, or `[trust] reporters` for mTLS callers"
+    )]
+    ReportsOff,
+    /// A report without evidence from a caller that is not a listed
+    /// reporter.
+    #[error(
+        "step-up report refused: it carries no `evidence` (the step-up's signed token), and the caller {caller}"
+    )]
+    Untrusted {
+        /// What is wrong with the caller, e.g. "`spiffe://...` is not on
+        /// `[trust] reporters`".
+        caller: String,
+    },
+    /// The `evidence` token failed a check (the code names it).
+    #[error("`evidence` refused ({code}): {error}", code = .0.code(), error = .0)]
+    Evidence(TokenError),
+    /// A field sent beside the evidence says something the token does not.
+    #[error("`{field}` {detail}")]
+    EvidenceMismatch {
+        /// The request field.
+        field: &'static str,
+        /// How it disagrees, e.g. "does not match the evidence's `sid` claim".
+        detail: String,
+    },
     /// As many calls as the limit allows are in flight: this one is shed
     /// rather than queued.
     #[error("overloaded: {limit} calls in flight, the most this server takes at once; retry later")]
@@ -49,6 +76,12 @@ impl CallError {
         match self {
             Self::Malformed { .. } | Self::Invalid(_) => Code::InvalidArgument,
             Self::HistoryOff => Code::FailedPrecondition,
+            Self::ReportsOff | Self::Untrusted { .. } | Self::EvidenceMismatch { .. } => {
+                Code::PermissionDenied
+            }
+            // The verifier could not check the token: retry later.
+            Self::Evidence(e) if !e.is_token_fault() => Code::Unavailable,
+            Self::Evidence(_) => Code::Unauthenticated,
             Self::Overloaded { .. } => Code::ResourceExhausted,
             Self::ShuttingDown => Code::Unavailable,
         }
@@ -95,6 +128,30 @@ mod tests {
         let status = Status::from(CallError::HistoryOff);
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert!(!is_call_error(&Status::internal("x")));
+
+        let status = Status::from(CallError::ReportsOff);
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert!(status.message().contains("`[[trust.issuers]]`"));
+        let status = Status::from(CallError::Evidence(TokenError::BadSignature));
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(
+            status.message(),
+            "`evidence` refused (bad_signature): the signature does not verify"
+        );
+        let status = Status::from(CallError::Evidence(TokenError::KeysUnavailable {
+            issuer: "https://idp.test".into(),
+            reason: "down".into(),
+        }));
+        assert_eq!(status.code(), Code::Unavailable);
+        let status = Status::from(CallError::EvidenceMismatch {
+            field: "session_id",
+            detail: "does not match the evidence's `sid` claim".into(),
+        });
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(
+            status.message(),
+            "`session_id` does not match the evidence's `sid` claim"
+        );
 
         let status = Status::from(CallError::Overloaded { limit: 8 });
         assert_eq!(status.code(), Code::ResourceExhausted);

@@ -54,23 +54,58 @@ impl DecisionService for DecisionApi {
         &self,
         request: Request<RecordStepUpRequest>,
     ) -> Result<Response<RecordStepUpResponse>, Status> {
+        let peer = super::peer::Peer::of(&request).cloned();
         let req = request.into_inner();
         let history = self.engine.history();
         if !history.is_on() {
             return Err(CallError::HistoryOff.into());
         }
         let policy = self.engine.policy();
-        let report = super::record::step_up_report(
-            &req,
-            Utc::now(),
-            self.max_time_skew,
-            &policy,
-            history.keyer(),
-        )
-        .map_err(CallError::from)?;
+        let clock = Utc::now();
+        let trust = self.engine.trust();
+        // Without evidence the fields are all there is: bad input is named
+        // first (as for Decide), then the caller must be a listed reporter.
+        if req.evidence.is_empty() {
+            super::record::step_up_report(
+                &req,
+                clock,
+                self.max_time_skew,
+                &policy,
+                history.keyer(),
+            )
+            .map_err(CallError::from)?;
+        }
+        let authority = super::record::authorise(trust, &req, peer.as_ref()).await?;
+        let (req, max_skew) = match &authority {
+            super::record::Authority::Evidence(token) => {
+                let claim = trust
+                    .issuer(&token.issuer)
+                    .map_or("sub", |i| i.subject_claim.as_str());
+                let req = super::record::apply_evidence(req, token, claim, &policy, clock)?;
+                // The time is the token's (`iat`), signed and bounded by its
+                // `exp`: not held to the request time skew.
+                (req, None)
+            }
+            super::record::Authority::Reporter(_) => (req, self.max_time_skew),
+        };
+        let report = super::record::step_up_report(&req, clock, max_skew, &policy, history.keyer())
+            .map_err(CallError::from)?;
         let success = report.success;
         let (until, failed) = history.report(report);
-        tracing::debug!(success, stepups_failed = failed, "step-up recorded");
+        match &authority {
+            super::record::Authority::Evidence(token) => tracing::info!(
+                success,
+                stepups_failed = failed,
+                issuer = %token.issuer,
+                "step-up recorded from verified evidence"
+            ),
+            super::record::Authority::Reporter(id) => tracing::info!(
+                success,
+                stepups_failed = failed,
+                reporter = %id,
+                "step-up recorded from a listed reporter"
+            ),
+        }
         Ok(Response::new(super::record::step_up_response(
             until, failed,
         )))

@@ -1,4 +1,7 @@
-//! `RecordStepUp`: validation of a step-up report (bad input ->
+//! `RecordStepUp`: who may report (a report carries the step-up's signed
+//! token as `evidence`, or comes from a caller on `[trust] reporters`), what
+//! the evidence proves (subject, session, acr, amr, auth_time: the fields
+//! sent beside it must agree), validation of the report (bad input ->
 //! `INVALID_ARGUMENT` naming the field) and its conversion to a
 //! [`StepUpReport`] keyed by hashes, and the response.
 
@@ -11,6 +14,182 @@ use crate::history::{Keyer, Millis, StepUpReport};
 use crate::policy::PolicySet;
 use crate::proto::v1 as pb;
 use crate::request::validate::{InvalidRequest, invalid, string, strings, timestamp, within_skew};
+use crate::trust::{TokenError, Trust, Verified};
+
+use super::call::CallError;
+use super::peer::Peer;
+
+/// Why a report is believed.
+#[derive(Debug)]
+pub enum Authority {
+    /// Its `evidence` verified: what is applied comes from the token.
+    Evidence(Box<Verified>),
+    /// The caller is a listed reporter (verified mTLS identity).
+    Reporter(Arc<str>),
+}
+
+/// Whether `req`, sent by `peer`, is believed: verified evidence, or a
+/// caller on `[trust] reporters`. A report with evidence is checked against
+/// it even from a reporter.
+pub async fn authorise(
+    trust: &Trust,
+    req: &pb::RecordStepUpRequest,
+    peer: Option<&Peer>,
+) -> Result<Authority, CallError> {
+    if trust.is_off() {
+        return Err(CallError::ReportsOff);
+    }
+    if !req.evidence.is_empty() {
+        let verified = trust
+            .verify(&req.evidence, &crate::trust::Expect::evidence())
+            .await
+            .map_err(CallError::Evidence)?;
+        return Ok(Authority::Evidence(Box::new(verified)));
+    }
+    match peer.and_then(Peer::identity) {
+        Some(id) if trust.is_reporter(id) => Ok(Authority::Reporter(Arc::from(id))),
+        Some(id) => Err(CallError::Untrusted {
+            caller: format!("`{id}` is not on `[trust] reporters`"),
+        }),
+        None => Err(CallError::Untrusted {
+            caller: "has no verified client certificate (mTLS), so it is no listed reporter"
+                .to_owned(),
+        }),
+    }
+}
+
+fn mismatch(field: &'static str, detail: impl Into<String>) -> CallError {
+    CallError::EvidenceMismatch {
+        field,
+        detail: detail.into(),
+    }
+}
+
+fn claim_type(claim: &str, expected: &'static str) -> CallError {
+    CallError::Evidence(TokenError::InvalidClaim {
+        claim: claim.to_owned(),
+        expected,
+    })
+}
+
+/// `req` as the evidence says: subject (the issuer's subject claim),
+/// session (`sid`), `acr`, `amr`, `auth_time` from the token, each field
+/// sent beside it checked to agree (else `PERMISSION_DENIED` naming the
+/// field); a success; at the token's `iat` (else `auth_time`, else `clock`),
+/// so that the same evidence reported twice records the same thing.
+pub fn apply_evidence(
+    mut req: pb::RecordStepUpRequest,
+    token: &Verified,
+    subject_claim: &str,
+    policy: &PolicySet,
+    clock: DateTime<Utc>,
+) -> Result<pb::RecordStepUpRequest, CallError> {
+    let subject = token.subject.clone().ok_or_else(|| {
+        CallError::Evidence(TokenError::MissingClaim {
+            claim: subject_claim.to_owned(),
+        })
+    })?;
+    if !req.subject_id.is_empty() && req.subject_id != subject {
+        return Err(mismatch(
+            "subject_id",
+            format!("does not match the evidence's `{subject_claim}` claim"),
+        ));
+    }
+    req.subject_id = subject;
+    let text = |name: &str| -> Result<Option<String>, CallError> {
+        match token.claims.get(name) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(claim_type(name, "a string")),
+        }
+    };
+    let agree = |field: &'static str, sent: &str, claim: &str, value: &Option<String>| match value {
+        _ if sent.is_empty() => Ok(()),
+        Some(v) if v == sent => Ok(()),
+        Some(_) => Err(mismatch(
+            field,
+            format!("does not match the evidence's `{claim}` claim"),
+        )),
+        None => Err(mismatch(
+            field,
+            format!("is given but the evidence has no `{claim}` claim"),
+        )),
+    };
+    let sid = text("sid")?;
+    agree("session_id", &req.session_id, "sid", &sid)?;
+    req.session_id = sid.unwrap_or_default();
+    let acr = text("acr")?;
+    agree("acr", &req.acr, "acr", &acr)?;
+    if !req.level.is_empty()
+        && let Some(level) = policy.levels.iter().position(|l| *l.name == *req.level)
+    {
+        match &acr {
+            None => {
+                return Err(mismatch(
+                    "level",
+                    "is given but the evidence has no `acr` claim",
+                ));
+            }
+            Some(a) if policy.level_of_acr(a) != Some(level) => {
+                return Err(mismatch(
+                    "level",
+                    "is not the level of the evidence's `acr` claim",
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    req.acr = acr.unwrap_or_default();
+    let amr: Vec<String> = match token.claims.get("amr") {
+        None => Vec::new(),
+        Some(serde_json::Value::Array(list)) => list
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| claim_type("amr", "an array of strings"))?,
+        Some(_) => return Err(claim_type("amr", "an array of strings")),
+    };
+    if !req.amr.is_empty() {
+        let mut sent = req.amr.clone();
+        let mut proven = amr.clone();
+        sent.sort();
+        sent.dedup();
+        proven.sort();
+        proven.dedup();
+        if sent != proven {
+            return Err(mismatch("amr", "does not match the evidence's `amr` claim"));
+        }
+    }
+    req.amr = amr;
+    let seconds = |name: &str| -> Result<Option<i64>, CallError> {
+        match token.claims.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .or_else(|| v.as_f64().map(|f| f as i64))
+                .map(Some)
+                .ok_or_else(|| claim_type(name, "a number of seconds")),
+        }
+    };
+    let auth_time = seconds("auth_time")?;
+    if let Some(sent) = &req.auth_time
+        && auth_time != Some(sent.seconds)
+    {
+        return Err(mismatch(
+            "auth_time",
+            match auth_time {
+                Some(_) => "does not match the evidence's `auth_time` claim",
+                None => "is given but the evidence has no `auth_time` claim",
+            },
+        ));
+    }
+    let stamp = |seconds: i64| Timestamp { seconds, nanos: 0 };
+    req.auth_time = auth_time.map(stamp);
+    let at = seconds("iat")?.or(auth_time).unwrap_or(clock.timestamp());
+    req.time = Some(stamp(at));
+    req.success = true;
+    Ok(req)
+}
 
 /// Checks `req` against `policy` (level names, acr values) and turns it into
 /// a report at `clock` (unless `time` is set, which must lie within

@@ -56,6 +56,8 @@ pub struct Service {
     metrics: Arc<Metrics>,
     decision_log: Option<DecisionLog>,
     history: Arc<History>,
+    /// Who is believed when a call asks to change state (`[trust]`).
+    trust: Arc<crate::trust::Trust>,
     /// Costly decisions running or allowed to run at once: one fewer than
     /// the cores (at least one), so that a core is left for the runtime.
     costly_slots: tokio::sync::Semaphore,
@@ -77,6 +79,7 @@ impl Service {
             metrics: Arc::new(Metrics::default()),
             decision_log: None,
             history: Arc::new(History::default()),
+            trust: Arc::new(crate::trust::Trust::default()),
             costly_slots: tokio::sync::Semaphore::new(costly_slots()),
         }
     }
@@ -91,6 +94,18 @@ impl Service {
     /// The subject history decisions read and update.
     pub fn history(&self) -> &Arc<History> {
         &self.history
+    }
+
+    /// Believes the issuers and reporters of `trust` (the default trusts
+    /// nobody: step-up reports are refused).
+    pub fn with_trust(mut self, trust: crate::trust::Trust) -> Self {
+        self.trust = Arc::new(trust);
+        self
+    }
+
+    /// The trusted issuers and reporters.
+    pub fn trust(&self) -> &Arc<crate::trust::Trust> {
+        &self.trust
     }
 
     /// Logs decisions passed to [`Service::log`] to `log`.
@@ -267,7 +282,16 @@ impl Service {
             tracing::info!("history shared through Redis");
             history = history.with_backend(Arc::new(backend));
         }
-        let service = Self::new(policy, config.cache).with_history(history);
+        if config.trust.is_off() {
+            tracing::warn!(
+                "step-up reports are off: no `[trust]` settings, so RecordStepUp refuses every report; \
+                 add `[[trust.issuers]]` to accept reports that carry the step-up's signed token, \
+                 or `[trust] reporters` for mTLS callers"
+            );
+        }
+        let service = Self::new(policy, config.cache)
+            .with_history(history)
+            .with_trust(crate::trust::Trust::new(&config.trust));
         Ok(match &config.decision_log {
             Some(log) => {
                 let log = DecisionLog::start(log.clone(), Arc::clone(service.metrics()))

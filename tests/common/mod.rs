@@ -203,3 +203,4 @@ pub async fn raw_call(
     let body = response.into_body().collect().await.unwrap();
     tonic::Status::from_header_map(body.trailers().unwrap()).unwrap()
 }
+pub mod evidence;
