@@ -57,6 +57,9 @@ pub struct FileConfig {
     /// `[trust]`: trusted token issuers and step-up reporters.
     #[serde(default)]
     pub trust: crate::trust::FileTrust,
+    /// `[ssf]`: the Shared Signals receiver.
+    #[serde(default)]
+    pub ssf: crate::ssf::config::FileSsf,
 }
 
 /// `[lists]`: data files policies look things up in. Relative paths are
@@ -195,6 +198,8 @@ pub struct Config {
     /// Trusted token issuers and step-up reporters (default: nobody, so
     /// step-up reports are refused).
     pub trust: crate::trust::TrustConfig,
+    /// The Shared Signals receiver (off by default).
+    pub ssf: crate::ssf::SsfConfig,
 }
 
 /// Why the settings are unusable: every problem, one per line.
@@ -287,6 +292,9 @@ pub enum SettingError {
     /// A bad key of `[history]`, as the history settings word it.
     #[error("{0}")]
     History(String),
+    /// A bad key of `[ssf]`, naming it (`ssf.streams[0].issuer`).
+    #[error("{0}")]
+    Ssf(String),
     /// A bad key of `[trust]`, naming it (`trust.issuers[0].jwks_url`).
     #[error("{0}")]
     Trust(String),
@@ -419,6 +427,13 @@ impl Config {
         let (skew, file_limits) = (overrides.max_time_skew, from_file.limits);
         let limits = limits::resolve(overrides.max_in_flight, skew, file_limits, &mut problems);
         let trust = trust(from_file.trust, file.and_then(Path::parent), &mut problems);
+        let ssf = ssf(
+            from_file.ssf,
+            file.and_then(Path::parent),
+            &history,
+            &trust,
+            &mut problems,
+        );
 
         match (policies, listen, ttl) {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
@@ -440,6 +455,7 @@ impl Config {
                 cost_limits,
                 limits,
                 trust,
+                ssf,
             }),
             _ => Err(ConfigError { problems }),
         }
@@ -457,6 +473,42 @@ fn trust(
     let trust = crate::trust::TrustConfig::resolve(file, base, &mut found);
     problems.extend(found.into_iter().map(SettingError::Trust));
     trust
+}
+
+/// `[ssf]`, checked, and checked against the history (events need one)
+/// and the trusted issuers (the keys that verify events).
+fn ssf(
+    file: crate::ssf::config::FileSsf,
+    base: Option<&Path>,
+    history: &crate::history::HistoryConfig,
+    trust: &crate::trust::TrustConfig,
+    problems: &mut Vec<SettingError>,
+) -> crate::ssf::SsfConfig {
+    let mut found = Vec::new();
+    let ssf = crate::ssf::SsfConfig::resolve(file, base, &mut found);
+    if ssf.enabled {
+        if history.enabled == crate::history::Enabled::Off {
+            found.push(
+                "ssf.enabled needs history: events are applied to it (history.enabled is false)"
+                    .to_owned(),
+            );
+        }
+        if trust.issuers.is_empty() {
+            found.push(
+                "ssf.enabled needs `[[trust.issuers]]`: the keys that verify events".to_owned(),
+            );
+        }
+    }
+    for (i, s) in ssf.streams.iter().enumerate() {
+        if !s.issuer.is_empty() && !trust.issuers.iter().any(|t| *t.issuer == *s.issuer) {
+            found.push(format!(
+                "ssf.streams[{i}].issuer `{}` is not one of `[[trust.issuers]]`",
+                s.issuer
+            ));
+        }
+    }
+    problems.extend(found.into_iter().map(SettingError::Ssf));
+    ssf
 }
 
 /// Most problems reported for one config file; the rest are dropped.

@@ -21,7 +21,11 @@ pub(super) fn trace(
     let mut out = trace_conditions(policy, req, full);
     let reads_history = |e: &TraceEntry| {
         let source = match e.kind {
-            "signal" => policy.signals.iter().find(|s| s.id == e.id).map(|s| &*s.when.source),
+            "signal" => policy
+                .signals
+                .iter()
+                .find(|s| s.id == e.id)
+                .map(|s| &*s.when.source),
             _ => policy
                 .rules
                 .iter()

@@ -351,7 +351,10 @@ mod tests {
             ("has(history.device_compliant)", false),
             ("has(history.risk_level)", true),
             (r#"history.risk_level == """#, true),
-            (r#"history.credential_changed == timestamp("1970-01-01T00:00:00Z")"#, true),
+            (
+                r#"history.credential_changed == timestamp("1970-01-01T00:00:00Z")"#,
+                true,
+            ),
         ] {
             assert_eq!(eval(unknown.clone(), src), cel::Value::Bool(want), "{src}");
         }
@@ -389,7 +392,11 @@ mod tests {
                 "now",
                 Box::new(CelTimestamp::from(instant(7_200_000).fixed_offset())),
             );
-            assert_eq!(program.execute(&ctx).unwrap(), cel::Value::Bool(true), "{src}");
+            assert_eq!(
+                program.execute(&ctx).unwrap(),
+                cel::Value::Bool(true),
+                "{src}"
+            );
         }
         assert_eq!(
             known.provenance().as_deref(),

@@ -21,7 +21,9 @@ pub const MAX_COMPLIANCE: usize = 16;
 pub const MAX_JTI_BYTES: usize = 128;
 
 /// A transmitter's risk level for a subject (CAEP `risk-level-change`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RiskLevel {
     /// `LOW`.
@@ -198,7 +200,8 @@ impl Signals {
                 MAX_LOWERED,
             ),
             Effect::CredentialChanged => {
-                self.credential_changed = later(self.credential_changed.as_ref(), Some(mark)).cloned();
+                self.credential_changed =
+                    later(self.credential_changed.as_ref(), Some(mark)).cloned();
             }
             Effect::RiskLevel(level) => {
                 if self.risk.as_ref().is_none_or(|r| r.mark.at <= mark.at) {
@@ -239,8 +242,11 @@ impl Signals {
         for l in &other.lowered {
             put_session(&mut self.lowered, l.clone(), MAX_LOWERED);
         }
-        self.credential_changed =
-            later(self.credential_changed.as_ref(), other.credential_changed.as_ref()).cloned();
+        self.credential_changed = later(
+            self.credential_changed.as_ref(),
+            other.credential_changed.as_ref(),
+        )
+        .cloned();
         if let Some(r) = &other.risk
             && self.risk.as_ref().is_none_or(|x| x.mark.at < r.mark.at)
         {
@@ -259,7 +265,11 @@ impl Signals {
         self.revoked.retain(|r| r.mark.at >= forget);
         let ended = now.saturating_sub(limits.elevation);
         self.lowered.retain(|l| l.mark.at >= ended);
-        if self.credential_changed.as_ref().is_some_and(|c| c.at < forget) {
+        if self
+            .credential_changed
+            .as_ref()
+            .is_some_and(|c| c.at < forget)
+        {
             self.credential_changed = None;
         }
         if self.risk.as_ref().is_some_and(|r| r.mark.at < forget) {
@@ -338,12 +348,18 @@ mod tests {
     #[test]
     fn a_revocation_covers_its_session_or_every_older_one() {
         let mut s = Signals::default();
-        s.apply(&Effect::SessionRevoked { session: Some(7) }, &mark(100, "a"));
+        s.apply(
+            &Effect::SessionRevoked { session: Some(7) },
+            &mark(100, "a"),
+        );
         assert_eq!(s.revocation(Some(7), Some(50)).map(|m| &*m.jti), Some("a"));
         assert!(s.revocation(Some(8), Some(50)).is_none());
         assert!(s.revocation(None, None).is_none());
         s.apply(&Effect::SessionRevoked { session: None }, &mark(200, "all"));
-        assert_eq!(s.revocation(Some(8), Some(150)).map(|m| &*m.jti), Some("all"));
+        assert_eq!(
+            s.revocation(Some(8), Some(150)).map(|m| &*m.jti),
+            Some("all")
+        );
         assert_eq!(s.revocation(Some(8), None).map(|m| &*m.jti), Some("all"));
         // A session authenticated after the revocation is a new one.
         assert!(s.revocation(Some(8), Some(250)).is_none());
@@ -357,7 +373,10 @@ mod tests {
         assert!(s.ends_elevation(1, 90));
         assert!(!s.ends_elevation(1, 110));
         assert!(!s.ends_elevation(2, 90));
-        s.apply(&Effect::SessionRevoked { session: Some(2) }, &mark(100, "r"));
+        s.apply(
+            &Effect::SessionRevoked { session: Some(2) },
+            &mark(100, "r"),
+        );
         assert!(s.ends_elevation(2, 90));
     }
 
@@ -368,8 +387,20 @@ mod tests {
             (Effect::RiskLevel(RiskLevel::Low), mark(20, "r2")),
             (Effect::CredentialChanged, mark(5, "c1")),
             (Effect::CredentialChanged, mark(15, "c2")),
-            (Effect::DeviceCompliance { device: 3, compliant: false }, mark(30, "d1")),
-            (Effect::DeviceCompliance { device: 3, compliant: true }, mark(25, "d0")),
+            (
+                Effect::DeviceCompliance {
+                    device: 3,
+                    compliant: false,
+                },
+                mark(30, "d1"),
+            ),
+            (
+                Effect::DeviceCompliance {
+                    device: 3,
+                    compliant: true,
+                },
+                mark(25, "d0"),
+            ),
         ];
         let mut forward = Signals::default();
         for (e, m) in &effects {
@@ -402,9 +433,18 @@ mod tests {
         for i in 0..100u64 {
             let at = Millis::try_from(i).unwrap();
             let jti = "j".repeat(MAX_JTI_BYTES);
-            s.apply(&Effect::SessionRevoked { session: Some(i) }, &mark(at, &jti));
+            s.apply(
+                &Effect::SessionRevoked { session: Some(i) },
+                &mark(at, &jti),
+            );
             s.apply(&Effect::LevelLowered { session: Some(i) }, &mark(at, &jti));
-            s.apply(&Effect::DeviceCompliance { device: i, compliant: false }, &mark(at, &jti));
+            s.apply(
+                &Effect::DeviceCompliance {
+                    device: i,
+                    compliant: false,
+                },
+                &mark(at, &jti),
+            );
             s.apply(&Effect::CredentialChanged, &mark(at, &jti));
             s.apply(&Effect::RiskLevel(RiskLevel::Medium), &mark(at, &jti));
             assert!(size_of::<Signals>() + s.heap_bytes() <= Signals::max_bytes());

@@ -197,7 +197,10 @@ fn signals_change_the_next_decision_and_the_trace_names_the_event() {
         success: true,
     });
     let transfer = signal_request("transfer", "s-1");
-    assert_eq!(service.decide(&transfer, now, false).outcome, Outcome::Allow);
+    assert_eq!(
+        service.decide(&transfer, now, false).outcome,
+        Outcome::Allow
+    );
     h.signal(Signal {
         subject,
         effect: signals::Effect::SessionRevoked {
@@ -207,12 +210,21 @@ fn signals_change_the_next_decision_and_the_trace_names_the_event() {
     });
     let d = service.decide(&read, now, false);
     assert_eq!(d.outcome, Outcome::Deny);
-    assert!(h.elevate(&d.policy, &transfer, now).is_none(), "the elevation ended");
+    assert!(
+        h.elevate(&d.policy, &transfer, now).is_none(),
+        "the elevation ended"
+    );
     let explained = service.decide(&read, now, true);
-    let entry = explained.trace.iter().find(|t| &*t.id == "revoked").unwrap();
+    let entry = explained
+        .trace
+        .iter()
+        .find(|t| &*t.id == "revoked")
+        .unwrap();
     assert!(entry.fired);
     assert!(
-        entry.detail.contains("history.session_revoked from event `jti-revoke`"),
+        entry
+            .detail
+            .contains("history.session_revoked from event `jti-revoke`"),
         "{}",
         entry.detail
     );
@@ -232,7 +244,10 @@ fn signals_change_the_next_decision_and_the_trace_names_the_event() {
         effect: signals::Effect::CredentialChanged,
         mark: mark("jti-cred", 3_600_000),
     });
-    assert_eq!(service.decide(&other, now, false).outcome, Outcome::Challenge);
+    assert_eq!(
+        service.decide(&other, now, false).outcome,
+        Outcome::Challenge
+    );
     let s = h.store().get(subject, ms).unwrap();
     let view = h.view(&service.policy(), &other, ms).view;
     assert_eq!(view.credential_changed, ms - 3_600_000);
@@ -284,7 +299,13 @@ fn signals_change_the_next_decision_and_the_trace_names_the_event() {
     let d = service.decide(&bob, now, true);
     assert_eq!(d.outcome, Outcome::Challenge);
     let entry = d.trace.iter().find(|t| &*t.id == "credential").unwrap();
-    assert!(entry.detail.contains("history.risk_level from event `jti-risk`"), "{}", entry.detail);
+    assert!(
+        entry
+            .detail
+            .contains("history.risk_level from event `jti-risk`"),
+        "{}",
+        entry.detail
+    );
 }
 
 /// A lowered level ends the session's elevation; a later elevation counts
@@ -312,7 +333,10 @@ fn a_lowered_level_ends_the_elevation_and_signals_travel_in_json() {
     };
     let transfer = signal_request("transfer", "s-1");
     h.report(report(ms - 120_000));
-    assert_eq!(service.decide(&transfer, now, false).outcome, Outcome::Allow);
+    assert_eq!(
+        service.decide(&transfer, now, false).outcome,
+        Outcome::Allow
+    );
     h.signal(Signal {
         subject,
         effect: signals::Effect::LevelLowered { session },
@@ -321,9 +345,15 @@ fn a_lowered_level_ends_the_elevation_and_signals_travel_in_json() {
             jti: Arc::from("down"),
         },
     });
-    assert_eq!(service.decide(&transfer, now, false).outcome, Outcome::Challenge);
+    assert_eq!(
+        service.decide(&transfer, now, false).outcome,
+        Outcome::Challenge
+    );
     h.report(report(ms - 30_000));
-    assert_eq!(service.decide(&transfer, now, false).outcome, Outcome::Allow);
+    assert_eq!(
+        service.decide(&transfer, now, false).outcome,
+        Outcome::Allow
+    );
 
     let stored = h.store().get(subject, ms).unwrap().lock().clone();
     let json = serde_json::to_string(&stored).unwrap();

@@ -16,6 +16,7 @@ pub mod handshake;
 pub mod in_flight;
 pub mod peer;
 pub mod record;
+pub mod ssf;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -102,6 +103,9 @@ pub struct ServeOptions {
     pub max_time_skew: Option<Duration>,
     /// How long a connection may take to send its HTTP/2 preface.
     pub handshake_timeout: Duration,
+    /// The Shared Signals receiver at `POST /ssf/events` (HTTP/1.1 and
+    /// HTTP/2 on the gRPC port); `None`: off.
+    pub ssf: Option<Arc<crate::ssf::Receiver>>,
 }
 
 impl Default for ServeOptions {
@@ -113,6 +117,7 @@ impl Default for ServeOptions {
             max_in_flight: limits.max_in_flight,
             max_time_skew: limits.max_time_skew,
             handshake_timeout: HANDSHAKE_TIMEOUT,
+            ssf: None,
         }
     }
 }
@@ -178,6 +183,9 @@ pub async fn serve_with(
     // One limit for both services: it bounds the work in the process.
     let in_flight = in_flight::InFlight::new(options.max_in_flight);
     let skew = options.max_time_skew;
+    let ssf = options
+        .ssf
+        .map(|r| ssf::SsfApi::new(Arc::clone(&engine), r, Arc::clone(&in_flight)));
     let checks = Counted::new(
         AuthorizationServer::new(ext_authz::AuthorizationApi::new(
             Arc::clone(&engine),
@@ -209,11 +217,14 @@ pub async fn serve_with(
         .with_nodelay(Some(true))
         .map(move |accepted| accepted.map(|io| handshake::Handshaking::new(io, handshake)));
     let server = transport()
+        // SETs are pushed over HTTP/1.1 too.
+        .accept_http1(ssf.is_some())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(decisions)
         .add_service(checks)
+        .add_optional_service(ssf)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight calls");
@@ -286,6 +297,10 @@ pub async fn run(
         ext_authz: Arc::new(config.ext_authz.clone()),
         max_in_flight: config.limits.max_in_flight,
         max_time_skew: config.limits.max_time_skew,
+        ssf: config
+            .ssf
+            .enabled
+            .then(|| Arc::new(crate::ssf::Receiver::new(config.ssf.clone()))),
         ..ServeOptions::default()
     };
     let served = serve_with(Arc::clone(&engine), listener, options, stopped(stop_rx)).await;
