@@ -426,14 +426,7 @@ impl Config {
         let cost_limits = limits::cost(&from_file.limits, &history, &mut problems);
         let (skew, file_limits) = (overrides.max_time_skew, from_file.limits);
         let limits = limits::resolve(overrides.max_in_flight, skew, file_limits, &mut problems);
-        let trust = trust(from_file.trust, file.and_then(Path::parent), &mut problems);
-        let ssf = ssf(
-            from_file.ssf,
-            file.and_then(Path::parent),
-            &history,
-            &trust,
-            &mut problems,
-        );
+        let (trust, ssf) = issuers(from_file.trust, from_file.ssf, file, &mut problems);
 
         match (policies, listen, ttl) {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
@@ -475,29 +468,32 @@ fn trust(
     trust
 }
 
-/// `[ssf]`, checked, and checked against the history (events need one)
-/// and the trusted issuers (the keys that verify events).
+/// `[trust]` and `[ssf]` of the config file at `path`, checked: the
+/// trusted issuers and the receiver of their events.
+fn issuers(
+    trust_file: crate::trust::FileTrust,
+    ssf_file: crate::ssf::config::FileSsf,
+    path: Option<&Path>,
+    problems: &mut Vec<SettingError>,
+) -> (crate::trust::TrustConfig, crate::ssf::SsfConfig) {
+    let base = path.and_then(Path::parent);
+    let trust = trust(trust_file, base, problems);
+    let ssf = ssf(ssf_file, base, &trust, problems);
+    (trust, ssf)
+}
+
+/// `[ssf]`, checked, and checked against the trusted issuers (the keys
+/// that verify events).
 fn ssf(
     file: crate::ssf::config::FileSsf,
     base: Option<&Path>,
-    history: &crate::history::HistoryConfig,
     trust: &crate::trust::TrustConfig,
     problems: &mut Vec<SettingError>,
 ) -> crate::ssf::SsfConfig {
     let mut found = Vec::new();
     let ssf = crate::ssf::SsfConfig::resolve(file, base, &mut found);
-    if ssf.enabled {
-        if history.enabled == crate::history::Enabled::Off {
-            found.push(
-                "ssf.enabled needs history: events are applied to it (history.enabled is false)"
-                    .to_owned(),
-            );
-        }
-        if trust.issuers.is_empty() {
-            found.push(
-                "ssf.enabled needs `[[trust.issuers]]`: the keys that verify events".to_owned(),
-            );
-        }
+    if ssf.enabled && trust.issuers.is_empty() {
+        found.push("ssf.enabled needs `[[trust.issuers]]`: the keys that verify events".to_owned());
     }
     for (i, s) in ssf.streams.iter().enumerate() {
         if !s.issuer.is_empty() && !trust.issuers.iter().any(|t| *t.issuer == *s.issuer) {

@@ -247,7 +247,7 @@ async fn a_revoked_session_is_denied_next_and_the_trace_names_the_event() {
 
 /// Every refusal answers 400 with the RFC 8935 error code over HTTP/2, and
 /// changes nothing: wrong signature, `alg: none`, unknown key, wrong `aud`,
-/// wrong `iss`, a replayed `jti`, `exp` in a SET, a wrong content type.
+/// wrong `iss`, `exp` in a SET, a wrong content type.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_sets_get_the_rfc_8935_error_and_change_nothing() {
     let idp = Idp::new();
@@ -349,7 +349,16 @@ async fn refused_sets_get_the_rfc_8935_error_and_change_nothing() {
     let r = decide(&mut client, request("orders.list", "s-1")).await;
     assert_eq!(r.outcome(), Outcome::Allow);
 
-    // A replay: a high risk level, then a low one, then the high one again.
+    server.stop().await;
+}
+
+/// A replayed `jti` is refused with `invalid_request` and changes nothing:
+/// a high risk level, then a low one, then the high one again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_jti_is_refused_and_changes_nothing() {
+    let idp = Idp::new();
+    let server = server(&idp).await;
+    let mut client = server.client().await;
     let risk = |jti: &str, level: &str| {
         let mut c = claims(
             jti,

@@ -254,7 +254,22 @@ fn signals_change_the_next_decision_and_the_trace_names_the_event() {
     assert_eq!(view.risk_level, None);
     assert_eq!(view.device_compliant, None);
     drop(s);
+}
 
+/// Device compliance and the transmitter's risk level: the later report
+/// wins, and the trace names the event.
+#[test]
+fn compliance_and_risk_reach_the_rules() {
+    let (policy, _) = PolicySet::from_str("p.yaml", SIGNALS_POLICY).unwrap();
+    let service = Service::new(policy, CacheConfig::default());
+    let h = service.history();
+    let now = Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).unwrap();
+    let ms = now.timestamp_millis();
+    let keyer = h.keyer().clone();
+    let mark = |jti: &str, ago: i64| signals::Mark {
+        at: ms - ago,
+        jti: Arc::from(jti),
+    };
     // Risk and compliance, for a subject without a credential change.
     let bob: DecideRequest = serde_json::from_value(serde_json::json!({
         "action": "read",
@@ -320,7 +335,8 @@ fn a_lowered_level_ends_the_elevation_and_signals_travel_in_json() {
     let ms = now.timestamp_millis();
     let keyer = h.keyer().clone();
     let subject = keyer.subject("acme", "alice");
-    let session = Some(keyer.session("s-1"));
+    let key = keyer.session("s-1");
+    let session = Some(key);
     let report = |at: i64| StepUpReport {
         subject,
         session,
@@ -364,9 +380,9 @@ fn a_lowered_level_ends_the_elevation_and_signals_travel_in_json() {
     // elevation there too.
     let mut replica = SubjectHistory::default();
     replica.step_up(&report(ms - 120_000), &h.config().limits);
-    assert!(replica.elevation(session.unwrap(), ms).is_some());
+    assert!(replica.elevation(key, ms).is_some());
     let mut lowered_only = back.clone();
     lowered_only.elevations.clear();
     replica.merge(&lowered_only, &h.config().limits);
-    assert!(replica.elevation(session.unwrap(), ms).is_none());
+    assert!(replica.elevation(key, ms).is_none());
 }
