@@ -792,7 +792,7 @@ mod tests {
             texts(&err),
             [
                 format!(
-                    "{at}:1: unknown field `bogus`, expected one of `policies`, `listen`, `watch`, `admin`, `cache`, `ext_authz`, `log`, `decision_log`, `history`, `lists`, `limits`"
+                    "{at}:1: unknown field `bogus`, expected one of `policies`, `listen`, `watch`, `admin`, `cache`, `ext_authz`, `log`, `decision_log`, `history`, `lists`, `limits`, `trust`, `ssf`"
                 ),
                 format!("{at}:4: invalid value: integer `-1`, expected u64"),
                 format!("{at}:5: invalid type: integer `5`, expected a string"),
