@@ -227,13 +227,23 @@ async fn forged_and_invalid_tokens_are_refused_by_name() {
 
 /// A JWKS server on loopback serving what `body` holds, counting requests.
 async fn jwks_server(body: Arc<std::sync::Mutex<String>>, hits: Arc<AtomicUsize>) -> String {
+    jwks_server_over(body, hits, None).await
+}
+
+/// [`jwks_server`] over TLS with `tls` when given (an `https://` URL).
+async fn jwks_server_over(
+    body: Arc<std::sync::Mutex<String>>,
+    hits: Arc<AtomicUsize>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> String {
     use hyper::service::service_fn;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            let (body, hits) = (Arc::clone(&body), Arc::clone(&hits));
+            let (body, hits, tls) = (Arc::clone(&body), Arc::clone(&hits), tls.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
                     hits.fetch_add(1, Ordering::SeqCst);
@@ -244,14 +254,82 @@ async fn jwks_server(body: Arc<std::sync::Mutex<String>>, hits: Arc<AtomicUsize>
                         ))
                     }
                 });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    Some(tls) => {
+                        let Ok(stream) = tls.accept(stream).await else {
+                            return;
+                        };
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = http.serve_connection(io, service).await;
+                    }
+                    None => {
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = http.serve_connection(io, service).await;
+                    }
+                }
             });
         }
     });
-    format!("http://{addr}/jwks.json")
+    format!("{scheme}://{addr}/jwks.json")
+}
+
+/// A CA made in the test (its PEM) and a TLS acceptor for `127.0.0.1`
+/// with a certificate it signed.
+fn test_tls() -> (String, tokio_rustls::TlsAcceptor) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    #[allow(deprecated)] // ring is the project's provider
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+#[tokio::test]
+async fn keys_are_fetched_over_https_from_a_server_the_ca_vouches_for() {
+    let key = SigningKey::new("tls-1", Algorithm::ES256);
+    let body = Arc::new(std::sync::Mutex::new(jwks(&[&key])));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (ca_pem, acceptor) = test_tls();
+    let url = jwks_server_over(Arc::clone(&body), Arc::clone(&hits), Some(acceptor)).await;
+    assert!(url.starts_with("https://127.0.0.1:"));
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let token = key.sign(&claims(serde_json::json!({})));
+    let https_trust = |ca: Option<std::path::PathBuf>| {
+        let mut issuer = IssuerConfig::new(
+            ISSUER,
+            vec![AUDIENCE.to_owned()],
+            KeySource::Url(url.clone()),
+        );
+        issuer.jwks_ca_file = ca;
+        Trust::new(&TrustConfig {
+            issuers: vec![issuer],
+            ..TrustConfig::default()
+        })
+    };
+    assert_eq!(code(check(&https_trust(Some(ca_file)), &token).await), "ok");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // The system's roots do not know the test CA: no keys, fail closed.
+    let e = check(&https_trust(None), &token).await.unwrap_err();
+    assert_eq!(e.code(), "keys_unavailable", "{e}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "the handshake failed first");
 }
 
 fn url_trust(url: &str, min_refresh: std::time::Duration) -> Trust {
@@ -315,6 +393,35 @@ async fn an_unknown_kid_is_fetched_again_and_a_rotated_key_accepted() {
     let down = url_trust("http://127.0.0.1:9/jwks.json", std::time::Duration::ZERO);
     let e = check(&down, &token).await.unwrap_err();
     assert_eq!(e.code(), "keys_unavailable");
+}
+
+#[tokio::test]
+async fn a_changed_jwks_file_is_read_again() {
+    let old = SigningKey::new("file-1", Algorithm::ES256);
+    let new = SigningKey::new("file-2", Algorithm::ES256);
+    let (trust, dir) = file_trust(&[&old]);
+    let token = new.sign(&claims(serde_json::json!({})));
+    assert_eq!(code(check(&trust, &token).await), "unknown_kid");
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, jwks(&[&old, &new])).unwrap();
+    // A modification time that differs even on a coarse-grained file system.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    assert_eq!(code(check(&trust, &token).await), "ok");
+    // A broken rewrite keeps the last good keys.
+    std::fs::write(&path, "{not json").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(later + std::time::Duration::from_secs(2))
+        .unwrap();
+    assert_eq!(code(check(&trust, &token).await), "ok");
 }
 
 // --- RecordStepUp ---
@@ -713,4 +820,40 @@ fn serve_refuses_a_bad_trust_section() {
         err.contains("error: trust.issuers[1].jwks_file: cannot read `"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn an_issuer_bound_to_a_tenant_elevates_only_there() {
+    let idp = Idp::new();
+    let mut config = idp.trust_config();
+    config.issuers[0].tenant = Some("acme".into());
+    let (server, _dir) = serve(Trust::new(&config)).await;
+    let mut c = server.client().await;
+    let token = idp.step_up("frank", "s-1", "urn:stepup:aal2", &["otp"], now());
+    let e = c
+        .record_step_up(RecordStepUpRequest {
+            tenant: "globex".into(),
+            ..with_evidence(token.clone())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(
+        e.message(),
+        "`tenant` is not the tenant of the evidence's issuer (`[[trust.issuers]] tenant`)"
+    );
+    c.record_step_up(with_evidence(token)).await.unwrap();
+    let in_tenant = |tenant: &str| {
+        let mut r = decide_request("frank", "s-1");
+        r.subject.as_mut().unwrap().tenant = tenant.into();
+        r
+    };
+    let decide = |r: DecideRequest| {
+        let mut c = c.clone();
+        async move { Outcome::try_from(c.decide(r).await.unwrap().into_inner().outcome).unwrap() }
+    };
+    assert_eq!(decide(in_tenant("acme")).await, Outcome::Allow);
+    assert_eq!(decide(in_tenant("globex")).await, Outcome::Challenge);
+    assert_eq!(decide(in_tenant("")).await, Outcome::Challenge);
+    server.stop().await;
 }

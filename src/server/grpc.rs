@@ -61,35 +61,16 @@ impl DecisionService for DecisionApi {
             return Err(CallError::HistoryOff.into());
         }
         let policy = self.engine.policy();
-        let clock = Utc::now();
-        let trust = self.engine.trust();
-        // Without evidence the fields are all there is: bad input is named
-        // first (as for Decide), then the caller must be a listed reporter.
-        if req.evidence.is_empty() {
-            super::record::step_up_report(
-                &req,
-                clock,
-                self.max_time_skew,
-                &policy,
-                history.keyer(),
-            )
-            .map_err(CallError::from)?;
-        }
-        let authority = super::record::authorise(trust, &req, peer.as_ref()).await?;
-        let (req, max_skew) = match &authority {
-            super::record::Authority::Evidence(token) => {
-                let claim = trust
-                    .issuer(&token.issuer)
-                    .map_or("sub", |i| i.subject_claim.as_str());
-                let req = super::record::apply_evidence(req, token, claim, &policy, clock)?;
-                // The time is the token's (`iat`), signed and bounded by its
-                // `exp`: not held to the request time skew.
-                (req, None)
-            }
-            super::record::Authority::Reporter(_) => (req, self.max_time_skew),
-        };
-        let report = super::record::step_up_report(&req, clock, max_skew, &policy, history.keyer())
-            .map_err(CallError::from)?;
+        let (report, authority) = super::record::trusted_report(
+            req,
+            peer.as_ref(),
+            self.engine.trust(),
+            &policy,
+            history.keyer(),
+            Utc::now(),
+            self.max_time_skew,
+        )
+        .await?;
         let success = report.success;
         let (until, failed) = history.report(report);
         match &authority {

@@ -14,7 +14,7 @@ use crate::history::{Keyer, Millis, StepUpReport};
 use crate::policy::PolicySet;
 use crate::proto::v1 as pb;
 use crate::request::validate::{InvalidRequest, invalid, string, strings, timestamp, within_skew};
-use crate::trust::{TokenError, Trust, Verified};
+use crate::trust::{IssuerConfig, TokenError, Trust, Verified};
 
 use super::call::CallError;
 use super::peer::Peer;
@@ -28,31 +28,54 @@ pub enum Authority {
     Reporter(Arc<str>),
 }
 
-/// Whether `req`, sent by `peer`, is believed: verified evidence, or a
-/// caller on `[trust] reporters`. A report with evidence is checked against
-/// it even from a reporter.
-pub async fn authorise(
-    trust: &Trust,
-    req: &pb::RecordStepUpRequest,
+/// The report `req`, sent by `peer`, makes, if it is trusted, and why.
+/// Without evidence the fields are all there is: bad input is named first
+/// (as for Decide), then the caller must be on `[trust] reporters`. With
+/// evidence (from anyone, reporters included) the token is verified and
+/// what is recorded comes from it ([`apply_evidence`]), its time not held to
+/// `max_skew` (it is signed and bounded by the token's `exp`).
+pub async fn trusted_report(
+    req: pb::RecordStepUpRequest,
     peer: Option<&Peer>,
-) -> Result<Authority, CallError> {
+    trust: &Trust,
+    policy: &PolicySet,
+    keyer: &Keyer,
+    clock: DateTime<Utc>,
+    max_skew: Option<std::time::Duration>,
+) -> Result<(StepUpReport, Authority), CallError> {
+    if req.evidence.is_empty() {
+        let report = step_up_report(&req, clock, max_skew, policy, keyer)?;
+        return Ok((report, Authority::Reporter(reporter(trust, peer)?)));
+    }
     if trust.is_off() {
         return Err(CallError::ReportsOff);
     }
-    if !req.evidence.is_empty() {
-        let verified = trust
-            .verify(&req.evidence, &crate::trust::Expect::evidence())
-            .await
-            .map_err(CallError::Evidence)?;
-        return Ok(Authority::Evidence(Box::new(verified)));
+    let token = trust
+        .verify(&req.evidence, &crate::trust::Expect::evidence())
+        .await
+        .map_err(CallError::Evidence)?;
+    let issuer = trust.issuer(&token.issuer).ok_or_else(|| {
+        CallError::Evidence(TokenError::UnknownIssuer {
+            issuer: token.issuer.to_string(),
+        })
+    })?;
+    let req = apply_evidence(req, &token, issuer, policy, clock)?;
+    let report = step_up_report(&req, clock, None, policy, keyer)?;
+    Ok((report, Authority::Evidence(Box::new(token))))
+}
+
+/// The caller's identity, if it is on `[trust] reporters`.
+fn reporter(trust: &Trust, peer: Option<&Peer>) -> Result<Arc<str>, CallError> {
+    if trust.is_off() {
+        return Err(CallError::ReportsOff);
     }
     match peer.and_then(Peer::identity) {
-        Some(id) if trust.is_reporter(id) => Ok(Authority::Reporter(Arc::from(id))),
+        Some(id) if trust.is_reporter(id) => Ok(Arc::from(id)),
         Some(id) => Err(CallError::Untrusted {
             caller: format!("`{id}` is not on `[trust] reporters`"),
         }),
         None => Err(CallError::Untrusted {
-            caller: "has no verified client certificate (mTLS), so it is no listed reporter"
+            caller: "has no verified client certificate (mTLS), so it is not a listed reporter"
                 .to_owned(),
         }),
     }
@@ -73,22 +96,33 @@ fn claim_type(claim: &str, expected: &'static str) -> CallError {
 }
 
 /// `req` as the evidence says: subject (the issuer's subject claim),
-/// session (`sid`), `acr`, `amr`, `auth_time` from the token, each field
-/// sent beside it checked to agree (else `PERMISSION_DENIED` naming the
-/// field); a success; at the token's `iat` (else `auth_time`, else `clock`),
-/// so that the same evidence reported twice records the same thing.
+/// session (`sid`), `acr`, `amr`, `auth_time` from the token, the tenant
+/// from the issuer's settings when it names one; each field sent beside
+/// them checked to agree (else `PERMISSION_DENIED` naming the field); a
+/// success; at the token's `iat` (else `auth_time`, else `clock`), so that
+/// the same evidence reported twice records the same thing.
 pub fn apply_evidence(
     mut req: pb::RecordStepUpRequest,
     token: &Verified,
-    subject_claim: &str,
+    issuer: &IssuerConfig,
     policy: &PolicySet,
     clock: DateTime<Utc>,
 ) -> Result<pb::RecordStepUpRequest, CallError> {
+    let subject_claim = issuer.subject_claim.as_str();
     let subject = token.subject.clone().ok_or_else(|| {
         CallError::Evidence(TokenError::MissingClaim {
             claim: subject_claim.to_owned(),
         })
     })?;
+    if let Some(tenant) = &issuer.tenant {
+        if !req.tenant.is_empty() && req.tenant != *tenant {
+            return Err(mismatch(
+                "tenant",
+                "is not the tenant of the evidence's issuer (`[[trust.issuers]] tenant`)",
+            ));
+        }
+        req.tenant.clone_from(tenant);
+    }
     if !req.subject_id.is_empty() && req.subject_id != subject {
         return Err(mismatch(
             "subject_id",

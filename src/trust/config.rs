@@ -59,8 +59,16 @@ pub struct FileIssuer {
     pub jwks_file: Option<PathBuf>,
     /// A JWKS URL (`https://`; `http://` only for a loopback host).
     pub jwks_url: Option<String>,
+    /// PEM CA certificates that `jwks_url`'s server certificate must chain
+    /// to, instead of the system's roots (an identity provider behind a
+    /// private CA). Relative to the config file's directory.
+    pub jwks_ca_file: Option<PathBuf>,
     /// The claim that holds the subject id (default `sub`).
     pub subject_claim: Option<String>,
+    /// The tenant of this issuer's subjects: a step-up report with its
+    /// evidence is for this tenant (with several issuers, one issuer's token
+    /// then never elevates another tenant's user of the same id).
+    pub tenant: Option<String>,
     /// Accepted signature algorithms, a subset of `RS256`, `PS256`,
     /// `ES256`, `EdDSA` (default: all four).
     pub algorithms: Option<Vec<String>>,
@@ -88,8 +96,13 @@ pub struct IssuerConfig {
     pub audiences: Vec<String>,
     /// Where the keys come from.
     pub keys: KeySource,
+    /// For a URL: the PEM CA certificates its server certificate must chain
+    /// to; `None`: the system's roots.
+    pub jwks_ca_file: Option<PathBuf>,
     /// The claim that holds the subject id.
     pub subject_claim: String,
+    /// The tenant of this issuer's subjects, if bound to one.
+    pub tenant: Option<String>,
     /// Accepted signature algorithms (a non-empty subset of RS256, PS256,
     /// ES256, EdDSA).
     pub algorithms: Vec<Algorithm>,
@@ -107,7 +120,9 @@ impl IssuerConfig {
             issuer: Arc::from(issuer),
             audiences,
             keys,
+            jwks_ca_file: None,
             subject_claim: "sub".to_owned(),
+            tenant: None,
             algorithms: ALGORITHMS.to_vec(),
             jwks_refresh: DEFAULT_JWKS_REFRESH,
             jwks_min_refresh: DEFAULT_JWKS_MIN_REFRESH,
@@ -204,12 +219,22 @@ fn issuer(
             "{at}.audiences: at least one non-empty audience is required (the client id the tokens are issued to)"
         ));
     }
+    let resolve = |path: PathBuf| match base {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path,
+    };
+    let ca = f.jwks_ca_file.map(resolve);
+    if let Some(path) = &ca
+        && let Err(e) = super::keys::read_roots(path)
+    {
+        problems.push(format!("{at}.jwks_ca_file: {e}"));
+    }
     let keys = match (f.jwks_file, f.jwks_url) {
         (Some(path), None) => {
-            let path = match base {
-                Some(dir) if path.is_relative() => dir.join(path),
-                _ => path,
-            };
+            let path = resolve(path);
+            if ca.is_some() {
+                problems.push(format!("{at}.jwks_ca_file: only with `jwks_url`"));
+            }
             if let Err(e) = super::keys::read_file(&path) {
                 problems.push(format!("{at}.jwks_file: {e}"));
             }
@@ -271,7 +296,9 @@ fn issuer(
         issuer: Arc::from(f.issuer.as_str()),
         audiences: f.audiences,
         keys: keys?,
+        jwks_ca_file: ca,
         subject_claim,
+        tenant: f.tenant,
         algorithms,
         jwks_refresh,
         jwks_min_refresh,

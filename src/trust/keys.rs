@@ -92,6 +92,36 @@ pub enum KeySetError {
     /// The fetch failed.
     #[error("fetching the key set failed: {0}")]
     Fetch(String),
+    /// The CA file holds no usable certificate.
+    #[error("`{}`: {detail}", .path.display())]
+    Roots {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// The CA certificates of the PEM file `path` (at least one).
+pub fn read_roots(path: &Path) -> Result<rustls::RootCertStore, KeySetError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let roots_error = |detail: String| KeySetError::Roots {
+        path: path.to_owned(),
+        detail,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| roots_error(e.to_string()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| roots_error(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| roots_error(format!("not a CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(roots_error("no PEM certificate in the file".to_owned()));
+    }
+    Ok(roots)
 }
 
 /// The keys of one JWKS document: those usable for the accepted
@@ -217,7 +247,7 @@ impl KeyCache {
             }
         }
         let client = match &issuer.keys {
-            KeySource::Url(_) => client()
+            KeySource::Url(_) => client(issuer.jwks_ca_file.as_deref())
                 .map_err(|e| {
                     tracing::error!(issuer = %issuer.issuer, "cannot build the TLS client: {e}; its tokens are refused");
                 })
@@ -380,24 +410,34 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// The HTTPS client: rustls with the ring provider and the system's root
-/// certificates (operators add a private CA there); HTTP/1.1.
+/// The HTTPS client: rustls with the ring provider and the CA certificates
+/// of `ca` (a PEM file), else the system's root certificates; HTTP/1.1.
 // ring is the project's one crypto provider; rustls 0.23.48 deprecates its
 // constructor only for lacking post-quantum key exchange.
 #[allow(deprecated)]
-fn client() -> Result<Client, rustls::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        // A certificate the store rejects is skipped: the others still work.
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        tracing::warn!("no system root certificates found: https key set fetches will fail");
-    }
+fn client(ca: Option<&Path>) -> Result<Client, String> {
+    let roots = match ca {
+        Some(path) => read_roots(path).map_err(|e| e.to_string())?,
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                // A certificate the store rejects is skipped: the others
+                // still work.
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                tracing::warn!(
+                    "no system root certificates found: https key set fetches will fail"
+                );
+            }
+            roots
+        }
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
