@@ -238,7 +238,10 @@ impl Receiver {
         let window = Millis::try_from(self.config.jti_window.as_millis()).unwrap_or(Millis::MAX);
         let event = event::read(&verified.claims, now_ms, SKEW, window)
             .map_err(ReceiveError::InvalidRequest)?;
-        let plan = self.plan(&event, history.keyer(), policy, now_ms)?;
+        let tenant = trust
+            .issuer(&verified.issuer)
+            .and_then(|i| i.tenant.as_deref());
+        let plan = self.plan(&event, history.keyer(), tenant, policy, now_ms)?;
         match self.seen.admit(&verified.issuer, event.jti, now_ms) {
             Ok(()) => {}
             Err(Refusal::Replayed) => {
@@ -275,11 +278,13 @@ impl Receiver {
         })
     }
 
-    /// What `event` does, with identifiers hashed by `keyer`.
+    /// What `event` does, with identifiers hashed by `keyer`, for the
+    /// issuer's tenant when it is bound to one.
     fn plan(
         &self,
         event: &Event<'_>,
         keyer: &Keyer,
+        tenant: Option<&str>,
         policy: &PolicySet,
         now: Millis,
     ) -> Result<Plan, ReceiveError> {
@@ -301,7 +306,7 @@ impl Receiver {
                 what,
             )
         };
-        let ids = || self.identifiers(event, keyer);
+        let ids = || self.identifiers(event, keyer, tenant);
         Ok(match kind {
             Kind::Verification => Plan::Nothing("no effect: verification acknowledged"),
             Kind::StreamUpdated => Plan::Nothing("no effect: stream update acknowledged"),
@@ -376,11 +381,15 @@ impl Receiver {
     }
 
     /// The subject's key, and the session's and device's keys when the
-    /// event's subject names them.
+    /// event's subject names them. An issuer bound to a tenant
+    /// (`[[trust.issuers]] tenant`) speaks for that tenant only: its events
+    /// are about its tenant's users, and one naming another tenant is
+    /// refused.
     fn identifiers(
         &self,
         event: &Event<'_>,
         keyer: &Keyer,
+        bound: Option<&str>,
     ) -> Result<(SubjectKey, Option<u64>, Option<u64>), ReceiveError> {
         let m = &self.config.mapping;
         let sub = event
@@ -402,7 +411,16 @@ impl Receiver {
                 crate::request::MAX_STRING_BYTES
             )));
         }
-        let tenant = subject::first(&m.tenant, sub, "tenant").unwrap_or("");
+        let named = subject::first(&m.tenant, sub, "tenant");
+        let tenant = match (bound, named) {
+            (Some(b), Some(n)) if b != n => {
+                return Err(ReceiveError::InvalidRequest(format!(
+                    "the subject's tenant `{n}` is not the tenant of the issuer (`[[trust.issuers]] tenant`)"
+                )));
+            }
+            (Some(b), _) => b,
+            (None, n) => n.unwrap_or(""),
+        };
         let session = subject::first(&m.session, sub, "session").map(|s| keyer.session(s));
         let device = subject::first(&m.device, sub, "device").map(|d| keyer.device(d));
         Ok((keyer.subject(tenant, id), session, device))

@@ -34,6 +34,11 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_for(None)
+}
+
+/// [`fixture`] with the issuer bound to `tenant`.
+fn fixture_for(tenant: Option<&str>) -> Fixture {
     let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
     let der = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .unwrap()
@@ -48,12 +53,10 @@ fn fixture() -> Fixture {
         serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap(),
     )
     .unwrap();
+    let mut issuer = IssuerConfig::new(ISS, vec![AUD.to_owned()], KeySource::File(jwks));
+    issuer.tenant = tenant.map(str::to_owned);
     let trust = Trust::new(&TrustConfig {
-        issuers: vec![IssuerConfig::new(
-            ISS,
-            vec![AUD.to_owned()],
-            KeySource::File(jwks),
-        )],
+        issuers: vec![issuer],
         ..TrustConfig::default()
     });
     let (policy, _) = PolicySet::from_str("levels.yaml", LEVELS).unwrap();
@@ -315,6 +318,33 @@ async fn assurance_changes_map_levels_and_elevate_or_end() {
         f.receive(&r, &up, None).await,
         Err(ReceiveError::InvalidRequest(m)) if m == "`jti` `up` was already received (replay)"
     ));
+}
+
+#[tokio::test]
+async fn an_issuer_bound_to_a_tenant_speaks_for_that_tenant_only() {
+    let f = fixture_for(Some("acme"));
+    let mut r = receiver(Vec::new());
+    r.config.mapping.tenant = vec![Selector::parse("opaque.id").unwrap()];
+    let change = serde_json::json!({"credential_type": "password", "change_type": "update"});
+    let set = f.set("t1", "credential-change", change.clone(), alice(None));
+    assert!(f.receive(&r, &set, None).await.is_ok());
+    let now = Utc::now().timestamp_millis();
+    let acme = f.history.keyer().subject("acme", "alice@example.com");
+    assert!(
+        f.history.store().get(acme, now).is_some(),
+        "the issuer's tenant"
+    );
+    assert!(f.signals().is_none(), "not the empty tenant");
+    let mut other = alice(None);
+    other["tenant"] = serde_json::json!({"format": "opaque", "id": "globex"});
+    let set = f.set("t2", "credential-change", change, other);
+    assert_eq!(
+        f.receive(&r, &set, None).await,
+        Err(ReceiveError::InvalidRequest(
+            "the subject's tenant `globex` is not the tenant of the issuer (`[[trust.issuers]] tenant`)"
+                .to_owned()
+        ))
+    );
 }
 
 #[test]
