@@ -19,27 +19,27 @@ pub(super) fn trace(
     history: &dyn Recall,
 ) -> Vec<TraceEntry> {
     let mut out = trace_conditions(policy, req, full);
-    let reads_history = |e: &TraceEntry| {
-        let source = match e.kind {
-            "signal" => policy
-                .signals
-                .iter()
-                .find(|s| s.id == e.id)
-                .map(|s| &*s.when.source),
-            _ => policy
-                .rules
-                .iter()
-                .find(|r| r.id == e.id)
-                .and_then(|r| r.when.as_ref())
-                .map(|w| &*w.source),
-        };
-        source.is_some_and(|s| s.contains("history"))
+    let source = |e: &TraceEntry| match e.kind {
+        "signal" => policy
+            .signals
+            .iter()
+            .find(|s| s.id == e.id)
+            .map(|s| Arc::clone(&s.when.source)),
+        _ => policy
+            .rules
+            .iter()
+            .find(|r| r.id == e.id)
+            .and_then(|r| r.when.as_ref())
+            .map(|w| Arc::clone(&w.source)),
     };
-    if out.iter().any(|e| e.fired && reads_history(e))
-        && let Some(events) = history.view().provenance()
-    {
-        for e in out.iter_mut().filter(|e| e.fired) {
-            if reads_history(e) {
+    let reads_history =
+        |e: &TraceEntry| e.fired && source(e).is_some_and(|s| s.contains("history."));
+    if out.iter().any(reads_history) {
+        let view = history.view();
+        for e in out.iter_mut() {
+            if reads_history(e)
+                && let Some(events) = source(e).and_then(|s| view.provenance(&s))
+            {
                 e.detail = format!("{}; {events}", e.detail);
             }
         }

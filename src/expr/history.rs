@@ -100,19 +100,17 @@ impl Recall for View {
 }
 
 impl View {
-    /// The Shared Signals events the view's fields come from, for an
-    /// explanation: `session_revoked by event `jti``, one per field;
-    /// `None` when there are none.
-    pub fn provenance(&self) -> Option<String> {
-        if self.events.is_empty() {
-            return None;
-        }
+    /// The Shared Signals events behind the fields a condition (its
+    /// `source`) reads, for an explanation: ``history.session_revoked from
+    /// event `jti` ``, one per field; `None` when there are none.
+    pub fn provenance(&self, source: &str) -> Option<String> {
         let parts: Vec<String> = self
             .events
             .iter()
+            .filter(|(field, _)| source.contains(&format!("history.{field}")))
             .map(|(field, jti)| format!("history.{field} from event `{jti}`"))
             .collect();
-        Some(parts.join(", "))
+        (!parts.is_empty()).then(|| parts.join(", "))
     }
 
     /// A subject never seen, at `now`.
@@ -358,7 +356,7 @@ mod tests {
         ] {
             assert_eq!(eval(unknown.clone(), src), cel::Value::Bool(want), "{src}");
         }
-        assert_eq!(unknown.provenance(), None);
+        assert_eq!(unknown.provenance("history.session_revoked"), None);
         // A bare read of an unreported compliance fails (closed).
         let mut env = cel::Env::stdlib();
         register(&mut env).unwrap();
@@ -399,8 +397,9 @@ mod tests {
             );
         }
         assert_eq!(
-            known.provenance().as_deref(),
+            known.provenance("history.session_revoked || x").as_deref(),
             Some("history.session_revoked from event `j-1`")
         );
+        assert_eq!(known.provenance("history.risk_level == \"high\""), None);
     }
 }
