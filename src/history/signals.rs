@@ -11,14 +11,30 @@ use std::sync::Arc;
 use super::keys::{ItemKey, SubjectKey};
 use super::model::{Limits, Millis};
 
-/// Revoked sessions kept per subject (the newest).
-pub const MAX_REVOKED: usize = 16;
-/// Lowered assurance levels kept per subject (the newest).
-pub const MAX_LOWERED: usize = 8;
+/// Revoked sessions kept one by one per subject (the newest); an older
+/// revocation is folded into the revocation of every session authenticated
+/// until its time, which revokes more, never less.
+pub const MAX_REVOKED: usize = 3;
+/// Lowered assurance levels kept one by one per subject; older ones are
+/// folded as revocations are.
+pub const MAX_LOWERED: usize = 1;
 /// Devices whose compliance is kept per subject (the newest).
-pub const MAX_COMPLIANCE: usize = 16;
-/// Longest event id (`jti`) kept; the receiver rejects longer ones.
+pub const MAX_COMPLIANCE: usize = 4;
+/// Longest event id (`jti`) accepted; the receiver rejects longer ones.
 pub const MAX_JTI_BYTES: usize = 128;
+/// Longest event id kept with a fact (a UUID fits): a longer one is kept as
+/// its first bytes (it names the event in an explanation; the replay check
+/// uses the whole id).
+pub const KEPT_JTI_BYTES: usize = 40;
+
+/// `jti` as kept: at most [`KEPT_JTI_BYTES`], cut at a character boundary.
+pub fn kept_jti(jti: &str) -> &str {
+    let mut end = jti.len().min(KEPT_JTI_BYTES);
+    while !jti.is_char_boundary(end) {
+        end -= 1;
+    }
+    jti.get(..end).unwrap_or_default()
+}
 
 /// A transmitter's risk level for a subject (CAEP `risk-level-change`).
 #[derive(
@@ -147,18 +163,72 @@ pub struct Signal {
     pub mark: Mark,
 }
 
-/// `(session, mark)` into `list`, one entry per session (the later mark
-/// wins), keeping the `max` newest.
+/// `entry` into `list`, one entry per key (the later mark wins), keeping the
+/// `max` newest: when full, the oldest goes first (or the new one, if it is
+/// the oldest), so the list never grows past `max`.
+fn put<T>(
+    list: &mut Vec<T>,
+    entry: T,
+    max: usize,
+    key: impl Fn(&T) -> u128,
+    mark: impl Fn(&T) -> &Mark,
+) {
+    if let Some(x) = list.iter_mut().find(|x| key(x) == key(&entry)) {
+        if mark(x).at < mark(&entry).at {
+            *x = entry;
+        }
+        return;
+    }
+    if list.len() >= max {
+        let oldest =
+            (0..list.len()).min_by_key(|&i| list.get(i).map_or(Millis::MIN, |x| mark(x).at));
+        match oldest {
+            Some(i) if list.get(i).is_some_and(|x| mark(x).at < mark(&entry).at) => {
+                list.swap_remove(i);
+            }
+            _ => return,
+        }
+    }
+    list.push(entry);
+}
+
+/// `entry` into `list`, one entry per session (the later mark wins), at
+/// most `max` of them for single sessions: past it, the oldest of them (or
+/// the new one, if it is the oldest) is folded into the entry for every
+/// session (`session: None`), whose mark then covers it.
 fn put_session(list: &mut Vec<SessionMark>, entry: SessionMark, max: usize) {
-    match list.iter_mut().find(|x| x.session == entry.session) {
-        Some(x) if x.mark.at >= entry.mark.at => {}
-        Some(x) => *x = entry,
-        None => list.push(entry),
+    if let Some(x) = list.iter_mut().find(|x| x.session == entry.session) {
+        if x.mark.at < entry.mark.at {
+            *x = entry;
+        }
+        return;
     }
-    if list.len() > max {
-        list.sort_by_key(|x| std::cmp::Reverse(x.mark.at));
-        list.truncate(max);
+    if entry.session.is_none() || list.iter().filter(|x| x.session.is_some()).count() < max {
+        list.push(entry);
+        return;
     }
+    let oldest = list
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| x.session.is_some())
+        .min_by_key(|(_, x)| x.mark.at)
+        .map(|(i, x)| (i, x.mark.at));
+    let folded = match oldest {
+        Some((i, at)) if at < entry.mark.at => {
+            let old = list.swap_remove(i);
+            list.push(entry);
+            old.mark
+        }
+        _ => entry.mark,
+    };
+    put_session(
+        list,
+        SessionMark {
+            session: None,
+            mark: folded,
+        },
+        max,
+    );
 }
 
 /// The later of two marks (`a` on a tie, so merging is stable).
@@ -222,15 +292,8 @@ impl Signals {
     }
 
     fn put_device(&mut self, entry: DeviceMark) {
-        match self.devices.iter_mut().find(|d| d.device == entry.device) {
-            Some(d) if d.mark.at >= entry.mark.at => {}
-            Some(d) => *d = entry,
-            None => self.devices.push(entry),
-        }
-        if self.devices.len() > MAX_COMPLIANCE {
-            self.devices.sort_by_key(|d| std::cmp::Reverse(d.mark.at));
-            self.devices.truncate(MAX_COMPLIANCE);
-        }
+        let key = |d: &DeviceMark| u128::from(d.device);
+        put(&mut self.devices, entry, MAX_COMPLIANCE, key, |d| &d.mark);
     }
 
     /// Merges `other` (e.g. fetched from a shared store): per session,
@@ -323,14 +386,16 @@ impl Signals {
 
     /// The most [`Signals::heap_bytes`] can be (with the struct itself,
     /// which a subject keeps boxed): every list full, capacity growth by
-    /// doubling, every id at [`MAX_JTI_BYTES`].
+    /// doubling, every id at [`KEPT_JTI_BYTES`].
     pub fn max_bytes() -> usize {
-        let cap = |n: usize| (n + 1).next_power_of_two();
-        let jti = MAX_JTI_BYTES + 2 * size_of::<usize>();
+        // A vector of small items starts at 4 and doubles; the session
+        // lists hold one more entry (every session) than single sessions.
+        let cap = |n: usize| n.max(4).next_power_of_two();
+        let jti = KEPT_JTI_BYTES + 2 * size_of::<usize>();
         size_of::<Signals>()
-            + (cap(MAX_REVOKED) + cap(MAX_LOWERED)) * size_of::<SessionMark>()
+            + (cap(MAX_REVOKED + 1) + cap(MAX_LOWERED + 1)) * size_of::<SessionMark>()
             + cap(MAX_COMPLIANCE) * size_of::<DeviceMark>()
-            + (MAX_REVOKED + MAX_LOWERED + MAX_COMPLIANCE + 2) * jti
+            + (MAX_REVOKED + MAX_LOWERED + MAX_COMPLIANCE + 4) * jti
     }
 }
 
@@ -431,8 +496,8 @@ mod tests {
         let limits = Limits::default();
         let mut s = Signals::default();
         for i in 0..100u64 {
-            let at = Millis::try_from(i).unwrap();
-            let jti = "j".repeat(MAX_JTI_BYTES);
+            let at = Millis::try_from(i).unwrap() + 1;
+            let jti = "j".repeat(KEPT_JTI_BYTES);
             s.apply(
                 &Effect::SessionRevoked { session: Some(i) },
                 &mark(at, &jti),
@@ -449,16 +514,44 @@ mod tests {
             s.apply(&Effect::RiskLevel(RiskLevel::Medium), &mark(at, &jti));
             assert!(size_of::<Signals>() + s.heap_bytes() <= Signals::max_bytes());
         }
-        assert_eq!(s.revoked.len(), MAX_REVOKED);
-        assert_eq!(s.lowered.len(), MAX_LOWERED);
+        // The newest one by one, the rest folded into every session.
+        assert_eq!(s.revoked.len(), MAX_REVOKED + 1);
+        assert_eq!(s.lowered.len(), MAX_LOWERED + 1);
         assert_eq!(s.devices.len(), MAX_COMPLIANCE);
-        // The newest are kept.
-        assert!(s.revoked.iter().all(|r| r.mark.at >= 100 - 16));
-        s.prune(100 + limits.elevation, &limits);
+        assert!(
+            s.revoked
+                .iter()
+                .all(|r| r.session.is_none() || r.mark.at > 97)
+        );
+        // Session 5 (revoked at 6) left the list, but is still revoked when
+        // it authenticated before the folded mark; a session that signed in
+        // since is not.
+        assert!(s.revocation(Some(5), Some(3)).is_some());
+        assert!(s.revocation(Some(5), Some(98)).is_none());
+        assert!(s.revocation(Some(99), Some(98)).is_some());
+        assert!(s.ends_elevation(5, 50));
+        // An older one than all kept is folded without displacing them.
+        s.apply(
+            &Effect::SessionRevoked {
+                session: Some(1000),
+            },
+            &mark(0, "old"),
+        );
+        assert!(s.revoked.iter().all(|r| r.session != Some(1000)));
+        assert_eq!(s.revoked.len(), MAX_REVOKED + 1);
+        s.prune(101 + limits.elevation, &limits);
         assert!(s.lowered.is_empty());
-        assert_eq!(s.revoked.len(), MAX_REVOKED);
-        s.prune(100 + limits.retention, &limits);
+        assert_eq!(s.revoked.len(), MAX_REVOKED + 1);
+        s.prune(101 + limits.retention, &limits);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn long_ids_are_kept_cut_at_a_character() {
+        assert_eq!(kept_jti("abc"), "abc");
+        let long = format!("{}é", "x".repeat(39));
+        assert_eq!(kept_jti(&long), "x".repeat(39));
+        assert_eq!(kept_jti(&"y".repeat(128)).len(), KEPT_JTI_BYTES);
     }
 
     #[test]

@@ -293,7 +293,7 @@ impl Receiver {
         };
         let mark = Mark {
             at: event.at,
-            jti: Arc::from(event.jti),
+            jti: Arc::from(crate::history::signals::kept_jti(event.jti)),
         };
         let invalid = |m: String| ReceiveError::InvalidRequest(m);
         let signal = |subject: SubjectKey, effect: Effect, what| {
