@@ -64,6 +64,9 @@ pub struct FileConfig {
     /// `[trust]`: trusted token issuers and step-up reporters.
     #[serde(default)]
     pub trust: crate::trust::FileTrust,
+    /// `[ssf]`: the Shared Signals receiver.
+    #[serde(default)]
+    pub ssf: crate::ssf::config::FileSsf,
 }
 
 /// `[lists]`: data files policies look things up in. Relative paths are
@@ -217,6 +220,8 @@ pub struct Config {
     /// Trusted token issuers and step-up reporters (default: nobody, so
     /// step-up reports are refused).
     pub trust: crate::trust::TrustConfig,
+    /// The Shared Signals receiver (off by default).
+    pub ssf: crate::ssf::SsfConfig,
 }
 
 /// Why the settings are unusable: every problem, one per line.
@@ -331,6 +336,9 @@ pub enum SettingError {
     /// A bad key of `[history]`, as the history settings word it.
     #[error("{0}")]
     History(String),
+    /// A bad key of `[ssf]`, naming it (`ssf.streams[0].issuer`).
+    #[error("{0}")]
+    Ssf(String),
     /// A bad key of `[trust]`, naming it (`trust.issuers[0].jwks_url`).
     #[error("{0}")]
     Trust(String),
@@ -477,7 +485,7 @@ impl Config {
         let cost_limits = limits::cost(&from_file.limits, &history, &mut problems);
         let (skew, file_limits) = (overrides.max_time_skew, from_file.limits);
         let limits = limits::resolve(overrides.max_in_flight, skew, file_limits, &mut problems);
-        let trust = trust(from_file.trust, file.and_then(Path::parent), &mut problems);
+        let (trust, ssf) = issuers(from_file.trust, from_file.ssf, file, &mut problems);
 
         match (policies, listen, ttl) {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
@@ -501,6 +509,7 @@ impl Config {
                 cost_limits,
                 limits,
                 trust,
+                ssf,
             }),
             _ => Err(ConfigError { problems }),
         }
@@ -518,6 +527,45 @@ fn trust(
     let trust = crate::trust::TrustConfig::resolve(file, base, &mut found);
     problems.extend(found.into_iter().map(SettingError::Trust));
     trust
+}
+
+/// `[trust]` and `[ssf]` of the config file at `path`, checked: the
+/// trusted issuers and the receiver of their events.
+fn issuers(
+    trust_file: crate::trust::FileTrust,
+    ssf_file: crate::ssf::config::FileSsf,
+    path: Option<&Path>,
+    problems: &mut Vec<SettingError>,
+) -> (crate::trust::TrustConfig, crate::ssf::SsfConfig) {
+    let base = path.and_then(Path::parent);
+    let trust = trust(trust_file, base, problems);
+    let ssf = ssf(ssf_file, base, &trust, problems);
+    (trust, ssf)
+}
+
+/// `[ssf]`, checked, and checked against the trusted issuers (the keys
+/// that verify events).
+fn ssf(
+    file: crate::ssf::config::FileSsf,
+    base: Option<&Path>,
+    trust: &crate::trust::TrustConfig,
+    problems: &mut Vec<SettingError>,
+) -> crate::ssf::SsfConfig {
+    let mut found = Vec::new();
+    let ssf = crate::ssf::SsfConfig::resolve(file, base, &mut found);
+    if ssf.enabled && trust.issuers.is_empty() {
+        found.push("ssf.enabled needs `[[trust.issuers]]`: the keys that verify events".to_owned());
+    }
+    for (i, s) in ssf.streams.iter().enumerate() {
+        if !s.issuer.is_empty() && !trust.issuers.iter().any(|t| *t.issuer == *s.issuer) {
+            found.push(format!(
+                "ssf.streams[{i}].issuer `{}` is not one of `[[trust.issuers]]`",
+                s.issuer
+            ));
+        }
+    }
+    problems.extend(found.into_iter().map(SettingError::Ssf));
+    ssf
 }
 
 /// Most problems reported for one config file; the rest are dropped.
@@ -831,7 +879,7 @@ mod tests {
             texts(&err),
             [
                 format!(
-                    "{at}:1: unknown field `bogus`, expected one of `policies`, `listen`, `listen_mode`, `tls`, `watch`, `admin`, `cache`, `ext_authz`, `log`, `decision_log`, `history`, `lists`, `limits`, `trust`"
+                    "{at}:1: unknown field `bogus`, expected one of `policies`, `listen`, `listen_mode`, `tls`, `watch`, `admin`, `cache`, `ext_authz`, `log`, `decision_log`, `history`, `lists`, `limits`, `trust`, `ssf`"
                 ),
                 format!("{at}:4: invalid value: integer `-1`, expected u64"),
                 format!("{at}:5: invalid type: integer `5`, expected a string"),

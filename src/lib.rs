@@ -56,6 +56,7 @@
 //! | `mapping` | Envoy `CheckRequest` -> `DecideRequest` (ext_authz settings, tokens) |
 //! | `telemetry` | metrics, the decision log, logging and OTLP |
 //! | `trust` | who is believed: trusted token issuers and their keys (JWKS), signed-token verification, step-up reporters |
+//! | `ssf` | the Shared Signals receiver: Security Event Tokens (CAEP) verified, checked against replays, their subjects mapped, their effects applied to history |
 //! | `config` | settings from flags, environment and file |
 //! | `service` | the composition root: [`Service`] (policy swap, cache, history, metrics, log), reload |
 //! | `server` | the gRPC and admin listeners over the service; [`run`] |
@@ -82,6 +83,7 @@ mod replay;
 mod request;
 mod server;
 mod service;
+mod ssf;
 mod suite;
 mod telemetry;
 mod trust;
@@ -109,6 +111,7 @@ pub use server::{
 };
 pub use service::watch::{Reload, ReloadStatus, Reloader, WatchOptions, run as watch};
 pub use service::{Service, StartError};
+pub use ssf::{ReceiveError, Received, Receiver, Selector, SsfConfig};
 pub use telemetry::decision_log::{DecisionLog, DecisionLogConfig, Sampling, Sink};
 pub use trust::{
     Expect, FileIssuer, FileTrust, IssuerConfig, KeySource, TokenError, Trust, TrustConfig,

@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["mapping"],
     &["telemetry"],
     &["trust"],
+    &["ssf"],
     &["config"],
     &["service"],
     &["server"],

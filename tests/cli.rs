@@ -39,7 +39,7 @@ fn check_accepts_the_examples() {
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("ok: `"), "{stdout}");
     assert!(
-        stdout.contains("is valid: 3 levels, 5 signals, 17 rules, revision sha256:"),
+        stdout.contains("is valid: 3 levels, 7 signals, 20 rules, revision sha256:"),
         "{stdout}"
     );
 }
@@ -147,7 +147,7 @@ fn eval_prints_the_response_as_json() {
     let out = eval(&ctx, &["--explain"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let trace = v["trace"].as_array().unwrap();
-    assert_eq!(trace.len(), 5 + 17, "every signal and rule");
+    assert_eq!(trace.len(), 7 + 20, "every signal and rule");
 }
 
 #[test]
@@ -716,7 +716,7 @@ fn check_costs_lists_every_condition_with_its_estimate() {
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(refund.contains("payments.yaml:12"), "{refund}");
     assert!(
-        stdout.contains("limit: 16,000 units per condition ([limits] max_condition_cost); all 17 conditions together: "),
+        stdout.contains("limit: 16,000 units per condition ([limits] max_condition_cost); all 22 conditions together: "),
         "{stdout}"
     );
     assert!(stdout.contains("ok: `"), "{stdout}");
@@ -727,7 +727,7 @@ fn check_costs_lists_every_condition_with_its_estimate() {
     let costs = &json["costs"];
     assert_eq!(costs["limit"], 16_000);
     let conditions = costs["conditions"].as_array().unwrap();
-    assert_eq!(conditions.len(), 17);
+    assert_eq!(conditions.len(), 22);
     let first = &conditions[0];
     assert_eq!(first["kind"], "signal");
     assert_eq!(first["id"], "untrusted-device");

@@ -78,7 +78,7 @@ fn the_examples_pass_with_every_rule_covered() {
         text(&out.stderr)
     );
     assert!(
-        stdout.contains("\ncoverage: 17 of 17 rules matched, 5 of 5 signals fired\n"),
+        stdout.contains("\ncoverage: 20 of 20 rules matched, 7 of 7 signals fired\n"),
         "{stdout}"
     );
     let last = stdout.lines().last().unwrap();
@@ -88,7 +88,9 @@ fn the_examples_pass_with_every_rule_covered() {
     assert!(!stdout.contains("FAIL "), "{stdout}");
     for line in stdout.lines().take_while(|l| !l.is_empty()) {
         assert!(
-            line.starts_with("PASS examples › ") || line.starts_with("PASS behaviour › "),
+            line.starts_with("PASS examples › ")
+                || line.starts_with("PASS behaviour › ")
+                || line.starts_with("PASS signals › "),
             "{line}"
         );
     }
@@ -113,7 +115,7 @@ fn a_failing_case_shows_expected_actual_and_its_trace() {
     );
     assert!(
         stdout.contains(
-            "    rule   refund-large         matched  `resource.attributes.amount > 1000.0` is true\n"
+            "    rule   refund-large              matched  `resource.attributes.amount > 1000.0` is true\n"
         ),
         "{stdout}"
     );
@@ -275,13 +277,13 @@ fn filter_and_require_coverage() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("coverage: 0 of 17 rules matched, 0 of 5 signals fired\n"),
+        stdout.contains("coverage: 0 of 20 rules matched, 0 of 7 signals fired\n"),
         "{stdout}"
     );
     assert!(stdout.ends_with("\n1 passed, 0 failed\n"), "{stdout}");
     let stderr = text(&out.stderr);
     assert!(
-        stderr.starts_with("error: 17 rules no test case matches: `password-change`, "),
+        stderr.starts_with("error: 20 rules no test case matches: `password-change`, "),
         "{stderr}"
     );
 

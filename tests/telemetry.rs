@@ -325,7 +325,7 @@ fn check_policy(admin: &str) {
     let (status, policy) = get(admin, "/policy");
     assert_eq!(status, 200);
     let policy: serde_json::Value = serde_json::from_str(&policy).unwrap();
-    assert_eq!(policy["rules"], 17);
+    assert_eq!(policy["rules"], 20);
     assert!(policy["revision"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(policy["last_reload_error"], serde_json::Value::Null);
     // The example set's `lists/tor_exits.txt`.

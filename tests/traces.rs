@@ -309,6 +309,7 @@ fn code_name(code: tonic::Code) -> &'static str {
         tonic::Code::Ok => "OK",
         tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
         tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
+        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
         other => panic!("unexpected status {other:?}"),
     }
 }

@@ -5,11 +5,49 @@ use std::sync::Arc;
 
 use super::decision::TraceEntry;
 use super::evaluate::{CondResult, Evaluated};
+use crate::expr::history::Recall;
 use crate::policy::{Mode, PolicySet};
 use crate::proto::v1::DecideRequest;
 
-/// Per signal and rule: whether it fired and why.
-pub(super) fn trace(policy: &PolicySet, req: &DecideRequest, full: &Evaluated) -> Vec<TraceEntry> {
+/// Per signal and rule: whether it fired and why. A fired condition that
+/// reads `history` also names the Shared Signals events (their `jti`) the
+/// history it read came from, so a decision changed by an event says which.
+pub(super) fn trace(
+    policy: &PolicySet,
+    req: &DecideRequest,
+    full: &Evaluated,
+    history: &dyn Recall,
+) -> Vec<TraceEntry> {
+    let mut out = trace_conditions(policy, req, full);
+    let source = |e: &TraceEntry| match e.kind {
+        "signal" => policy
+            .signals
+            .iter()
+            .find(|s| s.id == e.id)
+            .map(|s| Arc::clone(&s.when.source)),
+        _ => policy
+            .rules
+            .iter()
+            .find(|r| r.id == e.id)
+            .and_then(|r| r.when.as_ref())
+            .map(|w| Arc::clone(&w.source)),
+    };
+    let reads_history =
+        |e: &TraceEntry| e.fired && source(e).is_some_and(|s| s.contains("history."));
+    if out.iter().any(reads_history) {
+        let view = history.view();
+        for e in out.iter_mut() {
+            if reads_history(e)
+                && let Some(events) = source(e).and_then(|s| view.provenance(&s))
+            {
+                e.detail = format!("{}; {events}", e.detail);
+            }
+        }
+    }
+    out
+}
+
+fn trace_conditions(policy: &PolicySet, req: &DecideRequest, full: &Evaluated) -> Vec<TraceEntry> {
     let mut out = Vec::new();
     for (s, r) in policy.signals.iter().zip(full.signals.iter()) {
         let (fired, detail) = describe(r, &s.when.source);

@@ -43,7 +43,7 @@ pub fn decide(
         Arc::new(evaluate::finish(&policy, req, now_fixed, history, &full))
     });
     let trace = if explain {
-        explain::trace(&policy, req, &full)
+        explain::trace(&policy, req, &full, history)
     } else {
         Vec::new()
     };

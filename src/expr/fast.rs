@@ -104,6 +104,9 @@ enum HistoryField {
     LastSeen,
     TravelKmh,
     StepupsFailed,
+    SessionRevoked,
+    CredentialChanged,
+    RiskLevel,
 }
 
 /// A value as the fast path sees it.
@@ -307,6 +310,10 @@ fn history_field(name: &str) -> Option<HistoryField> {
         "last_seen" => HistoryField::LastSeen,
         "travel_kmh" => HistoryField::TravelKmh,
         "stepups_failed" => HistoryField::StepupsFailed,
+        "session_revoked" => HistoryField::SessionRevoked,
+        "credential_changed" => HistoryField::CredentialChanged,
+        "risk_level" => HistoryField::RiskLevel,
+        // `device_compliant` is absent until reported: the interpreter's.
         _ => return None,
     })
 }
@@ -445,6 +452,9 @@ fn history(view: &View, field: HistoryField) -> Scalar<'_> {
         HistoryField::LastSeen => time(view.last_seen),
         HistoryField::TravelKmh => Scalar::Double(view.travel_kmh),
         HistoryField::StepupsFailed => Scalar::Int(view.stepups_failed),
+        HistoryField::SessionRevoked => Scalar::Bool(view.session_revoked),
+        HistoryField::CredentialChanged => time(view.credential_changed),
+        HistoryField::RiskLevel => Scalar::Str(view.risk_level.unwrap_or("")),
     }
 }
 

@@ -30,6 +30,10 @@ pub const FIELDS: &[&str] = &[
     "last_seen",
     "travel_kmh",
     "stepups_failed",
+    "session_revoked",
+    "credential_changed",
+    "device_compliant",
+    "risk_level",
 ];
 
 /// One subject's history before a decision, as policies read it.
@@ -49,6 +53,24 @@ pub struct View {
     pub travel_kmh: f64,
     /// Failed step-ups in the last 24 h.
     pub stepups_failed: i64,
+    /// The request's session was revoked (a Shared Signals
+    /// `session-revoked` event).
+    pub session_revoked: bool,
+    /// When the subject's credentials last changed (`credential-change`;
+    /// 0, the epoch: never).
+    pub credential_changed: Millis,
+    /// The request's device's compliance (`device-compliance-change`);
+    /// `None`: never reported, when the field is absent
+    /// (`has(history.device_compliant)` is false; reading it is an error,
+    /// which fails closed).
+    pub device_compliant: Option<bool>,
+    /// The transmitter's risk level for the subject (`risk-level-change`):
+    /// `low`, `medium` or `high`; `None`: never reported, which reads as
+    /// `""`.
+    pub risk_level: Option<&'static str>,
+    /// The Shared Signals events behind the fields above, as (field, `jti`):
+    /// what a decision's explanation names.
+    pub events: Vec<(&'static str, Arc<str>)>,
     /// The decision's time.
     pub now: Millis,
     /// The subject's recent actions, for `count` (none: a subject never
@@ -78,6 +100,19 @@ impl Recall for View {
 }
 
 impl View {
+    /// The Shared Signals events behind the fields a condition (its
+    /// `source`) reads, for an explanation: ``history.session_revoked from
+    /// event `jti` ``, one per field; `None` when there are none.
+    pub fn provenance(&self, source: &str) -> Option<String> {
+        let parts: Vec<String> = self
+            .events
+            .iter()
+            .filter(|(field, _)| source.contains(&format!("history.{field}")))
+            .map(|(field, jti)| format!("history.{field} from event `{jti}`"))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+
     /// A subject never seen, at `now`.
     pub fn empty(now: Millis) -> Self {
         Self {
@@ -127,6 +162,15 @@ pub fn field<'v>(view: &View, name: &str) -> Result<CowVal<'static, 'v>, Executi
         "last_seen" => CowVal::owned(timestamp(view.last_seen)),
         "travel_kmh" => CowVal::owned(CelDouble::from(view.travel_kmh)),
         "stepups_failed" => CowVal::owned(CelInt::from(view.stepups_failed)),
+        "session_revoked" => CowVal::owned(CelBool::from(view.session_revoked)),
+        "credential_changed" => CowVal::owned(timestamp(view.credential_changed)),
+        // Absent until a transmitter reports the device: `has()` is false,
+        // and a bare read is an error, which fails closed.
+        "device_compliant" => match view.device_compliant {
+            Some(c) => CowVal::owned(CelBool::from(c)),
+            None => return Err(ExecutionError::no_such_key(name)),
+        },
+        "risk_level" => CowVal::owned(CelString::from(view.risk_level.unwrap_or("").to_owned())),
         other => return Err(ExecutionError::no_such_key(other)),
     })
 }
@@ -182,8 +226,13 @@ impl Indexer for View {
 }
 
 impl Container for View {
+    /// `"x" in history`: every field is there, except a device compliance
+    /// never reported.
     fn contains(&self, value: &dyn Val) -> Result<bool, ExecutionError> {
-        Ok(FIELDS.contains(&key_of(value)?))
+        Ok(match key_of(value)? {
+            "device_compliant" => self.device_compliant.is_some(),
+            name => FIELDS.contains(&name),
+        })
     }
 }
 
@@ -289,5 +338,68 @@ mod tests {
             ),
             cel::Value::Bool(true)
         );
+    }
+
+    #[test]
+    fn signal_fields_read_in_cel_and_unknown_ones_are_absent() {
+        let unknown = View::empty(5);
+        for (src, want) in [
+            ("history.session_revoked", false),
+            ("has(history.session_revoked)", true),
+            ("has(history.device_compliant)", false),
+            ("has(history.risk_level)", true),
+            (r#"history.risk_level == """#, true),
+            (
+                r#"history.credential_changed == timestamp("1970-01-01T00:00:00Z")"#,
+                true,
+            ),
+        ] {
+            assert_eq!(eval(unknown.clone(), src), cel::Value::Bool(want), "{src}");
+        }
+        assert_eq!(unknown.provenance("history.session_revoked"), None);
+        // A bare read of an unreported compliance fails (closed).
+        let mut env = cel::Env::stdlib();
+        register(&mut env).unwrap();
+        let env = Arc::new(env);
+        let program = env.compile("!history.device_compliant").unwrap();
+        let mut ctx = cel::Context::with_env(env);
+        ctx.add_variable_as_val("history", Box::new(unknown.clone()));
+        assert!(program.execute(&ctx).is_err());
+        let known = View {
+            session_revoked: true,
+            credential_changed: 3_600_000,
+            device_compliant: Some(true),
+            risk_level: Some("high"),
+            events: vec![("session_revoked", Arc::from("j-1"))],
+            now: 7_200_000,
+            ..View::default()
+        };
+        for src in [
+            "history.session_revoked",
+            "has(history.device_compliant) && history.device_compliant",
+            r#"history.risk_level == "high""#,
+            r#"now - history.credential_changed < duration("24h")"#,
+        ] {
+            let mut env = cel::Env::stdlib();
+            register(&mut env).unwrap();
+            let env = Arc::new(env);
+            let program = env.compile(src).unwrap();
+            let mut ctx = cel::Context::with_env(env);
+            ctx.add_variable_as_val("history", Box::new(known.clone()));
+            ctx.add_variable_as_val(
+                "now",
+                Box::new(CelTimestamp::from(instant(7_200_000).fixed_offset())),
+            );
+            assert_eq!(
+                program.execute(&ctx).unwrap(),
+                cel::Value::Bool(true),
+                "{src}"
+            );
+        }
+        assert_eq!(
+            known.provenance("history.session_revoked || x").as_deref(),
+            Some("history.session_revoked from event `j-1`")
+        );
+        assert_eq!(known.provenance("history.risk_level == \"high\""), None);
     }
 }

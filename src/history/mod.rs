@@ -50,6 +50,7 @@ pub(crate) mod keys;
 mod lazy;
 pub(crate) mod model;
 pub(crate) mod redis;
+pub(crate) mod signals;
 pub(crate) mod store;
 
 use std::future::Future;
@@ -67,6 +68,7 @@ pub(crate) use crate::expr::history::View;
 pub(crate) use keys::{ItemKey, Keyer, SubjectKey};
 pub(crate) use lazy::{Built, Lazy, Lookups};
 pub(crate) use model::{Millis, Observation, Place, SubjectHistory, Update};
+pub(crate) use signals::Signal;
 pub(crate) use store::LocalStore;
 
 use crate::engine::{Decision, Outcome};
@@ -395,12 +397,62 @@ impl History {
                 }
             }
             v.stepups_failed = i64::try_from(h.failures_since(now)).unwrap_or(i64::MAX);
+            if let Some(s) = h.signals.as_deref() {
+                self.signal_view(s, req, lookups.device, &mut v);
+            }
         }
         v.actions = Some(Arc::clone(&entry) as Arc<dyn crate::expr::history::Actions>);
         Built {
             view: v,
             lookups: Some(lookups),
             entry: Some(entry),
+        }
+    }
+
+    /// The Shared Signals fields of `v` from `s`, for `req`'s session and
+    /// `device`.
+    fn signal_view(
+        &self,
+        s: &signals::Signals,
+        req: &DecideRequest,
+        device: Option<ItemKey>,
+        v: &mut View,
+    ) {
+        let session = req.session.as_ref();
+        if let Some(session) = session {
+            let key = (!session.id.is_empty()).then(|| self.keyer.session(&session.id));
+            let auth_time = session.auth_time.as_ref().map(|t| {
+                t.seconds
+                    .saturating_mul(1000)
+                    .saturating_add(i64::from(t.nanos) / 1_000_000)
+            });
+            if let Some(m) = s.revocation(key, auth_time) {
+                v.session_revoked = true;
+                v.events.push(("session_revoked", Arc::clone(&m.jti)));
+            }
+        }
+        if let Some(c) = &s.credential_changed {
+            v.credential_changed = c.at;
+            v.events.push(("credential_changed", Arc::clone(&c.jti)));
+        }
+        if let Some(d) = device.and_then(|d| s.device(d)) {
+            v.device_compliant = Some(d.compliant);
+            v.events.push(("device_compliant", Arc::clone(&d.mark.jti)));
+        }
+        if let Some(r) = &s.risk {
+            v.risk_level = Some(r.level.as_str());
+            v.events.push(("risk_level", Arc::clone(&r.mark.jti)));
+        }
+    }
+
+    /// Applies a Shared Signals event's effect to its subject's history and
+    /// sends it to the shared backend.
+    pub fn signal(&self, s: Signal) {
+        let limits = self.config.limits;
+        self.store
+            .update(s.subject, s.mark.at, |h| h.signal(&s, &limits));
+        if let Some(b) = &self.backend {
+            b.publish(Update::Signalled(s));
         }
     }
 

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::keys::{ItemKey, SubjectKey};
+use super::signals::{Signal, Signals};
 use crate::engine::Outcome;
 
 /// A decision's verdict, as remembered.
@@ -166,6 +167,10 @@ pub struct SubjectHistory {
     /// per `PRUNE_EVERY`; readers filter by time anyway).
     #[serde(default)]
     pub pruned_at: Millis,
+    /// What Shared Signals events said about the subject; boxed, since most
+    /// subjects have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<Box<Signals>>,
 }
 
 /// How far past the server's clock pruning may go (ms): clocks of callers
@@ -228,6 +233,8 @@ pub enum Update {
     Observed(Observation),
     /// A step-up outcome.
     SteppedUp(StepUpReport),
+    /// A Shared Signals event's effect.
+    Signalled(Signal),
 }
 
 impl Update {
@@ -236,6 +243,7 @@ impl Update {
         match self {
             Update::Observed(o) => o.subject,
             Update::SteppedUp(r) => r.subject,
+            Update::Signalled(s) => s.subject,
         }
     }
 }
@@ -280,6 +288,29 @@ impl SubjectHistory {
             self.failures.pop_front();
         }
         self.elevations.retain(|e| e.until > now);
+        if let Some(s) = &mut self.signals {
+            s.prune(now, limits);
+            if s.is_empty() {
+                self.signals = None;
+            }
+        }
+    }
+
+    /// Applies `update` (what a shared backend does with each queued one).
+    pub fn apply(&mut self, update: &Update, limits: &Limits) {
+        match update {
+            Update::Observed(o) => self.observe(o, limits),
+            Update::SteppedUp(r) => self.step_up(r, limits),
+            Update::Signalled(s) => self.signal(s, limits),
+        }
+    }
+
+    /// Adds a Shared Signals event's effect.
+    pub fn signal(&mut self, s: &Signal, limits: &Limits) {
+        self.maybe_prune(s.mark.at, limits);
+        self.signals
+            .get_or_insert_default()
+            .apply(&s.effect, &s.mark);
     }
 
     /// Adds a decision.
@@ -441,6 +472,10 @@ impl SubjectHistory {
             + self.failures.capacity() * size_of::<Millis>()
             + self.elevations.capacity() * size_of::<Elevation>()
             + elevations
+            + self
+                .signals
+                .as_ref()
+                .map_or(0, |s| size_of::<Signals>() + s.heap_bytes())
     }
 
     /// The most [`Self::heap_bytes`] can be under `limits`: every vector at
@@ -452,6 +487,7 @@ impl SubjectHistory {
             + cap(limits.max_events) * size_of::<Event>()
             + cap(MAX_FAILURES) * size_of::<Millis>()
             + cap(MAX_ELEVATIONS) * (size_of::<Elevation>() + cap(MAX_AMR) * size_of::<Arc<str>>())
+            + Signals::max_bytes()
     }
 
     /// Merges `other` (e.g. fetched from a shared store) into this one: the
@@ -516,15 +552,24 @@ impl SubjectHistory {
         self.elevations.sort_by_key(|e| std::cmp::Reverse(e.until));
         self.elevations.truncate(MAX_ELEVATIONS);
         self.elevations.shrink_to(MAX_ELEVATIONS);
+        if let Some(theirs) = other.signals.as_deref() {
+            self.signals.get_or_insert_default().merge(theirs);
+        }
     }
 
     /// The live elevation of `session` at `now`, if any: a decision before
-    /// the report (beyond the clock skew allowance) is not lifted by it.
+    /// the report (beyond the clock skew allowance) is not lifted by it, and
+    /// a lowered level or a revocation since it started ends it.
     pub fn elevation(&self, session: ItemKey, now: Millis) -> Option<&Elevation> {
         let skew = Millis::try_from(crate::engine::AUTH_TIME_SKEW.as_millis()).unwrap_or(0);
-        self.elevations
-            .iter()
-            .find(|e| e.session == session && e.until > now && e.from <= now.saturating_add(skew))
+        let ended = |e: &Elevation| {
+            self.signals
+                .as_deref()
+                .is_some_and(|s| s.ends_elevation(session, e.from))
+        };
+        self.elevations.iter().find(|e| {
+            e.session == session && e.until > now && e.from <= now.saturating_add(skew) && !ended(e)
+        })
     }
 
     /// Failed step-ups in the 24 h before `now`.

@@ -558,10 +558,7 @@ impl Writer {
                 let key = key(*s);
                 let mut h = self.current(&key, stored);
                 for u in pending.get(s).into_iter().flatten() {
-                    match u {
-                        Update::Observed(o) => h.observe(o, &self.limits),
-                        Update::SteppedUp(r) => h.step_up(r, &self.limits),
-                    }
+                    h.apply(u, &self.limits);
                 }
                 let json = serde_json::to_string(&h).map_err(|e| {
                     redis::RedisError::from((

@@ -117,6 +117,11 @@ pub static HISTORY: Message = Message {
         ("last_seen", Ty::Timestamp),
         ("travel_kmh", Ty::Double),
         ("stepups_failed", Ty::Int),
+        // From Shared Signals (CAEP) events.
+        ("session_revoked", Ty::Bool),
+        ("credential_changed", Ty::Timestamp),
+        ("device_compliant", Ty::Bool),
+        ("risk_level", Ty::String),
     ],
 };
 /// The functions of `history`.

@@ -19,6 +19,7 @@ pub mod in_flight;
 pub mod listen;
 pub mod peer;
 pub mod record;
+pub mod ssf;
 pub mod tls;
 
 use std::future::Future;
@@ -130,6 +131,9 @@ pub struct ServeOptions {
     pub handshake_timeout: Duration,
     /// TLS on the listener; `None`: plaintext.
     pub tls: Option<Arc<tls::ServerTls>>,
+    /// The Shared Signals receiver at `POST /ssf/events` (HTTP/1.1 and
+    /// HTTP/2 on the gRPC port); `None`: off.
+    pub ssf: Option<Arc<crate::ssf::Receiver>>,
 }
 
 impl Default for ServeOptions {
@@ -142,6 +146,7 @@ impl Default for ServeOptions {
             max_time_skew: limits.max_time_skew,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             tls: None,
+            ssf: None,
         }
     }
 }
@@ -208,6 +213,9 @@ pub async fn serve_with(
     // One limit for both services: it bounds the work in the process.
     let in_flight = in_flight::InFlight::new(options.max_in_flight);
     let skew = options.max_time_skew;
+    let ssf = options
+        .ssf
+        .map(|r| ssf::SsfApi::new(Arc::clone(&engine), r, Arc::clone(&in_flight)));
     let checks = Counted::new(
         AuthorizationServer::new(ext_authz::AuthorizationApi::new(
             Arc::clone(&engine),
@@ -239,11 +247,14 @@ pub async fn serve_with(
     let notify = std::sync::Arc::clone(&draining);
     let incoming = listen::Incoming::new(listener, options.tls, options.handshake_timeout);
     let server = transport()
+        // SETs are pushed over HTTP/1.1 too.
+        .accept_http1(ssf.is_some())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(decisions)
         .add_service(checks)
+        .add_optional_service(ssf)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight calls");
@@ -336,6 +347,10 @@ pub async fn run(
         max_in_flight: config.limits.max_in_flight,
         max_time_skew: config.limits.max_time_skew,
         tls,
+        ssf: config
+            .ssf
+            .enabled
+            .then(|| Arc::new(crate::ssf::Receiver::new(config.ssf.clone()))),
         ..ServeOptions::default()
     };
     let served = serve_with(Arc::clone(&engine), listener, options, stopped(stop_rx)).await;

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use crate::engine::{self, Decision, Outcome, TraceEntry};
 use crate::history::config::Secret;
+use crate::history::signals::{Effect, Mark, RiskLevel, Signal};
 use crate::history::{Enabled, History, HistoryConfig, Lazy, StepUpReport};
 use crate::policy::PolicySet;
 use crate::policy::diag::{Code, Diagnostic, Location, Report, SourceFile};
@@ -79,6 +80,65 @@ pub enum Prior {
         /// strongest level) or failed.
         success: bool,
     },
+    /// A Shared Signals event about the case's subject (one of
+    /// [`SIGNALS`]), as the receiver applies it.
+    Signal {
+        /// When the event happened.
+        at: DateTime<Utc>,
+        /// Which.
+        name: String,
+        /// The request whose session and device it is about, when not the
+        /// case's.
+        about: Option<Box<DecideRequest>>,
+    },
+}
+
+/// The Shared Signals events a case's `history` can hold, by name:
+/// `session-revoked` (the case's session), `assurance-decrease` (ends the
+/// session's elevation), `credential-change`, `device-compliant` and
+/// `device-not-compliant` (the case's device), `risk-low`, `risk-medium`,
+/// `risk-high`.
+pub const SIGNALS: &[&str] = &[
+    "session-revoked",
+    "assurance-decrease",
+    "credential-change",
+    "device-compliant",
+    "device-not-compliant",
+    "risk-low",
+    "risk-medium",
+    "risk-high",
+];
+
+/// The effect of the signal `name` for `request`'s session and device;
+/// `None` when it needs a device the request does not name.
+fn signal_effect(history: &History, request: &DecideRequest, name: &str) -> Option<Effect> {
+    let k = history.keyer();
+    let session = request
+        .session
+        .as_ref()
+        .filter(|s| !s.id.is_empty())
+        .map(|s| k.session(&s.id));
+    let device = request
+        .device
+        .as_ref()
+        .filter(|d| !d.id.is_empty())
+        .map(|d| k.device(&d.id));
+    Some(match name {
+        "session-revoked" => Effect::SessionRevoked { session },
+        "assurance-decrease" => Effect::LevelLowered { session },
+        "credential-change" => Effect::CredentialChanged,
+        "device-compliant" => Effect::DeviceCompliance {
+            device: device?,
+            compliant: true,
+        },
+        "device-not-compliant" => Effect::DeviceCompliance {
+            device: device?,
+            compliant: false,
+        },
+        "risk-low" => Effect::RiskLevel(RiskLevel::Low),
+        "risk-medium" => Effect::RiskLevel(RiskLevel::Medium),
+        _ => Effect::RiskLevel(RiskLevel::High),
+    })
 }
 
 /// Replays `prior` into a fresh history (a fixed hash key, every decision
@@ -89,8 +149,25 @@ fn replay_history(set: &Arc<PolicySet>, request: &DecideRequest, prior: &[Prior]
         hash_key: Some(Secret("stepup test".to_owned())),
         ..HistoryConfig::default()
     });
-    for p in prior {
+    for (i, p) in prior.iter().enumerate() {
         match p {
+            Prior::Signal { at, name, about } => {
+                let subject = request.subject.as_ref();
+                let about = about.as_deref().unwrap_or(request);
+                if let Some(effect) = signal_effect(&history, about, name) {
+                    history.signal(Signal {
+                        subject: history.keyer().subject(
+                            subject.map_or("", |s| &s.tenant),
+                            subject.map_or("", |s| &s.id),
+                        ),
+                        effect,
+                        mark: Mark {
+                            at: at.timestamp_millis(),
+                            jti: Arc::from(format!("history[{i}]")),
+                        },
+                    });
+                }
+            }
             Prior::Decide { request, at } => {
                 let lazy = Lazy::new(Some(&history), set, request, *at);
                 let d = engine::decide(Arc::clone(set), request, *at, &lazy, false);

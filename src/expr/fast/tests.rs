@@ -71,6 +71,9 @@ const EXPRESSIONS: &[&str] = &[
     "history.devices_seen > 0 && !history.device_known",
     "history.last_country == network.country",
     "history.last_seen < now",
+    "history.session_revoked",
+    "!history.session_revoked && history.risk_level == \"high\"",
+    "history.credential_changed < now",
 ];
 
 /// Expressions the fast path leaves to the interpreter entirely.
@@ -123,9 +126,15 @@ fn moment() -> impl Strategy<Value = (DateTime<Utc>, View)> {
             ),
             0..14,
         ),
+        (
+            any::<bool>(),
+            prop::option::of(prop::sample::select(vec!["low", "high"])),
+            prop::sample::select(vec![0i64, 3_600_000, 90_000_000]),
+        ),
     )
         .prop_map(
-            |(nanos, known, first, devices, country, kmh, failed, events)| {
+            |(nanos, known, first, devices, country, kmh, failed, events, signals)| {
+                let (revoked, risk, changed_ago) = signals;
                 let now = Utc.timestamp_opt(NOW_SECS, nanos).unwrap();
                 let ms = now.timestamp_millis();
                 let entry = Entry::default();
@@ -148,6 +157,14 @@ fn moment() -> impl Strategy<Value = (DateTime<Utc>, View)> {
                     stepups_failed: failed,
                     now: ms,
                     actions: Some(Arc::new(entry)),
+                    session_revoked: revoked,
+                    risk_level: risk,
+                    credential_changed: if changed_ago == 0 {
+                        0
+                    } else {
+                        ms - changed_ago
+                    },
+                    ..View::default()
                 };
                 (now, view)
             },
@@ -210,8 +227,11 @@ fn every_shape_compiles_or_is_left_to_cel() {
     }
 }
 
+/// Calendar reads, time arithmetic and a field that may be absent are the
+/// interpreter's; the rule on every action (`session-revoked`) and every
+/// signal but `odd-hours` run natively.
 #[test]
-fn the_example_policies_run_natively_but_for_odd_hours() {
+fn the_example_policies_run_natively_but_for_a_few_rules() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let (set, _) = PolicySet::load(&dir).unwrap_or_else(|r| panic!("{r}"));
     let conds = set.signals.iter().map(|s| (&s.id, &s.when)).chain(
@@ -223,7 +243,14 @@ fn the_example_policies_run_natively_but_for_odd_hours() {
         .filter(|(_, c)| c.fast.is_none())
         .map(|(id, _)| &**id)
         .collect();
-    assert_eq!(interpreted, ["odd-hours"]);
+    assert_eq!(
+        interpreted,
+        [
+            "odd-hours",
+            "recent-credential-change",
+            "non-compliant-device"
+        ]
+    );
 }
 
 proptest! {

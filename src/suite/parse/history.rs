@@ -1,6 +1,6 @@
 //! A case's `history`: earlier decisions (the case's request with the
-//! entry's `request` merged over it) and step-up reports, each `ago` before
-//! the case's clock, in the order written.
+//! entry's `request` merged over it), step-up reports and Shared Signals
+//! events, each `ago` before the case's clock, in the order written.
 
 use chrono::{DateTime, Utc};
 use saphyr::{Scalar, YamlData};
@@ -11,7 +11,7 @@ use crate::duration::parse_duration;
 use crate::policy::diag::Code;
 use crate::policy::yaml::{Node, get, location};
 use crate::request::validate as convert;
-use crate::suite::Prior;
+use crate::suite::{Prior, SIGNALS};
 
 impl Reader<'_> {
     /// The events of `history`, `None` when any is invalid (reported).
@@ -41,7 +41,7 @@ impl Reader<'_> {
 
     /// One entry of `history`.
     fn prior(&mut self, item: &Node<'_>, case: &Tree, now: DateTime<Utc>) -> Option<Prior> {
-        const KEYS: &[&str] = &["ago", "request", "stepup"];
+        const KEYS: &[&str] = &["ago", "request", "stepup", "signal"];
         let entries = self.y.mapping(item, "a `history` entry", KEYS)?;
         let ago = match get(&entries, "ago") {
             Some(v) => self.ago(v),
@@ -54,6 +54,9 @@ impl Reader<'_> {
             }
         };
         let at = ago.and_then(|a| now.checked_sub_signed(a))?;
+        if let Some(v) = get(&entries, "signal") {
+            return self.signal(v, &entries, case, at);
+        }
         match (get(&entries, "stepup"), get(&entries, "request")) {
             (Some(_), Some(r)) => {
                 let d = self
@@ -104,6 +107,46 @@ impl Reader<'_> {
                 })
             }
         }
+    }
+
+    /// A `signal:` entry: a Shared Signals event's effect, by name, about
+    /// the case's request (or its `request`, merged over the case's, to
+    /// name another session or device).
+    fn signal(
+        &mut self,
+        v: &Node<'_>,
+        entries: &[(&str, &Node<'_>)],
+        case: &Tree,
+        at: DateTime<Utc>,
+    ) -> Option<Prior> {
+        if let Some(other) = get(entries, "stepup") {
+            let d = self
+                .error(
+                    other,
+                    Code::MisplacedKey,
+                    "a `history` entry is either a `stepup` or a `signal`",
+                )
+                .help("split it into two entries");
+            self.push(d);
+            return None;
+        }
+        let name = self.y.string(v, "`signal`")?;
+        if !SIGNALS.contains(&name.as_str()) {
+            let names: Vec<String> = SIGNALS.iter().map(|s| format!("`{s}`")).collect();
+            let d = self
+                .error(v, Code::UnknownOutcome, format!("unknown signal `{name}`"))
+                .help(format!("write one of {}", names.join(", ")));
+            self.push(d);
+            return None;
+        }
+        let about = match get(entries, "request") {
+            Some(r) => {
+                let tree = merge(case.clone(), self.tree(r)?, false);
+                Some(Box::new(self.request(&tree, location(r))?))
+            }
+            None => None,
+        };
+        Some(Prior::Signal { at, name, about })
     }
 
     fn ago(&mut self, v: &Node<'_>) -> Option<chrono::Duration> {

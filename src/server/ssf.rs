@@ -1,0 +1,254 @@
+//! `POST /ssf/events`: push delivery of Security Event Tokens (RFC 8935) on
+//! the gRPC port, over HTTP/1.1 or HTTP/2. tonic routes a path by its first
+//! segment to the service of that name, so `/ssf/...` reaches [`SsfApi`]
+//! (its `NAME` is `ssf`) beside the gRPC services.
+//!
+//! Answers: 202 for an accepted SET; 400 with the RFC 8935 error object
+//! (`{"err": ..., "description": ...}`) for a SET at fault; 401 without the
+//! stream's bearer token, 403 with another; 404, 405, 413 and 415 for a
+//! request that is not a SET delivery; 503 past the in-flight limit or when
+//! the event cannot be taken now (the transmitter retries).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use tonic::body::Body;
+use tonic::codegen::Service;
+use tonic::server::NamedService;
+
+use super::in_flight::InFlight;
+use crate::service::Service as Engine;
+use crate::ssf::{MAX_SET_BYTES, ReceiveError, Receiver};
+
+/// The path transmitters push to.
+pub const EVENTS_PATH: &str = "/ssf/events";
+
+/// The media type of a SET delivery (RFC 8935 section 2).
+pub const SECEVENT_JWT: &str = "application/secevent+jwt";
+
+/// The receiver endpoint as a service of the gRPC server.
+#[derive(Clone)]
+pub struct SsfApi {
+    engine: Arc<Engine>,
+    receiver: Arc<Receiver>,
+    in_flight: Arc<InFlight>,
+}
+
+impl SsfApi {
+    /// Receives events with `receiver` into `engine`'s history (keys from
+    /// its trusted issuers), sharing the in-flight limit of the gRPC calls.
+    pub fn new(engine: Arc<Engine>, receiver: Arc<Receiver>, in_flight: Arc<InFlight>) -> Self {
+        Self {
+            engine,
+            receiver,
+            in_flight,
+        }
+    }
+}
+
+impl NamedService for SsfApi {
+    const NAME: &'static str = "ssf";
+}
+
+impl Service<Request<Body>> for SsfApi {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+/// A response with `body` as JSON.
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Body::new(Full::new(Bytes::from(body.to_string()))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The RFC 8935 error object.
+fn failure(status: StatusCode, err: &str, description: &str) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({ "err": err, "description": description }),
+    )
+}
+
+/// Whether the request is a SET delivery by its `Content-Type` (parameters
+/// such as `charset` are ignored).
+fn is_secevent(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(SECEVENT_JWT))
+}
+
+/// The bearer token of the request, if it has one (`Authorization: Bearer
+/// ...`, the scheme in any case).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl SsfApi {
+    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        if req.uri().path() != EVENTS_PATH {
+            return failure(
+                StatusCode::NOT_FOUND,
+                "invalid_request",
+                "no such endpoint: SETs are delivered to POST /ssf/events",
+            );
+        }
+        if req.method() != Method::POST {
+            let mut r = failure(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request",
+                "SETs are delivered with POST",
+            );
+            r.headers_mut()
+                .insert(ALLOW, hyper::header::HeaderValue::from_static("POST"));
+            return r;
+        }
+        if !is_secevent(req.headers()) {
+            return failure(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request",
+                "the Content-Type must be application/secevent+jwt",
+            );
+        }
+        let Some(_permit) = self.in_flight.try_enter() else {
+            let mut r = failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "too many calls in flight: retry later",
+            );
+            r.headers_mut()
+                .insert(RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+            return r;
+        };
+        let (parts, body) = req.into_parts();
+        let bytes = match Limited::new(body, MAX_SET_BYTES).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return failure(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request",
+                    &format!("a SET is at most {MAX_SET_BYTES} bytes"),
+                );
+            }
+            Err(_) => {
+                return failure(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the request body could not be read",
+                );
+            }
+        };
+        let Ok(token) = std::str::from_utf8(&bytes) else {
+            return failure(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body is not a compact JWS (not UTF-8)",
+            );
+        };
+        let policy = self.engine.policy();
+        let received = self
+            .receiver
+            .receive(
+                token.trim(),
+                bearer(&parts.headers),
+                self.engine.trust(),
+                self.engine.history(),
+                &policy,
+                chrono::Utc::now(),
+            )
+            .await;
+        match received {
+            Ok(r) => {
+                tracing::info!(
+                    event = %r.kind,
+                    jti = %r.jti,
+                    txn = r.txn.as_deref().unwrap_or("-"),
+                    effect = r.effect,
+                    "security event received"
+                );
+                let mut resp = Response::new(Body::empty());
+                *resp.status_mut() = StatusCode::ACCEPTED;
+                resp
+            }
+            Err(e) => refused(&e),
+        }
+    }
+}
+
+/// The answer to a refused SET, logged.
+fn refused(e: &ReceiveError) -> Response<Body> {
+    tracing::info!(err = e.err(), reason = %e, "security event refused");
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut r = failure(status, e.err(), &e.to_string());
+    match e {
+        ReceiveError::NoToken => {
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        ReceiveError::WrongToken => {
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        ReceiveError::Unavailable(_) => {
+            r.headers_mut()
+                .insert(RETRY_AFTER, hyper::header::HeaderValue::from_static("5"));
+        }
+        _ => {}
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_content_type_and_bearer() {
+        let mut h = HeaderMap::new();
+        assert!(!is_secevent(&h));
+        h.insert(
+            CONTENT_TYPE,
+            "Application/SecEvent+JWT; charset=utf-8".parse().unwrap(),
+        );
+        assert!(is_secevent(&h));
+        h.insert(CONTENT_TYPE, "application/jwt".parse().unwrap());
+        assert!(!is_secevent(&h));
+        assert_eq!(bearer(&h), None);
+        h.insert(AUTHORIZATION, "bearer  abc ".parse().unwrap());
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&h), None);
+    }
+}
