@@ -25,6 +25,7 @@ use jsonwebtoken::{Algorithm, Header};
 use stepup::proto::v1::decision_service_client::DecisionServiceClient;
 use stepup::proto::v1::{DecideRequest, Outcome};
 use stepup::{CacheConfig, PolicySet, Receiver, Selector, Service, SsfConfig};
+use tonic::Code;
 use tonic::transport::Channel;
 
 /// The receiver's audience: what transmitters put in `aud`.
@@ -603,7 +604,9 @@ impl Sidecar {
                 "[history]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/\"\n\
                  hash_key = \"shared-test-key\"\nfetch_timeout = \"500ms\"\n\n{}\n\
                  [ssf]\nenabled = true\naudience = \"{AUD}\"\ntenant = \"opaque.id\"\n\
-                 [[ssf.streams]]\nissuer = \"{ISSUER}\"\nbearer_token_env = \"{TOKEN_ENV}\"\n",
+                 [[ssf.streams]]\nissuer = \"{ISSUER}\"\nbearer_token_env = \"{TOKEN_ENV}\"\n\n\
+                 [ext_authz.subject]\nsource = \"headers\"\nid = \"x-user\"\n\
+                 tenant = \"x-tenant\"\nsession_id = \"x-session\"\n",
                 redis.port,
                 idp.toml()
             ),
@@ -630,6 +633,42 @@ impl Sidecar {
     async fn client(&mut self) -> DecisionServiceClient<Channel> {
         common::connect_when_up(&mut self.child.0, &self.grpc).await
     }
+}
+
+/// The status code Envoy gets from `Check` on `grpc` for alice's `orders.list`
+/// in session `sid` (subject and session from trusted headers).
+async fn check(grpc: &str, sid: &str) -> i32 {
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    let headers = [
+        ("x-user", "alice"),
+        ("x-tenant", "acme"),
+        ("x-session", sid),
+    ];
+    let request = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/v1/orders".into(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: [("stepup_action".to_owned(), "orders.list".to_owned())].into(),
+            ..Default::default()
+        }),
+    };
+    let mut client = AuthorizationClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let response = client.check(request).await.unwrap().into_inner();
+    response.status.map_or(0, |s| s.code)
 }
 
 /// Two replicas sharing Redis: the stream's bearer token is required (401
@@ -701,7 +740,41 @@ async fn a_revocation_through_one_replica_denies_on_the_other_within_a_second() 
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // Another session of the same subject, on B, is unaffected.
+    // Envoy's `Check` on B refreshes from Redis too: a revocation of
+    // session s-3, with no `Decide` on B to fetch it, denies B's next checks.
+    assert_eq!(check(&b.grpc, "s-1").await, Code::PermissionDenied as i32);
+    assert_ne!(check(&b.grpc, "s-3").await, Code::PermissionDenied as i32);
+    let set = sign(
+        &idp.key,
+        &claims(
+            "rev-r3",
+            "session-revoked",
+            serde_json::json!({}),
+            alice_session("s-3"),
+        ),
+    );
+    let addr = a.grpc.clone();
+    let ok = tokio::task::spawn_blocking(move || {
+        curl(
+            &addr,
+            "/ssf/events",
+            H1,
+            &set,
+            Some(TOKEN),
+            "application/secevent+jwt",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(ok.status, 202, "{ok:?}");
+    let accepted = Instant::now();
+    while check(&b.grpc, "s-3").await != Code::PermissionDenied as i32 {
+        assert!(
+            accepted.elapsed() < Duration::from_secs(1),
+            "Check on replica B still allows the revoked session 1 s after A accepted the event"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(
         decide(&mut cb, request("orders.list", "s-2"))
             .await

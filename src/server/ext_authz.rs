@@ -85,6 +85,20 @@ impl Authorization for AuthorizationApi {
             now: Utc::now(),
             max_skew: self.max_time_skew,
         };
+        // With a shared history backend, refresh the subject's history first,
+        // as `Decide` does, so that what another replica recorded (a revoked
+        // session) is seen. The request is mapped once more inside the work:
+        // a few microseconds beside the backend's round trip.
+        if self.engine.history().backend().is_some()
+            && let Ok(mapped) = self.mapping.map(&req, clock.now)
+        {
+            let policy = self.engine.policy();
+            let history = self.engine.history();
+            history
+                .prefetch(&policy, &mapped.request, mapped.now)
+                .instrument(scope.clone())
+                .await;
+        }
         // The action is known only once the request is mapped, inside the
         // work: with any costly decision in the set, every check runs off
         // the runtime's threads.
