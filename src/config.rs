@@ -485,7 +485,14 @@ impl Config {
         let cost_limits = limits::cost(&from_file.limits, &history, &mut problems);
         let (skew, file_limits) = (overrides.max_time_skew, from_file.limits);
         let limits = limits::resolve(overrides.max_in_flight, skew, file_limits, &mut problems);
-        let (trust, ssf) = issuers(from_file.trust, from_file.ssf, file, &mut problems);
+        let history_off = history.enabled == crate::history::config::Enabled::Off;
+        let (trust, ssf) = issuers(
+            from_file.trust,
+            from_file.ssf,
+            file,
+            history_off,
+            &mut problems,
+        );
 
         match (policies, listen, ttl) {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
@@ -535,11 +542,18 @@ fn issuers(
     trust_file: crate::trust::FileTrust,
     ssf_file: crate::ssf::config::FileSsf,
     path: Option<&Path>,
+    history_off: bool,
     problems: &mut Vec<SettingError>,
 ) -> (crate::trust::TrustConfig, crate::ssf::SsfConfig) {
     let base = path.and_then(Path::parent);
     let trust = trust(trust_file, base, problems);
     let ssf = ssf(ssf_file, base, &trust, problems);
+    if ssf.enabled && history_off {
+        problems.push(SettingError::Ssf(
+            "ssf.enabled needs history: events take effect through it (`[history] enabled = false`)"
+                .to_owned(),
+        ));
+    }
     (trust, ssf)
 }
 
@@ -911,5 +925,34 @@ mod tests {
         let err = Config::resolve(Overrides::default(), Some(&file)).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("c.toml:3: unknown field `sise`"), "{text}");
+    }
+
+    #[test]
+    fn signals_need_their_issuers_and_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(&jwks, r#"{"keys": []}"#).unwrap();
+        let file = dir.path().join("stepup.toml");
+        let ssf = "[ssf]\nenabled = true\naudience = \"https://stepup.example\"\n";
+        std::fs::write(&file, format!("policies = \"p\"\n{ssf}")).unwrap();
+        let err = Config::resolve(Overrides::default(), Some(&file)).unwrap_err();
+        assert!(
+            texts(&err).contains(
+                &"ssf.enabled needs `[[trust.issuers]]`: the keys that verify events".to_owned()
+            ),
+            "{err}"
+        );
+        let trust = "[[trust.issuers]]\nissuer = \"https://idp.example\"\naudiences = [\"stepup\"]\njwks_file = \"jwks.json\"\n";
+        std::fs::write(&file, format!("policies = \"p\"\n{ssf}{trust}")).unwrap();
+        assert!(Config::resolve(Overrides::default(), Some(&file)).is_ok());
+        let off = "[history]\nenabled = false\n";
+        std::fs::write(&file, format!("policies = \"p\"\n{off}{ssf}{trust}")).unwrap();
+        let err = Config::resolve(Overrides::default(), Some(&file)).unwrap_err();
+        assert_eq!(
+            texts(&err),
+            [
+                "ssf.enabled needs history: events take effect through it (`[history] enabled = false`)"
+            ],
+        );
     }
 }
