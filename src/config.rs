@@ -459,40 +459,24 @@ impl Config {
                 crate::mapping::Mapping::default()
             });
 
-        let admin_text = overrides
-            .admin
-            .or(from_file.admin)
-            .unwrap_or_else(|| DEFAULT_ADMIN.to_owned());
-        let admin = if admin_text == "off" {
-            None
-        } else {
-            match admin_text.parse::<SocketAddr>() {
-                Ok(a) => Some(a),
-                Err(_) => {
-                    problems.push(SettingError::Admin { text: admin_text });
-                    None
-                }
-            }
-        };
+        let admin = admin(overrides.admin.or(from_file.admin), &mut problems);
         let decision_log = decision_log(
             overrides.decision_log,
             from_file.decision_log,
             &sources,
             &mut problems,
         );
-        let history = history(from_file.history, &sources, &mut problems);
+        let history = history(
+            from_file.history,
+            from_file.ssf.enabled,
+            &sources,
+            &mut problems,
+        );
         let lists = lists(from_file.lists, file.and_then(Path::parent), &mut problems);
         let cost_limits = limits::cost(&from_file.limits, &history, &mut problems);
         let (skew, file_limits) = (overrides.max_time_skew, from_file.limits);
         let limits = limits::resolve(overrides.max_in_flight, skew, file_limits, &mut problems);
-        let history_off = history.enabled == crate::history::config::Enabled::Off;
-        let (trust, ssf) = issuers(
-            from_file.trust,
-            from_file.ssf,
-            file,
-            history_off,
-            &mut problems,
-        );
+        let (trust, ssf) = issuers(from_file.trust, from_file.ssf, file, &mut problems);
 
         match (policies, listen, ttl) {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
@@ -542,18 +526,11 @@ fn issuers(
     trust_file: crate::trust::FileTrust,
     ssf_file: crate::ssf::config::FileSsf,
     path: Option<&Path>,
-    history_off: bool,
     problems: &mut Vec<SettingError>,
 ) -> (crate::trust::TrustConfig, crate::ssf::SsfConfig) {
     let base = path.and_then(Path::parent);
     let trust = trust(trust_file, base, problems);
     let ssf = ssf(ssf_file, base, &trust, problems);
-    if ssf.enabled && history_off {
-        problems.push(SettingError::Ssf(
-            "ssf.enabled needs history: events take effect through it (`[history] enabled = false`)"
-                .to_owned(),
-        ));
-    }
     (trust, ssf)
 }
 
@@ -724,14 +701,35 @@ fn lists(
 }
 
 /// `[history]`, its problems worded by the history settings.
+/// The admin listener's address: `text` (default [`DEFAULT_ADMIN`]), or
+/// none for `off`.
+fn admin(text: Option<String>, problems: &mut Vec<SettingError>) -> Option<SocketAddr> {
+    let text = text.unwrap_or_else(|| DEFAULT_ADMIN.to_owned());
+    if text == "off" {
+        return None;
+    }
+    text.parse::<SocketAddr>()
+        .map_err(|_| problems.push(SettingError::Admin { text }))
+        .ok()
+}
+
+/// `[history]`, checked; `ssf_enabled` is `[ssf] enabled`, whose events
+/// take effect through history.
 fn history(
     file: crate::history::config::FileHistory,
+    ssf_enabled: Option<bool>,
     sources: &crate::history::config::SecretSources<'_>,
     problems: &mut Vec<SettingError>,
 ) -> crate::history::HistoryConfig {
     let mut history_problems = Vec::new();
     let history = crate::history::HistoryConfig::resolve_with(file, sources, &mut history_problems);
     problems.extend(history_problems.into_iter().map(SettingError::History));
+    if ssf_enabled == Some(true) && history.enabled == crate::history::Enabled::Off {
+        problems.push(SettingError::Ssf(
+            "ssf.enabled needs history: events take effect through it (`[history] enabled = false`)"
+                .to_owned(),
+        ));
+    }
     history
 }
 
