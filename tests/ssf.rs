@@ -13,10 +13,11 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
+use common::redis::{Killed, Redis};
+
+use std::io::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -529,56 +530,6 @@ async fn events_reach_cel_and_verification_is_acknowledged() {
     );
     assert!(a.body.contains("names no user"), "{}", a.body);
     server.stop().await;
-}
-
-/// A child process killed (and reaped) on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A `redis-server` of its own on a free loopback port, without persistence.
-struct Redis {
-    port: u16,
-    _child: Killed,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = common::free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server (apt-get install -y redis-server): {e}")
-            });
-        let redis = Self {
-            port,
-            _child: Killed(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while redis.ping().as_deref() != Some("+PONG\r\n") {
-            assert!(Instant::now() < deadline, "redis-server did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        redis
-    }
-
-    fn ping(&self) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(b"PING\r\n").ok()?;
-        let mut buf = [0u8; 64];
-        let n = s.read(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-    }
 }
 
 /// The environment variable the sidecars read the stream's bearer token

@@ -204,4 +204,5 @@ pub async fn raw_call(
     tonic::Status::from_header_map(body.trailers().unwrap()).unwrap()
 }
 pub mod evidence;
+pub mod redis;
 pub mod tls;
