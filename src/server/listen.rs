@@ -121,9 +121,7 @@ fn bind_unix(path: &Path, mode: u32) -> Result<Listener, ServeError> {
             std::fs::remove_file(path).map_err(failed)?;
         }
     }
-    let listener = UnixListener::bind(path).map_err(failed)?;
-    // Until this, the file has the umask's permissions.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(failed)?;
+    let listener = listen_unix(path, mode).map_err(failed)?;
     let meta = std::fs::symlink_metadata(path).map_err(failed)?;
     Ok(Listener::Unix(
         listener,
@@ -132,6 +130,19 @@ fn bind_unix(path: &Path, mode: u32) -> Result<Listener, ServeError> {
             id: (meta.dev(), meta.ino()),
         },
     ))
+}
+
+/// A listening socket at `path` whose file has `mode`: bound, given its
+/// mode, and only then listening, so no process the mode excludes can
+/// connect while the file still has the umask's permissions.
+fn listen_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    UnixListener::from_std(socket.into())
 }
 
 /// A connection's byte stream, whatever it runs over.

@@ -295,8 +295,15 @@ fn log_loaded(files: &TlsConfig, chain: &[CertificateDer<'static>], message: &st
 }
 
 /// The identity a (verified) client certificate names: its first URI SAN
-/// (such as a SPIFFE ID), else its first DNS SAN, else its subject CN.
+/// (such as a SPIFFE ID), else its first DNS SAN, else, for a certificate
+/// without a SAN extension, its subject CN, unless that CN holds a `:`.
 /// `None` when it names none or cannot be parsed.
+///
+/// The CN is the field a CA copies from a certificate request most readily:
+/// it must never pass for a URI identity (`CN=spiffe://...` on a
+/// certificate whose SANs the CA vouched for would otherwise match a
+/// `[trust] reporters` entry), nor stand in when the SANs name something
+/// else (an IP address, an email).
 pub fn identity(cert: &CertificateDer<'_>) -> Option<Arc<str>> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
     identity_of(&cert)
@@ -317,14 +324,13 @@ fn identity_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<A
                 _ => None,
             })
         };
-        if let Some(name) = uri.or_else(dns) {
-            return Some(Arc::from(name));
-        }
+        return uri.or_else(dns).map(Arc::from);
     }
     cert.subject()
         .iter_common_name()
         .next()
         .and_then(|cn| cn.as_str().ok())
+        .filter(|cn| !cn.contains(':'))
         .map(Arc::from)
 }
 
@@ -475,6 +481,18 @@ mod tests {
         let (cert, _) = pair(vec![], Some("cn"));
         assert_eq!(identity_of_pem(&cert).as_deref(), Some("cn"));
         let (cert, _) = pair(vec![], None);
+        assert_eq!(identity_of_pem(&cert), None);
+    }
+
+    #[test]
+    fn a_cn_never_passes_for_a_uri_nor_stands_in_beside_other_sans() {
+        // No SAN extension: a CN that looks like a URI is no identity.
+        let (cert, _) = pair(vec![], Some("spiffe://example.org/sa/reporter"));
+        assert_eq!(identity_of_pem(&cert), None);
+        // SANs that name neither a URI nor a DNS name: the CN does not
+        // stand in for them.
+        let ip = SanType::IpAddress(std::net::IpAddr::from([10, 0, 0, 7]));
+        let (cert, _) = pair(vec![ip], Some("reporter"));
         assert_eq!(identity_of_pem(&cert), None);
     }
 
