@@ -425,20 +425,11 @@ impl Config {
             .cache_size
             .or(from_file.cache.size)
             .unwrap_or(defaults.capacity);
-        let ttl = match overrides.cache_ttl.or(from_file.cache.ttl) {
-            Some(t) => match parse_duration(&t) {
-                Ok(d) if d > Duration::ZERO => Some(d),
-                Ok(_) => {
-                    problems.push(SettingError::TtlNotPositive);
-                    None
-                }
-                Err(error) => {
-                    problems.push(SettingError::Ttl { text: t, error });
-                    None
-                }
-            },
-            None => Some(defaults.ttl),
-        };
+        let ttl = ttl(
+            overrides.cache_ttl.or(from_file.cache.ttl),
+            defaults.ttl,
+            &mut problems,
+        );
         let log_level = overrides
             .log_level
             .or(from_file.log.level)
@@ -477,6 +468,7 @@ impl Config {
         let (skew, file_limits) = (overrides.max_time_skew, from_file.limits);
         let limits = limits::resolve(overrides.max_in_flight, skew, file_limits, &mut problems);
         let (trust, ssf) = issuers(from_file.trust, from_file.ssf, file, &mut problems);
+        problems.extend(subjects_agree(&ext_authz, &trust));
 
         match (policies, listen, ttl) {
             (Some(policies), Some(listen), Some(ttl)) if problems.is_empty() => Ok(Config {
@@ -532,6 +524,26 @@ fn issuers(
     let trust = trust(trust_file, base, problems);
     let ssf = ssf(ssf_file, base, &trust, problems);
     (trust, ssf)
+}
+
+/// Whether Envoy's mapping and the trusted issuers name subjects the same
+/// way: both make `subject.id` `<iss>#<sub>` with two or more issuers, and
+/// a step-up report or an event must name the subject Envoy's decisions
+/// name. When both list issuers, they must agree on qualifying.
+fn subjects_agree(
+    ext_authz: &crate::mapping::Mapping,
+    trust: &crate::trust::TrustConfig,
+) -> Option<SettingError> {
+    let (mapped, trusted) = (ext_authz.issuers().len(), trust.issuers.len());
+    if mapped == 0 || trusted == 0 || (mapped >= 2) == (trusted >= 2) {
+        return None;
+    }
+    Some(SettingError::Trust(format!(
+        "`ext_authz.subject.issuers` lists {mapped} issuer(s) and `[[trust.issuers]]` {trusted}: \
+         with two or more, subject ids are `<iss>#<sub>`, so Envoy's decisions and the \
+         step-ups and events of the trusted issuers would name subjects differently; \
+         list the same issuers in both"
+    )))
 }
 
 /// `[ssf]`, checked, and checked against the trusted issuers (the keys
@@ -701,6 +713,29 @@ fn lists(
 }
 
 /// `[history]`, its problems worded by the history settings.
+/// The decision cache's time to live: `text`, else `default`; `None` when
+/// `text` is not a positive duration.
+fn ttl(
+    text: Option<String>,
+    default: Duration,
+    problems: &mut Vec<SettingError>,
+) -> Option<Duration> {
+    let Some(t) = text else {
+        return Some(default);
+    };
+    match parse_duration(&t) {
+        Ok(d) if d > Duration::ZERO => Some(d),
+        Ok(_) => {
+            problems.push(SettingError::TtlNotPositive);
+            None
+        }
+        Err(error) => {
+            problems.push(SettingError::Ttl { text: t, error });
+            None
+        }
+    }
+}
+
 /// The admin listener's address: `text` (default [`DEFAULT_ADMIN`]), or
 /// none for `off`.
 fn admin(text: Option<String>, problems: &mut Vec<SettingError>) -> Option<SocketAddr> {
@@ -952,5 +987,39 @@ mod tests {
                 "ssf.enabled needs history: events take effect through it (`[history] enabled = false`)"
             ],
         );
+    }
+
+    #[test]
+    fn envoy_and_the_trusted_issuers_name_subjects_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("jwks.json"), r#"{"keys": []}"#).unwrap();
+        let file = dir.path().join("stepup.toml");
+        let issuer = |iss: &str| {
+            format!(
+                "[[trust.issuers]]\nissuer = \"{iss}\"\naudiences = [\"stepup\"]\njwks_file = \"jwks.json\"\n"
+            )
+        };
+        let two_trusted = format!(
+            "{}{}",
+            issuer("https://a.example"),
+            issuer("https://b.example")
+        );
+        let envoy = |list: &str| format!("[ext_authz.subject]\nissuers = [{list}]\n");
+        let one = envoy("\"https://a.example\"");
+        std::fs::write(&file, format!("policies = \"p\"\n{one}{two_trusted}")).unwrap();
+        let err = Config::resolve(Overrides::default(), Some(&file)).unwrap_err();
+        assert_eq!(texts(&err).len(), 1, "{err}");
+        assert!(
+            texts(&err)[0].starts_with(
+                "`ext_authz.subject.issuers` lists 1 issuer(s) and `[[trust.issuers]]` 2: with two or more, subject ids are `<iss>#<sub>`"
+            ),
+            "{err}"
+        );
+        let two = envoy("\"https://a.example\", \"https://b.example\"");
+        std::fs::write(&file, format!("policies = \"p\"\n{two}{two_trusted}")).unwrap();
+        assert!(Config::resolve(Overrides::default(), Some(&file)).is_ok());
+        let only_trusted = issuer("https://a.example");
+        std::fs::write(&file, format!("policies = \"p\"\n{one}{only_trusted}")).unwrap();
+        assert!(Config::resolve(Overrides::default(), Some(&file)).is_ok());
     }
 }

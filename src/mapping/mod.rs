@@ -70,6 +70,12 @@ impl Mapping {
         }
     }
 
+    /// The accepted issuers (`[ext_authz.subject] issuers`); with two or
+    /// more, subject ids are `<iss>#<sub>`.
+    pub(crate) fn issuers(&self) -> &[String] {
+        &self.subject.issuers
+    }
+
     /// What the operator should know at start-up about how much this
     /// mapping believes: one line each.
     pub(crate) fn warnings(&self) -> Vec<String> {
