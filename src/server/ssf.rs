@@ -305,4 +305,88 @@ mod tests {
         h.insert(AUTHORIZATION, "Basic abc".parse().unwrap());
         assert_eq!(bearer(&h), None);
     }
+
+    /// A body that never arrives: a caller sending headers only.
+    struct Never;
+
+    impl hyper::body::Body for Never {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    fn api(in_flight: &Arc<InFlight>) -> SsfApi {
+        use crate::ssf::config::{Stream, Token};
+        let (policy, _) = crate::policy::PolicySet::from_str(
+            "levels.yaml",
+            "apiVersion: stepup/v1\nkind: Levels\nlevels:\n  - name: aal1\n    acr: [\"a1\"]\n",
+        )
+        .unwrap();
+        let engine = Arc::new(Engine::new(policy, crate::cache::CacheConfig::default()));
+        let receiver = Receiver::new(crate::ssf::SsfConfig {
+            enabled: true,
+            audience: vec!["https://stepup.test/ssf".to_owned()],
+            streams: vec![Stream {
+                issuer: "https://idp.test".to_owned(),
+                token: Some(Token("right".to_owned())),
+            }],
+            ..crate::ssf::SsfConfig::default()
+        });
+        SsfApi::new(engine, Arc::new(receiver), Arc::clone(in_flight))
+    }
+
+    fn slow(bearer: Option<&str>) -> Request<Body> {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri(EVENTS_PATH)
+            .header(CONTENT_TYPE, SECEVENT_JWT);
+        if let Some(t) = bearer {
+            b = b.header(AUTHORIZATION, format!("Bearer {t}"));
+        }
+        b.body(Body::new(Never)).unwrap()
+    }
+
+    /// Without the stream's token a delivery is answered from its headers,
+    /// its body never awaited; with it, deliveries whose body does not
+    /// come hold the receiver's own limit, not the shared one.
+    #[tokio::test]
+    async fn the_token_is_checked_on_the_headers_and_slow_bodies_hold_their_own_limit() {
+        let in_flight = InFlight::new(2);
+        let api = api(&in_flight);
+        let quick = Duration::from_secs(1);
+        let r = tokio::time::timeout(quick, api.handle(slow(None)))
+            .await
+            .expect("answered without the body");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let r = tokio::time::timeout(quick, api.handle(slow(Some("wrong"))))
+            .await
+            .expect("answered without the body");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+        let held: Vec<_> = (0..MAX_DELIVERIES)
+            .map(|_| {
+                let api = api.clone();
+                tokio::spawn(async move { api.handle(slow(Some("right"))).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(held.iter().all(|h| !h.is_finished()), "waiting for bodies");
+        let r = tokio::time::timeout(quick, api.handle(slow(Some("right"))))
+            .await
+            .expect("refused at once past the limit");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // Decisions still have every slot.
+        let permits = [in_flight.try_enter(), in_flight.try_enter()];
+        assert!(permits.iter().all(Option::is_some));
+        drop(permits);
+        for h in held {
+            h.abort();
+        }
+    }
 }
