@@ -160,8 +160,13 @@ const H2: &str = "--http2-prior-knowledge";
 /// An in-process server over the example policies believing the test
 /// transmitter `idp`, with the receiver on.
 async fn server(idp: &Idp) -> common::TestServer {
+    server_with(idp.trust(), stepup::ServeOptions::default().max_in_flight).await
+}
+
+/// [`server`] trusting `trust`, with `max_in_flight` calls at once.
+async fn server_with(trust: stepup::Trust, max_in_flight: usize) -> common::TestServer {
     let (policy, _) = PolicySet::load(&common::examples()).unwrap_or_else(|r| panic!("{r}"));
-    let engine = Service::new(policy, CacheConfig::default()).with_trust(idp.trust());
+    let engine = Service::new(policy, CacheConfig::default()).with_trust(trust);
     let mut config = SsfConfig {
         enabled: true,
         audience: vec![AUD.to_owned()],
@@ -172,6 +177,7 @@ async fn server(idp: &Idp) -> common::TestServer {
     let receiver = Receiver::new(config);
     let options = stepup::ServeOptions {
         max_time_skew: None,
+        max_in_flight,
         ssf: Some(Arc::new(receiver)),
         ..stepup::ServeOptions::default()
     };
@@ -306,6 +312,9 @@ async fn refused_sets_get_the_rfc_8935_error_and_change_nothing() {
         "{}",
         a.body
     );
+    // The description does not list the accepted audiences.
+    assert!(!a.body.contains(AUD), "{}", a.body);
+    assert!(a.body.contains("does not name this receiver"), "{}", a.body);
     // From an issuer stepup does not trust.
     let mut other_iss = revoke("bad-iss");
     other_iss["iss"] = "https://evil.test".into();
@@ -316,6 +325,7 @@ async fn refused_sets_get_the_rfc_8935_error_and_change_nothing() {
         "{}",
         a.body
     );
+    assert!(!a.body.contains("trust.issuers"), "{}", a.body);
     // SSF SETs carry no `exp`.
     let mut expiring = revoke("with-exp");
     expiring["exp"] = (now() + 600).into();
@@ -529,6 +539,179 @@ async fn events_reach_cel_and_verification_is_acknowledged() {
         a.body
     );
     assert!(a.body.contains("names no user"), "{}", a.body);
+    server.stop().await;
+}
+
+/// Opens a delivery on a connection of its own and sends its headers (a
+/// body of 100 bytes announced), never the body.
+async fn slow_delivery(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"POST /ssf/events HTTP/1.1\r\nHost: stepup\r\n\
+          Content-Type: application/secevent+jwt\r\nContent-Length: 100\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    s
+}
+
+/// The status and body of the HTTP/1.1 answer on `s`, or `None` if none
+/// comes within 15 s.
+async fn answer_on(s: &mut tokio::net::TcpStream) -> Option<(u16, String)> {
+    use tokio::io::AsyncReadExt as _;
+    let read = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = s.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length || n == 0 {
+                    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                    return (status, body.to_owned());
+                }
+            }
+            assert!(n > 0, "closed without an answer: {text:?}");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), read)
+        .await
+        .ok()
+}
+
+/// Deliveries that send their headers and never their body hold no
+/// decision slot: with an in-flight limit of 4 and 20 of them open,
+/// decisions are answered; past the receiver's own limit (16) a delivery
+/// is answered 503 at once, and the others 408 once the body deadline
+/// (5 s) passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_deliveries_hold_no_decision_slot_and_time_out() {
+    let idp = Idp::new();
+    let server = server_with(idp.trust(), 4).await;
+    let mut client = server.client().await;
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for _ in 0..20 {
+        let mut s = slow_delivery(server.addr).await;
+        pending.push(tokio::spawn(async move {
+            let a = answer_on(&mut s).await;
+            (a, started.elapsed())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for sid in ["s-1", "s-2", "s-3", "s-4", "s-5", "s-6"] {
+        let r = decide(&mut client, request("orders.list", sid)).await;
+        assert_eq!(r.outcome(), Outcome::Allow);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(4500),
+        "decided while the deliveries were open"
+    );
+    let (mut busy, mut late) = (0, 0);
+    for p in pending {
+        let (a, after) = p.await.unwrap();
+        let (status, body) = a.expect("every slow delivery is answered");
+        let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+        match status {
+            503 => {
+                busy += 1;
+                assert_eq!(err["err"], "unavailable", "{body}");
+                assert!(after < Duration::from_millis(4500), "at once: {after:?}");
+            }
+            408 => {
+                late += 1;
+                assert_eq!(err["err"], "invalid_request", "{body}");
+                assert!(after >= Duration::from_millis(4900), "{after:?}");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!((busy, late), (4, 16));
+    // The receiver is free again.
+    let set = sign(
+        &idp.key,
+        &claims(
+            "after-slow",
+            VERIFICATION,
+            serde_json::json!({"state": "x"}),
+            serde_json::json!({"format": "opaque", "id": "stream-1"}),
+        ),
+    );
+    assert_eq!(push(server.addr, H1, set).await.status, 202);
+    server.stop().await;
+}
+
+/// With two trusted issuers subject ids are `<iss>#<sub>` (as
+/// `RecordStepUp` and Envoy's mapping name them): a revocation lands on the
+/// qualified subject, whose session is denied; an `iss_sub` subject of
+/// the other issuer is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_issuers_a_revocation_denies_the_issuer_qualified_subject() {
+    let idp = Idp::new();
+    let mut config = idp.trust_config();
+    let mut second = config.issuers[0].clone();
+    second.issuer = Arc::from("https://idp2.test");
+    config.issuers.push(second);
+    let server = server_with(stepup::Trust::new(&config), 64).await;
+    let mut client = server.client().await;
+    let qualified = |sid: &str| {
+        let mut r = request("orders.list", sid);
+        r.subject.as_mut().unwrap().id = format!("{ISSUER}#alice");
+        r
+    };
+    let r = decide(&mut client, qualified("s-1")).await;
+    assert_eq!(r.outcome(), Outcome::Allow);
+
+    // A subject of the other issuer, in a SET of this one.
+    let mut foreign = alice_session("s-1");
+    foreign["user"]["iss"] = "https://idp2.test".into();
+    let set = sign(
+        &idp.key,
+        &claims(
+            "rev-foreign",
+            "session-revoked",
+            serde_json::json!({}),
+            foreign,
+        ),
+    );
+    let a = push(server.addr, H1, set).await;
+    assert_eq!(
+        (a.status, a.err().as_str()),
+        (400, "invalid_request"),
+        "{}",
+        a.body
+    );
+    assert!(a.body.contains("`https://idp2.test`"), "{}", a.body);
+    let r = decide(&mut client, qualified("s-1")).await;
+    assert_eq!(r.outcome(), Outcome::Allow);
+
+    let set = sign(
+        &idp.key,
+        &claims(
+            "rev-q",
+            "session-revoked",
+            serde_json::json!({"event_timestamp": now() - 5}),
+            alice_session("s-1"),
+        ),
+    );
+    let a = push(server.addr, H1, set).await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    let r = decide(&mut client, qualified("s-1")).await;
+    assert_eq!(r.outcome(), Outcome::Deny);
+    assert_eq!(r.reasons[0].rule_id, "session-revoked");
+    // The bare `sub` is another subject.
+    let r = decide(&mut client, request("orders.list", "s-1")).await;
+    assert_eq!(r.outcome(), Outcome::Allow);
     server.stop().await;
 }
 

@@ -80,6 +80,9 @@ pub struct Event<'a> {
     pub jti: &'a str,
     /// The SET's `txn`, if any.
     pub txn: Option<&'a str>,
+    /// When the SET was issued (`iat`), ms: at most `skew` ahead of the
+    /// clock.
+    pub iat: Millis,
     /// When the event happened (`event_timestamp`, else `toe`, else `iat`),
     /// ms.
     pub at: Millis,
@@ -134,6 +137,15 @@ pub fn read(
             window / 1000
         ));
     }
+    // An `iat` ahead of the clock would outlive the replay memory (which
+    // keeps an id `window` from receipt, or from `iat` when later): bounded
+    // by the same skew as the event's time.
+    if iat > now.saturating_add(skew) {
+        return Err(format!(
+            "issued in the future (`iat` is {} s ahead)",
+            iat.saturating_sub(now) / 1000
+        ));
+    }
     let events = claims
         .get("events")
         .and_then(Value::as_object)
@@ -175,6 +187,7 @@ pub fn read(
         uri,
         jti,
         txn,
+        iat,
         at,
         subject,
         payload,
@@ -278,6 +291,26 @@ mod tests {
                 c.insert("iat".into(), (NOW / 1000 - 2 * 86_400).into());
             }),
             "issued before the replay window (`iat` is 172800 s ago, the window is 86400 s)"
+        );
+        // An `iat` ahead of the clock by more than the skew (here with an
+        // `event_timestamp` of now, which alone would pass).
+        assert_eq!(
+            wrong(&|c| {
+                c.insert("iat".into(), (NOW / 1000 + 3600).into());
+                c.insert(
+                    "events".into(),
+                    serde_json::json!({
+                        "https://schemas.openid.net/secevent/caep/event-type/credential-change": {"event_timestamp": NOW / 1000}
+                    }),
+                );
+            }),
+            "issued in the future (`iat` is 3600 s ahead)"
+        );
+        let mut ahead = base.clone();
+        ahead.insert("iat".into(), (NOW / 1000 + 60).into());
+        assert_eq!(
+            read(&ahead, NOW, 300_000, WINDOW).unwrap().iat,
+            NOW + 60_000
         );
         assert_eq!(
             wrong(&|c| {

@@ -46,25 +46,22 @@ pub const MAX_SET_BYTES: usize = 64 * 1024;
 const SKEW: Millis = 5 * 60 * 1000;
 
 /// Why a SET was refused. [`ReceiveError::err`] is its RFC 8935 error code,
-/// [`ReceiveError::status`] the HTTP status. Messages never quote the token.
+/// [`ReceiveError::status`] the HTTP status, [`ReceiveError::description`]
+/// what the transmitter is told; the message (`Display`) is for the log.
+/// Messages never quote the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReceiveError {
     /// Not a SET, or the event does not conform to its definition, or a
     /// replayed `jti`.
     #[error("{0}")]
     InvalidRequest(String),
-    /// The signing key is unknown or unacceptable (`kid`, algorithm).
-    #[error("{0}")]
-    InvalidKey(String),
-    /// The issuer is not trusted, or has no stream here.
+    /// The SET does not verify (signature, key, algorithm, issuer,
+    /// audience, claims), or the issuer's keys cannot be loaded now.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The issuer has no stream here.
     #[error("{0}")]
     InvalidIssuer(String),
-    /// `aud` does not name this receiver.
-    #[error("{0}")]
-    InvalidAudience(String),
-    /// The signature does not verify: the transmitter is not who it says.
-    #[error("{0}")]
-    AuthenticationFailed(String),
     /// The stream needs a bearer token and none was sent (HTTP 401).
     #[error("the stream of this issuer needs a bearer token (`Authorization: Bearer ...`)")]
     NoToken,
@@ -82,10 +79,18 @@ impl ReceiveError {
     pub fn err(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
-            Self::InvalidKey(_) => "invalid_key",
+            Self::Token(e) => match e {
+                TokenError::AlgorithmNotAllowed { .. }
+                | TokenError::UnknownKey { .. }
+                | TokenError::KeyMismatch { .. } => "invalid_key",
+                TokenError::UnknownIssuer { .. } => "invalid_issuer",
+                TokenError::Audience { .. } => "invalid_audience",
+                TokenError::BadSignature => "authentication_failed",
+                TokenError::KeysUnavailable { .. } => "unavailable",
+                _ => "invalid_request",
+            },
             Self::InvalidIssuer(_) => "invalid_issuer",
-            Self::InvalidAudience(_) => "invalid_audience",
-            Self::AuthenticationFailed(_) | Self::NoToken => "authentication_failed",
+            Self::NoToken => "authentication_failed",
             Self::WrongToken => "access_denied",
             Self::Unavailable(_) => "unavailable",
         }
@@ -97,24 +102,37 @@ impl ReceiveError {
         match self {
             Self::NoToken => 401,
             Self::WrongToken => 403,
-            Self::Unavailable(_) => 503,
+            Self::Unavailable(_) | Self::Token(TokenError::KeysUnavailable { .. }) => 503,
             _ => 400,
         }
     }
-}
 
-impl From<TokenError> for ReceiveError {
-    fn from(e: TokenError) -> Self {
-        let m = e.to_string();
-        match e {
-            TokenError::AlgorithmNotAllowed { .. }
-            | TokenError::UnknownKey { .. }
-            | TokenError::KeyMismatch { .. } => Self::InvalidKey(m),
-            TokenError::UnknownIssuer { .. } => Self::InvalidIssuer(m),
-            TokenError::Audience { .. } => Self::InvalidAudience(m),
-            TokenError::BadSignature => Self::AuthenticationFailed(m),
-            TokenError::KeysUnavailable { .. } => Self::Unavailable(m),
-            _ => Self::InvalidRequest(m),
+    /// The `description` of the RFC 8935 error object: what the SET did
+    /// wrong, without the receiver's configuration (accepted audiences and
+    /// algorithms, trusted issuers, key URLs, settings), which a caller not
+    /// yet authenticated must not learn. The log has the whole message.
+    pub fn description(&self) -> String {
+        match self {
+            Self::Token(e) => match e {
+                TokenError::AlgorithmNotAllowed { .. } => {
+                    "the SET's algorithm is not accepted".to_owned()
+                }
+                TokenError::UnknownIssuer { .. } => "the SET's issuer is not trusted".to_owned(),
+                TokenError::UnknownKey { .. } => {
+                    "no key of the issuer has the SET's `kid`".to_owned()
+                }
+                TokenError::KeyMismatch { .. } => {
+                    "the key named by `kid` does not verify the SET's algorithm".to_owned()
+                }
+                TokenError::KeysUnavailable { .. } => {
+                    "the issuer's keys are unavailable: retry later".to_owned()
+                }
+                TokenError::Audience { .. } => "`aud` does not name this receiver".to_owned(),
+                other => other.to_string(),
+            },
+            Self::InvalidIssuer(_) => "the SET's issuer has no stream here".to_owned(),
+            Self::Unavailable(_) => "the receiver cannot take events now: retry later".to_owned(),
+            Self::InvalidRequest(_) | Self::NoToken | Self::WrongToken => self.to_string(),
         }
     }
 }
@@ -141,6 +159,16 @@ enum Plan {
     Signal(Signal, &'static str),
     /// An elevation, as a trusted step-up report.
     StepUp(StepUpReport, &'static str),
+}
+
+/// The verified issuer of a SET, as its subjects are read.
+struct Issuer<'a> {
+    /// The SET's `iss`.
+    name: &'a str,
+    /// The tenant the issuer is bound to (`[[trust.issuers]] tenant`).
+    tenant: Option<&'a str>,
+    /// Whether subject ids are `<iss>#<sub>` ([`Trust::qualifies_subjects`]).
+    qualify: bool,
 }
 
 /// The receiver: settings and the replay memory.
@@ -173,6 +201,14 @@ impl Receiver {
     /// Event ids remembered against replays.
     pub fn remembered(&self) -> usize {
         self.seen.len()
+    }
+
+    /// Checks the request's `bearer` token before its body is read: an
+    /// error when it belongs to no stream, or when none is presented and
+    /// every stream needs one. The endpoint calls it on the headers, so
+    /// that a caller without the token holds nothing while it sends.
+    pub fn admits_bearer(&self, bearer: Option<&str>) -> Result<(), ReceiveError> {
+        self.authenticate(bearer).map(|_| ())
     }
 
     /// Which stream a presented bearer token belongs to (its index); an
@@ -241,8 +277,16 @@ impl Receiver {
         let tenant = trust
             .issuer(&verified.issuer)
             .and_then(|i| i.tenant.as_deref());
-        let plan = self.plan(&event, history.keyer(), tenant, policy, now_ms)?;
-        match self.seen.admit(&verified.issuer, event.jti, now_ms) {
+        let issuer = Issuer {
+            name: &verified.issuer,
+            tenant,
+            qualify: trust.qualifies_subjects(),
+        };
+        let plan = self.plan(&event, history.keyer(), &issuer, policy, now_ms)?;
+        match self
+            .seen
+            .admit(&verified.issuer, event.jti, event.iat, now_ms)
+        {
             Ok(()) => {}
             Err(Refusal::Replayed) => {
                 return Err(ReceiveError::InvalidRequest(format!(
@@ -278,13 +322,13 @@ impl Receiver {
         })
     }
 
-    /// What `event` does, with identifiers hashed by `keyer`, for the
-    /// issuer's tenant when it is bound to one.
+    /// What `event` does, with identifiers hashed by `keyer`, about a
+    /// subject of `issuer`.
     fn plan(
         &self,
         event: &Event<'_>,
         keyer: &Keyer,
-        tenant: Option<&str>,
+        issuer: &Issuer<'_>,
         policy: &PolicySet,
         now: Millis,
     ) -> Result<Plan, ReceiveError> {
@@ -306,7 +350,7 @@ impl Receiver {
                 what,
             )
         };
-        let ids = || self.identifiers(event, keyer, tenant);
+        let ids = || self.identifiers(event, keyer, issuer);
         Ok(match kind {
             Kind::Verification => Plan::Nothing("no effect: verification acknowledged"),
             Kind::StreamUpdated => Plan::Nothing("no effect: stream update acknowledged"),
@@ -384,24 +428,42 @@ impl Receiver {
     /// event's subject names them. An issuer bound to a tenant
     /// (`[[trust.issuers]] tenant`) speaks for that tenant only: its events
     /// are about its tenant's users, and one naming another tenant is
-    /// refused.
+    /// refused. An issuer speaks for its own users only: an `iss_sub`
+    /// subject of another issuer is refused. With two or more trusted
+    /// issuers the subject id is `<iss>#<sub>` (the SET's verified `iss`),
+    /// as `RecordStepUp` and Envoy's mapping name it.
     fn identifiers(
         &self,
         event: &Event<'_>,
         keyer: &Keyer,
-        bound: Option<&str>,
+        issuer: &Issuer<'_>,
     ) -> Result<(SubjectKey, Option<u64>, Option<u64>), ReceiveError> {
         let m = &self.config.mapping;
         let sub = event
             .subject
             .ok_or_else(|| ReceiveError::InvalidRequest("the SET has no `sub_id`".to_owned()))?;
-        let id = subject::first(&m.subject, sub, "user").ok_or_else(|| {
+        let (id, from) = subject::first_in(&m.subject, sub, "user").ok_or_else(|| {
             ReceiveError::InvalidRequest(format!(
                 "the subject names no user the `[ssf] subject` mapping finds ({})",
                 names(&m.subject)
             ))
         })?;
-        let long = [Some(id), subject::first(&m.tenant, sub, "tenant")]
+        if from.get("format").and_then(serde_json::Value::as_str) == Some("iss_sub") {
+            let named = from.get("iss").and_then(serde_json::Value::as_str);
+            if named != Some(issuer.name) {
+                return Err(ReceiveError::InvalidRequest(format!(
+                    "the subject's `iss_sub` issuer `{}` is not the SET's issuer `{}`",
+                    crate::trust::verify::shorten(named.unwrap_or("(none)")),
+                    issuer.name
+                )));
+            }
+        }
+        let id = if issuer.qualify {
+            format!("{}{}{id}", issuer.name, crate::mapping::ISSUER_SEPARATOR)
+        } else {
+            id.to_owned()
+        };
+        let long = [Some(id.as_str()), subject::first(&m.tenant, sub, "tenant")]
             .into_iter()
             .flatten()
             .any(|s| s.len() > crate::request::MAX_STRING_BYTES);
@@ -412,7 +474,7 @@ impl Receiver {
             )));
         }
         let named = subject::first(&m.tenant, sub, "tenant");
-        let tenant = match (bound, named) {
+        let tenant = match (issuer.tenant, named) {
             (Some(b), Some(n)) if b != n => {
                 return Err(ReceiveError::InvalidRequest(format!(
                     "the subject's tenant `{n}` is not the tenant of the issuer (`[[trust.issuers]] tenant`)"
@@ -423,7 +485,7 @@ impl Receiver {
         };
         let session = subject::first(&m.session, sub, "session").map(|s| keyer.session(s));
         let device = subject::first(&m.device, sub, "device").map(|d| keyer.device(d));
-        Ok((keyer.subject(tenant, id), session, device))
+        Ok((keyer.subject(tenant, &id), session, device))
     }
 
     /// The policy level an assurance level or acr value stands for: through

@@ -98,6 +98,15 @@ impl Selector {
         subject: &'a Map<String, Value>,
         default_member: &str,
     ) -> Option<&'a str> {
+        self.find_in(subject, default_member).map(|(v, _)| v)
+    }
+
+    /// [`Selector::find`], with the Subject Identifier the value is in.
+    fn find_in<'a>(
+        &self,
+        subject: &'a Map<String, Value>,
+        default_member: &str,
+    ) -> Option<(&'a str, &'a Map<String, Value>)> {
         let member = self.member.as_deref().unwrap_or(default_member);
         let id = if subject.get("format").and_then(Value::as_str) == Some("complex") {
             subject.get(member)?.as_object()?
@@ -110,8 +119,11 @@ impl Selector {
     }
 
     /// The field in one Subject Identifier (or, for `aliases`, in the first
-    /// of its identifiers of the selector's format).
-    fn in_identifier<'a>(&self, id: &'a Map<String, Value>) -> Option<&'a str> {
+    /// of its identifiers of the selector's format), with that identifier.
+    fn in_identifier<'a>(
+        &self,
+        id: &'a Map<String, Value>,
+    ) -> Option<(&'a str, &'a Map<String, Value>)> {
         match id.get("format").and_then(Value::as_str)? {
             "aliases" => id
                 .get("identifiers")?
@@ -122,7 +134,8 @@ impl Selector {
             f if f == self.format => id
                 .get(&self.field)
                 .and_then(Value::as_str)
-                .filter(|v| !v.is_empty()),
+                .filter(|v| !v.is_empty())
+                .map(|v| (v, id)),
             _ => None,
         }
     }
@@ -134,9 +147,19 @@ pub fn first<'a>(
     subject: &'a Map<String, Value>,
     default_member: &str,
 ) -> Option<&'a str> {
+    first_in(selectors, subject, default_member).map(|(v, _)| v)
+}
+
+/// [`first`], with the Subject Identifier the value is in (its `format`
+/// and, for `iss_sub`, its `iss`).
+pub fn first_in<'a>(
+    selectors: &[Selector],
+    subject: &'a Map<String, Value>,
+    default_member: &str,
+) -> Option<(&'a str, &'a Map<String, Value>)> {
     selectors
         .iter()
-        .find_map(|s| s.find(subject, default_member))
+        .find_map(|s| s.find_in(subject, default_member))
 }
 
 /// Checks the shape of a subject (RFC 9493, SSF 1.0 complex subjects):

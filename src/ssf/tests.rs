@@ -383,3 +383,128 @@ fn errors_map_to_rfc_8935_codes() {
     });
     assert_eq!((e.err(), e.status()), ("unavailable", 503));
 }
+
+/// What the transmitter is told never lists the configuration (accepted
+/// audiences and algorithms, key URLs, settings); the log message does.
+#[test]
+fn descriptions_do_not_reveal_the_configuration() {
+    let secret = "https://internal.example/secret";
+    let cases = [
+        (
+            ReceiveError::from(TokenError::Audience {
+                accepted: format!("`{secret}`"),
+            }),
+            "`aud` does not name this receiver",
+        ),
+        (
+            ReceiveError::from(TokenError::UnknownIssuer {
+                issuer: secret.into(),
+            }),
+            "the SET's issuer is not trusted",
+        ),
+        (
+            ReceiveError::from(TokenError::KeysUnavailable {
+                issuer: ISS.into(),
+                reason: format!("cannot fetch {secret}/jwks"),
+            }),
+            "the issuer's keys are unavailable: retry later",
+        ),
+        (
+            ReceiveError::from(TokenError::AlgorithmNotAllowed {
+                alg: "HS256".into(),
+                accepted: format!("{secret}-RS256"),
+            }),
+            "the SET's algorithm is not accepted",
+        ),
+        (
+            ReceiveError::Unavailable(format!("{secret} ([history] enabled = false)")),
+            "the receiver cannot take events now: retry later",
+        ),
+    ];
+    for (e, description) in cases {
+        assert_eq!(e.description(), description);
+        assert!(e.to_string().contains(secret), "the log keeps it: {e}");
+    }
+    // What the SET itself did wrong is said as it is.
+    let e = ReceiveError::from(TokenError::BadSignature);
+    assert_eq!(e.description(), "the signature does not verify");
+    assert_eq!(
+        ReceiveError::InvalidRequest("`jti` is missing".into()).description(),
+        "`jti` is missing"
+    );
+}
+
+/// [`fixture`] trusting a second issuer (with the same keys): subject ids
+/// are then `<iss>#<sub>`.
+fn two_issuers() -> Fixture {
+    let mut f = fixture();
+    let jwks = f._dir.path().join("jwks.json");
+    f.trust = Trust::new(&TrustConfig {
+        issuers: vec![
+            IssuerConfig::new(ISS, vec![AUD.to_owned()], KeySource::File(jwks.clone())),
+            IssuerConfig::new(
+                "https://other.test",
+                vec![AUD.to_owned()],
+                KeySource::File(jwks),
+            ),
+        ],
+        ..TrustConfig::default()
+    });
+    f
+}
+
+#[tokio::test]
+async fn with_two_issuers_the_subject_is_issuer_qualified() {
+    let f = two_issuers();
+    assert!(f.trust.qualifies_subjects());
+    let r = receiver(Vec::new());
+    let change = serde_json::json!({"credential_type": "password", "change_type": "update"});
+    let user = |iss: &str| {
+        serde_json::json!({
+            "format": "complex",
+            "user": {"format": "iss_sub", "iss": iss, "sub": "alice@example.com"},
+        })
+    };
+    let set = f.set("q1", "credential-change", change.clone(), user(ISS));
+    f.receive(&r, &set, None).await.unwrap();
+    let now = Utc::now().timestamp_millis();
+    let qualified = f
+        .history
+        .keyer()
+        .subject("", &format!("{ISS}#alice@example.com"));
+    assert!(
+        f.history.store().get(qualified, now).is_some(),
+        "the subject decisions name"
+    );
+    assert!(f.signals().is_none(), "not the bare `sub`");
+    // An email subject is qualified with the SET's issuer too.
+    let set = f.set("q2", "credential-change", change.clone(), alice(None));
+    f.receive(&r, &set, None).await.unwrap();
+    assert!(f.signals().is_none());
+}
+
+#[tokio::test]
+async fn an_iss_sub_subject_of_another_issuer_is_refused() {
+    for f in [fixture(), two_issuers()] {
+        let r = receiver(Vec::new());
+        let subject = serde_json::json!({
+            "format": "iss_sub", "iss": "https://other.test", "sub": "alice@example.com"
+        });
+        let set = f.set(
+            "x1",
+            "credential-change",
+            serde_json::json!({"credential_type": "password", "change_type": "update"}),
+            subject,
+        );
+        let e = f.receive(&r, &set, None).await.unwrap_err();
+        assert_eq!(
+            e,
+            ReceiveError::InvalidRequest(
+                "the subject's `iss_sub` issuer `https://other.test` is not the SET's issuer `https://idp.test`"
+                    .to_owned()
+            )
+        );
+        assert_eq!(e.err(), "invalid_request");
+        assert!(f.signals().is_none());
+    }
+}
