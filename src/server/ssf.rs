@@ -65,6 +65,22 @@ pub struct SsfApi {
     deliveries: Arc<InFlight>,
 }
 
+/// How long an early refusal (wrong path, method, content type or bearer
+/// token) waits for a body the client is already sending, before it
+/// answers without it.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(1);
+
+/// `response`, after reading and discarding what arrives of `body` within
+/// [`DRAIN_DEADLINE`] (at most a SET's size). An HTTP/2 response sent while
+/// the client is still sending its body ends the stream with a reset, which
+/// some clients (curl) report as a stream error instead of the answer. No
+/// limit is held meanwhile: a client that never sends costs one task for a
+/// second.
+async fn drained(body: Body, response: Response<Body>) -> Response<Body> {
+    let _ = tokio::time::timeout(DRAIN_DEADLINE, Limited::new(body, MAX_SET_BYTES).collect()).await;
+    response
+}
+
 impl SsfApi {
     /// Receives events with `receiver` into `engine`'s history (keys from
     /// its trusted issuers): at most [`MAX_DELIVERIES`] at once, each
@@ -141,14 +157,16 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 impl SsfApi {
     async fn handle(&self, req: Request<Body>) -> Response<Body> {
-        if req.uri().path() != EVENTS_PATH {
-            return failure(
+        let (parts, body) = req.into_parts();
+        if parts.uri.path() != EVENTS_PATH {
+            let r = failure(
                 StatusCode::NOT_FOUND,
                 "invalid_request",
                 "no such endpoint: SETs are delivered to POST /ssf/events",
             );
+            return drained(body, r).await;
         }
-        if req.method() != Method::POST {
+        if parts.method != Method::POST {
             let mut r = failure(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "invalid_request",
@@ -156,19 +174,19 @@ impl SsfApi {
             );
             r.headers_mut()
                 .insert(ALLOW, hyper::header::HeaderValue::from_static("POST"));
-            return r;
+            return drained(body, r).await;
         }
-        if !is_secevent(req.headers()) {
-            return failure(
+        if !is_secevent(&parts.headers) {
+            let r = failure(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "invalid_request",
                 "the Content-Type must be application/secevent+jwt",
             );
+            return drained(body, r).await;
         }
-        let (parts, body) = req.into_parts();
         let bearer = bearer(&parts.headers);
         if let Err(e) = self.receiver.admits_bearer(bearer) {
-            return refused(&e);
+            return drained(body, refused(&e)).await;
         }
         let Some(_delivery) = self.deliveries.try_enter() else {
             return busy("too many deliveries at once: retry later");
@@ -353,18 +371,20 @@ mod tests {
     }
 
     /// Without the stream's token a delivery is answered from its headers,
-    /// its body never awaited; with it, deliveries whose body does not
+    /// its body awaited at most [`DRAIN_DEADLINE`] and under no limit; with
+    /// it, deliveries whose body does not
     /// come hold the receiver's own limit, not the shared one.
     #[tokio::test]
     async fn the_token_is_checked_on_the_headers_and_slow_bodies_hold_their_own_limit() {
         let in_flight = InFlight::new(2);
         let api = api(&in_flight);
         let quick = Duration::from_secs(1);
-        let r = tokio::time::timeout(quick, api.handle(slow(None)))
+        let drained = DRAIN_DEADLINE + quick;
+        let r = tokio::time::timeout(drained, api.handle(slow(None)))
             .await
             .expect("answered without the body");
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        let r = tokio::time::timeout(quick, api.handle(slow(Some("wrong"))))
+        let r = tokio::time::timeout(drained, api.handle(slow(Some("wrong"))))
             .await
             .expect("answered without the body");
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
