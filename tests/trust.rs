@@ -708,6 +708,19 @@ async fn a_listed_reporter_may_report_without_evidence() {
         amr: vec!["otp".into()],
         ..failure
     };
+    // A listed reporter's fields are checked against the policy.
+    let unknown = RecordStepUpRequest {
+        level: "aal9".into(),
+        ..success.clone()
+    };
+    let e = report_as(&engine, Some(reporter), unknown)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        e.message(),
+        "`level`: unknown level `aal9` (the levels are `aal1`, `aal2`)"
+    );
     let r = report_as(&engine, Some(reporter), success).await.unwrap();
     assert!(r.elevated_until.is_some());
 }

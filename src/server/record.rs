@@ -29,8 +29,9 @@ pub enum Authority {
 }
 
 /// The report `req`, sent by `peer`, makes, if it is trusted, and why.
-/// Without evidence the fields are all there is: bad input is named first
-/// (as for Decide), then the caller must be on `[trust] reporters`. With
+/// Without evidence the fields are all there is: malformed input is named
+/// first (as for Decide), then the caller must be on `[trust] reporters`,
+/// and only then are the fields checked against the policy. With
 /// evidence (from anyone, reporters included) the token is verified and
 /// what is recorded comes from it ([`apply_evidence`]), its time not held to
 /// `max_skew` (it is signed and bounded by the token's `exp`).
@@ -44,8 +45,10 @@ pub async fn trusted_report(
     max_skew: Option<std::time::Duration>,
 ) -> Result<(StepUpReport, Authority), CallError> {
     if req.evidence.is_empty() {
-        // The caller first: an unlisted one learns nothing of the policy
-        // (level names, acr values) from `INVALID_ARGUMENT`.
+        // The fields' shape, then the caller, then the policy: an unlisted
+        // caller learns nothing of the policy (level names, acr values, the
+        // time skew) from `INVALID_ARGUMENT`.
+        shape(&req)?;
         let reporter = reporter(trust, peer)?;
         let report = step_up_report(&req, clock, max_skew, policy, keyer)?;
         return Ok((report, Authority::Reporter(reporter)));
@@ -279,6 +282,21 @@ pub fn apply_evidence(
     Ok(req)
 }
 
+/// What can be checked of `req` without the policy or the configuration:
+/// `subject_id` given, no string too long.
+fn shape(req: &pb::RecordStepUpRequest) -> Result<(), InvalidRequest> {
+    if req.subject_id.is_empty() {
+        return Err(invalid("subject_id", "required"));
+    }
+    string("subject_id", &req.subject_id)?;
+    string("tenant", &req.tenant)?;
+    string("session_id", &req.session_id)?;
+    string("device_id", &req.device_id)?;
+    string("level", &req.level)?;
+    string("acr", &req.acr)?;
+    strings("amr", &req.amr)
+}
+
 /// Checks `req` against `policy` (level names, acr values) and turns it into
 /// a report at `clock` (unless `time` is set, which must lie within
 /// `max_skew` of `clock`), identifiers hashed by `keyer`.
@@ -289,16 +307,7 @@ pub fn step_up_report(
     policy: &PolicySet,
     keyer: &Keyer,
 ) -> Result<StepUpReport, InvalidRequest> {
-    if req.subject_id.is_empty() {
-        return Err(invalid("subject_id", "required"));
-    }
-    string("subject_id", &req.subject_id)?;
-    string("tenant", &req.tenant)?;
-    string("session_id", &req.session_id)?;
-    string("device_id", &req.device_id)?;
-    string("level", &req.level)?;
-    string("acr", &req.acr)?;
-    strings("amr", &req.amr)?;
+    shape(req)?;
     let level = if req.level.is_empty() {
         None
     } else {
