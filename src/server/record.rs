@@ -45,10 +45,10 @@ pub async fn trusted_report(
     max_skew: Option<std::time::Duration>,
 ) -> Result<(StepUpReport, Authority), CallError> {
     if req.evidence.is_empty() {
-        // The fields' shape, then the caller, then the policy: an unlisted
-        // caller learns nothing of the policy (level names, acr values, the
-        // time skew) from `INVALID_ARGUMENT`.
-        shape(&req)?;
+        // The fields' shape (what Decide checks too), then the caller, then
+        // the policy: an unlisted caller learns nothing of the policy (level
+        // names, acr values) from `INVALID_ARGUMENT`.
+        shape(&req, clock, max_skew)?;
         let reporter = reporter(trust, peer)?;
         let report = step_up_report(&req, clock, max_skew, policy, keyer)?;
         return Ok((report, Authority::Reporter(reporter)));
@@ -282,9 +282,14 @@ pub fn apply_evidence(
     Ok(req)
 }
 
-/// What can be checked of `req` without the policy or the configuration:
-/// `subject_id` given, no string too long.
-fn shape(req: &pb::RecordStepUpRequest) -> Result<(), InvalidRequest> {
+/// What can be checked of `req` without the policy, as Decide checks its
+/// requests: `subject_id` given, no string too long, `time` valid and within
+/// `max_skew` of `clock`.
+fn shape(
+    req: &pb::RecordStepUpRequest,
+    clock: DateTime<Utc>,
+    max_skew: Option<std::time::Duration>,
+) -> Result<(), InvalidRequest> {
     if req.subject_id.is_empty() {
         return Err(invalid("subject_id", "required"));
     }
@@ -294,7 +299,11 @@ fn shape(req: &pb::RecordStepUpRequest) -> Result<(), InvalidRequest> {
     string("device_id", &req.device_id)?;
     string("level", &req.level)?;
     string("acr", &req.acr)?;
-    strings("amr", &req.amr)
+    strings("amr", &req.amr)?;
+    if let Some(t) = &req.time {
+        within_skew("time", timestamp("time", t)?, clock, max_skew)?;
+    }
+    Ok(())
 }
 
 /// Checks `req` against `policy` (level names, acr values) and turns it into
@@ -307,7 +316,7 @@ pub fn step_up_report(
     policy: &PolicySet,
     keyer: &Keyer,
 ) -> Result<StepUpReport, InvalidRequest> {
-    shape(req)?;
+    shape(req, clock, max_skew)?;
     let level = if req.level.is_empty() {
         None
     } else {
@@ -354,7 +363,6 @@ pub fn step_up_report(
         Some(t) => timestamp("time", t)?,
         None => clock,
     };
-    within_skew("time", at, clock, max_skew)?;
     // A report from the future would open an elevation window that is live
     // now and lasts past its stated end.
     if at > clock + skew {
