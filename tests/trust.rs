@@ -976,7 +976,10 @@ async fn refusals_name_the_check_not_the_configuration() {
     let other_app = idp.key.sign(&claims(serde_json::json!({
         "aud": "another-app", "sid": "s-1", "auth_time": now(),
     })));
-    let e = c.record_step_up(with_evidence(other_app)).await.unwrap_err();
+    let e = c
+        .record_step_up(with_evidence(other_app))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert_eq!(
         e.message(),

@@ -245,6 +245,14 @@ pub fn apply_evidence(
         }
     }
     req.amr = amr;
+    apply_times(&mut req, token)?;
+    req.success = true;
+    Ok(req)
+}
+
+/// `auth_time` (required, and the one sent beside it must agree) and the
+/// step-up's time from `token` into `req`.
+fn apply_times(req: &mut pb::RecordStepUpRequest, token: &Verified) -> Result<(), CallError> {
     let seconds = |name: &str| -> Result<Option<i64>, CallError> {
         match token.claims.get(name) {
             None => Ok(None),
@@ -278,8 +286,7 @@ pub fn apply_evidence(
     // for the same authentication (a refresh) never opens a later window.
     let at = seconds("iat")?.map_or(auth_time, |iat| iat.min(auth_time));
     req.time = Some(stamp(at));
-    req.success = true;
-    Ok(req)
+    Ok(())
 }
 
 /// What can be checked of `req` without the policy, as Decide checks its
@@ -572,8 +579,16 @@ levels:
     /// not a security event, whatever it carries.
     #[test]
     fn evidence_must_be_an_id_or_access_token() {
-        for typ in [None, Some("JWT"), Some("at+jwt"), Some("application/AT+JWT")] {
-            assert!(evidence_kind(&token(typ, serde_json::json!({}))).is_ok(), "{typ:?}");
+        for typ in [
+            None,
+            Some("JWT"),
+            Some("at+jwt"),
+            Some("application/AT+JWT"),
+        ] {
+            assert!(
+                evidence_kind(&token(typ, serde_json::json!({}))).is_ok(),
+                "{typ:?}"
+            );
         }
         let e = evidence_kind(&token(Some("logout+jwt"), serde_json::json!({}))).unwrap_err();
         assert_eq!(
@@ -583,8 +598,9 @@ levels:
         let events = serde_json::json!({ "events": { "http://schemas.openid.net/event/backchannel-logout": {} } });
         let e = evidence_kind(&token(Some("JWT"), events)).unwrap_err();
         assert!(
-            e.to_string()
-                .starts_with("`evidence` refused (invalid_claim): the `events` claim is not absent"),
+            e.to_string().starts_with(
+                "`evidence` refused (invalid_claim): the `events` claim is not absent"
+            ),
             "{e}"
         );
     }
