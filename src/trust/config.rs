@@ -56,7 +56,8 @@ pub struct FileTrust {
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileIssuer {
-    /// The `iss` value, exactly as the issuer writes it.
+    /// The `iss` value, exactly as the issuer writes it (no `#`: it
+    /// separates issuer and subject in `<iss>#<sub>`).
     pub issuer: String,
     /// Accepted `aud` values (a token must name at least one).
     #[serde(default)]
@@ -78,9 +79,9 @@ pub struct FileIssuer {
     /// Accepted signature algorithms, a subset of `RS256`, `PS256`,
     /// `ES256`, `EdDSA` (default: all four).
     pub algorithms: Option<Vec<String>>,
-    /// How long a fetched key set is used (default `1h`).
+    /// How long a fetched key set is used (default `1h`, at least `1m`).
     pub jwks_refresh: Option<String>,
-    /// The least time between two fetches (default `30s`).
+    /// The least time between two fetches (default `30s`, at least `1s`).
     pub jwks_min_refresh: Option<String>,
 }
 
