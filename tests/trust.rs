@@ -999,3 +999,37 @@ async fn refusals_name_the_check_not_the_configuration() {
     assert!(!e.message().contains("aal1"), "{}", e.message());
     server.stop().await;
 }
+
+/// A fresh sign-in at a lower level does not make an old strong session
+/// fresh: the elevation's `acr`, `amr` and `auth_time` come as one.
+#[tokio::test]
+async fn a_fresh_weak_sign_in_does_not_refresh_an_old_strong_session() {
+    let idp = Idp::new();
+    let (server, _dir) = serve(idp.trust()).await;
+    let mut c = server.client().await;
+    // The caller's own token: aal2 with otp, an hour ago (`max_age: 5m` unmet).
+    let mut old_strong = decide_request("dora", "s-1");
+    if let Some(s) = old_strong.session.as_mut() {
+        s.acr = "urn:stepup:aal2".into();
+        s.amr = vec!["otp".into()];
+        s.auth_time = Some(pbjson_types::Timestamp {
+            seconds: now() - 3600,
+            nanos: 0,
+        });
+    }
+    let decide = |c: &mut Client, r: DecideRequest| {
+        let mut c = c.clone();
+        async move {
+            let r = c.decide(r).await.unwrap().into_inner();
+            Outcome::try_from(r.outcome).unwrap()
+        }
+    };
+    assert_eq!(decide(&mut c, old_strong.clone()).await, Outcome::Challenge);
+    let weak = idp.step_up("dora", "s-1", "urn:stepup:aal1", &["pwd"], now() - 5);
+    c.record_step_up(with_evidence(weak)).await.unwrap();
+    assert_eq!(decide(&mut c, old_strong.clone()).await, Outcome::Challenge);
+    let strong = idp.step_up("dora", "s-1", "urn:stepup:aal2", &["pwd", "otp"], now() - 5);
+    c.record_step_up(with_evidence(strong)).await.unwrap();
+    assert_eq!(decide(&mut c, old_strong).await, Outcome::Allow);
+    server.stop().await;
+}
