@@ -708,6 +708,19 @@ async fn a_listed_reporter_may_report_without_evidence() {
         amr: vec!["otp".into()],
         ..failure
     };
+    // A listed reporter's fields are checked against the policy.
+    let unknown = RecordStepUpRequest {
+        level: "aal9".into(),
+        ..success.clone()
+    };
+    let e = report_as(&engine, Some(reporter), unknown)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        e.message(),
+        "`level`: unknown level `aal9` (the levels are `aal1`, `aal2`)"
+    );
     let r = report_as(&engine, Some(reporter), success).await.unwrap();
     assert!(r.elevated_until.is_some());
 }
@@ -896,5 +909,127 @@ async fn with_two_issuers_evidence_names_the_issuer_qualified_subject() {
     assert_eq!(outcome(&mut c, "grace", "s-1").await, Outcome::Challenge);
     let other = format!("{partner}#grace");
     assert_eq!(outcome(&mut c, &other, "s-1").await, Outcome::Challenge);
+    server.stop().await;
+}
+
+/// What evidence proves is an authentication at its `auth_time`: without
+/// that claim it proves no time (`iat` is when the token was issued, e.g.
+/// refreshed long after), and a refreshed token opens no later window.
+#[tokio::test]
+async fn evidence_proves_its_auth_time_and_nothing_later() {
+    let idp = Idp::new();
+    let (server, _dir) = serve(idp.trust()).await;
+    let mut c = server.client().await;
+    let token = |auth_time: Option<i64>| {
+        let mut extra = serde_json::json!({
+            "sid": "s-1", "acr": "urn:stepup:aal2", "amr": ["pwd", "otp"],
+        });
+        if let Some(t) = auth_time {
+            extra["auth_time"] = t.into();
+        }
+        idp.key.sign(&claims(extra))
+    };
+    // An access token without `auth_time`, issued now: refused.
+    let e = c
+        .record_step_up(with_evidence(token(None)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(
+        e.message(),
+        "`evidence` refused (missing_claim): the `auth_time` claim is missing"
+    );
+    assert_eq!(outcome(&mut c, "alice", "s-1").await, Outcome::Challenge);
+    // A token refreshed now for an authentication 10 minutes ago: recorded,
+    // the window from the authentication, and `max_age: 5m` not met.
+    let authenticated = now() - 600;
+    let r = c
+        .record_step_up(with_evidence(token(Some(authenticated))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.elevated_until.unwrap().seconds, authenticated + 15 * 60);
+    assert_eq!(outcome(&mut c, "alice", "s-1").await, Outcome::Challenge);
+    server.stop().await;
+}
+
+/// A logout token or security event is no evidence; a refusal tells the
+/// caller the failed check, not the configuration (accepted audiences); a
+/// caller that may not report learns nothing of the policy's levels.
+#[tokio::test]
+async fn refusals_name_the_check_not_the_configuration() {
+    let idp = Idp::new();
+    let (server, _dir) = serve(idp.trust()).await;
+    let mut c = server.client().await;
+    let logout = idp.key.sign(&claims(serde_json::json!({
+        "sid": "s-1", "auth_time": now(),
+        "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+    })));
+    let e = c.record_step_up(with_evidence(logout)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(
+        e.message()
+            .starts_with("`evidence` refused (invalid_claim): the `events` claim is not absent"),
+        "{}",
+        e.message()
+    );
+    let other_app = idp.key.sign(&claims(serde_json::json!({
+        "aud": "another-app", "sid": "s-1", "auth_time": now(),
+    })));
+    let e = c
+        .record_step_up(with_evidence(other_app))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(
+        e.message(),
+        "`evidence` refused (aud_mismatch): `aud` names none of the accepted audiences"
+    );
+    assert!(!e.message().contains(AUDIENCE));
+    let e = c
+        .record_step_up(RecordStepUpRequest {
+            subject_id: "alice".into(),
+            level: "aal9".into(),
+            success: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(!e.message().contains("aal1"), "{}", e.message());
+    server.stop().await;
+}
+
+/// A fresh sign-in at a lower level does not make an old strong session
+/// fresh: the elevation's `acr`, `amr` and `auth_time` come as one.
+#[tokio::test]
+async fn a_fresh_weak_sign_in_does_not_refresh_an_old_strong_session() {
+    let idp = Idp::new();
+    let (server, _dir) = serve(idp.trust()).await;
+    let mut c = server.client().await;
+    // The caller's own token: aal2 with otp, an hour ago (`max_age: 5m` unmet).
+    let mut old_strong = decide_request("dora", "s-1");
+    if let Some(s) = old_strong.session.as_mut() {
+        s.acr = "urn:stepup:aal2".into();
+        s.amr = vec!["otp".into()];
+        s.auth_time = Some(pbjson_types::Timestamp {
+            seconds: now() - 3600,
+            nanos: 0,
+        });
+    }
+    let decide = |c: &mut Client, r: DecideRequest| {
+        let mut c = c.clone();
+        async move {
+            let r = c.decide(r).await.unwrap().into_inner();
+            Outcome::try_from(r.outcome).unwrap()
+        }
+    };
+    assert_eq!(decide(&mut c, old_strong.clone()).await, Outcome::Challenge);
+    let weak = idp.step_up("dora", "s-1", "urn:stepup:aal1", &["pwd"], now() - 5);
+    c.record_step_up(with_evidence(weak)).await.unwrap();
+    assert_eq!(decide(&mut c, old_strong.clone()).await, Outcome::Challenge);
+    let strong = idp.step_up("dora", "s-1", "urn:stepup:aal2", &["pwd", "otp"], now() - 5);
+    c.record_step_up(with_evidence(strong)).await.unwrap();
+    assert_eq!(decide(&mut c, old_strong).await, Outcome::Allow);
     server.stop().await;
 }

@@ -635,9 +635,12 @@ impl History {
         (until, failed)
     }
 
-    /// `req` with its session lifted by a live elevation of its session, when
-    /// one is stronger (its acr maps to a higher level) or fresher (a later
-    /// `auth_time`), or adds methods; `None` when nothing changes (the usual
+    /// `req` with its session lifted by a live elevation of its session:
+    /// the elevation's `acr`, `amr` and `auth_time` replace the caller's, as
+    /// one unit, when its acr maps to a higher level of `policy`'s ladder
+    /// than the caller's (or the caller's maps to none), or to the same
+    /// level with a later `auth_time`; an elevation without `acr`, or at a
+    /// lower level, changes nothing. `None` when nothing changes (the usual
     /// case, answered without a lookup when no elevation can be live).
     pub fn elevate(
         &self,
@@ -656,33 +659,43 @@ impl History {
             .elevation(self.keyer.session(&session.id), now)?
             .clone();
         let mut s = session.clone();
-        let mut changed = false;
-        if let Some(acr) = &e.acr {
-            let reported = policy.level_of_acr(acr);
-            if reported.is_some() && reported > policy.level_of_acr(&s.acr) {
-                s.acr = acr.to_string();
-                changed = true;
-            }
-        }
-        for m in &e.amr {
-            if !s.amr.iter().any(|x| **x == **m) && s.amr.len() < crate::request::MAX_ENTRIES {
-                s.amr.push(m.to_string());
-                changed = true;
-            }
-        }
         let caller = s.auth_time.as_ref().map_or(i64::MIN, |t| {
             t.seconds
                 .saturating_mul(1000)
                 .saturating_add(i64::from(t.nanos) / 1_000_000)
         });
-        if e.auth_time > caller {
-            s.auth_time = Some(pbjson_types::Timestamp {
-                seconds: e.auth_time.div_euclid(1000),
-                nanos: i32::try_from(e.auth_time.rem_euclid(1000) * 1_000_000).unwrap_or(0),
-            });
-            changed = true;
+        // `(acr, amr, auth_time)` describe one authentication and are taken
+        // together, never mixed with the caller's: an old strong step-up
+        // plus a fresh weak login of the same session must not read as a
+        // fresh strong one. An elevation without `acr` lifts nothing.
+        let acr = e.acr.as_deref()?;
+        let own = policy.level_of_acr(&s.acr);
+        let level = if *acr == *s.acr {
+            own
+        } else {
+            Some(policy.level_of_acr(acr)?)
+        };
+        let takes = match (level, own) {
+            (Some(l), Some(o)) if l > o => true,
+            (Some(_), None) => true,
+            (l, o) if l == o => e.auth_time > caller,
+            _ => false,
+        };
+        if !takes {
+            return None;
         }
-        changed.then(|| DecideRequest {
+        s.acr = acr.to_owned();
+        s.amr = e
+            .amr
+            .iter()
+            .take(crate::request::MAX_ENTRIES)
+            .map(|m| m.to_string())
+            .collect();
+        s.auth_time = Some(pbjson_types::Timestamp {
+            seconds: e.auth_time.div_euclid(1000),
+            nanos: i32::try_from(e.auth_time.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+        });
+        Some(DecideRequest {
             session: Some(s),
             ..req.clone()
         })

@@ -386,3 +386,74 @@ fn a_lowered_level_ends_the_elevation_and_signals_travel_in_json() {
     replica.merge(&lowered_only, &h.config().limits);
     assert!(replica.elevation(key, ms).is_none());
 }
+
+/// An elevation lifts `(acr, amr, auth_time)` as one unit, and only from a
+/// level at least the caller's own: an old strong session plus a fresh weak
+/// (or acr-less) re-authentication of the same session never reads as a
+/// fresh strong one.
+#[test]
+fn elevation_lifts_acr_amr_and_auth_time_together_from_an_equal_or_higher_level() {
+    let levels = "apiVersion: stepup/v1\nkind: Levels\nlevels:\n  - name: aal1\n    acr: [\"a1\"]\n  - name: aal2\n    acr: [\"a2\", \"a2-alt\"]\n  - name: aal3\n    acr: [\"a3\"]\n";
+    let (policy, _) = PolicySet::from_str("p.yaml", levels).unwrap();
+    let service = Service::new(policy, CacheConfig::default());
+    let h = service.history();
+    let policy = service.policy();
+    let now = Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).unwrap();
+    let ms = now.timestamp_millis();
+    let keyer = h.keyer().clone();
+    let old = "2026-11-27T09:00:00Z";
+    let session = |sid: &str, acr: &str| -> DecideRequest {
+        serde_json::from_value(serde_json::json!({
+            "action": "transfer",
+            "subject": { "id": "alice" },
+            "session": { "id": sid, "acr": acr, "amr": ["hwk"], "authTime": old },
+        }))
+        .unwrap()
+    };
+    let report = |sid: &str, acr: Option<&str>, amr: &[&str]| {
+        h.report(StepUpReport {
+            subject: keyer.subject("", "alice"),
+            session: Some(keyer.session(sid)),
+            device: None,
+            acr: acr.map(Arc::from),
+            amr: amr.iter().map(|m| Arc::from(*m)).collect(),
+            auth_time: ms - 60_000,
+            at: ms - 60_000,
+            success: true,
+        })
+    };
+    // An old aal3 session re-authenticated at aal1, or without acr, a
+    // minute ago: still the old aal3 authentication.
+    report("s-low", Some("a1"), &["pwd"]);
+    assert_eq!(h.elevate(&policy, &session("s-low", "a3"), now), None);
+    report("s-none", None, &["pwd"]);
+    assert_eq!(h.elevate(&policy, &session("s-none", "a3"), now), None);
+    assert_eq!(h.elevate(&policy, &session("s-none", "a1"), now), None);
+    // The same level (another acr of it), fresher: taken whole.
+    report("s-same", Some("a2-alt"), &["otp"]);
+    let lifted = h.elevate(&policy, &session("s-same", "a2"), now).unwrap();
+    let s = lifted.session.unwrap();
+    assert_eq!(s.acr, "a2-alt");
+    assert_eq!(s.amr, vec!["otp".to_owned()], "amr comes with the unit");
+    assert_eq!(s.auth_time.unwrap().seconds, (ms - 60_000) / 1000);
+    // A higher level: taken whole.
+    report("s-high", Some("a3"), &["hwk"]);
+    let s = h
+        .elevate(&policy, &session("s-high", "a1"), now)
+        .unwrap()
+        .session
+        .unwrap();
+    assert_eq!(
+        (s.acr.as_str(), s.auth_time.unwrap().seconds),
+        ("a3", (ms - 60_000) / 1000)
+    );
+    // The same level but older than the caller's own: nothing changes.
+    let mut fresh = session("s-same", "a2");
+    if let Some(s) = fresh.session.as_mut() {
+        s.auth_time = Some(pbjson_types::Timestamp {
+            seconds: ms / 1000,
+            nanos: 0,
+        });
+    }
+    assert_eq!(h.elevate(&policy, &fresh, now), None);
+}

@@ -47,8 +47,10 @@ pub enum CallError {
         /// `[trust] reporters`".
         caller: String,
     },
-    /// The `evidence` token failed a check (the code names it).
-    #[error("`evidence` refused ({code}): {error}", code = .0.code(), error = .0)]
+    /// The `evidence` token failed a check (the code names it; the message
+    /// is [`TokenError::public_message`], which names nothing of the
+    /// configuration).
+    #[error("`evidence` refused ({code}): {error}", code = .0.code(), error = .0.public_message())]
     Evidence(TokenError),
     /// A field sent beside the evidence says something the token does not.
     #[error("`{field}` {detail}")]
@@ -140,9 +142,21 @@ mod tests {
         );
         let status = Status::from(CallError::Evidence(TokenError::KeysUnavailable {
             issuer: "https://idp.test".into(),
-            reason: "down".into(),
+            reason: "https://idp.internal/jwks: connection refused".into(),
         }));
         assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "`evidence` refused (keys_unavailable): the keys of issuer `https://idp.test` are unavailable; retry later"
+        );
+        // Nothing of the configuration reaches an unauthenticated caller.
+        let status = Status::from(CallError::Evidence(TokenError::Audience {
+            accepted: "`checkout-web`, `admin-console`".into(),
+        }));
+        assert_eq!(
+            status.message(),
+            "`evidence` refused (aud_mismatch): `aud` names none of the accepted audiences"
+        );
         let status = Status::from(CallError::EvidenceMismatch {
             field: "session_id",
             detail: "does not match the evidence's `sid` claim".into(),

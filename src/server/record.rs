@@ -29,8 +29,9 @@ pub enum Authority {
 }
 
 /// The report `req`, sent by `peer`, makes, if it is trusted, and why.
-/// Without evidence the fields are all there is: bad input is named first
-/// (as for Decide), then the caller must be on `[trust] reporters`. With
+/// Without evidence the fields are all there is: malformed input is named
+/// first (as for Decide), then the caller must be on `[trust] reporters`,
+/// and only then are the fields checked against the policy. With
 /// evidence (from anyone, reporters included) the token is verified and
 /// what is recorded comes from it ([`apply_evidence`]), its time not held to
 /// `max_skew` (it is signed and bounded by the token's `exp`).
@@ -44,8 +45,13 @@ pub async fn trusted_report(
     max_skew: Option<std::time::Duration>,
 ) -> Result<(StepUpReport, Authority), CallError> {
     if req.evidence.is_empty() {
+        // The fields' shape (what Decide checks too), then the caller, then
+        // the policy: an unlisted caller learns nothing of the policy (level
+        // names, acr values) from `INVALID_ARGUMENT`.
+        shape(&req, clock, max_skew)?;
+        let reporter = reporter(trust, peer)?;
         let report = step_up_report(&req, clock, max_skew, policy, keyer)?;
-        return Ok((report, Authority::Reporter(reporter(trust, peer)?)));
+        return Ok((report, Authority::Reporter(reporter)));
     }
     if trust.is_off() {
         return Err(CallError::ReportsOff);
@@ -53,14 +59,24 @@ pub async fn trusted_report(
     let token = trust
         .verify(&req.evidence, &crate::trust::Expect::evidence())
         .await
-        .map_err(CallError::Evidence)?;
+        .map_err(|e| {
+            // The caller is told the check that failed, not what the
+            // configuration holds (audiences, JWKS location): that is here.
+            if e.is_token_fault() {
+                tracing::debug!(code = e.code(), "step-up evidence refused: {e}");
+            } else {
+                tracing::warn!(code = e.code(), "step-up evidence not checked: {e}");
+            }
+            CallError::Evidence(e)
+        })?;
+    evidence_kind(&token)?;
     let issuer = trust.issuer(&token.issuer).ok_or_else(|| {
         CallError::Evidence(TokenError::UnknownIssuer {
             issuer: token.issuer.to_string(),
         })
     })?;
     let qualify = trust.qualifies_subjects();
-    let req = apply_evidence(req, &token, issuer, qualify, policy, clock)?;
+    let req = apply_evidence(req, &token, issuer, qualify, policy)?;
     let report = step_up_report(&req, clock, None, policy, keyer)?;
     Ok((report, Authority::Evidence(Box::new(token))))
 }
@@ -80,6 +96,30 @@ fn reporter(trust: &Trust, peer: Option<&Peer>) -> Result<Arc<str>, CallError> {
                 .to_owned(),
         }),
     }
+}
+
+/// Refuses a token that is no step-up evidence by its kind: a `typ` other
+/// than none, `JWT` or `at+jwt` (e.g. `logout+jwt`, `secevent+jwt`), or an
+/// `events` claim (a Security Event Token or a logout token, which proves no
+/// authentication).
+fn evidence_kind(token: &Verified) -> Result<(), CallError> {
+    if let Some(typ) = &token.typ {
+        let lower = typ.to_ascii_lowercase();
+        let short = lower.strip_prefix("application/").unwrap_or(&lower);
+        if short != "jwt" && short != "at+jwt" {
+            return Err(CallError::Evidence(TokenError::Type {
+                found: format!("`{}`", typ.chars().take(64).collect::<String>()),
+                expected: "absent, `JWT` or `at+jwt` (an ID token or access token)".to_owned(),
+            }));
+        }
+    }
+    if token.claims.contains_key("events") {
+        return Err(claim_type(
+            "events",
+            "absent (a token with `events` is a security event or logout token, no evidence of a step-up)",
+        ));
+    }
+    Ok(())
 }
 
 fn mismatch(field: &'static str, detail: impl Into<String>) -> CallError {
@@ -102,15 +142,16 @@ fn claim_type(claim: &str, expected: &'static str) -> CallError {
 /// session (`sid`), `acr`, `amr`, `auth_time` from the token, the tenant
 /// from the issuer's settings when it names one; each field sent beside
 /// them checked to agree (else `PERMISSION_DENIED` naming the field); a
-/// success; at the token's `iat` (else `auth_time`, else `clock`), so that
-/// the same evidence reported twice records the same thing.
+/// success; `auth_time` required (else `UNAUTHENTICATED` `missing_claim`);
+/// at the token's `auth_time` (its `iat` if earlier), so that the same
+/// evidence reported twice records the same thing and a token refreshed
+/// after the step-up opens no later window.
 pub fn apply_evidence(
     mut req: pb::RecordStepUpRequest,
     token: &Verified,
     issuer: &IssuerConfig,
     qualify: bool,
     policy: &PolicySet,
-    clock: DateTime<Utc>,
 ) -> Result<pb::RecordStepUpRequest, CallError> {
     let subject_claim = issuer.subject_claim.as_str();
     let subject = token.subject.as_deref().ok_or_else(|| {
@@ -204,6 +245,14 @@ pub fn apply_evidence(
         }
     }
     req.amr = amr;
+    apply_times(&mut req, token)?;
+    req.success = true;
+    Ok(req)
+}
+
+/// `auth_time` (required, and the one sent beside it must agree) and the
+/// step-up's time from `token` into `req`.
+fn apply_times(req: &mut pb::RecordStepUpRequest, token: &Verified) -> Result<(), CallError> {
     let seconds = |name: &str| -> Result<Option<i64>, CallError> {
         match token.claims.get(name) {
             None => Ok(None),
@@ -214,24 +263,54 @@ pub fn apply_evidence(
                 .ok_or_else(|| claim_type(name, "a number of seconds")),
         }
     };
-    let auth_time = seconds("auth_time")?;
+    // Required: without it the token's `iat` would pass for the time of
+    // the authentication, and a token refreshed long after the step-up
+    // (same `acr`, new `iat`) would look fresh to `max_age`.
+    let auth_time = seconds("auth_time")?.ok_or_else(|| {
+        CallError::Evidence(TokenError::MissingClaim {
+            claim: "auth_time".to_owned(),
+        })
+    })?;
     if let Some(sent) = &req.auth_time
-        && auth_time != Some(sent.seconds)
+        && auth_time != sent.seconds
     {
         return Err(mismatch(
             "auth_time",
-            match auth_time {
-                Some(_) => "does not match the evidence's `auth_time` claim",
-                None => "is given but the evidence has no `auth_time` claim",
-            },
+            "does not match the evidence's `auth_time` claim",
         ));
     }
     let stamp = |seconds: i64| Timestamp { seconds, nanos: 0 };
-    req.auth_time = auth_time.map(stamp);
-    let at = seconds("iat")?.or(auth_time).unwrap_or(clock.timestamp());
+    req.auth_time = Some(stamp(auth_time));
+    // The step-up happened at `auth_time`: the elevation window starts
+    // there (at `iat` only when that is earlier), so a token issued later
+    // for the same authentication (a refresh) never opens a later window.
+    let at = seconds("iat")?.map_or(auth_time, |iat| iat.min(auth_time));
     req.time = Some(stamp(at));
-    req.success = true;
-    Ok(req)
+    Ok(())
+}
+
+/// What can be checked of `req` without the policy, as Decide checks its
+/// requests: `subject_id` given, no string too long, `time` valid and within
+/// `max_skew` of `clock`.
+fn shape(
+    req: &pb::RecordStepUpRequest,
+    clock: DateTime<Utc>,
+    max_skew: Option<std::time::Duration>,
+) -> Result<(), InvalidRequest> {
+    if req.subject_id.is_empty() {
+        return Err(invalid("subject_id", "required"));
+    }
+    string("subject_id", &req.subject_id)?;
+    string("tenant", &req.tenant)?;
+    string("session_id", &req.session_id)?;
+    string("device_id", &req.device_id)?;
+    string("level", &req.level)?;
+    string("acr", &req.acr)?;
+    strings("amr", &req.amr)?;
+    if let Some(t) = &req.time {
+        within_skew("time", timestamp("time", t)?, clock, max_skew)?;
+    }
+    Ok(())
 }
 
 /// Checks `req` against `policy` (level names, acr values) and turns it into
@@ -244,16 +323,7 @@ pub fn step_up_report(
     policy: &PolicySet,
     keyer: &Keyer,
 ) -> Result<StepUpReport, InvalidRequest> {
-    if req.subject_id.is_empty() {
-        return Err(invalid("subject_id", "required"));
-    }
-    string("subject_id", &req.subject_id)?;
-    string("tenant", &req.tenant)?;
-    string("session_id", &req.session_id)?;
-    string("device_id", &req.device_id)?;
-    string("level", &req.level)?;
-    string("acr", &req.acr)?;
-    strings("amr", &req.amr)?;
+    shape(req, clock, max_skew)?;
     let level = if req.level.is_empty() {
         None
     } else {
@@ -300,7 +370,6 @@ pub fn step_up_report(
         Some(t) => timestamp("time", t)?,
         None => clock,
     };
-    within_skew("time", at, clock, max_skew)?;
     // A report from the future would open an elevation window that is live
     // now and lasts past its stated end.
     if at > clock + skew {
@@ -449,5 +518,90 @@ levels:
         .unwrap();
         assert_eq!(r.acr.as_deref(), Some("urn:stepup:aal2"));
         assert!(r.session.is_some() && r.device.is_none());
+    }
+
+    fn token(typ: Option<&str>, claims: serde_json::Value) -> Verified {
+        Verified {
+            issuer: Arc::from("https://idp.test"),
+            subject: Some("alice".to_owned()),
+            kid: None,
+            algorithm: jsonwebtoken::Algorithm::ES256,
+            typ: typ.map(str::to_owned),
+            claims: claims.as_object().cloned().unwrap(),
+        }
+    }
+
+    fn apply(token: &Verified) -> Result<pb::RecordStepUpRequest, String> {
+        let (policy, _) = PolicySet::from_str("p.yaml", POLICY).unwrap();
+        let issuer = IssuerConfig::new(
+            "https://idp.test",
+            vec!["app".into()],
+            crate::trust::KeySource::File("jwks.json".into()),
+        );
+        apply_evidence(
+            pb::RecordStepUpRequest::default(),
+            token,
+            &issuer,
+            false,
+            &policy,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// `iat` is no authentication time: evidence without `auth_time` is
+    /// refused, and a token issued (refreshed) after the authentication
+    /// opens its window at `auth_time`, not at the later `iat`.
+    #[test]
+    fn evidence_needs_auth_time_and_its_window_starts_there() {
+        let t = token(
+            None,
+            serde_json::json!({ "sid": "s-1", "acr": "urn:stepup:aal2", "iat": 2_000_000 }),
+        );
+        assert_eq!(
+            apply(&t).unwrap_err(),
+            "`evidence` refused (missing_claim): the `auth_time` claim is missing"
+        );
+        let t = token(
+            None,
+            serde_json::json!({ "sid": "s-1", "acr": "urn:stepup:aal2", "iat": 2_000_000, "auth_time": 1_000_000 }),
+        );
+        let req = apply(&t).unwrap();
+        assert_eq!(req.auth_time.map(|t| t.seconds), Some(1_000_000));
+        assert_eq!(req.time.map(|t| t.seconds), Some(1_000_000));
+        let t = token(
+            None,
+            serde_json::json!({ "sid": "s-1", "iat": 999_990, "auth_time": 1_000_000 }),
+        );
+        assert_eq!(apply(&t).unwrap().time.map(|t| t.seconds), Some(999_990));
+    }
+
+    /// Only an ID token or access token is evidence: not a logout token,
+    /// not a security event, whatever it carries.
+    #[test]
+    fn evidence_must_be_an_id_or_access_token() {
+        for typ in [
+            None,
+            Some("JWT"),
+            Some("at+jwt"),
+            Some("application/AT+JWT"),
+        ] {
+            assert!(
+                evidence_kind(&token(typ, serde_json::json!({}))).is_ok(),
+                "{typ:?}"
+            );
+        }
+        let e = evidence_kind(&token(Some("logout+jwt"), serde_json::json!({}))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`evidence` refused (typ_mismatch): `typ` is `logout+jwt`, expected absent, `JWT` or `at+jwt` (an ID token or access token)"
+        );
+        let events = serde_json::json!({ "events": { "http://schemas.openid.net/event/backchannel-logout": {} } });
+        let e = evidence_kind(&token(Some("JWT"), events)).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "`evidence` refused (invalid_claim): the `events` claim is not absent"
+            ),
+            "{e}"
+        );
     }
 }

@@ -22,6 +22,12 @@ pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(3600);
 /// sidecar hammer the identity provider).
 pub const DEFAULT_JWKS_MIN_REFRESH: Duration = Duration::from_secs(30);
 
+/// The least `jwks_min_refresh` a configuration may set.
+pub const MIN_JWKS_MIN_REFRESH: Duration = Duration::from_secs(1);
+
+/// The least `jwks_refresh` a configuration may set.
+pub const MIN_JWKS_REFRESH: Duration = Duration::from_secs(60);
+
 /// The signature algorithms a token may use: never `none`, never HMAC.
 pub const ALGORITHMS: [Algorithm; 4] = [
     Algorithm::RS256,
@@ -50,7 +56,8 @@ pub struct FileTrust {
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileIssuer {
-    /// The `iss` value, exactly as the issuer writes it.
+    /// The `iss` value, exactly as the issuer writes it (no `#`: it
+    /// separates issuer and subject in `<iss>#<sub>`).
     pub issuer: String,
     /// Accepted `aud` values (a token must name at least one).
     #[serde(default)]
@@ -72,9 +79,9 @@ pub struct FileIssuer {
     /// Accepted signature algorithms, a subset of `RS256`, `PS256`,
     /// `ES256`, `EdDSA` (default: all four).
     pub algorithms: Option<Vec<String>>,
-    /// How long a fetched key set is used (default `1h`).
+    /// How long a fetched key set is used (default `1h`, at least `1m`).
     pub jwks_refresh: Option<String>,
-    /// The least time between two fetches (default `30s`).
+    /// The least time between two fetches (default `30s`, at least `1s`).
     pub jwks_min_refresh: Option<String>,
 }
 
@@ -213,6 +220,13 @@ fn issuer(
     let before = problems.len();
     if f.issuer.trim().is_empty() {
         problems.push(format!("{at}.issuer: required"));
+    } else if f.issuer.contains('#') {
+        // With several issuers a subject is `<iss>#<sub>` (here and in the
+        // Envoy mapping): an issuer with `#` would make that split two ways.
+        problems.push(format!(
+            "{at}.issuer `{}`: contains `#`, which separates issuer and subject in `<iss>#<sub>`",
+            f.issuer
+        ));
     }
     if f.audiences.is_empty() || f.audiences.iter().any(|a| a.is_empty()) {
         problems.push(format!(
@@ -268,25 +282,38 @@ fn issuer(
         None => ALGORITHMS.to_vec(),
         Some(names) => algorithms(&names, at, problems),
     };
-    let duration =
-        |key: &str, text: Option<String>, default: Duration, problems: &mut Vec<String>| match text
-        {
-            None => default,
-            Some(t) => parse_duration(&t).unwrap_or_else(|e| {
+    // A zero or tiny interval would let made-up `kid`s (or the periodic
+    // refresh) hammer the issuer's JWKS endpoint: each has a floor.
+    let duration = |key: &str,
+                    text: Option<String>,
+                    default: Duration,
+                    (min, min_text): (Duration, &str),
+                    problems: &mut Vec<String>| match text {
+        None => default,
+        Some(t) => match parse_duration(&t) {
+            Ok(d) if d < min => {
+                problems.push(format!("{at}.{key} `{t}`: less than {min_text}"));
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
                 problems.push(format!("{at}.{key} `{t}`: {e}"));
                 default
-            }),
-        };
+            }
+        },
+    };
     let jwks_refresh = duration(
         "jwks_refresh",
         f.jwks_refresh,
         DEFAULT_JWKS_REFRESH,
+        (MIN_JWKS_REFRESH, "1m"),
         problems,
     );
     let jwks_min_refresh = duration(
         "jwks_min_refresh",
         f.jwks_min_refresh,
         DEFAULT_JWKS_MIN_REFRESH,
+        (MIN_JWKS_MIN_REFRESH, "1s"),
         problems,
     );
     if problems.len() > before {
@@ -433,5 +460,35 @@ jwks_min_refresh = "1s"
         assert_eq!(i.algorithms, vec![Algorithm::ES256]);
         assert_eq!(i.jwks_min_refresh, Duration::from_secs(1));
         assert_eq!(i.jwks_refresh, DEFAULT_JWKS_REFRESH);
+    }
+
+    #[test]
+    fn refuses_hash_in_issuer_and_too_short_refreshes() {
+        let (c, problems) = resolve(
+            r#"
+[[issuers]]
+issuer = "https://idp.example.com/#tenant"
+audiences = ["stepup"]
+jwks_url = "https://idp.example.com/jwks"
+jwks_min_refresh = "500ms"
+jwks_refresh = "59s"
+[[issuers]]
+issuer = "https://other.example.com"
+audiences = ["stepup"]
+jwks_url = "https://other.example.com/jwks"
+jwks_min_refresh = "0s"
+jwks_refresh = "1m"
+"#,
+        );
+        assert!(c.issuers.is_empty());
+        assert_eq!(
+            problems,
+            vec![
+                "trust.issuers[0].issuer `https://idp.example.com/#tenant`: contains `#`, which separates issuer and subject in `<iss>#<sub>`",
+                "trust.issuers[0].jwks_refresh `59s`: less than 1m",
+                "trust.issuers[0].jwks_min_refresh `500ms`: less than 1s",
+                "trust.issuers[1].jwks_min_refresh `0s`: less than 1s",
+            ]
+        );
     }
 }

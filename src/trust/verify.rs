@@ -203,6 +203,21 @@ impl TokenError {
         }
     }
 
+    /// The error as told to the one who sent the token: the failed check,
+    /// without what only the configuration knows (the accepted audiences,
+    /// where the keys come from and why they could not be loaded), which
+    /// the full message (for the log) names.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Audience { .. } => "`aud` names none of the accepted audiences".to_owned(),
+            Self::KeysUnavailable { issuer, .. } => {
+                format!("the keys of issuer `{issuer}` are unavailable; retry later")
+            }
+            Self::UnknownIssuer { issuer } => format!("issuer `{issuer}` is not trusted"),
+            other => other.to_string(),
+        }
+    }
+
     /// Whether the token is at fault (else the verifier could not check
     /// it: [`TokenError::KeysUnavailable`]).
     pub fn is_token_fault(&self) -> bool {
