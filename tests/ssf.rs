@@ -236,6 +236,14 @@ async fn a_revoked_session_is_denied_next_and_the_trace_names_the_event() {
     let r = decide(&mut client, request("orders.list", "s-1")).await;
     assert_eq!(r.outcome(), Outcome::Deny);
     assert_eq!(r.reasons[0].rule_id, "session-revoked");
+    // Without `explain`, the trace names only the event that changed the
+    // decision (what the decision log records).
+    assert_eq!(r.trace.len(), 1, "{:?}", r.trace);
+    assert_eq!(r.trace[0].id, "session-revoked");
+    assert_eq!(
+        r.trace[0].detail,
+        "history.session_revoked from event `rev-1`"
+    );
     let mut explained = request("orders.list", "s-1");
     explained.explain = true;
     let r = decide(&mut client, explained).await;

@@ -47,6 +47,38 @@ pub(super) fn trace(
     out
 }
 
+/// The rules among `d`'s reasons whose conditions read `history` that
+/// Shared Signals events fed, each traced with those events' `jti`; empty
+/// when there are none (the history view is built only when some reason's
+/// condition reads `history`).
+pub(super) fn provenance(d: &super::Decision, history: &dyn Recall) -> Vec<TraceEntry> {
+    let reading: Vec<(&Arc<str>, Arc<str>)> = d
+        .reasons()
+        .filter_map(|(id, _, _)| {
+            let rule = d.policy.rules.iter().find(|r| r.id == *id)?;
+            let source = &rule.when.as_ref()?.source;
+            source
+                .contains("history.")
+                .then(|| (id, Arc::clone(source)))
+        })
+        .collect();
+    if reading.is_empty() {
+        return Vec::new();
+    }
+    let view = history.view();
+    reading
+        .into_iter()
+        .filter_map(|(id, source)| {
+            Some(TraceEntry {
+                kind: "rule",
+                id: Arc::clone(id),
+                fired: true,
+                detail: view.provenance(&source)?,
+            })
+        })
+        .collect()
+}
+
 fn trace_conditions(policy: &PolicySet, req: &DecideRequest, full: &Evaluated) -> Vec<TraceEntry> {
     let mut out = Vec::new();
     for (s, r) in policy.signals.iter().zip(full.signals.iter()) {

@@ -47,7 +47,23 @@ pub fn decide(
     } else {
         Vec::new()
     };
-    decision::conclude(policy, assessment, req, now, false, trace)
+    with_provenance(
+        decision::conclude(policy, assessment, req, now, false, trace),
+        history,
+    )
+}
+
+/// `d`, with the Shared Signals events that changed it: when it is not an
+/// ALLOW and carries no trace, the rules among its reasons that read
+/// `history` fed by an event (a revoked session, a credential change, ...)
+/// are traced with the events' `jti`, so the decision log says which event
+/// changed the decision. Nothing is looked up for an ALLOW or a decision
+/// without such a rule.
+fn with_provenance(mut d: Decision, history: &dyn Recall) -> Decision {
+    if d.outcome != Outcome::Allow && d.trace.is_empty() {
+        d.trace = explain::provenance(&d, history);
+    }
+    d
 }
 
 /// The time-independent part of deciding `req`: volatile conditions are
@@ -83,7 +99,10 @@ pub fn decide_from(
             stable,
         )),
     };
-    decision::conclude(policy, assessment, req, now, cache_hit, Vec::new())
+    with_provenance(
+        decision::conclude(policy, assessment, req, now, cache_hit, Vec::new()),
+        history,
+    )
 }
 
 /// The indices of the rules whose actions match `req`'s.
