@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use common::{TestServer, examples};
 use pbjson_types::Timestamp;
-use stepup::proto::v1::{self as pb, DecideBatchRequest, DecideRequest, DecideResponse, Outcome};
+use stepup::proto::v1::{DecideBatchRequest, DecideRequest, DecideResponse, Outcome};
 use stepup::{CacheConfig, DecisionLog, DecisionLogConfig, PolicySet, Service, Sink};
 use tonic::Code;
 
@@ -336,5 +336,47 @@ async fn disjoint_methods_are_a_conflict() {
         c.www_authenticate,
         "Bearer error=\"insufficient_user_authentication\", error_description=\"OTP\", acr_values=\"urn:stepup:aal2 urn:okta:loa:2fa:any http://schemas.openid.net/pape/policies/2007/06/multi-factor\", max_age=\"60\""
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reflection_describes_the_method() {
+    use prost::Message as _;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let server = TestServer::start(&examples(), CacheConfig::default()).await;
+    let mut reflection = ServerReflectionClient::new(server.channel().await);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "stepup.v1.DecisionService.DecideBatch".into(),
+        )),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = msg.message_response else {
+        panic!("unexpected reflection answer: {msg:?}");
+    };
+    let file = pbjson_types::FileDescriptorProto::decode(files.file_descriptor_proto[0].as_slice())
+        .unwrap();
+    let service = file
+        .service
+        .iter()
+        .find(|s| s.name() == "DecisionService")
+        .unwrap();
+    let method = service
+        .method
+        .iter()
+        .find(|m| m.name() == "DecideBatch")
+        .unwrap();
+    assert_eq!(method.input_type(), ".stepup.v1.DecideBatchRequest");
+    assert_eq!(method.output_type(), ".stepup.v1.DecideBatchResponse");
     server.stop().await;
 }
