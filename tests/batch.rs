@@ -98,6 +98,12 @@ async fn answers_in_order_with_mixed_outcomes() {
     // Counted once, under its own name.
     assert_eq!(server.grpc_count("DecideBatch", "OK"), 1);
     assert_eq!(server.grpc_count("Decide", "OK"), 0);
+    let text = server.engine.render_metrics();
+    assert!(
+        text.contains("stepup_grpc_server_handling_seconds_count{method=\"DecideBatch\"} 1\n"),
+        "{text}"
+    );
+    assert!(!text.contains("method=\"unknown\""), "{text}");
     server.stop().await;
 }
 

@@ -63,8 +63,18 @@ impl DecisionService for DecisionApi {
         &self,
         request: Request<DecideBatchRequest>,
     ) -> Result<Response<DecideBatchResponse>, Status> {
+        let span = crate::telemetry::logging::current_call_span();
         let caller = super::peer::Peer::of(&request).and_then(|p| p.identity.clone());
-        self.decide_batch_in(request.into_inner(), caller).await
+        // The call's span covers the whole batch (its decisions are many, so
+        // none of them sets the span's `stepup.*` attributes).
+        match span {
+            Some(scope) => {
+                self.decide_batch_in(request.into_inner(), caller)
+                    .instrument(scope)
+                    .await
+            }
+            None => self.decide_batch_in(request.into_inner(), caller).await,
+        }
     }
 
     async fn record_step_up(
