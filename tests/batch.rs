@@ -386,3 +386,23 @@ async fn reflection_describes_the_method() {
     assert_eq!(method.output_type(), ".stepup.v1.DecideBatchResponse");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_undecodable_batch_names_its_message_type() {
+    let server = TestServer::start(&examples(), CacheConfig::default()).await;
+    // Field 1 with wire type 7, which protobuf does not have.
+    let s = common::raw_call(
+        server.channel().await,
+        &server.addr.to_string(),
+        "/stepup.v1.DecisionService/DecideBatch",
+        common::frame(&[0x0f]),
+    )
+    .await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert_eq!(
+        s.message(),
+        "`stepup.v1.DecideBatchRequest`: not a valid message: invalid wire type value: 7"
+    );
+    assert_eq!(server.grpc_count("DecideBatch", "INVALID_ARGUMENT"), 1);
+    server.stop().await;
+}
