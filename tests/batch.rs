@@ -406,3 +406,48 @@ async fn an_undecodable_batch_names_its_message_type() {
     assert_eq!(server.grpc_count("DecideBatch", "INVALID_ARGUMENT"), 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_with_a_costly_decision_is_decided_off_the_runtime_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        examples().join("levels.yaml"),
+        dir.path().join("levels.yaml"),
+    )
+    .unwrap();
+    // `a.costly`: about 5,000 cost units (four `contains` per role over up
+    // to 64 roles of 1,024 bytes), so its decisions take the isolation path.
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "apiVersion: stepup/v1\nkind: Policy\nname: p\nrules:\n  - id: cheap\n    actions: [a.cheap]\n    when: 'subject.id == \"x\"'\n    effect: deny\n  - id: costly\n    actions: [a.costly]\n    when: >-\n      subject.roles.exists(r, r.contains(\"a\") && r.contains(\"b\") && r.contains(\"c\") && r.contains(\"d\"))\n    effect: deny\n",
+    )
+    .unwrap();
+    let server = TestServer::start(dir.path(), CacheConfig::default()).await;
+    assert!(server.engine.is_costly(Some("a.costly")));
+    let mut client = server.client().await;
+    let mut costly_hit = request("a.costly", "y", serde_json::json!({}));
+    costly_hit.subject.as_mut().unwrap().roles = vec!["abcd".into()];
+    let mut costly_miss = request("a.costly", "y", serde_json::json!({}));
+    costly_miss.subject.as_mut().unwrap().roles = vec!["zz".into()];
+    let r = client
+        .decide_batch(batch(
+            vec![
+                request("a.cheap", "x", serde_json::json!({})),
+                costly_hit,
+                costly_miss,
+                request("a.cheap", "y", serde_json::json!({})),
+            ],
+            true,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let outcomes: Vec<Outcome> = r.responses.iter().map(DecideResponse::outcome).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Deny, Outcome::Deny, Outcome::Allow, Outcome::Allow]
+    );
+    assert_eq!(r.responses[1].reasons[0].rule_id, "costly");
+    assert!(r.combined.is_none(), "no challenge to combine");
+    server.stop().await;
+}

@@ -188,8 +188,8 @@ impl DecisionApi {
         let items = self.validate_batch(batch.requests, Utc::now())?;
         if self.engine.history().backend().is_some() {
             let policy = self.engine.policy();
-            // Sequential and each bounded by the backend's timeout; a
-            // subject asked about twice is fetched once (the second is fresh).
+            // Every subject's history before any decision (one snapshot),
+            // one after the other, each bounded by the backend's timeout.
             for (req, now) in &items {
                 self.engine.history().prefetch(&policy, req, *now).await;
             }
