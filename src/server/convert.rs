@@ -98,3 +98,88 @@ pub fn response(d: &Decision) -> pb::DecideResponse {
             .collect(),
     }
 }
+
+/// The one challenge that satisfies every CHALLENGE decision of a batch:
+/// the strongest level any unmet requirement asks for, the smallest
+/// `max_age`, and the methods every requirement that names methods accepts
+/// (their intersection; `methods_conflict` when it is empty). `None` when no
+/// decision is a CHALLENGE.
+pub fn combined_challenge(decisions: &[Decision]) -> Option<pb::CombinedChallenge> {
+    let challenged: Vec<&Decision> = decisions
+        .iter()
+        .filter(|d| d.outcome == Outcome::Challenge)
+        .collect();
+    let first = challenged.first()?;
+    // Levels are indices into the policy set's ordered ladder (weakest
+    // first): the strongest is the largest. One policy set decides a batch.
+    let level = challenged.iter().filter_map(|d| d.challenge_level).max();
+    let max_age = challenged.iter().filter_map(|d| d.max_age).min();
+    let mut methods: Option<Vec<&str>> = None;
+    for d in &challenged {
+        let sets = d
+            .unmet
+            .iter()
+            .filter_map(|i| d.policy.rules.get(*i))
+            .filter_map(|r| r.requirement.as_ref())
+            .filter(|r| !r.methods.is_empty());
+        for r in sets {
+            let accepted = |m: &&str| r.methods.iter().any(|x| **x == **m);
+            methods = Some(match methods {
+                None => r.methods.iter().map(|m| &**m).collect(),
+                Some(cur) => cur.into_iter().filter(accepted).collect(),
+            });
+        }
+    }
+    let methods_conflict = methods.as_ref().is_some_and(Vec::is_empty);
+    let policy = &first.policy;
+    let level = level.and_then(|l| policy.levels.get(l));
+    let acr_values: Vec<String> = level
+        .map(|l| l.acr.iter().map(|a| owned(a)).collect())
+        .unwrap_or_default();
+    let description = first
+        .unmet
+        .first()
+        .and_then(|i| policy.rules.get(*i))
+        .map_or("step-up authentication required", |r| &r.message);
+    Some(pb::CombinedChallenge {
+        level: level.map(|l| owned(&l.name)).unwrap_or_default(),
+        www_authenticate: www_authenticate(description, &acr_values, max_age),
+        acr_values,
+        max_age: max_age.map(duration),
+        methods: methods.unwrap_or_default().into_iter().map(owned).collect(),
+        methods_conflict,
+    })
+}
+
+/// An RFC 9470 `WWW-Authenticate` value, as [`Decision::www_authenticate`]
+/// builds it.
+fn www_authenticate(description: &str, acr: &[String], max_age: Option<Duration>) -> String {
+    let mut v = String::with_capacity(160);
+    v.push_str("Bearer error=\"insufficient_user_authentication\", error_description=\"");
+    push_quoted(&mut v, description);
+    v.push('"');
+    if !acr.is_empty() {
+        v.push_str(", acr_values=\"");
+        for (i, a) in acr.iter().enumerate() {
+            if i > 0 {
+                v.push(' ');
+            }
+            push_quoted(&mut v, a);
+        }
+        v.push('"');
+    }
+    if let Some(max_age) = max_age {
+        v.push_str(", max_age=\"");
+        v.push_str(itoa::Buffer::new().format(max_age.as_secs()));
+        v.push('"');
+    }
+    v
+}
+
+/// Appends `s` as the content of an RFC 6750 quoted-string: characters
+/// outside printable ASCII, `"` and `\` become `?`, so a policy message can
+/// never break the header.
+fn push_quoted(out: &mut String, s: &str) {
+    let allowed = |c: char| matches!(c, ' ' | '!' | '#'..='[' | ']'..='~');
+    out.extend(s.chars().map(|c| if allowed(c) { c } else { '?' }));
+}

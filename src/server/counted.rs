@@ -31,11 +31,16 @@ use crate::telemetry::metrics::Metrics;
 /// The methods counted by name, with their request message types: a path
 /// outside this table counts as `unknown`, so clients cannot mint label
 /// values.
-const METHODS: [(&str, &str, &str); 3] = [
+const METHODS: [(&str, &str, &str); 4] = [
     (
         "/stepup.v1.DecisionService/Decide",
         "Decide",
         "stepup.v1.DecideRequest",
+    ),
+    (
+        "/stepup.v1.DecisionService/DecideBatch",
+        "DecideBatch",
+        "stepup.v1.DecideBatchRequest",
     ),
     (
         "/stepup.v1.DecisionService/RecordStepUp",

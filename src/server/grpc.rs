@@ -11,9 +11,16 @@ use tracing::Instrument as _;
 use super::call::CallError;
 use super::convert;
 use crate::proto::v1::decision_service_server::DecisionService;
-use crate::proto::v1::{DecideRequest, DecideResponse, RecordStepUpRequest, RecordStepUpResponse};
-use crate::request::validate_within;
+use crate::proto::v1::{
+    DecideBatchRequest, DecideBatchResponse, DecideRequest, DecideResponse, RecordStepUpRequest,
+    RecordStepUpResponse,
+};
+use crate::request::validate::invalid;
+use crate::request::{InvalidRequest, validate_within};
 use crate::service::Service;
+
+/// Most requests in one `DecideBatch` call.
+pub const MAX_BATCH: usize = 100;
 
 /// The Decide API.
 pub struct DecisionApi {
@@ -49,6 +56,24 @@ impl DecisionService for DecisionApi {
                     .await
             }
             None => self.decide_in(request.into_inner(), None, caller).await,
+        }
+    }
+
+    async fn decide_batch(
+        &self,
+        request: Request<DecideBatchRequest>,
+    ) -> Result<Response<DecideBatchResponse>, Status> {
+        let span = crate::telemetry::logging::current_call_span();
+        let caller = super::peer::Peer::of(&request).and_then(|p| p.identity.clone());
+        // The call's span covers the whole batch (its decisions are many, so
+        // none of them sets the span's `stepup.*` attributes).
+        match span {
+            Some(scope) => {
+                self.decide_batch_in(request.into_inner(), caller)
+                    .instrument(scope)
+                    .await
+            }
+            None => self.decide_batch_in(request.into_inner(), caller).await,
         }
     }
 
@@ -149,5 +174,96 @@ impl DecisionApi {
         let response = convert::response(&decision);
         self.engine.log_from("decide", now, req, decision, caller);
         Ok(Response::new(response))
+    }
+
+    /// [`DecisionService::decide_batch`]: validates every request (a bad one
+    /// fails the whole batch, named by its index), reads the clock once,
+    /// decides all against one history snapshot, then logs each decision.
+    async fn decide_batch_in(
+        &self,
+        batch: DecideBatchRequest,
+        caller: Option<Arc<str>>,
+    ) -> Result<Response<DecideBatchResponse>, Status> {
+        let combine = batch.combine_challenges;
+        let items = self.validate_batch(batch.requests, Utc::now())?;
+        if self.engine.history().backend().is_some() {
+            let policy = self.engine.policy();
+            // Every subject's history before any decision (one snapshot),
+            // one after the other, each bounded by the backend's timeout.
+            for (req, now) in &items {
+                self.engine.history().prefetch(&policy, req, *now).await;
+            }
+        }
+        let costly = items
+            .iter()
+            .any(|(req, _)| self.engine.is_costly(Some(&req.action)));
+        let (items, decisions) = if costly {
+            // One costly request sends the whole batch to the isolation
+            // path: the runtime's threads go on serving other calls.
+            Box::pin(self.engine.run_isolated(move |engine| {
+                let decisions = engine.decide_batch(&items);
+                (items, decisions)
+            }))
+            .await
+            .ok_or(CallError::ShuttingDown)?
+        } else {
+            let decisions = self.engine.decide_batch(&items);
+            (items, decisions)
+        };
+        let combined = if combine {
+            convert::combined_challenge(&decisions)
+        } else {
+            None
+        };
+        let responses = decisions.iter().map(convert::response).collect();
+        for ((req, now), decision) in items.into_iter().zip(decisions) {
+            tracing::debug!(
+                action = %req.action,
+                outcome = ?decision.outcome,
+                decision_id = %decision.id,
+                "decided in a batch"
+            );
+            self.engine
+                .log_from("batch", now, req, decision, caller.clone());
+        }
+        Ok(Response::new(DecideBatchResponse {
+            responses,
+            combined,
+        }))
+    }
+
+    /// The batch's requests with their "now": `clock`, read once for the
+    /// batch, or a request's own `time` within the skew limit.
+    fn validate_batch(
+        &self,
+        requests: Vec<DecideRequest>,
+        clock: chrono::DateTime<Utc>,
+    ) -> Result<Vec<(DecideRequest, chrono::DateTime<Utc>)>, CallError> {
+        if requests.is_empty() {
+            return Err(invalid("requests", "required (1 to 100 requests)").into());
+        }
+        if requests.len() > MAX_BATCH {
+            return Err(invalid(
+                "requests",
+                format!(
+                    "{} requests, over the limit of {MAX_BATCH} per batch",
+                    requests.len()
+                ),
+            )
+            .into());
+        }
+        requests
+            .into_iter()
+            .enumerate()
+            .map(
+                |(i, req)| match validate_within(&req, clock, self.max_time_skew) {
+                    Ok(now) => Ok((req, now)),
+                    Err(e) => Err(CallError::from(InvalidRequest {
+                        field: format!("requests[{i}].{}", e.field),
+                        problem: e.problem,
+                    })),
+                },
+            )
+            .collect()
     }
 }

@@ -263,6 +263,48 @@ impl Service {
 }
 
 impl Service {
+    /// Decides every `(request, now)` of a batch against the history as it
+    /// stands, and only then records the decisions, in order: no decision
+    /// of a batch sees another's (as if all were sent at once). One policy
+    /// set decides them all. Answers come in request order.
+    pub fn decide_batch(&self, batch: &[(DecideRequest, DateTime<Utc>)]) -> Vec<Decision> {
+        let policy = self.policy.load_full();
+        let decided: Vec<(Option<DecideRequest>, Decision)> = batch
+            .iter()
+            .map(|(req, now)| {
+                let started = std::time::Instant::now();
+                let elevated = self.history.elevate(&policy, req, *now);
+                let req = elevated.as_ref().unwrap_or(req);
+                let cache = if req.explain {
+                    None
+                } else {
+                    self.cache.as_ref()
+                };
+                let lazy = Lazy::new(Some(&self.history), &policy, req, *now);
+                let mut decision =
+                    cache::decide(cache, Arc::clone(&policy), req, *now, &lazy, req.explain);
+                decision.elapsed = started.elapsed();
+                (elevated, decision)
+            })
+            .collect();
+        decided
+            .into_iter()
+            .zip(batch)
+            .map(|((elevated, decision), (req, now))| {
+                let req = elevated.as_ref().unwrap_or(req);
+                self.history.record(req, &decision, *now, None);
+                self.metrics.record(
+                    &decision,
+                    decision.elapsed,
+                    !req.explain && self.cache.is_some(),
+                );
+                decision
+            })
+            .collect()
+    }
+}
+
+impl Service {
     /// The service `config` describes: the policy set loaded from its
     /// directory (warnings go to the log), the cache, the history with its
     /// shared backend, the decision log.

@@ -37,7 +37,7 @@ pub const CALL_BUCKETS: [f64; 15] = [
 
 /// The gRPC methods with a latency histogram each, by the name
 /// `stepup_grpc_*{method}` gives them; `unknown` is any other path.
-pub const GRPC_METHODS: [&str; 4] = ["Decide", "RecordStepUp", "Check", "unknown"];
+pub const GRPC_METHODS: [&str; 5] = ["Decide", "RecordStepUp", "Check", "DecideBatch", "unknown"];
 
 /// The fully qualified name (`package.Service/Method`, the OpenTelemetry
 /// span name and `rpc.method`) of a method of [`GRPC_METHODS`]; `_OTHER`
@@ -47,6 +47,7 @@ pub fn full_method(method: &str) -> &'static str {
         "Decide" => "stepup.v1.DecisionService/Decide",
         "RecordStepUp" => "stepup.v1.DecisionService/RecordStepUp",
         "Check" => "envoy.service.auth.v3.Authorization/Check",
+        "DecideBatch" => "stepup.v1.DecisionService/DecideBatch",
         _ => "_OTHER",
     }
 }
@@ -1043,5 +1044,23 @@ stepup_grpc_server_handling_seconds_bucket{method="Check",le="2.5"} 1
 stepup_grpc_server_handling_seconds_bucket{method="Check",le="+Inf"} 1
 stepup_grpc_server_handling_seconds_sum{method="Check"} 0.002
 stepup_grpc_server_handling_seconds_count{method="Check"} 1
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="0.00005"} 0
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="0.0001"} 0
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="0.00025"} 0
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="0.0005"} 0
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="0.001"} 0
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="0.0025"} 0
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="0.005"} 0
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="0.01"} 0
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="0.025"} 0
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="0.05"} 0
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="0.1"} 0
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="0.25"} 0
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="0.5"} 0
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="1"} 0
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="2.5"} 0
+stepup_grpc_server_handling_seconds_bucket{method="DecideBatch",le="+Inf"} 0
+stepup_grpc_server_handling_seconds_sum{method="DecideBatch"} 0
+stepup_grpc_server_handling_seconds_count{method="DecideBatch"} 0
 "#;
 }
