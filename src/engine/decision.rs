@@ -136,28 +136,41 @@ impl Decision {
             .first()
             .and_then(|i| self.policy.rules.get(*i))
             .map_or("step-up authentication required", |r| &r.message);
-        let mut v = String::with_capacity(160);
-        v.push_str("Bearer error=\"insufficient_user_authentication\", error_description=\"");
-        push_quoted(&mut v, description);
-        v.push('"');
-        let acr = self.acr_values();
-        if !acr.is_empty() {
-            v.push_str(", acr_values=\"");
-            for (i, a) in acr.iter().enumerate() {
-                if i > 0 {
-                    v.push(' ');
-                }
-                push_quoted(&mut v, a);
-            }
-            v.push('"');
-        }
-        if let Some(max_age) = self.max_age {
-            v.push_str(", max_age=\"");
-            v.push_str(itoa::Buffer::new().format(max_age.as_secs()));
-            v.push('"');
-        }
-        Some(v)
+        Some(www_authenticate(
+            description,
+            self.acr_values(),
+            self.max_age,
+        ))
     }
+}
+
+/// The RFC 9470 `WWW-Authenticate` value of a challenge described by
+/// `description`, asking for `acr` and `max_age`.
+pub fn www_authenticate(
+    description: &str,
+    acr: &[impl AsRef<str>],
+    max_age: Option<Duration>,
+) -> String {
+    let mut v = String::with_capacity(160);
+    v.push_str("Bearer error=\"insufficient_user_authentication\", error_description=\"");
+    push_quoted(&mut v, description);
+    v.push('"');
+    if !acr.is_empty() {
+        v.push_str(", acr_values=\"");
+        for (i, a) in acr.iter().enumerate() {
+            if i > 0 {
+                v.push(' ');
+            }
+            push_quoted(&mut v, a.as_ref());
+        }
+        v.push('"');
+    }
+    if let Some(max_age) = max_age {
+        v.push_str(", max_age=\"");
+        v.push_str(itoa::Buffer::new().format(max_age.as_secs()));
+        v.push('"');
+    }
+    v
 }
 
 /// Appends `s` as the content of an RFC 6750 quoted-string: only the

@@ -22,6 +22,7 @@ use crate::policy::PolicySet;
 use crate::proto::v1::DecideRequest;
 pub use decision::{
     AUTH_TIME_SKEW, Assessment, Decision, EvalError, Outcome, ShadowResult, TraceEntry,
+    www_authenticate,
 };
 pub(crate) use evaluate::interpreter;
 pub use evaluate::{CondResult, Evaluated};

@@ -143,43 +143,10 @@ pub fn combined_challenge(decisions: &[Decision]) -> Option<pb::CombinedChalleng
         .map_or("step-up authentication required", |r| &r.message);
     Some(pb::CombinedChallenge {
         level: level.map(|l| owned(&l.name)).unwrap_or_default(),
-        www_authenticate: www_authenticate(description, &acr_values, max_age),
+        www_authenticate: crate::engine::www_authenticate(description, &acr_values, max_age),
         acr_values,
         max_age: max_age.map(duration),
         methods: methods.unwrap_or_default().into_iter().map(owned).collect(),
         methods_conflict,
     })
-}
-
-/// An RFC 9470 `WWW-Authenticate` value, as [`Decision::www_authenticate`]
-/// builds it.
-fn www_authenticate(description: &str, acr: &[String], max_age: Option<Duration>) -> String {
-    let mut v = String::with_capacity(160);
-    v.push_str("Bearer error=\"insufficient_user_authentication\", error_description=\"");
-    push_quoted(&mut v, description);
-    v.push('"');
-    if !acr.is_empty() {
-        v.push_str(", acr_values=\"");
-        for (i, a) in acr.iter().enumerate() {
-            if i > 0 {
-                v.push(' ');
-            }
-            push_quoted(&mut v, a);
-        }
-        v.push('"');
-    }
-    if let Some(max_age) = max_age {
-        v.push_str(", max_age=\"");
-        v.push_str(itoa::Buffer::new().format(max_age.as_secs()));
-        v.push('"');
-    }
-    v
-}
-
-/// Appends `s` as the content of an RFC 6750 quoted-string: characters
-/// outside printable ASCII, `"` and `\` become `?`, so a policy message can
-/// never break the header.
-fn push_quoted(out: &mut String, s: &str) {
-    let allowed = |c: char| matches!(c, ' ' | '!' | '#'..='[' | ']'..='~');
-    out.extend(s.chars().map(|c| if allowed(c) { c } else { '?' }));
 }
