@@ -21,6 +21,7 @@ use error::UnmappedError;
 pub(crate) use error::UnmappedErrorKind;
 pub use error::{ClaimName, KeyError, KeyErrorKind, MapError, MappingError, Origin};
 pub(crate) use inputs::Headers;
+pub(crate) use map::Mapped;
 pub use schema::{Fallback, FileDevice, FileExtAuthz, SubjectSource, ValueType};
 
 /// The filter-metadata namespace Envoy's `jwt_authn` filter writes verified

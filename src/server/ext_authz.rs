@@ -26,7 +26,7 @@ use tracing::Instrument as _;
 
 use super::call::CallError;
 use crate::engine::{Decision, Outcome};
-use crate::mapping::{Fallback, Headers, MapError, Mapping};
+use crate::mapping::{Fallback, Headers, MapError, Mapped, Mapping};
 use crate::request::{InvalidRequest, within_skew};
 use crate::service::Service;
 
@@ -85,27 +85,26 @@ impl Authorization for AuthorizationApi {
             now: Utc::now(),
             max_skew: self.max_time_skew,
         };
+        let mapped = self.mapping.map(&req, clock.now);
         // With a shared history backend, refresh the subject's history first,
         // as `Decide` does, so that what another replica recorded (a revoked
-        // session) is seen. The request is mapped once more inside the work:
-        // a few microseconds beside the backend's round trip.
-        if self.engine.history().backend().is_some()
-            && let Ok(mapped) = self.mapping.map(&req, clock.now)
+        // session) is seen.
+        if let Ok(m) = &mapped
+            && self.engine.history().backend().is_some()
         {
             let policy = self.engine.policy();
-            let history = self.engine.history();
-            history
-                .prefetch(&policy, &mapped.request, mapped.now)
+            self.engine
+                .history()
+                .prefetch(&policy, &m.request, m.now)
                 .instrument(scope.clone())
                 .await;
         }
-        // The action is known only once the request is mapped, inside the
-        // work: with any costly decision in the set, every check runs off
-        // the runtime's threads.
+        // With any costly decision in the set, every check runs off the
+        // runtime's threads.
         let checked = if self.engine.is_costly(None) {
             let mapping = Arc::clone(&self.mapping);
             Box::pin(self.engine.run_isolated(move |engine| {
-                check_in(engine, &mapping, &req, clock, span.as_ref(), caller)
+                check_in(engine, &mapping, &req, mapped, clock, span.as_ref(), caller)
             }))
             .instrument(scope)
             .await
@@ -116,6 +115,7 @@ impl Authorization for AuthorizationApi {
                 &self.engine,
                 &self.mapping,
                 &req,
+                mapped,
                 clock,
                 span.as_ref(),
                 caller,
@@ -140,7 +140,15 @@ pub fn check(
         now: clock,
         max_skew: None,
     };
-    check_in(engine, mapping, req, clock, None, None)
+    check_in(
+        engine,
+        mapping,
+        req,
+        mapping.map(req, clock.now),
+        clock,
+        None,
+        None,
+    )
 }
 
 /// The server clock, and how far Envoy's request time may lie from it.
@@ -150,19 +158,20 @@ struct Clock {
     max_skew: Option<Duration>,
 }
 
-/// [`check`], recording the decision on `span`. Decisions go to the
-/// decision log (source `check`, with the `caller`'s verified identity)
-/// like `Decide`'s.
+/// [`check`] of `req`, already `mapped` by `mapping`, recording the
+/// decision on `span`. Decisions go to the decision log (source `check`,
+/// with the `caller`'s verified identity) like `Decide`'s.
 fn check_in(
     engine: &Service,
     mapping: &Mapping,
     req: &CheckRequest,
+    mapped: Result<Mapped, MapError>,
     clock: Clock,
     span: Option<&tracing::Span>,
     caller: Option<Arc<str>>,
 ) -> Result<CheckResponse, InvalidRequest> {
     let spoofed = spoofed_headers(req);
-    match mapping.map(req, clock.now) {
+    match mapped {
         Ok(mapped) => {
             within_skew(
                 "attributes.request.time",
