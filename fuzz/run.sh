@@ -6,6 +6,8 @@
 #
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
 # Extra libFuzzer flags can be passed in FUZZ_FLAGS (e.g. "-jobs=2").
+# CARGO_TARGET_DIR is honoured: cargo fuzz builds and runs the targets through
+# cargo, which puts them under <target dir>/<host triple>/release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

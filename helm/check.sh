@@ -10,8 +10,11 @@
 #
 # Tools go into a virtualenv at target/helm-venv (override: STEPUP_HELM_VENV),
 # created on first use and reused while helm/requirements.txt is unchanged.
-# STEPUP_BIN=path/to/stepup (or "none") chooses the binary that checks the
-# rendered policies; by default target/{release,debug}/stepup if built.
+# The checks run the stepup binary (`stepup check` on the rendered policies,
+# `stepup serve` with the rendered args answering the probes): by default the
+# one `cargo build --locked --bin stepup` builds from this checkout, wherever
+# CARGO_TARGET_DIR puts it; STEPUP_BIN=path/to/stepup picks another
+# (.ci/stepup-bin.sh). Without a binary the run fails: no check is skipped.
 # Exit status: 0 when every check passes, 1 when any fails, 2 on setup errors.
 set -euo pipefail
 
@@ -48,5 +51,11 @@ if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null || true)" != "$want
 else
   echo "setup: reusing $venv"
 fi
+
+# shellcheck source=../.ci/stepup-bin.sh
+source .ci/stepup-bin.sh
+STEPUP_BIN="$(stepup_bin "$python")" || exit 2
+export STEPUP_BIN
+echo "setup: stepup binary $STEPUP_BIN"
 
 exec "$venv/bin/python" helm/check.py "$@"

@@ -11,6 +11,7 @@ use crate::cache::CacheConfig;
 use crate::duration::parse_duration;
 use crate::telemetry::decision_log::{DecisionLogConfig, Sampling, Sink};
 
+pub mod keys;
 mod limits;
 pub use limits::{FileLimits, Limits};
 mod transport;
@@ -67,6 +68,18 @@ pub struct FileConfig {
     /// `[ssf]`: the Shared Signals receiver.
     #[serde(default)]
     pub ssf: crate::ssf::config::FileSsf,
+    /// `[http]`: the AuthZEN HTTP listener.
+    #[serde(default)]
+    pub http: FileHttp,
+}
+
+/// `[http]`: the AuthZEN endpoints on a listener of their own (they are
+/// on the gRPC port as well).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHttp {
+    /// `IP:PORT` or `unix:PATH`; absent: no separate listener.
+    pub listen: Option<String>,
 }
 
 /// `[lists]`: data files policies look things up in. Relative paths are
@@ -180,6 +193,8 @@ pub struct Overrides {
     pub max_in_flight: Option<usize>,
     /// `--max-time-skew` / `STEPUP_MAX_TIME_SKEW`: a duration or `off`.
     pub max_time_skew: Option<String>,
+    /// `--http` / `STEPUP_HTTP`: the AuthZEN HTTP listener.
+    pub http: Option<String>,
 }
 
 /// The resolved settings.
@@ -222,6 +237,10 @@ pub struct Config {
     pub trust: crate::trust::TrustConfig,
     /// The Shared Signals receiver (off by default).
     pub ssf: crate::ssf::SsfConfig,
+    /// A listener of its own for the AuthZEN endpoints (`--http`, `[http]
+    /// listen`), with the gRPC listener's TLS settings; `None`: they are
+    /// served on the gRPC port only.
+    pub http: Option<Listen>,
 }
 
 /// Why the settings are unusable: every problem, one per line.
@@ -268,6 +287,14 @@ pub enum SettingError {
         "listen address `{text}` is not IP:PORT or unix:PATH (e.g. `{DEFAULT_LISTEN}` or `unix:/run/stepup/stepup.sock`)"
     )]
     Listen {
+        /// The address as given.
+        text: String,
+    },
+    /// An AuthZEN HTTP listen address that is neither IP:PORT nor unix:PATH.
+    #[error(
+        "AuthZEN HTTP listen address (`--http`, `[http] listen`) `{text}` is not IP:PORT or unix:PATH (e.g. `127.0.0.1:7173`)"
+    )]
+    Http {
         /// The address as given.
         text: String,
     },
@@ -451,6 +478,13 @@ impl Config {
             });
 
         let admin = admin(overrides.admin.or(from_file.admin), &mut problems);
+        let http = overrides.http.or(from_file.http.listen).and_then(|text| {
+            let listen = Listen::parse(&text);
+            if listen.is_none() {
+                problems.push(SettingError::Http { text });
+            }
+            listen
+        });
         let decision_log = decision_log(
             overrides.decision_log,
             from_file.decision_log,
@@ -493,6 +527,7 @@ impl Config {
                 limits,
                 trust,
                 ssf,
+                http,
             }),
             _ => Err(ConfigError { problems }),
         }

@@ -4,7 +4,7 @@
 //! `Serialize` impls, and `serde_json::Value`), but cheaper where a line's
 //! cost goes: strings. `serde_json` inspects a string byte by byte; this
 //! writer checks eight bytes at a time for anything JSON must escape and
-//! copies clean runs whole (the README's performance section has the
+//! copies clean runs whole (`docs/src/operations/performance.md` has the
 //! measurement).
 //!
 //! Why not a `serde_json::ser::Formatter`: the escaping loop is not part of

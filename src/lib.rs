@@ -61,6 +61,7 @@
 //! | `service` | the composition root: [`Service`] (policy swap, cache, history, metrics, log), reload |
 //! | `server` | the gRPC and admin listeners over the service; [`run`] |
 //! | `suite`, `replay` | policy tests (`stepup test`) and replay of recorded traffic |
+//! | `playground` | the policy playground (`stepup playground`): a local web page and its JSON API over an edited set |
 //! | `cli` | the commands of the `stepup` binary |
 //!
 //! Unit tests may import from anywhere to build their fixtures.
@@ -78,6 +79,7 @@ pub mod history;
 mod json;
 mod lists;
 mod mapping;
+mod playground;
 mod policy;
 mod replay;
 mod request;
@@ -93,7 +95,7 @@ mod trust;
 pub use cache::CacheConfig;
 pub use config::{Config, ConfigError, Limits, LogFormat, Overrides, SettingError};
 pub use config::{DEFAULT_LISTEN_MODE, Listen, TlsConfig};
-pub use engine::{Assessment, Decision, EvalError, Outcome, ShadowResult, TraceEntry};
+pub use engine::{Assessment, Decision, EvalError, Outcome, ShadowResult, TraceEntry, TraceKind};
 pub use lists::ListsConfig;
 pub use mapping::{ClaimName, FileExtAuthz, KeyError, KeyErrorKind, Mapping, MappingError, Origin};
 pub use policy::{
@@ -105,6 +107,7 @@ pub use request::{
 };
 pub use server::listen::{Listener, bind as bind_listen};
 pub use server::peer::{Peer, Transport};
+pub use server::serve_all;
 pub use server::tls::{ServerTls, TlsError};
 pub use server::{
     HANDSHAKE_TIMEOUT, MAX_MESSAGE_BYTES, ServeError, ServeOptions, bind, run, serve, serve_with,
@@ -125,6 +128,7 @@ pub use trust::{
 #[doc(hidden)]
 pub mod internal {
     pub use crate::cache::{DecisionCache, decide_with};
+    pub use crate::config::keys::{KEYS as CONFIG_KEYS, KeyDoc, KeyKind};
     pub use crate::history::Backend;
     pub use crate::history::keys::{Keyer, SubjectKey};
     pub use crate::history::model::{Observation, SubjectHistory, Update, Verdict};

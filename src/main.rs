@@ -10,11 +10,11 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::Parser;
 use stepup::cli::{self, Cli, Command, Failure};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors end here, with clap's message and exit code 2.
+    let cli = Cli::parse_args();
     // Commands compile and evaluate conditions, which recurse as deep as a
     // condition nests: they run on a thread whose stack is known rather
     // than on the main thread, whose stack is whatever `ulimit -s` says.
@@ -40,7 +40,8 @@ fn main() -> ExitCode {
         }) => (output, message, code),
     };
     // A reader that stops early (`stepup eval ... | head -1`) closes the
-    // pipe: that is its choice, not a failure of the command.
+    // pipe: that is its choice, not a failure of the command, which keeps
+    // its own exit code (as ripgrep does).
     if let Err(e) = print(&mut std::io::stdout().lock(), &output)
         && e.kind() != ErrorKind::BrokenPipe
     {
@@ -63,6 +64,8 @@ fn run(command: Command) -> Result<String, Failure> {
         Command::Test(args) => cli::test(&args),
         Command::Replay(args) => cli::replay(&args),
         Command::Serve(args) => cli::serve(&args),
+        Command::Completions(args) => cli::completions(&args),
+        Command::Playground(args) => cli::playground(&args),
     }
 }
 

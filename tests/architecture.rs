@@ -27,6 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["server"],
     &["suite"],
     &["replay"],
+    &["playground"],
     &["cli"],
 ];
 

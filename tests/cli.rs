@@ -83,7 +83,7 @@ fn check_prints_every_diagnostic_and_fails() {
         &dir.path().display().to_string(),
     ]);
     assert_eq!(out.status.code(), Some(3));
-    let v: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["valid"], false);
     assert_eq!(v["errors"], 2);
     assert_eq!(v["diagnostics"][0]["code"], "unknown-variable");
@@ -544,7 +544,7 @@ fn help_documents_exit_codes() {
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains(
-            "Exit codes:\n  0  success\n  1  a check failed (a failing policy test; with --require-coverage, an unmatched rule)\n  2  usage or invalid input: flags, config file, context or requests file, test suite\n  3  the policy set is invalid (or its directory cannot be read)\n  4  runtime failure: cannot bind or start, an I/O error"
+            "Exit codes:\n  0  success (also when a reader closes the output pipe early)\n  1  a check failed (a failing policy test; with --require-coverage, an unmatched rule)\n  2  usage or invalid input: flags, no policy directory given, config or TLS file, context or\n     requests file, test suite\n  3  the policy set is invalid (or its directory cannot be read)\n  4  runtime failure: cannot bind or start, an I/O error"
         ),
         "{stdout}"
     );
@@ -667,7 +667,7 @@ fn check_refuses_the_probes_of_issue_14_with_both_numbers() {
 
     let out = stepup(&["check", "--format", "json", &path]);
     assert_eq!(out.status.code(), Some(3));
-    let json: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let codes: Vec<&str> = json["diagnostics"]
         .as_array()
         .unwrap()

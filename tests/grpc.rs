@@ -198,6 +198,7 @@ async fn explain_returns_a_trace() {
     r.explain = true;
     let resp = client.decide(r).await.unwrap().into_inner();
     let refund = resp.trace.iter().find(|t| t.id == "refund-large").unwrap();
+    assert_eq!(refund.kind(), stepup::proto::v1::trace_entry::Kind::Rule);
     assert!(refund.fired);
     assert_eq!(
         refund.detail,
@@ -360,7 +361,7 @@ async fn every_call_is_counted_by_method_and_code() {
     client
         .record_step_up(pb::RecordStepUpRequest {
             subject_id: "user-1".into(),
-            success: true,
+            success: Some(true),
             evidence,
             ..Default::default()
         })

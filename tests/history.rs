@@ -273,7 +273,7 @@ fn report(subject: &str, offset: i64, success: bool) -> RecordStepUpRequest {
         level: "aal2".into(),
         amr: vec!["otp".into()],
         time: ts(T0 + offset),
-        success,
+        success: Some(success),
         ..Default::default()
     }
 }
@@ -292,7 +292,7 @@ async fn two_failed_step_ups_raise_the_risk() {
         .await
         .unwrap();
     assert_eq!(first.stepups_failed, 1);
-    assert!(first.elevated_until.is_none());
+    assert!(first.elevation_expire_time.is_none());
     let r = decide(
         &mut c,
         request("frank", "account.view", 20, serde_json::json!({})),
@@ -334,7 +334,7 @@ async fn a_recorded_step_up_satisfies_a_later_challenge() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ok.elevated_until, ts(T0 + 10 + 15 * 60));
+    assert_eq!(ok.elevation_expire_time, ts(T0 + 10 + 15 * 60));
     // The same session, still sending its aal1 token: elevated.
     let r = decide(
         &mut c,

@@ -197,7 +197,7 @@ async fn past_the_in_flight_limit_calls_are_shed_at_once_and_counted() {
     let status = client
         .record_step_up(RecordStepUpRequest {
             subject_id: "user-1".into(),
-            success: true,
+            success: Some(true),
             ..Default::default()
         })
         .await
@@ -311,7 +311,7 @@ async fn a_request_time_far_from_the_clock_is_invalid() {
     let status = client
         .record_step_up(RecordStepUpRequest {
             subject_id: "user-1".into(),
-            success: true,
+            success: Some(true),
             time: Some(Timestamp {
                 seconds: (now - chrono::Duration::hours(2)).timestamp(),
                 nanos: 0,

@@ -586,7 +586,7 @@ async fn a_future_dated_request_prunes_nothing_and_pins_no_place() {
             .record_step_up(RecordStepUpRequest {
                 subject_id: "u-future".into(),
                 session_id: "s1".into(),
-                success: false,
+                success: Some(false),
                 time: ts(t0()),
                 ..Default::default()
             })

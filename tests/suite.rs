@@ -148,7 +148,7 @@ fn an_invalid_suite_exits_2_with_a_positioned_diagnostic() {
         "json",
     ]);
     assert_eq!(out.status.code(), Some(2));
-    let v: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["valid"], false);
     assert_eq!(v["diagnostics"][0]["code"], "unknown-rule");
     assert_eq!(v["diagnostics"][0]["location"]["line"], 16);

@@ -171,7 +171,7 @@ fn otlp_traces_metrics_and_decision_log() {
         let record = client
             .record_step_up(RecordStepUpRequest {
                 subject_id: "u".into(),
-                success: true,
+                success: Some(true),
                 ..Default::default()
             })
             .await

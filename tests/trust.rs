@@ -492,7 +492,7 @@ async fn evidence_of_a_step_up_allows_the_retried_request() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(first.elevated_until.unwrap().seconds, at + 15 * 60);
+    assert_eq!(first.elevation_expire_time.unwrap().seconds, at + 15 * 60);
     assert_eq!(outcome(&mut c, "alice", "s-1").await, Outcome::Allow);
     // Another session of alice is not elevated.
     assert_eq!(outcome(&mut c, "alice", "s-2").await, Outcome::Challenge);
@@ -502,7 +502,7 @@ async fn evidence_of_a_step_up_allows_the_retried_request() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(again.elevated_until, first.elevated_until);
+    assert_eq!(again.elevation_expire_time, first.elevation_expire_time);
     assert_eq!(again.stepups_failed, 0);
     server.stop().await;
 }
@@ -579,7 +579,7 @@ async fn refused_reports_record_nothing() {
                 session_id: "s-1".into(),
                 level: "aal2".into(),
                 amr: vec!["otp".into()],
-                success: true,
+                success: Some(true),
                 ..Default::default()
             },
             Code::PermissionDenied,
@@ -589,7 +589,7 @@ async fn refused_reports_record_nothing() {
             RecordStepUpRequest {
                 subject_id: "bob".into(),
                 session_id: "s-1".into(),
-                success: false,
+                success: Some(false),
                 ..Default::default()
             },
             Code::PermissionDenied,
@@ -675,7 +675,7 @@ async fn a_listed_reporter_may_report_without_evidence() {
     let failure = RecordStepUpRequest {
         subject_id: "carol".into(),
         session_id: "s-1".into(),
-        success: false,
+        success: Some(false),
         ..Default::default()
     };
     for identity in [None, Some("spiffe://cluster.local/ns/app/sa/other")] {
@@ -703,7 +703,7 @@ async fn a_listed_reporter_may_report_without_evidence() {
         .unwrap();
     assert_eq!(r.stepups_failed, 1, "the first failure that counts");
     let success = RecordStepUpRequest {
-        success: true,
+        success: Some(true),
         level: "aal2".into(),
         amr: vec!["otp".into()],
         ..failure
@@ -722,7 +722,7 @@ async fn a_listed_reporter_may_report_without_evidence() {
         "`level`: unknown level `aal9` (the levels are `aal1`, `aal2`)"
     );
     let r = report_as(&engine, Some(reporter), success).await.unwrap();
-    assert!(r.elevated_until.is_some());
+    assert!(r.elevation_expire_time.is_some());
 }
 
 /// `stepup serve` with `config` (TOML) over the policy above: the child,
@@ -789,7 +789,7 @@ async fn serve_without_trust_warns_that_reports_are_off() {
     let e = c
         .record_step_up(RecordStepUpRequest {
             subject_id: "erin".into(),
-            success: false,
+            success: Some(false),
             ..Default::default()
         })
         .await
@@ -948,7 +948,10 @@ async fn evidence_proves_its_auth_time_and_nothing_later() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.elevated_until.unwrap().seconds, authenticated + 15 * 60);
+    assert_eq!(
+        r.elevation_expire_time.unwrap().seconds,
+        authenticated + 15 * 60
+    );
     assert_eq!(outcome(&mut c, "alice", "s-1").await, Outcome::Challenge);
     server.stop().await;
 }
@@ -990,7 +993,7 @@ async fn refusals_name_the_check_not_the_configuration() {
         .record_step_up(RecordStepUpRequest {
             subject_id: "alice".into(),
             level: "aal9".into(),
-            success: true,
+            success: Some(true),
             ..Default::default()
         })
         .await

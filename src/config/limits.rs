@@ -27,7 +27,7 @@ pub struct FileLimits {
     /// or `off` (default 5m).
     pub max_time_skew: Option<String>,
     /// The highest worst-case cost a condition may have (units of the cost
-    /// model: see the README's policy language section).
+    /// model: see `docs/src/policy/cost.md`).
     pub max_condition_cost: Option<u64>,
 }
 

@@ -97,7 +97,7 @@ fn reports_every_bad_key_of_the_file() {
         texts(&err),
         [
             format!(
-                "{at}:1: unknown field `bogus`, expected one of `policies`, `listen`, `listen_mode`, `tls`, `watch`, `admin`, `cache`, `ext_authz`, `log`, `decision_log`, `history`, `lists`, `limits`, `trust`, `ssf`"
+                "{at}:1: unknown field `bogus`, expected one of `policies`, `listen`, `listen_mode`, `tls`, `watch`, `admin`, `cache`, `ext_authz`, `log`, `decision_log`, `history`, `lists`, `limits`, `trust`, `ssf`, `http`"
             ),
             format!("{at}:4: invalid value: integer `-1`, expected u64"),
             format!("{at}:5: invalid type: integer `5`, expected a string"),
@@ -190,4 +190,47 @@ fn envoy_and_the_trusted_issuers_name_subjects_alike() {
     let only_trusted = issuer("https://a.example");
     std::fs::write(&file, format!("policies = \"p\"\n{one}{only_trusted}")).unwrap();
     assert!(Config::resolve(Overrides::default(), Some(&file)).is_ok());
+}
+
+/// `[http] listen` and `--http`: the AuthZEN listener, the flag first; off
+/// without either; a bad address named.
+#[test]
+fn the_authzen_http_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stepup.toml");
+    std::fs::write(
+        &file,
+        "policies = \"p\"\n[http]\nlisten = \"127.0.0.1:7173\"\n",
+    )
+    .unwrap();
+    let c = Config::resolve(Overrides::default(), Some(&file)).unwrap();
+    assert_eq!(
+        c.http.map(|l| l.to_string()).as_deref(),
+        Some("127.0.0.1:7173")
+    );
+    let flag = Overrides {
+        http: Some("unix:/run/stepup/authzen.sock".into()),
+        ..Default::default()
+    };
+    let c = Config::resolve(flag, Some(&file)).unwrap();
+    assert_eq!(
+        c.http.map(|l| l.to_string()).as_deref(),
+        Some("unix:/run/stepup/authzen.sock")
+    );
+    let none = Overrides {
+        policies: Some("p".into()),
+        ..Default::default()
+    };
+    assert_eq!(Config::resolve(none, None).unwrap().http, None);
+    let bad = Overrides {
+        http: Some("localhost:7173".into()),
+        ..Default::default()
+    };
+    let err = Config::resolve(bad, Some(&file)).unwrap_err();
+    assert_eq!(
+        texts(&err),
+        [
+            "AuthZEN HTTP listen address (`--http`, `[http] listen`) `localhost:7173` is not IP:PORT or unix:PATH (e.g. `127.0.0.1:7173`)"
+        ]
+    );
 }

@@ -34,11 +34,31 @@ pub struct EvalError {
     pub message: Arc<str>,
 }
 
+/// What a line of an explanation is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceKind {
+    /// A risk signal.
+    Signal,
+    /// A rule.
+    Rule,
+}
+
+impl TraceKind {
+    /// `signal` or `rule`, as the CLI's reports name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Signal => "signal",
+            Self::Rule => "rule",
+        }
+    }
+}
+
 /// One line of an explanation.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct TraceEntry {
-    /// `signal` or `rule`.
-    pub kind: &'static str,
+    /// A signal or a rule.
+    pub kind: TraceKind,
     /// Its id.
     pub id: Arc<str>,
     /// Whether it fired or matched.

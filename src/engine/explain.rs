@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::decision::TraceEntry;
+use super::decision::{TraceEntry, TraceKind};
 use super::evaluate::{CondResult, Evaluated};
 use crate::expr::history::Recall;
 use crate::policy::{Mode, PolicySet};
@@ -20,12 +20,12 @@ pub(super) fn trace(
 ) -> Vec<TraceEntry> {
     let mut out = trace_conditions(policy, req, full);
     let source = |e: &TraceEntry| match e.kind {
-        "signal" => policy
+        TraceKind::Signal => policy
             .signals
             .iter()
             .find(|s| s.id == e.id)
             .map(|s| Arc::clone(&s.when.source)),
-        _ => policy
+        TraceKind::Rule => policy
             .rules
             .iter()
             .find(|r| r.id == e.id)
@@ -70,7 +70,7 @@ pub(super) fn provenance(d: &super::Decision, history: &dyn Recall) -> Vec<Trace
         .into_iter()
         .filter_map(|(id, source)| {
             Some(TraceEntry {
-                kind: "rule",
+                kind: TraceKind::Rule,
                 id: Arc::clone(id),
                 fired: true,
                 detail: view.provenance(&source)?,
@@ -84,7 +84,7 @@ fn trace_conditions(policy: &PolicySet, req: &DecideRequest, full: &Evaluated) -
     for (s, r) in policy.signals.iter().zip(full.signals.iter()) {
         let (fired, detail) = describe(r, &s.when.source);
         out.push(TraceEntry {
-            kind: "signal",
+            kind: TraceKind::Signal,
             id: Arc::clone(&s.id),
             fired,
             detail: if fired {
@@ -124,7 +124,7 @@ fn trace_conditions(policy: &PolicySet, req: &DecideRequest, full: &Evaluated) -
             Mode::Enforce => entry.1,
         };
         out.push(TraceEntry {
-            kind: "rule",
+            kind: TraceKind::Rule,
             id: Arc::clone(&rule.id),
             fired: entry.0,
             detail,

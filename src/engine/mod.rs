@@ -21,7 +21,7 @@ use crate::expr::history::Recall;
 use crate::policy::PolicySet;
 use crate::proto::v1::DecideRequest;
 pub use decision::{
-    AUTH_TIME_SKEW, Assessment, Decision, EvalError, Outcome, ShadowResult, TraceEntry,
+    AUTH_TIME_SKEW, Assessment, Decision, EvalError, Outcome, ShadowResult, TraceEntry, TraceKind,
     www_authenticate,
 };
 pub(crate) use evaluate::interpreter;

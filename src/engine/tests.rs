@@ -565,7 +565,7 @@ fn explain_traces_every_signal_and_rule() {
     let lines: Vec<(&str, &str, bool, &str)> = d
         .trace
         .iter()
-        .map(|t| (t.kind, &*t.id, t.fired, t.detail.as_str()))
+        .map(|t| (t.kind.as_str(), &*t.id, t.fired, t.detail.as_str()))
         .collect();
     assert_eq!(
         lines,

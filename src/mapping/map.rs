@@ -274,7 +274,7 @@ impl Mapping {
                 let a = a.trim();
                 a.strip_prefix("AS").unwrap_or(a).parse::<u32>().ok()
             })
-            .unwrap_or(0);
+            .map_or(0, i64::from);
         let network = pb::Network {
             ip: ip.map(ip_text).unwrap_or_default(),
             country,

@@ -9,7 +9,7 @@
 //!
 //! A unit is about one interpreter step (one node evaluated, a comparison,
 //! a list entry built), or [`BYTES_PER_UNIT`] bytes read. The estimate is
-//! an upper bound of the work, not of the time: the README gives the
+//! an upper bound of the work, not of the time: `docs/src/policy/cost.md` gives the
 //! measured time per unit.
 
 use std::collections::HashMap;

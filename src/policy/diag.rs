@@ -18,7 +18,7 @@ pub enum Severity {
 
 /// What kind of problem a diagnostic reports: a stable name that scripts and
 /// tests match on, so that the wording of messages may improve freely. The
-/// README's table of codes documents each one.
+/// table in `docs/src/reference/diagnostics.md` documents each one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Code {
@@ -139,7 +139,7 @@ pub enum Code {
 }
 
 impl Code {
-    /// Every code, in the order the README lists them.
+    /// Every code, in the order `docs/src/reference/diagnostics.md` lists them.
     pub const ALL: &[Code] = &[
         Code::UnreadableFile,
         Code::NoPolicyFiles,
@@ -616,15 +616,15 @@ mod tests {
 
     #[test]
     fn codes_are_kebab_case_alike_in_text_and_json_and_documented() {
-        let readme = include_str!("../../README.md");
+        let page = include_str!("../../docs/src/reference/diagnostics.md");
         for code in Code::ALL {
             assert_eq!(
                 serde_json::to_value(code).unwrap(),
                 serde_json::json!(code.as_str())
             );
             assert!(
-                readme.contains(&format!("| `{code}` |")),
-                "the README's table of codes lacks `{code}`"
+                page.contains(&format!("| `{code}` |")),
+                "docs/src/reference/diagnostics.md lacks `{code}`"
             );
         }
         let distinct: std::collections::HashSet<&str> =

@@ -44,19 +44,12 @@ pub fn read_dir(dir: &Path, report: &mut Report) -> Definitions {
         }
     };
     if files.is_empty() {
-        report.push(
-            Diagnostic::error(
-                Code::NoPolicyFiles,
-                format!("no policy files in `{}`", dir.display()),
-            )
-            .help("policy files end in .yaml or .yml"),
-        );
+        report.push(no_policy_files(dir));
     }
+    let mut sources = Vec::with_capacity(files.len());
     for path in files {
         match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                defs.sources.files.push(SourceFile { path, text });
-            }
+            Ok(text) => sources.push(SourceFile { path, text }),
             Err(e) => report.push(
                 Diagnostic::error(
                     Code::UnreadableFile,
@@ -66,10 +59,36 @@ pub fn read_dir(dir: &Path, report: &mut Report) -> Definitions {
             ),
         }
     }
-    for index in 0..defs.sources.files.len() {
-        read_file(&mut defs, index, report);
-    }
+    defs.sources.files = sources;
+    read_all(&mut defs, report);
     defs
+}
+
+/// Checks policy files held in memory (their paths as if under `dir`, for
+/// the diagnostics and the revision), exactly as [`read_dir`] checks the
+/// files it reads: an editor or the playground sees what `check` would.
+pub fn read_sources(dir: &Path, files: Vec<SourceFile>, report: &mut Report) -> Definitions {
+    if files.is_empty() {
+        report.push(no_policy_files(dir));
+    }
+    let mut defs = Definitions::default();
+    defs.sources.files = files;
+    read_all(&mut defs, report);
+    defs
+}
+
+fn no_policy_files(dir: &Path) -> Diagnostic {
+    Diagnostic::error(
+        Code::NoPolicyFiles,
+        format!("no policy files in `{}`", dir.display()),
+    )
+    .help("policy files end in .yaml or .yml")
+}
+
+fn read_all(defs: &mut Definitions, report: &mut Report) {
+    for index in 0..defs.sources.files.len() {
+        read_file(defs, index, report);
+    }
 }
 
 /// Reads the policy documents of one in-memory file (used by tests and by

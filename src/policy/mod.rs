@@ -186,6 +186,33 @@ impl PolicySet {
     ) -> Result<(Self, Report), Report> {
         let mut report = Report::default();
         let defs = load::read_dir(dir, &mut report);
+        Self::finish(defs, dir, lists, limits, previous, report)
+    }
+
+    /// Like [`PolicySet::load_limited`] with no previous set, for policy
+    /// files held in memory (paths under `dir`, e.g. the playground's edited
+    /// files): the same checks, diagnostics and limits; the IP lists and
+    /// GeoIP database are still read from `dir`'s `lists/` and `lists`.
+    pub fn load_sources(
+        dir: &Path,
+        files: Vec<diag::SourceFile>,
+        lists: &ListsConfig,
+        limits: CostLimits,
+    ) -> Result<(Self, Report), Report> {
+        let mut report = Report::default();
+        let defs = load::read_sources(dir, files, &mut report);
+        Self::finish(defs, dir, lists, limits, None, report)
+    }
+
+    /// Loads the lists and compiles `defs`, read from `dir`.
+    fn finish(
+        defs: defs::Definitions,
+        dir: &Path,
+        lists: &ListsConfig,
+        limits: CostLimits,
+        previous: Option<&PolicySet>,
+        mut report: Report,
+    ) -> Result<(Self, Report), Report> {
         let lists = match Lists::load(lists, Some(dir), previous.map(|p| &*p.lists)) {
             Ok(lists) => lists,
             Err(errors) => {

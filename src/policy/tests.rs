@@ -525,3 +525,44 @@ fn a_pattern_from_the_request_needs_the_opt_in() {
         [Code::WrongType, Code::DynamicRegex]
     );
 }
+
+/// The example policies as in-memory sources, as an editor holds them.
+fn example_sources(dir: &Path) -> Vec<diag::SourceFile> {
+    load::policy_files(dir)
+        .unwrap()
+        .into_iter()
+        .map(|path| diag::SourceFile {
+            text: std::fs::read_to_string(&path).unwrap(),
+            path,
+        })
+        .collect()
+}
+
+#[test]
+fn files_held_in_memory_load_as_the_directory_does() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let (from_disk, _) = PolicySet::load(&dir).unwrap();
+    let limits = CostLimits::default();
+    let lists = ListsConfig::default();
+    let (in_memory, _) =
+        PolicySet::load_sources(&dir, example_sources(&dir), &lists, limits).unwrap();
+    // The same set: same files, same revision (lists/ read from `dir`).
+    assert_eq!(in_memory.revision, from_disk.revision);
+    assert_eq!(in_memory.rules.len(), from_disk.rules.len());
+    // An edit is reported in its file, at its line, as `check` reports it.
+    let mut edited = example_sources(&dir);
+    let payments = edited
+        .iter_mut()
+        .find(|f| f.path.ends_with("payments.yaml"))
+        .unwrap();
+    payments.text = payments
+        .text
+        .replace("effect: challenge", "effect: challenj");
+    let report = PolicySet::load_sources(&dir, edited, &lists, limits).unwrap_err();
+    let d = &report.diagnostics[0];
+    assert_eq!(d.file.as_deref(), Some(dir.join("payments.yaml").as_path()));
+    assert_eq!(d.location.unwrap().line, 13);
+    // No files at all: the directory's own error.
+    let report = PolicySet::load_sources(&dir, Vec::new(), &lists, limits).unwrap_err();
+    assert_eq!(report.diagnostics[0].code, Code::NoPolicyFiles);
+}

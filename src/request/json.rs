@@ -118,7 +118,11 @@ fn write_network(out: &mut Vec<u8>, n: &Network) {
     o.text(key!("ip"), ip);
     o.text(key!("country"), country);
     if *asn != 0 {
-        write_int(o.key(key!("asn")), *asn);
+        // An int64: a string in proto3 JSON (as pbjson writes it).
+        let out = o.key(key!("asn"));
+        out.push(b'"');
+        write_int(out, *asn);
+        out.push(b'"');
     }
     if !attributes.is_empty() {
         write_map(o.key(key!("attributes")), attributes);

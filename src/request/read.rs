@@ -86,7 +86,7 @@ pub(crate) fn from_json<'de, T: Deserialize<'de>>(text: &'de str) -> Result<T, R
 /// pbjson's messages for a value of the wrong kind, said as what the field
 /// takes; other messages as they are.
 pub(crate) fn plain(message: &str) -> Cow<'_, str> {
-    // An integer field (`uint32`) given a float, a number out of range or
+    // An integer field (`int64`, `int32`) given a float, a number out of range or
     // a string that is not digits: pbjson tries a number, then a string,
     // and reports neither.
     if message.contains("did not match any variant of untagged enum") {

@@ -67,7 +67,7 @@ prop_compose! {
         device_id in prop::sample::select(vec!["", "d-1"]),
         country in prop::sample::select(vec!["", "DE", "KP", "BR"]),
         ip in prop::sample::select(vec!["", "203.0.113.7", "10.0.0.1", "::1", "not-an-ip"]),
-        asn in prop::sample::select(vec![0u32, 3320]),
+        asn in prop::sample::select(vec![0i64, 3320]),
         network_attrs in attributes(&["anonymizer"]),
         resource_attrs in attributes(&["amount", "environment", "role", "x"]),
         attrs in attributes(&["fraud_score", "x"]),

@@ -87,6 +87,14 @@ pub fn validate(
                 ),
             ));
         }
+        // An int64 on the wire (no unsigned integers in the API) holding a
+        // 32-bit ASN (RFC 6793).
+        if u32::try_from(n.asn).is_err() {
+            return Err(invalid(
+                "network.asn",
+                format!("{} is not an AS number (0 to 4294967295)", n.asn),
+            ));
+        }
         attributes("network.attributes", &n.attributes)?;
     }
     if let Some(r) = &req.resource {
@@ -335,6 +343,30 @@ mod tests {
             validate(&r, now).unwrap_err().to_string(),
             "`network.ip`: `999.1.1.1` is not an IP address"
         );
+
+        // The wire's int64 holds 32-bit AS numbers only.
+        for (asn, ok) in [
+            (0, true),
+            (4_294_967_295, true),
+            (4_294_967_296, false),
+            (-1, false),
+        ] {
+            let mut r = req();
+            r.network = Some(pb::Network {
+                asn,
+                ..Default::default()
+            });
+            match validate(&r, now) {
+                Ok(_) => assert!(ok, "{asn}"),
+                Err(e) => assert_eq!(
+                    (ok, e.to_string()),
+                    (
+                        false,
+                        format!("`network.asn`: {asn} is not an AS number (0 to 4294967295)")
+                    )
+                ),
+            }
+        }
 
         let mut r = req();
         r.resource = Some(pb::Resource {

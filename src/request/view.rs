@@ -100,7 +100,7 @@ impl<'a> Msg<'a> {
             (Msg::Device(d), Field::Attributes) => attrs(d.map(|d| &d.attributes)),
             (Msg::Network(n), Field::Ip) => Node::Str(n.map_or("", |n| &n.ip)),
             (Msg::Network(n), Field::Country) => Node::Str(n.map_or("", |n| &n.country)),
-            (Msg::Network(n), Field::Asn) => Node::Int(n.map_or(0, |n| i64::from(n.asn))),
+            (Msg::Network(n), Field::Asn) => Node::Int(n.map_or(0, |n| n.asn)),
             (Msg::Network(n), Field::Attributes) => attrs(n.map(|n| &n.attributes)),
             (Msg::Resource(r), Field::Type) => Node::Str(r.map_or("", |r| &r.r#type)),
             (Msg::Resource(r), Field::Id) => Node::Str(r.map_or("", |r| &r.id)),

@@ -1,11 +1,16 @@
 //! Every error a gRPC method answers with, and its one mapping to a
 //! `Status`: bad input is `INVALID_ARGUMENT` naming the field (or, for a
 //! body that is no message at all, the message type); nothing of the policy
-//! and no secret is ever put in a status.
+//! and no secret is ever put in a status. Every status carries Google's
+//! error details (AIP-193): a `google.rpc.ErrorInfo` with a stable reason,
+//! and for a bad field a `google.rpc.BadRequest` naming it.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::request::InvalidRequest;
 use crate::trust::TokenError;
@@ -72,7 +77,52 @@ pub enum CallError {
     ShuttingDown,
 }
 
+/// The `google.rpc.ErrorInfo` domain of every error stepup answers with:
+/// the product's name (it has no registered service domain).
+pub const ERROR_DOMAIN: &str = "stepup";
+
 impl CallError {
+    /// The stable `google.rpc.ErrorInfo` reason (UPPER_SNAKE_CASE) a client
+    /// can branch on, whatever the message says.
+    pub fn reason(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            Self::Malformed { .. } => "MALFORMED_MESSAGE",
+            Self::Invalid(_) => "INVALID_FIELD",
+            Self::HistoryOff => "HISTORY_DISABLED",
+            Self::ReportsOff => "STEP_UP_REPORTS_DISABLED",
+            Self::Untrusted { .. } => "REPORTER_NOT_TRUSTED",
+            // One reason per check: `EVIDENCE_EXPIRED`, `EVIDENCE_BAD_SIGNATURE`.
+            Self::Evidence(e) => {
+                return Cow::Owned(format!("EVIDENCE_{}", e.code().to_ascii_uppercase()));
+            }
+            Self::EvidenceMismatch { .. } => "EVIDENCE_MISMATCH",
+            Self::Overloaded { .. } => "OVERLOADED",
+            Self::ShuttingDown => "SHUTTING_DOWN",
+        })
+    }
+
+    /// The `google.rpc` details of the status: ErrorInfo always (its
+    /// metadata keys in lowerCamelCase, AIP-193), BadRequest for a bad field.
+    fn details(&self) -> ErrorDetails {
+        let entry: Option<(&str, String)> = match self {
+            Self::Malformed { message, .. } => Some(("message", (*message).to_owned())),
+            Self::Invalid(e) => Some(("field", e.field.clone())),
+            Self::Evidence(e) => Some(("check", e.code().to_owned())),
+            Self::EvidenceMismatch { field, .. } => Some(("field", (*field).to_owned())),
+            Self::Overloaded { limit } => Some(("maxInFlight", limit.to_string())),
+            Self::HistoryOff | Self::ReportsOff | Self::Untrusted { .. } | Self::ShuttingDown => {
+                None
+            }
+        };
+        let metadata: HashMap<String, String> =
+            entry.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let mut details = ErrorDetails::with_error_info(self.reason(), ERROR_DOMAIN, metadata);
+        if let Self::Invalid(e) = self {
+            details.add_bad_request_violation(e.field.clone(), e.problem.clone());
+        }
+        details
+    }
+
     /// The status code the error is answered with.
     pub fn code(&self) -> Code {
         match self {
@@ -92,7 +142,7 @@ impl CallError {
 
 impl From<CallError> for Status {
     fn from(e: CallError) -> Self {
-        let mut status = Status::new(e.code(), e.to_string());
+        let mut status = Status::with_error_details(e.code(), e.to_string(), e.details());
         // The source (never sent) marks the status as a handler's answer:
         // `Counted` rewrites only the transport's own errors.
         status.set_source(Arc::new(e));
@@ -109,6 +159,59 @@ pub(crate) fn is_call_error(status: &Status) -> bool {
 mod tests {
     use super::*;
     use crate::request::validate::invalid;
+
+    /// Every status carries an ErrorInfo in the `stepup` domain; a bad
+    /// field also a BadRequest naming it by its proto path.
+    #[test]
+    fn statuses_carry_error_details() {
+        let status = Status::from(CallError::from(invalid("session.auth_time", "bad")));
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!((&*info.reason, &*info.domain), ("INVALID_FIELD", "stepup"));
+        assert_eq!(info.metadata["field"], "session.auth_time");
+        let bad = status.get_details_bad_request().unwrap();
+        assert_eq!(bad.field_violations.len(), 1);
+        assert_eq!(bad.field_violations[0].field, "session.auth_time");
+        assert_eq!(bad.field_violations[0].description, "bad");
+
+        let reasons = [
+            (CallError::HistoryOff, "HISTORY_DISABLED"),
+            (CallError::ReportsOff, "STEP_UP_REPORTS_DISABLED"),
+            (
+                CallError::Evidence(TokenError::BadSignature),
+                "EVIDENCE_BAD_SIGNATURE",
+            ),
+            (CallError::Overloaded { limit: 8 }, "OVERLOADED"),
+            (CallError::ShuttingDown, "SHUTTING_DOWN"),
+        ];
+        for (e, reason) in reasons {
+            let status = Status::from(e);
+            assert_eq!(status.get_details_error_info().unwrap().reason, reason);
+            assert!(status.get_details_bad_request().is_none(), "{reason}");
+        }
+        let status = Status::from(CallError::Overloaded { limit: 8 });
+        assert_eq!(
+            status.get_details_error_info().unwrap().metadata["maxInFlight"],
+            "8"
+        );
+        // PERMISSION_DENIED names its field in the ErrorInfo only (a
+        // BadRequest is for INVALID_ARGUMENT).
+        let status = Status::from(CallError::EvidenceMismatch {
+            field: "session_id",
+            detail: "does not match the evidence's `sid` claim".into(),
+        });
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "EVIDENCE_MISMATCH");
+        assert_eq!(info.metadata["field"], "session_id");
+        assert!(status.get_details_bad_request().is_none());
+        let status = Status::from(CallError::Evidence(TokenError::KeysUnavailable {
+            issuer: "https://idp.test".into(),
+            reason: "connection refused".into(),
+        }));
+        assert_eq!(status.code(), Code::Unavailable);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "EVIDENCE_KEYS_UNAVAILABLE");
+        assert_eq!(info.metadata["check"], "keys_unavailable");
+    }
 
     #[test]
     fn bad_input_is_invalid_argument_naming_the_field() {

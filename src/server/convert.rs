@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::engine::{Decision, Outcome};
+use crate::engine::{Decision, Outcome, TraceKind};
 use crate::proto::v1 as pb;
 
 pub(crate) fn duration(d: Duration) -> pbjson_types::Duration {
@@ -52,7 +52,8 @@ pub fn response(d: &Decision) -> pb::DecideResponse {
         max_age: d.max_age.map(duration),
         www_authenticate: d.www_authenticate().unwrap_or_default(),
         risk: Some(pb::Risk {
-            score: a.risk_score,
+            // 0..=100 (AIP-141: no unsigned integers on the wire).
+            score: i32::try_from(a.risk_score).unwrap_or(i32::MAX),
             signals: a.signals.iter().map(|s| owned(s)).collect(),
         }),
         reasons: d
@@ -90,7 +91,10 @@ pub fn response(d: &Decision) -> pb::DecideResponse {
             .trace
             .iter()
             .map(|t| pb::TraceEntry {
-                kind: t.kind.to_owned(),
+                kind: match t.kind {
+                    TraceKind::Signal => pb::trace_entry::Kind::Signal,
+                    TraceKind::Rule => pb::trace_entry::Kind::Rule,
+                } as i32,
                 id: owned(&t.id),
                 fired: t.fired,
                 detail: t.detail.clone(),

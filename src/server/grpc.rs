@@ -129,25 +129,12 @@ impl DecisionApi {
         caller: Option<Arc<str>>,
     ) -> Result<Response<DecideResponse>, Status> {
         let now = validate_within(&req, Utc::now(), self.max_time_skew).map_err(CallError::from)?;
-        // With a shared history backend, refresh the subject's history first
-        // (bounded by a timeout; a no-op without a backend).
-        if self.engine.history().backend().is_some() {
-            let policy = self.engine.policy();
-            self.engine.history().prefetch(&policy, &req, now).await;
-        }
-        let (req, decision) = if self.engine.is_costly(Some(&req.action)) {
-            // Boxed: the cheap path's future stays small (it is moved and
-            // copied on every call).
-            Box::pin(self.engine.run_isolated(move |engine| {
-                let decision = engine.decide(&req, now, req.explain);
-                (req, decision)
-            }))
+        let explain = req.explain;
+        let (req, decision) = self
+            .engine
+            .decide_served(req, now, explain)
             .await
-            .ok_or(CallError::ShuttingDown)?
-        } else {
-            let decision = self.engine.decide(&req, now, req.explain);
-            (req, decision)
-        };
+            .ok_or(CallError::ShuttingDown)?;
         crate::telemetry::logging::record(span.as_ref(), &req.action, &decision);
         if !decision.shadow.is_empty() {
             let rules: Vec<&str> = decision
@@ -186,30 +173,11 @@ impl DecisionApi {
     ) -> Result<Response<DecideBatchResponse>, Status> {
         let combine = batch.combine_challenges;
         let items = self.validate_batch(batch.requests, Utc::now())?;
-        if self.engine.history().backend().is_some() {
-            let policy = self.engine.policy();
-            // Every subject's history before any decision (one snapshot),
-            // one after the other, each bounded by the backend's timeout.
-            for (req, now) in &items {
-                self.engine.history().prefetch(&policy, req, *now).await;
-            }
-        }
-        let costly = items
-            .iter()
-            .any(|(req, _)| self.engine.is_costly(Some(&req.action)));
-        let (items, decisions) = if costly {
-            // One costly request sends the whole batch to the isolation
-            // path: the runtime's threads go on serving other calls.
-            Box::pin(self.engine.run_isolated(move |engine| {
-                let decisions = engine.decide_batch(&items);
-                (items, decisions)
-            }))
+        let (items, decisions) = self
+            .engine
+            .decide_batch_served(items)
             .await
-            .ok_or(CallError::ShuttingDown)?
-        } else {
-            let decisions = self.engine.decide_batch(&items);
-            (items, decisions)
-        };
+            .ok_or(CallError::ShuttingDown)?;
         let combined = if combine {
             convert::combined_challenge(&decisions)
         } else {

@@ -9,6 +9,7 @@
 //! calling ([`peer::Peer`], set by [`listen::Incoming`]).
 
 pub mod admin;
+pub mod authzen;
 pub mod call;
 pub mod convert;
 pub mod counted;
@@ -134,6 +135,10 @@ pub struct ServeOptions {
     /// The Shared Signals receiver at `POST /ssf/events` (HTTP/1.1 and
     /// HTTP/2 on the gRPC port); `None`: off.
     pub ssf: Option<Arc<crate::ssf::Receiver>>,
+    /// Serve the AuthZEN endpoints (`/access/v1/*`,
+    /// `/.well-known/authzen-configuration`) on the gRPC port too (they are
+    /// on the `--http` listener whenever it is given).
+    pub authzen: bool,
 }
 
 impl Default for ServeOptions {
@@ -147,6 +152,7 @@ impl Default for ServeOptions {
             handshake_timeout: HANDSHAKE_TIMEOUT,
             tls: None,
             ssf: None,
+            authzen: true,
         }
     }
 }
@@ -167,6 +173,18 @@ pub async fn serve(
 pub async fn serve_with(
     engine: Arc<Service>,
     listener: impl Into<listen::Listener>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_all(engine, listener, None, options, shutdown).await
+}
+
+/// [`serve_with`], and the AuthZEN endpoints on `http` as well, when given
+/// (with the gRPC listener's TLS settings and in-flight limit).
+pub async fn serve_all(
+    engine: Arc<Service>,
+    listener: impl Into<listen::Listener>,
+    http: Option<listen::Listener>,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
@@ -213,6 +231,12 @@ pub async fn serve_with(
     // One limit for both services: it bounds the work in the process.
     let in_flight = in_flight::InFlight::new(options.max_in_flight);
     let skew = options.max_time_skew;
+    let authzen = authzen::Mounted::start(
+        authzen::AuthZen::new(Arc::clone(&engine), skew, Arc::clone(&in_flight)),
+        http,
+        &options,
+    );
+    let (access, well_known, stop_http, http) = authzen.into_parts();
     let ssf = options
         .ssf
         .map(|r| ssf::SsfApi::new(Arc::clone(&engine), r, Arc::clone(&in_flight)));
@@ -247,29 +271,42 @@ pub async fn serve_with(
     let notify = std::sync::Arc::clone(&draining);
     let incoming = listen::Incoming::new(listener, options.tls, options.handshake_timeout);
     let server = transport()
-        // SETs are pushed over HTTP/1.1 too.
-        .accept_http1(ssf.is_some())
+        // SETs and AuthZEN requests come over HTTP/1.1 too.
+        .accept_http1(ssf.is_some() || access.is_some())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(decisions)
         .add_service(checks)
         .add_optional_service(ssf)
+        .add_optional_service(access)
+        .add_optional_service(well_known)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight calls");
+            let _ = stop_http.send(true);
             notify.notify_one();
         });
-    tokio::select! {
-        result = server => result?,
+    let served = tokio::select! {
+        result = server => result,
         () = async {
             draining.notified().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => {
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the shutdown grace period: closing them");
+            Ok(())
         }
+    };
+    // The HTTP listener drains under its own grace period, begun with the
+    // gRPC one; if the gRPC server failed instead, it stops now.
+    if let Some(mut task) = http
+        && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+    {
+        task.abort();
     }
-    Ok(())
+    served.map_err(ServeError::from)
 }
 /// The HTTP/2 transport with its limits: keepalive, streams per
 /// connection, header list size. (The handshake timeout is on the incoming
@@ -302,6 +339,15 @@ pub async fn run(
     if tls.is_none() {
         warn_if_plaintext_exposed(&config.listen);
     }
+    let http = match &config.http {
+        Some(addr) => {
+            if tls.is_none() {
+                authzen::listener::warn_if_plaintext_exposed(addr);
+            }
+            Some(listen::bind(addr, config.listen_mode).await?)
+        }
+        None => None,
+    };
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let admin = match config.admin {
         Some(addr) => Some(
@@ -353,7 +399,14 @@ pub async fn run(
             .then(|| Arc::new(crate::ssf::Receiver::new(config.ssf.clone()))),
         ..ServeOptions::default()
     };
-    let served = serve_with(Arc::clone(&engine), listener, options, stopped(stop_rx)).await;
+    let served = serve_all(
+        Arc::clone(&engine),
+        listener,
+        http,
+        options,
+        stopped(stop_rx),
+    )
+    .await;
     let _ = reload.await;
     // Calls are drained: flush the decision log and the history updates
     // queued for a shared backend, then stop the admin server.

@@ -30,9 +30,11 @@ pub enum Authority {
 
 /// The report `req`, sent by `peer`, makes, if it is trusted, and why.
 /// Without evidence the fields are all there is: malformed input is named
-/// first (as for Decide), then the caller must be on `[trust] reporters`,
-/// and only then are the fields checked against the policy. With
-/// evidence (from anyone, reporters included) the token is verified and
+/// first (as for Decide; `success` must say whether the challenge was
+/// passed), then the caller must be on `[trust] reporters`, and only then
+/// are the fields checked against the policy. With evidence (from anyone,
+/// reporters included) a failure is refused before anything else (the
+/// token proves a success), then the token is verified and
 /// what is recorded comes from it ([`apply_evidence`]), its time not held to
 /// `max_skew` (it is signed and bounded by the token's `exp`).
 pub async fn trusted_report(
@@ -52,6 +54,13 @@ pub async fn trusted_report(
         let reporter = reporter(trust, peer)?;
         let report = step_up_report(&req, clock, max_skew, policy, keyer)?;
         return Ok((report, Authority::Reporter(reporter)));
+    }
+    if req.success == Some(false) {
+        return Err(invalid(
+            "success",
+            "false beside `evidence`: the evidence is the token of a passed step-up; a failure is reported without evidence, by a listed reporter",
+        )
+        .into());
     }
     if trust.is_off() {
         return Err(CallError::ReportsOff);
@@ -246,7 +255,7 @@ pub fn apply_evidence(
     }
     req.amr = amr;
     apply_times(&mut req, token)?;
-    req.success = true;
+    req.success = Some(true);
     Ok(req)
 }
 
@@ -290,8 +299,9 @@ fn apply_times(req: &mut pb::RecordStepUpRequest, token: &Verified) -> Result<()
 }
 
 /// What can be checked of `req` without the policy, as Decide checks its
-/// requests: `subject_id` given, no string too long, `time` valid and within
-/// `max_skew` of `clock`.
+/// requests: `subject_id` and `success` given (a report that does not say
+/// whether the challenge was passed is no failure), no string too long,
+/// `time` valid and within `max_skew` of `clock`.
 fn shape(
     req: &pb::RecordStepUpRequest,
     clock: DateTime<Utc>,
@@ -299,6 +309,12 @@ fn shape(
 ) -> Result<(), InvalidRequest> {
     if req.subject_id.is_empty() {
         return Err(invalid("subject_id", "required"));
+    }
+    if req.success.is_none() {
+        return Err(invalid(
+            "success",
+            "required without `evidence` (true: the challenge was passed; false: it failed)",
+        ));
     }
     string("subject_id", &req.subject_id)?;
     string("tenant", &req.tenant)?;
@@ -391,18 +407,18 @@ pub fn step_up_report(
         amr: req.amr.iter().map(|m| Arc::from(m.as_str())).collect(),
         auth_time: ms(auth_time),
         at: ms(at),
-        success: req.success,
+        success: req.success == Some(true),
     })
 }
 
 /// The response to a recorded report.
-pub fn step_up_response(elevated_until: Option<Millis>, failed: usize) -> pb::RecordStepUpResponse {
+pub fn step_up_response(elevation_end: Option<Millis>, failed: usize) -> pb::RecordStepUpResponse {
     pb::RecordStepUpResponse {
-        elevated_until: elevated_until.map(|ms| Timestamp {
+        elevation_expire_time: elevation_end.map(|ms| Timestamp {
             seconds: ms.div_euclid(1000),
             nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
         }),
-        stepups_failed: u32::try_from(failed).unwrap_or(u32::MAX),
+        stepups_failed: i32::try_from(failed).unwrap_or(i32::MAX),
     }
 }
 
@@ -436,6 +452,7 @@ levels:
         let req = pb::RecordStepUpRequest {
             subject_id: "alice".into(),
             level: "aal2".into(),
+            success: Some(true),
             ..Default::default()
         };
         let e =
@@ -455,9 +472,19 @@ levels:
         let base = pb::RecordStepUpRequest {
             subject_id: "alice".into(),
             session_id: "s-1".into(),
-            success: true,
+            success: Some(true),
             ..Default::default()
         };
+        // Not saying whether the challenge was passed is no failure.
+        let e = check(pb::RecordStepUpRequest {
+            success: None,
+            ..base.clone()
+        })
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "`success`: required without `evidence` (true: the challenge was passed; false: it failed)"
+        );
         let e = check(pb::RecordStepUpRequest {
             level: "aal9".into(),
             ..base.clone()

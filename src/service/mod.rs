@@ -241,6 +241,63 @@ impl Service {
         }
     }
 
+    /// One decision as the servers make it (`Decide`, the AuthZEN API):
+    /// with a shared history backend the subject's history is refreshed
+    /// first (bounded by the backend's timeout); a costly decision runs off
+    /// the runtime's threads ([`Service::run_isolated`]). `None` when the
+    /// runtime shuts down before a costly one runs.
+    pub async fn decide_served(
+        self: &Arc<Self>,
+        req: DecideRequest,
+        now: DateTime<Utc>,
+        explain: bool,
+    ) -> Option<(DecideRequest, Decision)> {
+        if self.history.backend().is_some() {
+            let policy = self.policy();
+            self.history.prefetch(&policy, &req, now).await;
+        }
+        if self.is_costly(Some(&req.action)) {
+            // Boxed: the cheap path's future stays small (it is moved and
+            // copied on every call).
+            return Box::pin(self.run_isolated(move |engine| {
+                let decision = engine.decide(&req, now, explain);
+                (req, decision)
+            }))
+            .await;
+        }
+        let decision = self.decide(&req, now, explain);
+        Some((req, decision))
+    }
+
+    /// Decisions of `items` as the servers make a batch (`DecideBatch`, the
+    /// AuthZEN evaluations): every subject's history refreshed from a shared
+    /// backend before any decision (one snapshot), then all decided against
+    /// it; one costly request sends the whole batch off the runtime's
+    /// threads. `None` as for [`Service::decide_served`].
+    pub async fn decide_batch_served(
+        self: &Arc<Self>,
+        items: Vec<(DecideRequest, DateTime<Utc>)>,
+    ) -> Option<(Vec<(DecideRequest, DateTime<Utc>)>, Vec<Decision>)> {
+        if self.history.backend().is_some() {
+            let policy = self.policy();
+            for (req, now) in &items {
+                self.history.prefetch(&policy, req, *now).await;
+            }
+        }
+        if items
+            .iter()
+            .any(|(req, _)| self.is_costly(Some(&req.action)))
+        {
+            return Box::pin(self.run_isolated(move |engine| {
+                let decisions = engine.decide_batch(&items);
+                (items, decisions)
+            }))
+            .await;
+        }
+        let decisions = self.decide_batch(&items);
+        Some((items, decisions))
+    }
+
     /// Decides `req` at `now`. `explain` adds a trace and bypasses the cache.
     pub fn decide(&self, req: &DecideRequest, now: DateTime<Utc>, explain: bool) -> Decision {
         let started = std::time::Instant::now();

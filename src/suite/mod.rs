@@ -272,21 +272,34 @@ pub fn load(dir: &Path, set: &PolicySet) -> Result<(Vec<Suite>, Report), Report>
         );
         return Err(report);
     }
+    let mut sources = Vec::with_capacity(files.len());
+    for path in files {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => sources.push(SourceFile { path, text }),
+            Err(e) => report.push(
+                Diagnostic::error(Code::UnreadableFile, format!("cannot read test suite: {e}"))
+                    .in_file(&path),
+            ),
+        }
+    }
+    read_suites(&sources, set, report)
+}
+
+/// Reads the suites of files held in memory (the playground's edited
+/// `*_test.yaml` files), checked against `set` as [`load`] checks them.
+pub fn load_sources(files: &[SourceFile], set: &PolicySet) -> Result<(Vec<Suite>, Report), Report> {
+    read_suites(files, set, Report::default())
+}
+
+fn read_suites(
+    files: &[SourceFile],
+    set: &PolicySet,
+    mut report: Report,
+) -> Result<(Vec<Suite>, Report), Report> {
     let names = parse::Names::of(set);
     let mut suites: Vec<Suite> = Vec::new();
-    for path in files {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                report.push(
-                    Diagnostic::error(Code::UnreadableFile, format!("cannot read test suite: {e}"))
-                        .in_file(&path),
-                );
-                continue;
-            }
-        };
-        let file = SourceFile { path, text };
-        for suite in parse::read_file(&file, &names, &mut report) {
+    for file in files {
+        for suite in parse::read_file(file, &names, &mut report) {
             if let Some(first) = suites.iter().find(|s| s.name == suite.name) {
                 report.push(
                     Diagnostic::warning(
@@ -546,15 +559,7 @@ pub fn run<'s>(
                 continue;
             }
             let start = Instant::now();
-            let decision = if case.history.is_empty() {
-                crate::cache::decide_with(Arc::clone(set), None, &case.request, case.now, true)
-            } else {
-                let history = replay_history(set, &case.request, &case.history);
-                let elevated = history.elevate(set, &case.request, case.now);
-                let request = elevated.as_ref().unwrap_or(&case.request);
-                let lazy = Lazy::new(Some(&history), set, request, case.now);
-                engine::decide(Arc::clone(set), request, case.now, &lazy, true)
-            };
+            let decision = decide_case(set, case);
             let elapsed = start.elapsed();
             let a = &decision.assessment;
             for i in a.matched.iter().chain(&a.shadow) {
@@ -578,7 +583,7 @@ pub fn run<'s>(
                 .trace
                 .iter()
                 .cloned()
-                .partition(|t| t.kind != "rule" || considered(&t.id));
+                .partition(|t| t.kind != engine::TraceKind::Rule || considered(&t.id));
             let actual = Actual::of(&decision);
             results.push(CaseResult {
                 case,
@@ -595,6 +600,20 @@ pub fn run<'s>(
         results,
         coverage,
         revision: set.revision.to_string(),
+    }
+}
+
+/// Decides `case` under `set` as the suite runner does: its `history`
+/// replayed into a fresh history that the decision reads, with the trace.
+pub fn decide_case(set: &Arc<PolicySet>, case: &Case) -> Decision {
+    if case.history.is_empty() {
+        crate::cache::decide_with(Arc::clone(set), None, &case.request, case.now, true)
+    } else {
+        let history = replay_history(set, &case.request, &case.history);
+        let elevated = history.elevate(set, &case.request, case.now);
+        let request = elevated.as_ref().unwrap_or(&case.request);
+        let lazy = Lazy::new(Some(&history), set, request, case.now);
+        engine::decide(Arc::clone(set), request, case.now, &lazy, true)
     }
 }
 

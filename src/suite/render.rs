@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::{CaseResult, Check, RunReport, full_name};
+use crate::engine::TraceKind;
 
 /// The report as text: a line per case, details under each failure, the
 /// coverage when asked for, and the `N passed, M failed` summary line.
@@ -101,14 +102,16 @@ fn failure(out: &mut String, r: &CaseResult<'_>) {
         .unwrap_or(0);
     for t in &r.trace {
         let state = match (t.kind, t.fired) {
-            ("signal", true) => "fired",
+            (TraceKind::Signal, true) => "fired",
             (_, true) => "matched",
             _ => "-",
         };
         let _ = writeln!(
             out,
             "    {:6} {:id_w$}  {state:7}  {}",
-            t.kind, t.id, t.detail
+            t.kind.as_str(),
+            t.id,
+            t.detail
         );
     }
     if !r.not_considered.is_empty() {

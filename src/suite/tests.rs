@@ -445,3 +445,33 @@ fn junit_and_json() {
     assert_eq!(v["coverage"]["unmatched_rules"], json!(["blocked"]));
     assert_eq!(v["cases"][1]["checks"][1]["field"], "requirements");
 }
+
+#[test]
+fn suites_held_in_memory_read_and_decide_as_on_disk() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let (set, _) = PolicySet::load(&dir).unwrap();
+    let set = Arc::new(set);
+    let (on_disk, _) = load(&dir, &set).unwrap();
+    let sources: Vec<SourceFile> = suite_files(&dir)
+        .unwrap()
+        .into_iter()
+        .map(|path| SourceFile {
+            text: std::fs::read_to_string(&path).unwrap(),
+            path,
+        })
+        .collect();
+    let (in_memory, _) = load_sources(&sources, &set).unwrap();
+    let names = |s: &[Suite]| -> Vec<String> {
+        s.iter()
+            .flat_map(|s| s.cases.iter().map(full_name))
+            .collect()
+    };
+    assert_eq!(names(&in_memory), names(&on_disk));
+    // `decide_case` is the runner's decision: every example case holds.
+    let report = run(&set, &in_memory, None);
+    assert_eq!(report.failed(), 0);
+    for result in &report.results {
+        let decision = decide_case(&set, result.case);
+        assert_eq!(decision.outcome, result.actual.outcome);
+    }
+}

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use crate::engine::{Decision, Outcome};
+use crate::engine::{Decision, Outcome, TraceKind};
 use crate::json::{Obj, key, write_int};
 use crate::proto::v1 as pb;
 
@@ -93,7 +93,13 @@ pub fn write_decision(out: &mut Vec<u8>, d: &Decision) {
     o.text(key!("policyRevision"), &policy.revision);
     list(&mut o, key!("trace"), d.trace.iter(), |out, t| {
         let mut m = Obj::new(out);
-        m.text(key!("kind"), t.kind);
+        m.raw(
+            key!("kind"),
+            match t.kind {
+                TraceKind::Signal => b"\"KIND_SIGNAL\"",
+                TraceKind::Rule => b"\"KIND_RULE\"",
+            },
+        );
         m.text(key!("id"), &t.id);
         if t.fired {
             m.raw(key!("fired"), b"true");

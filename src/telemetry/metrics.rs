@@ -39,6 +39,16 @@ pub const CALL_BUCKETS: [f64; 15] = [
 /// `stepup_grpc_*{method}` gives them; `unknown` is any other path.
 pub const GRPC_METHODS: [&str; 5] = ["Decide", "RecordStepUp", "Check", "DecideBatch", "unknown"];
 
+/// The AuthZEN HTTP routes with a latency histogram each, by the name
+/// `stepup_http_*{route}` gives them; `unknown` is any other path.
+pub const HTTP_ROUTES: [&str; 5] = [
+    "evaluation",
+    "evaluations",
+    "search_action",
+    "metadata",
+    "unknown",
+];
+
 /// The fully qualified name (`package.Service/Method`, the OpenTelemetry
 /// span name and `rpc.method`) of a method of [`GRPC_METHODS`]; `_OTHER`
 /// for any other.
@@ -139,6 +149,10 @@ pub struct Metrics {
     grpc: Counters<(&'static str, &'static str)>,
     /// Call latency by method, in [`GRPC_METHODS`]' order.
     grpc_latency: [Histogram<{ CALL_BUCKETS.len() }>; GRPC_METHODS.len()],
+    /// AuthZEN HTTP requests by route and status code.
+    http: Counters<(&'static str, u16)>,
+    /// AuthZEN request latency by route, in [`HTTP_ROUTES`]' order.
+    http_latency: [Histogram<{ CALL_BUCKETS.len() }>; HTTP_ROUTES.len()],
     /// The OTLP histograms, once OTLP metrics export starts.
     otlp: std::sync::OnceLock<super::otlp::Histograms>,
 }
@@ -270,6 +284,19 @@ impl Metrics {
         }
     }
 
+    /// Counts an AuthZEN HTTP request by route (one of [`HTTP_ROUTES`]) and
+    /// status code, and its time from request to response.
+    pub fn http_call(&self, route: &'static str, status: u16, elapsed: Duration) {
+        bump(&self.http, &(route, status));
+        let i = HTTP_ROUTES
+            .iter()
+            .position(|r| *r == route)
+            .unwrap_or(HTTP_ROUTES.len() - 1);
+        if let Some(h) = self.http_latency.get(i) {
+            h.observe(&CALL_BUCKETS, elapsed);
+        }
+    }
+
     /// Records decision and call latencies into `histograms` too, from now
     /// on (OTLP export started); only the first call has an effect.
     pub fn export_histograms(&self, histograms: super::otlp::Histograms) {
@@ -312,6 +339,7 @@ impl Metrics {
         render_policy(out, state);
         self.render_decision_log(out);
         self.render_grpc(out);
+        self.render_http(out);
     }
 
     /// `stepup_decisions_total`.
@@ -473,6 +501,52 @@ impl Metrics {
                 h.render(
                     w,
                     "stepup_grpc_server_handling_seconds",
+                    &labels,
+                    &CALL_BUCKETS,
+                );
+            }
+        }
+    }
+}
+
+impl Metrics {
+    /// `stepup_http_requests_total` (sorted by route and code) and the
+    /// latency histogram of the AuthZEN endpoints, once there has been an
+    /// AuthZEN request: a sidecar asked only over gRPC shows none.
+    fn render_http(&self, w: &mut String) {
+        if self.http.is_empty() {
+            return;
+        }
+        header(
+            w,
+            "stepup_http_requests_total",
+            "counter",
+            "AuthZEN HTTP requests by route and status code.",
+        );
+        let mut http: Vec<((&str, u16), u64)> = self
+            .http
+            .iter()
+            .map(|e| (*e.key(), e.value().load(Ordering::Relaxed)))
+            .collect();
+        http.sort_unstable();
+        for ((route, code), v) in http {
+            let _ = writeln!(
+                w,
+                "stepup_http_requests_total{{route=\"{route}\",code=\"{code}\"}} {v}"
+            );
+        }
+        header(
+            w,
+            "stepup_http_server_request_duration_seconds",
+            "histogram",
+            "Time from an AuthZEN HTTP request to its response, server side, by route.",
+        );
+        for (route, h) in HTTP_ROUTES.iter().zip(&self.http_latency) {
+            if *route != "unknown" || h.count.load(Ordering::Relaxed) > 0 {
+                let labels = format!("route=\"{route}\",");
+                h.render(
+                    w,
+                    "stepup_http_server_request_duration_seconds",
                     &labels,
                     &CALL_BUCKETS,
                 );

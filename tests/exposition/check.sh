@@ -45,8 +45,18 @@ else
   echo "setup: reusing $venv"
 fi
 
+# The test hands its scrapes to tests/exposition/check.py only when it gets
+# that far: a passing run without the parsers' verdict in its output (a test
+# renamed, filtered or ignored) is a failure, not a pass.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
 if ! STEPUP_PROMETHEUS_PYTHON="$(cd "$venv" && pwd)/bin/python" \
-    cargo test --locked --test telemetry -- --nocapture; then
+    cargo test --locked --test telemetry -- --nocapture 2>&1 | tee "$log"; then
   echo "FAIL /metrics exposition (see above)" >&2
   exit 1
 fi
+if ! grep -q "^ok: both expositions parse" "$log"; then
+  echo "FAIL /metrics exposition: tests/telemetry.rs passed, but the Prometheus parsers (tests/exposition/check.py) never ran" >&2
+  exit 1
+fi
+echo "ok: /metrics parsed by prometheus_client (text 0.0.4 and OpenMetrics 1.0)"

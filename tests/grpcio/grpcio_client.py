@@ -9,12 +9,16 @@ no generated stubs are needed.
     python grpcio_client.py unix:PATH - METHOD REQUEST_HEX
 
 Prints the response bytes as hex on success (exit 0); on a gRPC error prints
-`error CODE DETAILS` (exit 3).
+`error CODE DETAILS` (exit 3), then one line per google.rpc error detail the
+status carries, decoded by grpcio-status: `ErrorInfo REASON DOMAIN` and
+`BadRequest FIELD: DESCRIPTION`.
 """
 
 import sys
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 
 def main(argv):
@@ -50,9 +54,22 @@ def main(argv):
             response = call(bytes.fromhex(request), timeout=10)
         except grpc.RpcError as e:
             print(f"error {e.code().name} {e.details()}")
+            print_details(e)
             return 3
     print(response.hex())
     return 0
+
+
+def print_details(error):
+    status = rpc_status.from_call(error)
+    for detail in status.details if status else []:
+        info = error_details_pb2.ErrorInfo()
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(info):
+            print(f"ErrorInfo {info.reason} {info.domain}")
+        elif detail.Unpack(bad):
+            for v in bad.field_violations:
+                print(f"BadRequest {v.field}: {v.description}")
 
 
 if __name__ == "__main__":

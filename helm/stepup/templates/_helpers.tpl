@@ -144,13 +144,31 @@ application chart's context.
 {{- end }}
 
 {{/*
+The probes' kind for this release's stepup container, `grpc` or `http`:
+probes.type when explicit; for `auto`, `grpc` where the kubelet (which probes
+the pod IP, in plaintext) can reach the gRPC port, i.e. standalone or a
+sidecar on a non-loopback TCP address, without TLS; else `http` (the admin
+port's /livez and /readyz), the only probe that works for a sidecar on
+loopback or a Unix socket. stepup.validate refuses an explicit `grpc` that
+cannot work.
+*/}}
+{{- define "stepup.probeType" -}}
+{{- $v := .Values }}
+{{- if ne $v.probes.type "auto" }}{{ $v.probes.type }}
+{{- else if include "stepup.tlsSecretName" . }}http
+{{- else if and (eq $v.mode "sidecar") (or $v.sidecar.unixSocket.enabled (include "stepup.isLoopback" $v.sidecar.listen)) }}http
+{{- else }}grpc
+{{- end }}
+{{- end }}
+
+{{/*
 "true" when the admin listener must be reachable on the pod IP: metrics are
-scraped (metrics.enabled) or the kubelet probes it (probes.type=http on a
+scraped (metrics.enabled) or the kubelet probes it (HTTP probes on a
 container that has probes). Takes a dict: ctx, probes (bool).
 */}}
 {{- define "stepup.adminExposed" -}}
 {{- $v := .ctx.Values }}
-{{- if and $v.admin.enabled (or $v.metrics.enabled (and .probes (eq $v.probes.type "http"))) }}true{{ end }}
+{{- if and $v.admin.enabled (or $v.metrics.enabled (and .probes (eq (include "stepup.probeType" .ctx) "http"))) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -226,8 +244,9 @@ templates/validate.yaml, so it runs for every install, upgrade and render.
 {{- end }}
 {{- $tls := include "stepup.tlsSecretName" . }}
 {{- $probed := or (eq $v.mode "standalone") $v.sidecar.probes }}
-{{- if and $tls $probed (eq $v.probes.type "grpc") }}
-{{- fail "tls: the kubelet's gRPC probes cannot speak TLS; set probes.type=http (probes on the admin port's /livez and /readyz)" }}
+{{- $probeType := include "stepup.probeType" . }}
+{{- if and $tls $probed (eq $probeType "grpc") }}
+{{- fail "tls: the kubelet's gRPC probes cannot speak TLS; set probes.type=auto or http (probes on the admin port's /livez and /readyz)" }}
 {{- end }}
 {{- if and $v.tls.clientCA.enabled (not $tls) }}
 {{- fail "tls.clientCA.enabled needs TLS: set tls.secretName, or tls.certManager.issuerRef in standalone mode" }}
@@ -244,11 +263,11 @@ templates/validate.yaml, so it runs for every install, upgrade and render.
 {{- if and $v.sidecar.unixSocket.enabled (ne $v.mode "sidecar") }}
 {{- fail "sidecar.unixSocket applies to mode=sidecar: a standalone Deployment serves its Service over TCP" }}
 {{- end }}
-{{- if and $v.sidecar.unixSocket.enabled $v.sidecar.probes (eq $v.probes.type "grpc") }}
-{{- fail "sidecar.unixSocket: the kubelet's gRPC probes need a TCP port; set probes.type=http (probes on the admin port) or leave sidecar.probes false" }}
+{{- if and (eq $v.mode "sidecar") $v.sidecar.unixSocket.enabled $v.sidecar.probes (eq $probeType "grpc") }}
+{{- fail "sidecar.unixSocket: the kubelet's gRPC probes need a TCP port; set probes.type=auto or http (probes on the admin port) or set sidecar.probes=false" }}
 {{- end }}
-{{- if and $v.sidecar.probes (eq $v.probes.type "grpc") (not $v.sidecar.unixSocket.enabled) (include "stepup.isLoopback" $v.sidecar.listen) }}
-{{- fail (printf "sidecar.probes: the kubelet probes the pod IP, so gRPC probes on a sidecar listening on loopback (%s) cannot be probed; set probes.type=http (probes on the admin port, the decision API stays on loopback), set sidecar.listen to 0.0.0.0:<port>, or leave sidecar.probes false" $v.sidecar.listen) }}
+{{- if and (eq $v.mode "sidecar") $v.sidecar.probes (eq $probeType "grpc") (not $v.sidecar.unixSocket.enabled) (include "stepup.isLoopback" $v.sidecar.listen) }}
+{{- fail (printf "sidecar.probes: the kubelet probes the pod IP, so gRPC probes on a sidecar listening on loopback (%s) cannot be probed; set probes.type=auto or http (probes on the admin port, the decision API stays on loopback), set sidecar.listen to 0.0.0.0:<port>, or set sidecar.probes=false" $v.sidecar.listen) }}
 {{- end }}
 {{- if and $v.metrics.enabled (not $v.admin.enabled) }}
 {{- fail "metrics.enabled needs admin.enabled: /metrics is served by the admin listener" }}
@@ -256,8 +275,14 @@ templates/validate.yaml, so it runs for every install, upgrade and render.
 {{- if and $v.metrics.scrapeAnnotations (not $v.metrics.enabled) }}
 {{- fail "metrics.scrapeAnnotations needs metrics.enabled: on loopback the admin port cannot be scraped" }}
 {{- end }}
-{{- if and (eq $v.probes.type "http") (not $v.admin.enabled) }}
+{{- if and $probed (eq $probeType "http") (not $v.admin.enabled) }}
+{{- if eq $v.probes.type "http" }}
 {{- fail "probes.type=http needs admin.enabled: the probes ask the admin listener's /livez and /readyz" }}
+{{- else if eq $v.mode "sidecar" }}
+{{- fail "sidecar.probes needs admin.enabled here: the kubelet cannot reach a sidecar's loopback, Unix-socket or TLS gRPC listener, so probes.type=auto probes the admin listener's /livez and /readyz; set admin.enabled=true, or set sidecar.probes=false (no probes: a native sidecar then no longer holds the application back until its policies are loaded)" }}
+{{- else }}
+{{- fail "tls with admin.enabled=false leaves nothing to probe: the kubelet's gRPC probes cannot speak TLS, so probes.type=auto probes the admin listener's /livez and /readyz; set admin.enabled=true" }}
+{{- end }}
 {{- end }}
 {{- $grpcPort := ternary (include "stepup.listenPort" $v.sidecar.listen) "7171" (eq $v.mode "sidecar") | int }}
 {{- if and (eq $v.mode "sidecar") $v.sidecar.unixSocket.enabled }}{{- $grpcPort = 0 }}{{- end }}
@@ -297,7 +322,7 @@ Renders one YAML list item.
 {{- $port := ternary 0 (include "stepup.listenPort" .listen | int) $unix }}
 {{- $loopback := or $unix (include "stepup.isLoopback" .listen) }}
 {{- $tls := include "stepup.tlsSecretName" $ctx }}
-{{- $httpProbes := and .probes (eq $v.probes.type "http") }}
+{{- $httpProbes := and .probes (eq (include "stepup.probeType" $ctx) "http") }}
 {{- $adminExposed := include "stepup.adminExposed" (dict "ctx" $ctx "probes" .probes) -}}
 - name: stepup
   image: {{ include "stepup.image" $ctx | quote }}

@@ -15,11 +15,14 @@ fn reads_a_request() {
     .unwrap();
     assert_eq!(r.network.unwrap().asn, 3320);
     assert_eq!(r.action, "a.b");
+    // An int64 is a string in proto3 JSON (as the decision log writes it).
+    let r: DecideRequest = from_json(r#"{"action": "a.b", "network": {"asn": "3320"}}"#).unwrap();
+    assert_eq!(r.network.unwrap().asn, 3320);
 }
 
 #[test]
 fn an_integer_out_of_a_fields_range_names_the_field() {
-    for asn in ["99999999999999999999", "4294967296", "-1", "3.5"] {
+    for asn in ["99999999999999999999", "9223372036854775808", "3.5"] {
         let e = error(&format!(
             r#"{{"action": "a.b", "network": {{"asn": {asn}}}}}"#
         ));

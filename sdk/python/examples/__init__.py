@@ -1,0 +1,1 @@
+"""Example apps that use stepup_client."""
