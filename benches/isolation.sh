@@ -55,8 +55,8 @@ rm -rf "$OUT/policies"
 mkdir -p "$OUT/policies"
 cp -r policies/. "$OUT/policies/"
 cp benches/worst.yaml "$OUT/policies/"
-"$STEPUP_BIN" check --costs "$OUT/policies" | grep 'worst-' > "$OUT/costs.txt" ||
-    die "the worst-case policy does not load (see \`$STEPUP_BIN check $OUT/policies\`)"
+"$STEPUP_BIN" check --costs --policies "$OUT/policies" | grep 'worst-' > "$OUT/costs.txt" ||
+    die "the worst-case policy does not load (see \`$STEPUP_BIN check --policies $OUT/policies\`)"
 python3 benches/decide_request.py "$OUT/cheap.bin"
 python3 benches/decide_request.py "$OUT/worst.bin" --worst
 printf '\0\0\0\0\0' > "$OUT/health.bin" # an empty HealthCheckRequest: the server as a whole

@@ -21,7 +21,7 @@
 //! - `cargo bench --bench load_scale`: the criterion benches (`load/*`,
 //!   `decide_scale/*`).
 //! - `cargo bench --bench load_scale -- generate N DIR`: writes a set of N
-//!   rules into DIR (for `/usr/bin/time -v target/release/stepup check DIR`);
+//!   rules into DIR (for `/usr/bin/time -v target/release/stepup check --policies DIR`);
 //!   `generate-unrelated N DIR`: the example set plus N rules on unrelated
 //!   actions.
 //! - `cargo bench --bench load_scale -- time-load N`: one timed

@@ -761,7 +761,7 @@ def check_policies_with_binary(report: Report, label: str, rendered: Rendered, v
         report.fail(name, NO_BINARY)
         return
     # A check that accepts anything proves nothing: a missing directory must fail.
-    probe = subprocess.run([str(binary), "check", str(tmp / "no-such-policies")],
+    probe = subprocess.run([str(binary), "check", "--policies", str(tmp / "no-such-policies")],
                            capture_output=True, text=True, check=False, timeout=60)
     if probe.returncode == 0:
         report.fail(name, f"{binary} check accepted a missing policy directory")
@@ -769,7 +769,7 @@ def check_policies_with_binary(report: Report, label: str, rendered: Rendered, v
     cm = rendered.one("ConfigMap", f"{fullname(values)}-policies")
     directory = Path(tempfile.mkdtemp(prefix="policies-", dir=tmp)) / "policies"
     write_configmap_volume(directory, cm["data"])
-    proc = subprocess.run([str(binary), "check", str(directory)], capture_output=True, text=True, check=False, timeout=60)
+    proc = subprocess.run([str(binary), "check", "--policies", str(directory)], capture_output=True, text=True, check=False, timeout=60)
     report.check(name, proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
 
 
@@ -865,7 +865,7 @@ def live_reload(binary: Path, port: int | Endpoint, policies: Path, data: dict[s
     before = decide(port)
     changed = {**data, RELOAD_FILE: RELOAD_POLICY}
     write_configmap_volume(policies, changed, version=2)
-    checked = subprocess.run([str(binary), "check", "--format", "json", str(policies)], capture_output=True, text=True, check=False)
+    checked = subprocess.run([str(binary), "check", "--format", "json", "--policies", str(policies)], capture_output=True, text=True, check=False)
     want = (OUTCOME_DENY, json.loads(checked.stdout)["revision"])
     if not wait_for(lambda: decide(port) == want, 15):
         return f"15 s after the ..data swap it answers {decide(port)}, want {want} (before: {before})", "", want[1]
@@ -1760,7 +1760,7 @@ def check_dockerfile(report: Report) -> None:
     if binary is None:
         report.fail(name, NO_BINARY)
     else:
-        proc = subprocess.run([str(binary), "check", str(ROOT / "policies")], capture_output=True, text=True, check=False, timeout=60)
+        proc = subprocess.run([str(binary), "check", "--policies", str(ROOT / "policies")], capture_output=True, text=True, check=False, timeout=60)
         report.check(name, proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
 
 

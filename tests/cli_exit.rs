@@ -162,6 +162,21 @@ fn the_positional_directory_of_check_and_test_still_works_but_not_beside_the_fla
     for command in ["check", "test"] {
         let out = stepup(&[command, &examples()]);
         assert_eq!(code(&out), Some(0), "{command}: {}", text(&out.stderr));
+        // It works, and says what replaces it.
+        assert!(
+            text(&out.stderr).starts_with(&format!(
+                "warning: `stepup {command} DIR` is deprecated: use `stepup {command} --policies {}` (or STEPUP_POLICIES)\n",
+                examples()
+            )),
+            "{command}: {}",
+            text(&out.stderr)
+        );
+        let out = stepup(&[command, "--policies", &examples()]);
+        assert!(
+            !text(&out.stderr).contains("deprecated"),
+            "{command}: {}",
+            text(&out.stderr)
+        );
         // An exported STEPUP_POLICIES does not stand in the way of the
         // directory typed on the command line.
         let out = run(

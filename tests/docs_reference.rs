@@ -112,7 +112,7 @@ mod cli {
     pub fn render() -> String {
         let mut root = stepup::cli::Cli::command();
         root.build();
-        let mut out = generated_from("the `stepup` command's definitions (src/cli.rs)");
+        let mut out = generated_from("the `stepup` command's definitions (src/cli.rs, src/cli/)");
         out.push_str("# Command line\n\n");
         if let Some(about) = root.get_long_about().or(root.get_about()) {
             let _ = writeln!(out, "{}\n", help_text(&about.to_string()));
@@ -728,6 +728,45 @@ fn config_keys_name_real_flags() {
             key.key,
             key.flag
         );
+    }
+}
+
+/// The exit-code page (written by hand: the codes' meanings per command are
+/// prose) has a section for every command, and each section's codes are the
+/// ones the crate defines.
+#[test]
+fn exit_code_page_covers_every_command() {
+    use clap::CommandFactory as _;
+    let page = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/reference/exit-codes.md"),
+    )
+    .unwrap();
+    let known = [
+        stepup::cli::EXIT_OK,
+        stepup::cli::EXIT_FAILED,
+        stepup::cli::EXIT_USAGE,
+        stepup::cli::EXIT_INVALID_POLICY,
+        stepup::cli::EXIT_RUNTIME,
+    ];
+    for command in stepup::cli::Cli::command().get_subcommands() {
+        let name = command.get_name();
+        let heading = format!("### `stepup {name}`\n");
+        let start = page
+            .find(&heading)
+            .unwrap_or_else(|| panic!("exit-codes.md has no section `{}`", heading.trim()));
+        let section = &page[start + heading.len()..];
+        let section = &section[..section.find("\n#").unwrap_or(section.len())];
+        let codes: Vec<u8> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split('`').next()?.parse().ok())
+            .collect();
+        assert!(!codes.is_empty(), "`stepup {name}`: no codes listed");
+        for code in codes {
+            assert!(
+                known.contains(&code),
+                "`stepup {name}`: unknown exit code {code}"
+            );
+        }
     }
 }
 

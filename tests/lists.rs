@@ -248,7 +248,7 @@ fn check_test_and_eval_read_the_lists_of_the_config_file() {
     std::fs::write(&config, "[lists.ip]\nblocked = \"feeds/blocked.txt\"\n").unwrap();
     let dir = s.policies.to_str().unwrap();
 
-    let out = stepup(&["check", dir]);
+    let out = stepup(&["check", "--policies", dir]);
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -256,7 +256,13 @@ fn check_test_and_eval_read_the_lists_of_the_config_file() {
         "{stderr}"
     );
 
-    let out = stepup(&["check", dir, "--config", config.to_str().unwrap()]);
+    let out = stepup(&[
+        "check",
+        "--policies",
+        dir,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 
     let context = s.policies.parent().unwrap().join("request.json");
@@ -280,7 +286,13 @@ fn check_test_and_eval_read_the_lists_of_the_config_file() {
 
     // A bad config file is named, with the line.
     std::fs::write(&config, "[lists]\nip = 3\n").unwrap();
-    let out = stepup(&["check", dir, "--config", config.to_str().unwrap()]);
+    let out = stepup(&[
+        "check",
+        "--policies",
+        dir,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("stepup.toml:2: "), "{stderr}");

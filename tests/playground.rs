@@ -482,7 +482,13 @@ fn saving_needs_write_and_then_the_case_passes_with_stepup_test() {
     let after = std::fs::read_to_string(dir.path().join("examples_test.yaml")).unwrap();
     assert!(after.starts_with(&before));
     assert!(after.contains("a refund of 5000 from the playground"));
-    let out = stepup(&["test", "--format", "json", dir.path().to_str().unwrap()]);
+    let out = stepup(&[
+        "test",
+        "--format",
+        "json",
+        "--policies",
+        dir.path().to_str().unwrap(),
+    ]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(out.status.success(), "{report}");
     let saved: Vec<&Value> = report["cases"]
@@ -502,7 +508,7 @@ fn saving_needs_write_and_then_the_case_passes_with_stepup_test() {
     );
     assert_eq!(status, 200);
     assert_eq!(
-        stepup(&["test", dir.path().to_str().unwrap()])
+        stepup(&["test", "--policies", dir.path().to_str().unwrap()])
             .status
             .code(),
         Some(1)
@@ -697,7 +703,7 @@ fn a_file_is_saved_only_with_write_and_only_when_the_set_stays_valid() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(std::fs::read_to_string(&payments).unwrap(), raised);
     assert!(
-        stepup(&["check", dir.path().to_str().unwrap()])
+        stepup(&["check", "--policies", dir.path().to_str().unwrap()])
             .status
             .success()
     );

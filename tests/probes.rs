@@ -278,7 +278,7 @@ fn costly_conditions_are_refused_by_check_and_by_serve() {
         ),
     )]);
     let path = dir.path().to_str().unwrap();
-    let out = stepup(&["check", path]);
+    let out = stepup(&["check", "--policies", path]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     for (rule, line) in [("roles", 8), ("cube", 14)] {
@@ -456,7 +456,7 @@ fn nested_cel_parentheses_get_one_clean_error() {
             "  - id: deep\n    actions: [\"a.b\"]\n    when: '{deep} == 1'\n    effect: deny\n"
         )),
     )]);
-    let out = stepup(&["check", dir.path().to_str().unwrap()]);
+    let out = stepup(&["check", "--policies", dir.path().to_str().unwrap()]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert_eq!(
@@ -478,7 +478,7 @@ fn nested_cel_parentheses_get_one_clean_error() {
 #[test]
 fn a_yaml_tab_is_pointed_at_on_its_line() {
     let dir = examples_with(&[("tab.yaml", "apiVersion: stepup/v1\n\tkind: Policy\n")]);
-    let out = stepup(&["check", dir.path().to_str().unwrap()]);
+    let out = stepup(&["check", "--policies", dir.path().to_str().unwrap()]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("tab.yaml:2:1\n"), "{err}");
@@ -526,7 +526,7 @@ fn json_integers_out_of_range_name_the_field() {
          action: payments.refund\n      subject: { id: u1 }\n      \
          network: { asn: 99999999999999999999 }\n    expect: { outcome: allow }\n",
     )]);
-    let out = stepup(&["test", suite.path().to_str().unwrap()]);
+    let out = stepup(&["test", "--policies", suite.path().to_str().unwrap()]);
     let err = text(&out.stderr);
     assert!(
         err.contains("error: invalid request field `network.asn`: expected an integer within the field's range"),
@@ -667,7 +667,7 @@ async fn request_supplied_regex_patterns_need_the_opt_in_and_are_bounded() {
         ))
     };
     let refused = examples_with(&[("regex.yaml", &rule(""))]);
-    let out = stepup(&["check", refused.path().to_str().unwrap()]);
+    let out = stepup(&["check", "--policies", refused.path().to_str().unwrap()]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("(in `pattern`) [dynamic-regex]"), "{err}");

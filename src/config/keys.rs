@@ -174,7 +174,7 @@ pub const KEYS: &[KeyDoc] = &[
     value("lists.ip.<name>", PATH, "", "A file of CIDR prefixes, one per line.", "\"lists/office.txt\""),
 
     table("limits", "How much the server takes on at once, and what a request or condition may cost."),
-    value("limits.max_in_flight", INTEGER, "1024", "`Decide`, `DecideBatch`, `RecordStepUp` and `Check` calls in flight at once; past it a call is answered `RESOURCE_EXHAUSTED` at once, not queued. At least 1.", "512")
+    value("limits.max_in_flight", INTEGER, "1024", "Calls in flight at once, shared by gRPC (`Decide`, `DecideBatch`, `RecordStepUp`, `Check`), the AuthZEN API and Shared Signals events; past it a call is refused at once, not queued: `RESOURCE_EXHAUSTED` over gRPC, HTTP 503 with `Retry-After` over HTTP. Health checks never count. At least 1.", "512")
         .set_by("--max-in-flight", "STEPUP_MAX_IN_FLIGHT"),
     value("limits.max_time_skew", "duration or `\"off\"`", "\"5m\"", "How far a request's `time` may lie from the server clock, past or future; beyond it the call is answered `INVALID_ARGUMENT`. `\"off\"` accepts any time.", "\"off\"")
         .set_by("--max-time-skew", "STEPUP_MAX_TIME_SKEW"),

@@ -146,6 +146,8 @@ def main():
             # The suite passes.
             page.locator("#run-tests").click()
             expect(page.locator("#test-outcome")).to_have_attribute("data-failed", "0", timeout=TIMEOUT)
+            # Cases ran: an empty run is no pass.
+            expect(page.locator("#test-outcome")).to_have_text(re.compile(r"^[1-9][0-9]* passed, 0 failed$"))
             shot(page, "tests")
 
             # Save the scenario as a test case; `stepup test` passes on it.
@@ -153,7 +155,7 @@ def main():
             page.locator("#save-file").fill("playground_test.yaml")
             page.locator("#save-test").click()
             expect(page.locator("#save-status")).to_contain_text("Saved to playground_test.yaml", timeout=TIMEOUT)
-            run = subprocess.run([stepup, "test", policies], capture_output=True, text=True)
+            run = subprocess.run([stepup, "test", "--policies", policies], capture_output=True, text=True)
             assert run.returncode == 0, run.stdout + run.stderr
             assert "ten refunds in an hour ask for a step-up" in run.stdout, run.stdout
 

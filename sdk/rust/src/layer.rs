@@ -128,7 +128,11 @@ where
                 Outcome::Unspecified => Some(json(
                     grpc,
                     StatusCode::FORBIDDEN,
-                    &serde_json::json!({"error": "access_denied", "decision_id": decision.response.decision_id}),
+                    &serde_json::json!({
+                        "error": "access_denied",
+                        "error_description": null,
+                        "decision_id": decision.response.decision_id,
+                    }),
                 )),
             };
             if let Some(answer) = answer {
