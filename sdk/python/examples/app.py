@@ -172,8 +172,9 @@ def create_app(
         except StepUpError as error:
             status = 503 if error.unavailable else 400
             raise HTTPException(status, {"error": "step_up_not_recorded", "reason": error.reason}) from error
-        until = result.elevation_expire_time.ToDatetime() if result.HasField("elevation_expire_time") else None
-        return {"elevated_until": until.isoformat() + "Z" if until else None}
+        # RFC 3339, UTC; null when the report opened no elevation window.
+        expire = result.elevation_expire_time.ToJsonString() if result.HasField("elevation_expire_time") else None
+        return {"elevation_expire_time": expire}
 
     @app.get("/metrics")
     async def get_metrics() -> Dict[str, int]:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
@@ -28,7 +29,11 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from google.protobuf.struct_pb2 import Value
 from starlette.types import ASGIApp
+
+from stepup_client import DecisionEvent, ErrorEvent, Hooks, session_from_claims
+from stepup_client.v1 import DecideRequest, Resource, Subject
 
 REPO = Path(__file__).resolve().parents[3]
 POLICIES = REPO / "policies"
@@ -106,13 +111,22 @@ def idp(tmp_path_factory: pytest.TempPathFactory) -> Idp:
 
 
 class Sidecar:
-    """A running `stepup serve`; `target` is what clients dial."""
+    """A running `stepup serve`; `target` is what clients dial; `admin` the
+    admin listener's `host:port`, when it has one."""
 
     def __init__(
-        self, binary: str, listen: str, config: Path, log: Path, extra: Sequence[str] = (), ready: bool = True
+        self,
+        binary: str,
+        listen: str,
+        config: Path,
+        log: Path,
+        extra: Sequence[str] = (),
+        ready: bool = True,
+        admin: Optional[str] = None,
     ) -> None:
         self.listen = listen
         self.target = listen
+        self.admin = admin
         self.log = log
         self._log_file = open(log, "wb")
         self.process = subprocess.Popen(
@@ -124,7 +138,7 @@ class Sidecar:
                 "--listen",
                 listen,
                 "--admin",
-                "off",
+                admin or "off",
                 "--no-watch",
                 "--config",
                 str(config),
@@ -165,6 +179,22 @@ class Sidecar:
                 time.sleep(0.05)
         raise RuntimeError(f"stepup serve did not listen on {self.target}: {self.log.read_text()}")
 
+    def metric(self, family: str, **labels: str) -> float:
+        """The sum of the `family` series (Prometheus text from the admin
+        listener's /metrics) whose labels include `labels`; 0 when none."""
+        if self.admin is None:
+            raise RuntimeError("this sidecar has no admin listener")
+        with urllib.request.urlopen(f"http://{self.admin}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+        wanted = [f'{key}="{value}"' for key, value in labels.items()]
+        total = 0.0
+        for line in text.splitlines():
+            series, _, value = line.rpartition(" ")
+            name, _, label_text = series.partition("{")
+            if name == family and all(w in label_text.rstrip("}").split(",") for w in wanted):
+                total += float(value)
+        return total
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -183,13 +213,16 @@ def start_sidecar(
     listen: Optional[str] = None,
     extra: Sequence[str] = (),
     ready: bool = True,
+    admin: bool = False,
 ) -> Sidecar:
     """`stepup serve` on the example policies, trusting `idp`. `ready`:
-    wait until it accepts plaintext gRPC connections (not for TLS)."""
+    wait until it accepts plaintext gRPC connections (not for TLS).
+    `admin`: with an admin listener (for /metrics) on a port of its own."""
     config = directory / "stepup.toml"
     config.write_text(idp.trust_toml())
     listen = listen or f"127.0.0.1:{free_port()}"
-    return Sidecar(binary, listen, config, directory / "stepup.log", extra, ready)
+    admin_at = f"127.0.0.1:{free_port()}" if admin else None
+    return Sidecar(binary, listen, config, directory / "stepup.log", extra, ready, admin_at)
 
 
 @pytest.fixture(scope="session")
@@ -235,3 +268,26 @@ def fresh_ids() -> "tuple[str, str]":
     subject and session)."""
     suffix = uuid.uuid4().hex[:12]
     return f"user-{suffix}", f"s-{suffix}"
+
+
+def refund_request(sub: str, sid: str, amount: float = 1500.0) -> DecideRequest:
+    """A refund of `amount` from a password session an hour old: the
+    example policies challenge it above 1,000."""
+    claims = {"sub": sub, "sid": sid, "acr": "urn:stepup:aal1", "amr": ["pwd"], "auth_time": int(time.time()) - 3600}
+    resource = Resource(type="refund", id="o-1")
+    resource.attributes["amount"].CopyFrom(Value(number_value=amount))
+    return DecideRequest(
+        action="payments.refund",
+        subject=Subject(id=sub),
+        session=session_from_claims(claims),
+        resource=resource,
+    )
+
+
+class Recorder:
+    """Metrics hooks that keep every event."""
+
+    def __init__(self) -> None:
+        self.decisions: List[DecisionEvent] = []
+        self.errors: List[ErrorEvent] = []
+        self.hooks = Hooks(on_decision=self.decisions.append, on_error=self.errors.append)

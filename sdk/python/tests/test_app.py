@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -22,6 +23,27 @@ REFUND_CHALLENGE = (
     'acr_values="urn:stepup:aal2 urn:okta:loa:2fa:any http://schemas.openid.net/pape/policies/2007/06/multi-factor", '
     'max_age="300"'
 )
+REFUND_ACR_VALUES = (
+    "urn:stepup:aal2 urn:okta:loa:2fa:any http://schemas.openid.net/pape/policies/2007/06/multi-factor"
+)
+UNAVAILABLE_BODY = {
+    "error": "temporarily_unavailable",
+    "error_description": "the authorization service is unavailable; the request was refused (fail closed)",
+}
+SERVER_ERROR_BODY = {
+    "error": "server_error",
+    "error_description": "the authorization check failed; the request was refused",
+}
+
+
+def assert_stepup_answer(response: httpx.Response, status: int) -> Dict[str, Any]:
+    """The middleware's own answer: `status`, JSON, not to be cached. Its
+    body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "no-store"
+    body: Dict[str, Any] = response.json()
+    return body
 
 
 def app_for(target: str, idp: Idp, **kwargs: Any) -> AppServer:
@@ -60,14 +82,17 @@ def test_refund_from_password_session_is_challenged_then_allowed_after_record_st
     token = password_session(idp, sub, sid)
     with httpx.Client(base_url=app.url) as http:
         challenged = refund(http, token)
-        assert challenged.status_code == 401
+        body = assert_stepup_answer(challenged, 401)
         assert challenged.headers["www-authenticate"] == REFUND_CHALLENGE
-        body = challenged.json()
-        assert body["error"] == "insufficient_user_authentication"
-        assert body["error_description"] == "Refunds above 1,000 need re-verification"
-        assert body["acr_values"][0] == "urn:stepup:aal2"
-        assert body["max_age"] == 300
+        assert "retry-after" not in challenged.headers
         assert len(body["decision_id"]) == 36
+        assert body == {
+            "error": "insufficient_user_authentication",
+            "error_description": "Refunds above 1,000 need re-verification",
+            "acr_values": REFUND_ACR_VALUES,
+            "max_age": 300,
+            "decision_id": body["decision_id"],
+        }
 
         # The step-up completes at the identity provider: its ID token is
         # the evidence, and the same session may now refund.
@@ -75,7 +100,9 @@ def test_refund_from_password_session_is_challenged_then_allowed_after_record_st
         id_token = idp.token(sub, sid, "urn:stepup:aal2", ["pwd", "otp"], now)
         reported = http.post("/stepup", json={"id_token": id_token})
         assert reported.status_code == 200, reported.text
-        assert reported.json()["elevated_until"] is not None
+        expire = reported.json()["elevation_expire_time"]
+        assert expire.endswith("Z")
+        assert datetime.fromisoformat(expire[:-1] + "+00:00").timestamp() > now
 
         allowed = refund(http, token)
         assert allowed.status_code == 200, allowed.text
@@ -118,12 +145,34 @@ def test_a_sanctioned_country_is_denied(app: AppServer, idp: Idp) -> None:
     token = idp.token(*fresh_ids(), "urn:stepup:aal3", ["hwk"], int(time.time()))
     with httpx.Client(base_url=app.url) as http:
         denied = refund(http, token, headers={"X-Client-Country": "KP"})
-        assert denied.status_code == 403
+        body = assert_stepup_answer(denied, 403)
         assert "www-authenticate" not in denied.headers
-        body = denied.json()
-        assert body["error"] == "access_denied"
-        assert body["error_description"] == "This service is not available in your region"
+        assert body == {
+            "error": "access_denied",
+            "error_description": "This service is not available in your region",
+            "decision_id": body["decision_id"],
+        }
+        assert len(body["decision_id"]) == 36
         assert http.get("/orders", headers={**bearer(token), "X-Client-Country": "KP"}).status_code == 403
+
+
+def test_a_request_the_sidecar_refuses_is_a_500_from_the_middleware_and_the_dependency(
+    app: AppServer, idp: Idp
+) -> None:
+    """The app put a country that is no ISO 3166-1 code in the request:
+    the sidecar refuses it (INVALID_ARGUMENT), the app answers 500 and says
+    no more; no fallback could answer for it."""
+    token = password_session(idp, *fresh_ids())
+    bad = {**bearer(token), "X-Client-Country": "Korea"}
+    with httpx.Client(base_url=app.url) as http:
+        for response in (
+            refund(http, token, headers={"X-Client-Country": "Korea"}),
+            http.post("/account/email", json={"email": "a@example.com"}, headers=bad),
+        ):
+            assert assert_stepup_answer(response, 500) == SERVER_ERROR_BODY
+            assert "retry-after" not in response.headers
+            assert "www-authenticate" not in response.headers
+        assert http.get("/metrics").json()["error.Decide.INVALID_ARGUMENT"] == 2
 
 
 def test_the_route_dependency_answers_like_the_middleware(app: AppServer, idp: Idp) -> None:
@@ -132,12 +181,15 @@ def test_the_route_dependency_answers_like_the_middleware(app: AppServer, idp: I
     fresh = idp.token(sub, sid, "urn:stepup:aal2", ["pwd", "otp"], int(time.time()) - 5)
     with httpx.Client(base_url=app.url) as http:
         challenged = http.post("/account/email", json={"email": "a@example.com"}, headers=bearer(weak))
-        assert challenged.status_code == 401
+        body = assert_stepup_answer(challenged, 401)
         www = challenged.headers["www-authenticate"]
         assert www.startswith('Bearer error="insufficient_user_authentication"')
         assert 'acr_values="urn:stepup:aal2' in www and 'max_age="600"' in www
-        assert challenged.json()["error"] == "insufficient_user_authentication"
-        assert challenged.json()["max_age"] == 600
+        assert body["error"] == "insufficient_user_authentication"
+        assert body["acr_values"].startswith("urn:stepup:aal2")
+        assert f'acr_values="{body["acr_values"]}"' in www
+        assert body["max_age"] == 600
+        assert set(body) == {"error", "error_description", "acr_values", "max_age", "decision_id"}
         allowed = http.post("/account/email", json={"email": "a@example.com"}, headers=bearer(fresh))
         assert allowed.status_code == 200, allowed.text
 
@@ -165,16 +217,22 @@ def test_with_the_sidecar_stopped_requests_fail_closed_or_get_the_configured_ans
         start = time.monotonic()
         unavailable = refund(http, token, amount=10.0)
         assert time.monotonic() - start < 3.0
-        assert unavailable.status_code == 503
-        assert unavailable.json()["error"] == "stepup_unavailable"
-        assert unavailable.json()["code"] == "UNAVAILABLE"
+        assert assert_stepup_answer(unavailable, 503) == UNAVAILABLE_BODY
+        assert unavailable.headers["retry-after"] == "1"
         assert http.get("/orders", headers=bearer(token)).status_code == 503
+        # The route dependency answers alike.
+        email = http.post("/account/email", json={"email": "a@example.com"}, headers=bearer(token))
+        assert assert_stepup_answer(email, 503) == UNAVAILABLE_BODY
+        assert email.headers["retry-after"] == "1"
         metrics = http.get("/metrics").json()
-        assert metrics["error.Decide.UNAVAILABLE"] == 2
+        assert metrics["error.Decide.UNAVAILABLE"] == 3
     with httpx.Client(base_url=configured.url) as http:
         answered = refund(http, token, amount=10.0)
-        assert answered.status_code == 403
-        assert answered.json()["error_description"] == "Refunds are paused, try again later"
+        assert assert_stepup_answer(answered, 403) == {
+            "error": "access_denied",
+            "error_description": "Refunds are paused, try again later",
+            "decision_id": "",
+        }
         assert http.get("/metrics").json()["decision.DENY.fallback"] == 1
 
 

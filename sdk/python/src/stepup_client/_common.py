@@ -20,7 +20,7 @@ log = logging.getLogger("stepup_client")
 #: service and answers in about a millisecond; half a second leaves room for
 #: a cold start or a busy host without holding a request thread long.
 DEFAULT_TIMEOUT = 0.5
-#: Default retries of a Decide (or DecideBatch) answered UNAVAILABLE.
+#: Default retries of a call that did not run (see RetryPolicy).
 DEFAULT_RETRIES = 2
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["DecisionService"]
@@ -172,11 +172,24 @@ def static_fallback(
 
 @dataclass
 class RetryPolicy:
-    """Retries of Decide and DecideBatch when the sidecar answers
-    UNAVAILABLE (the call did not run: a restart, a connection being set
-    up, SHUTTING_DOWN), with jittered exponential backoff, all within the
-    call's one deadline. RecordStepUp is never retried: a report must not
-    be counted twice."""
+    """Retries of a call that did not run, with jittered exponential
+    backoff, all within the call's one deadline. The sidecar records each
+    Decide in the subject's history (the counts that behavioural rules
+    read), so a call that reached it must not be sent again. A call is
+    retried only when:
+
+    - it was never sent (`StepUpError.never_sent`): gRPC had no connection
+      to put it on (the sidecar is not listening, is restarting, or its
+      address does not resolve). The clients make their calls without
+      `wait_for_ready`, so such a call fails at once instead of waiting for
+      a connection; any method, RecordStepUp included;
+    - Decide and DecideBatch only: the sidecar answered UNAVAILABLE with
+      ErrorInfo reason `SHUTTING_DOWN` (`StepUpError.shutting_down`): it
+      was stopping and did not run the call.
+
+    Anything else is final: a connection lost after the call was sent (the
+    sidecar may have decided it), DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED
+    (`OVERLOADED`), an UNAVAILABLE without that reason."""
 
     retries: int = DEFAULT_RETRIES
     backoff: float = 0.02
@@ -187,8 +200,13 @@ class RetryPolicy:
         base = min(self.max_backoff, self.backoff * (2.0**attempt))
         return base / 2 + self._rng.random() * base / 2
 
-    def should_retry(self, error: StepUpError, attempt: int) -> bool:
-        return attempt < self.retries and error.code == grpc.StatusCode.UNAVAILABLE
+    def should_retry(self, error: StepUpError, attempt: int, *, after_shutdown: bool) -> bool:
+        """Whether to make attempt `attempt + 1` (0-based `attempt` just
+        failed with `error`). `after_shutdown`: a SHUTTING_DOWN refusal may
+        be retried (Decide, DecideBatch; not RecordStepUp)."""
+        if attempt >= self.retries:
+            return False
+        return error.never_sent or (after_shutdown and error.shutting_down)
 
 
 def evidence_request(

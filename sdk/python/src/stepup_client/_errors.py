@@ -22,6 +22,30 @@ UNAVAILABLE_CODES = frozenset(
 )
 
 
+#: The `google.rpc.ErrorInfo` domain of the sidecar's errors.
+ERROR_DOMAIN = "stepup"
+
+#: How grpc-core words the failure of a call it never sent. A call made
+#: without `wait_for_ready` (as the clients make them) is failed at once
+#: with the channel's connection error when the channel has no connection
+#: to put it on: the load-balancing pick fails, so no byte of the call
+#: left the process. The message is the load balancer's (pick_first, the
+#: default: "failed to connect to all addresses; last error: ..."; the
+#: round-robin policies: "connections to all backends failing; ...") or,
+#: when the target's name did not resolve, the resolver's ("errors
+#: resolving ...", "DNS resolution failed for ...", "empty address
+#: list"). A call that was sent and lost its connection fails with the
+#: transport's error instead ("Socket closed", "Connection reset by
+#: peer"), which none of these begins with.
+_NEVER_SENT_PREFIXES = (
+    "failed to connect to all addresses",
+    "connections to all backends failing",
+    "errors resolving ",
+    "DNS resolution failed for ",
+    "empty address list",
+)
+
+
 class StepUpError(Exception):
     """A call to the sidecar failed.
 
@@ -30,7 +54,9 @@ class StepUpError(Exception):
     metadata `field`, `EVIDENCE_EXPIRED` with `check`), empty when the status
     carries none (transport errors: unreachable, deadline, message too
     large). `field_violations` lists the `google.rpc.BadRequest` detail's
-    (field, description) pairs."""
+    (field, description) pairs. `never_sent` is true when gRPC failed the
+    call before sending it (no connection to the sidecar could be made, or
+    its address did not resolve): the sidecar cannot have seen it."""
 
     def __init__(
         self,
@@ -42,6 +68,7 @@ class StepUpError(Exception):
         domain: str = "",
         metadata: Optional[Mapping[str, str]] = None,
         field_violations: Sequence[Tuple[str, str]] = (),
+        never_sent: bool = False,
     ) -> None:
         self.method = method
         self.code = code
@@ -50,6 +77,7 @@ class StepUpError(Exception):
         self.domain = domain
         self.metadata: Dict[str, str] = dict(metadata or {})
         self.field_violations: List[Tuple[str, str]] = list(field_violations)
+        self.never_sent = never_sent
         detail = f" ({reason})" if reason else ""
         super().__init__(f"stepup {method}: {code.name}{detail}: {message}")
 
@@ -58,6 +86,17 @@ class StepUpError(Exception):
         """Whether the sidecar did not answer (unreachable, too slow,
         overloaded, shutting down): the case the fail mode is for."""
         return self.code in UNAVAILABLE_CODES
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether the sidecar refused the call because it is stopping
+        (UNAVAILABLE with ErrorInfo reason `SHUTTING_DOWN`, domain
+        `stepup`): it did not run the call."""
+        return (
+            self.code == grpc.StatusCode.UNAVAILABLE
+            and self.reason == "SHUTTING_DOWN"
+            and self.domain == ERROR_DOMAIN
+        )
 
 
 class SidecarUnavailable(StepUpError):
@@ -93,9 +132,11 @@ def _build(
     domain = ""
     metadata: Dict[str, str] = {}
     violations: List[Tuple[str, str]] = []
+    has_details = False
     for key, value in trailers or ():
         if key != GRPC_DETAILS_METADATA_KEY or not isinstance(value, bytes):
             continue
+        has_details = True
         status = status_pb2.Status()
         try:
             status.ParseFromString(value)
@@ -109,6 +150,14 @@ def _build(
             elif detail.Unpack(bad):
                 violations.extend((v.field, v.description) for v in bad.field_violations)
     cls = SidecarUnavailable if code in UNAVAILABLE_CODES else StepUpError
+    # grpc-core's own failures carry no status details; every error the
+    # sidecar answers does (ErrorInfo): a message alone never makes an
+    # answer from the sidecar look unsent.
+    never_sent = (
+        code == grpc.StatusCode.UNAVAILABLE
+        and not has_details
+        and message.startswith(_NEVER_SENT_PREFIXES)
+    )
     return cls(
         method,
         code,
@@ -117,4 +166,5 @@ def _build(
         domain=domain,
         metadata=metadata,
         field_violations=violations,
+        never_sent=never_sent,
     )

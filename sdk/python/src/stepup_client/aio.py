@@ -80,7 +80,7 @@ class AsyncStepUpClient:
         """Asks the sidecar for a decision (see StepUpClient.decide)."""
         start = time.monotonic()
         try:
-            response, attempts = await self._call("Decide", self._decide, request, timeout, retry=True)
+            response, attempts = await self._call("Decide", self._decide, request, timeout, after_shutdown=True)
         except _Failed as failed:
             seconds = time.monotonic() - start
             self.hooks.failure(ErrorEvent("Decide", failed.error, seconds, failed.attempts))
@@ -99,14 +99,14 @@ class AsyncStepUpClient:
         self, request: pb.DecideBatchRequest, *, timeout: Optional[float] = None
     ) -> pb.DecideBatchResponse:
         """Up to 100 decisions in one call (no fallback: it raises)."""
-        return await self._plain("DecideBatch", self._batch, request, timeout, retry=True)
+        return await self._plain("DecideBatch", self._batch, request, timeout, after_shutdown=True)
 
     async def record_step_up(
         self, request: pb.RecordStepUpRequest, *, timeout: Optional[float] = None
     ) -> pb.RecordStepUpResponse:
-        """Reports a step-up's outcome; never retried (see
+        """Reports a step-up's outcome; retried only when never sent (see
         StepUpClient.record_step_up)."""
-        return await self._plain("RecordStepUp", self._record, request, timeout, retry=False)
+        return await self._plain("RecordStepUp", self._record, request, timeout, after_shutdown=False)
 
     async def record_step_up_evidence(
         self,
@@ -143,11 +143,11 @@ class AsyncStepUpClient:
         request: _Req,
         timeout: Optional[float],
         *,
-        retry: bool,
+        after_shutdown: bool,
     ) -> _Resp:
         start = time.monotonic()
         try:
-            return (await self._call(method, call, request, timeout, retry=retry))[0]
+            return (await self._call(method, call, request, timeout, after_shutdown=after_shutdown))[0]
         except _Failed as failed:
             self.hooks.failure(
                 ErrorEvent(method, failed.error, time.monotonic() - start, failed.attempts)
@@ -161,20 +161,21 @@ class AsyncStepUpClient:
         request: _Req,
         timeout: Optional[float],
         *,
-        retry: bool,
+        after_shutdown: bool,
     ) -> Tuple[_Resp, int]:
+        # `wait_for_ready=False`: see StepUpClient._call.
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         attempt = 0
         while True:
             attempt += 1
             remaining = max(deadline - time.monotonic(), 0.0)
             try:
-                return await call(request, timeout=remaining), attempt
+                return await call(request, timeout=remaining, wait_for_ready=False), attempt
             except grpc.aio.AioRpcError as rpc_error:
                 error = from_rpc_error(method, rpc_error)
                 error.__cause__ = rpc_error
                 delay = self.retry.delay(attempt - 1)
-                if not (retry and self.retry.should_retry(error, attempt - 1)):
+                if not self.retry.should_retry(error, attempt - 1, after_shutdown=after_shutdown):
                     raise _Failed(error, attempt) from rpc_error
                 if time.monotonic() + delay >= deadline:
                     raise _Failed(error, attempt) from rpc_error

@@ -8,9 +8,11 @@ DecideRequest (None: not protected, passed through). The sidecar's answer:
 - CHALLENGE: 401 with `WWW-Authenticate` exactly the response's
   `www_authenticate` (RFC 9470) and a JSON body (`challenge_body`);
 - DENY: 403 with a JSON body (`deny_body`);
-- no answer (unreachable, too slow, overloaded): 503, fail closed, unless
-  the client has a fallback, whose decision is enforced as above; any other
-  error (a request the sidecar refused): 500.
+- no answer (unreachable, too slow, overloaded): 503
+  `temporarily_unavailable` with `Retry-After: 1`, fail closed, unless the
+  client has a fallback, whose decision is enforced as above; any other
+  error (a request the sidecar refused): 500 `server_error`.
+Every answer of its own is JSON with `Cache-Control: no-store`.
 With `enforce=False` the app runs for every outcome and the handler decides
 (see `decision_response`). Needs the `asgi` extra (starlette)."""
 
@@ -43,33 +45,56 @@ Build = Callable[[Request], Union[Optional[pb.DecideRequest], Awaitable[Optional
 ClientRef = Union[AsyncStepUpClient, Callable[[HTTPConnection], AsyncStepUpClient]]
 
 
-def _first_message(decision: pb.DecideResponse, effect: pb.Effect) -> str:
+#: The headers of every answer the middleware gives itself.
+_HEADERS = {"Cache-Control": "no-store"}
+#: The 401's `WWW-Authenticate` when the decision carries no usable one:
+#: still a challenge (RFC 9470's error alone), never a pass.
+DEFAULT_CHALLENGE = 'Bearer error="insufficient_user_authentication"'
+#: The 503's `error_description`: the sidecar gave no answer.
+UNAVAILABLE_DESCRIPTION = "the authorization service is unavailable; the request was refused (fail closed)"
+#: The 500's `error_description`: any other failure of the call.
+ERROR_DESCRIPTION = "the authorization check failed; the request was refused"
+
+
+def _first_message(decision: pb.DecideResponse, effect: pb.Effect) -> Optional[str]:
     for reason in decision.reasons:
         if reason.effect == effect and reason.message:
             return reason.message
-    return ""
+    return None
+
+
+def _challenge_header(www_authenticate: str) -> str:
+    """The `WWW-Authenticate` value of a 401: the decision's, byte for byte
+    (as UTF-8), or DEFAULT_CHALLENGE when it is empty or holds a control
+    character (a line break would split the header). Starlette writes
+    header values as Latin-1: the UTF-8 bytes are handed over as Latin-1
+    characters so they reach the wire unchanged."""
+    if not www_authenticate or any(c != "\t" and (c < " " or c == "\x7f") for c in www_authenticate):
+        return DEFAULT_CHALLENGE
+    return www_authenticate.encode("utf-8").decode("latin-1")
 
 
 def challenge_body(decision: pb.DecideResponse) -> Dict[str, Any]:
-    """The JSON body of a CHALLENGE's 401: `error`
-    (`insufficient_user_authentication`), `error_description` (the first
-    challenge rule's message), `acr_values` and `max_age` (seconds; absent
-    when no freshness is asked for), for a client that prefers JSON to
-    parsing `WWW-Authenticate`, and `decision_id` for support."""
-    body: Dict[str, Any] = {
+    """The JSON body of a CHALLENGE's 401, for a client that prefers JSON
+    to parsing `WWW-Authenticate`: `error`
+    (`insufficient_user_authentication`), `error_description` (the message
+    of the first CHALLENGE reason that has one, else null), `acr_values`
+    (the acceptable levels, one string separated by spaces, as in the
+    header), `max_age` (seconds, or null when no freshness is asked for)
+    and `decision_id`."""
+    return {
         "error": "insufficient_user_authentication",
         "error_description": _first_message(decision, pb.EFFECT_CHALLENGE),
-        "acr_values": list(decision.acr_values),
+        "acr_values": " ".join(decision.acr_values),
+        "max_age": decision.max_age.seconds if decision.HasField("max_age") else None,
+        "decision_id": decision.decision_id,
     }
-    if decision.HasField("max_age"):
-        body["max_age"] = decision.max_age.seconds
-    body["decision_id"] = decision.decision_id
-    return body
 
 
 def deny_body(decision: pb.DecideResponse) -> Dict[str, Any]:
     """The JSON body of a DENY's 403: `error` (`access_denied`),
-    `error_description` (the first deny rule's message), `decision_id`."""
+    `error_description` (the message of the first DENY reason that has
+    one, else null), `decision_id`."""
     return {
         "error": "access_denied",
         "error_description": _first_message(decision, pb.EFFECT_DENY),
@@ -78,30 +103,39 @@ def deny_body(decision: pb.DecideResponse) -> Dict[str, Any]:
 
 
 def decision_response(decision: pb.DecideResponse) -> Optional[Response]:
-    """The HTTP answer for a decision that stops the request: 401 with
-    `WWW-Authenticate` for CHALLENGE, 403 for DENY; None for ALLOW. Any
-    other outcome (UNSPECIFIED, never sent by the sidecar) is a 403: fail
-    closed."""
+    """The HTTP answer for a decision that stops the request, None for
+    ALLOW. CHALLENGE: 401 with `WWW-Authenticate` exactly the decision's
+    `www_authenticate`, byte for byte (DEFAULT_CHALLENGE when it is empty
+    or not a valid header value), and `challenge_body`.
+    DENY: 403 with `deny_body`. Any other outcome (UNSPECIFIED, never sent
+    by the sidecar) is a 403 of the same shape with no description: fail
+    closed. Each is JSON with `Cache-Control: no-store`."""
     if decision.outcome == pb.OUTCOME_ALLOW:
         return None
     if decision.outcome == pb.OUTCOME_CHALLENGE:
-        headers = {"WWW-Authenticate": decision.www_authenticate} if decision.www_authenticate else None
+        headers = {**_HEADERS, "WWW-Authenticate": _challenge_header(decision.www_authenticate)}
         return JSONResponse(challenge_body(decision), status_code=401, headers=headers)
-    return JSONResponse(deny_body(decision), status_code=403)
+    body = deny_body(decision)
+    if decision.outcome != pb.OUTCOME_DENY:
+        body["error_description"] = None
+    return JSONResponse(body, status_code=403, headers=_HEADERS)
 
 
 def error_response(error: StepUpError) -> Response:
-    """The HTTP answer when no decision could be had: 503 when the sidecar
-    did not answer, 500 for any other error; both fail closed. The body
-    names the gRPC code and ErrorInfo reason, never the request."""
-    status = 503 if error.unavailable else 500
-    body = {
-        "error": "stepup_unavailable" if error.unavailable else "stepup_error",
-        "error_description": "the step-up check could not be made; the request was refused",
-        "code": error.code.name,
-        "reason": error.reason,
-    }
-    return JSONResponse(body, status_code=status)
+    """The HTTP answer when no decision could be had, both fail closed:
+    503 `temporarily_unavailable` with `Retry-After: 1` when the sidecar
+    gave no answer (unreachable, too slow, overloaded: `error.unavailable`),
+    500 `server_error` for any other error (a request the sidecar refused:
+    a bug, logged). The body says no more than that."""
+    if error.unavailable:
+        return JSONResponse(
+            {"error": "temporarily_unavailable", "error_description": UNAVAILABLE_DESCRIPTION},
+            status_code=503,
+            headers={**_HEADERS, "Retry-After": "1"},
+        )
+    return JSONResponse(
+        {"error": "server_error", "error_description": ERROR_DESCRIPTION}, status_code=500, headers=_HEADERS
+    )
 
 
 def get_decision(conn: HTTPConnection) -> Optional[pb.DecideResponse]:
@@ -172,6 +206,7 @@ class StepUpMiddleware:
 
 
 __all__ = [
+    "DEFAULT_CHALLENGE",
     "STATE_KEY",
     "Build",
     "ClientRef",

@@ -32,9 +32,10 @@ class StepUpClient:
 
     `target` is `host:port` (plaintext, or TLS with `tls`), or
     `unix:/path/to/socket`. Every call has one deadline (`timeout` seconds,
-    per client or per call) covering its retries. Fail closed: when the
-    sidecar does not answer, `decide` raises SidecarUnavailable, unless a
-    `fallback` is configured, whose answer is returned instead."""
+    per client or per call) covering its retries; only a call that did not
+    run is retried (see RetryPolicy). Fail closed: when the sidecar does
+    not answer, `decide` raises SidecarUnavailable, unless a `fallback` is
+    configured, whose answer is returned instead."""
 
     def __init__(
         self,
@@ -73,12 +74,14 @@ class StepUpClient:
         )
 
     def decide(self, request: pb.DecideRequest, *, timeout: Optional[float] = None) -> pb.DecideResponse:
-        """Asks the sidecar for a decision. Retries UNAVAILABLE within the
-        deadline; raises StepUpError (SidecarUnavailable when it did not
-        answer and no fallback is configured)."""
+        """Asks the sidecar for a decision. Retried within the deadline
+        when it was never sent or the sidecar refused it while shutting
+        down (RetryPolicy), never once it may have been decided; raises
+        StepUpError (SidecarUnavailable when it did not answer and no
+        fallback is configured)."""
         start = time.monotonic()
         try:
-            response, attempts = self._call("Decide", self._decide, request, timeout, retry=True)
+            response, attempts = self._call("Decide", self._decide, request, timeout, after_shutdown=True)
         except _Failed as failed:
             seconds = time.monotonic() - start
             self.hooks.failure(ErrorEvent("Decide", failed.error, seconds, failed.attempts))
@@ -97,15 +100,15 @@ class StepUpClient:
         self, request: pb.DecideBatchRequest, *, timeout: Optional[float] = None
     ) -> pb.DecideBatchResponse:
         """Up to 100 decisions in one call (no fallback: it raises)."""
-        return self._plain("DecideBatch", self._batch, request, timeout, retry=True)
+        return self._plain("DecideBatch", self._batch, request, timeout, after_shutdown=True)
 
     def record_step_up(
         self, request: pb.RecordStepUpRequest, *, timeout: Optional[float] = None
     ) -> pb.RecordStepUpResponse:
-        """Reports a step-up's outcome. Never retried (a report must not
-        count twice); raises StepUpError with the ErrorInfo reason, e.g.
-        `EVIDENCE_EXPIRED`, `REPORTER_NOT_TRUSTED`."""
-        return self._plain("RecordStepUp", self._record, request, timeout, retry=False)
+        """Reports a step-up's outcome. Retried only when it was never sent
+        (a report must not count twice); raises StepUpError with the
+        ErrorInfo reason, e.g. `EVIDENCE_EXPIRED`, `REPORTER_NOT_TRUSTED`."""
+        return self._plain("RecordStepUp", self._record, request, timeout, after_shutdown=False)
 
     def record_step_up_evidence(
         self,
@@ -143,11 +146,11 @@ class StepUpClient:
         request: _Req,
         timeout: Optional[float],
         *,
-        retry: bool,
+        after_shutdown: bool,
     ) -> _Resp:
         start = time.monotonic()
         try:
-            return self._call(method, call, request, timeout, retry=retry)[0]
+            return self._call(method, call, request, timeout, after_shutdown=after_shutdown)[0]
         except _Failed as failed:
             self.hooks.failure(
                 ErrorEvent(method, failed.error, time.monotonic() - start, failed.attempts)
@@ -161,26 +164,28 @@ class StepUpClient:
         request: _Req,
         timeout: Optional[float],
         *,
-        retry: bool,
+        after_shutdown: bool,
     ) -> Tuple[_Resp, int]:
+        # `wait_for_ready=False` (set explicitly, so no service config can
+        # change it): with no connection to the sidecar the call fails at
+        # once, unsent, and is retried; waiting for a connection would
+        # spend the deadline instead.
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         attempt = 0
         while True:
             attempt += 1
             remaining = max(deadline - time.monotonic(), 0.0)
             try:
-                return call(request, timeout=remaining), attempt
+                return call(request, timeout=remaining, wait_for_ready=False), attempt
             except grpc.RpcError as rpc_error:
                 error = from_rpc_error(method, rpc_error)
                 error.__cause__ = rpc_error
                 delay = self.retry.delay(attempt - 1)
-                if not (retry and self.retry.should_retry(error, attempt - 1)):
+                if not self.retry.should_retry(error, attempt - 1, after_shutdown=after_shutdown):
                     raise _Failed(error, attempt) from rpc_error
                 if time.monotonic() + delay >= deadline:
                     raise _Failed(error, attempt) from rpc_error
                 time.sleep(delay)
-
-
 
 
 class _Failed(Exception):

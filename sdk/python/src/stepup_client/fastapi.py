@@ -1,9 +1,9 @@
 """A FastAPI route dependency that enforces the sidecar's decision for one
 route: `Depends(require_step_up(client, build))`. It answers like the ASGI
-middleware (401 with `WWW-Authenticate`, 403, 503) by raising
-StepUpHTTPException; `install_exception_handler(app)` makes those bodies the
-middleware's flat JSON instead of FastAPI's `{"detail": ...}`. Needs the
-`fastapi` extra."""
+middleware (401 with `WWW-Authenticate`, 403, 503 with `Retry-After`, 500)
+by raising StepUpHTTPException; `install_exception_handler(app)` makes
+those bodies the middleware's flat JSON instead of FastAPI's
+`{"detail": ...}`. Needs the `fastapi` extra."""
 
 from __future__ import annotations
 
@@ -19,15 +19,22 @@ from stepup_client.asgi import STATE_KEY, Build, ClientRef, build_request, decis
 from stepup_client.v1 import decision_pb2 as pb
 
 
+#: The headers of the middleware's answers that the exception carries
+#: (the body's own, Content-Type and Content-Length, are made again).
+_CARRIED_HEADERS = ("WWW-Authenticate", "Cache-Control", "Retry-After")
+
+
 class StepUpHTTPException(HTTPException):
     """A stopped request: `status_code` 401/403/503/500, `detail` the JSON
-    body, `headers` with `WWW-Authenticate` for a challenge."""
+    body, `headers` the middleware's (`Cache-Control: no-store`;
+    `WWW-Authenticate` for a challenge, `Retry-After` for a 503)."""
 
     def __init__(self, response: Response) -> None:
         headers: Dict[str, str] = {}
-        www = response.headers.get("www-authenticate")
-        if www is not None:
-            headers["WWW-Authenticate"] = www
+        for name in _CARRIED_HEADERS:
+            value = response.headers.get(name)
+            if value is not None:
+                headers[name] = value
         super().__init__(
             status_code=response.status_code,
             detail=json.loads(bytes(response.body)),
