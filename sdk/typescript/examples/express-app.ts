@@ -112,7 +112,7 @@ export function createApp(o: AppOptions): Express {
     const idToken = typeof req.body?.id_token === "string" ? req.body.id_token : "";
     try {
       const r = await o.client.recordStepUp({ evidence: idToken, subjectId: String(claims["sub"] ?? "") });
-      res.json({ elevated_until: r.elevationExpireTime?.toISOString() });
+      res.json({ elevation_expire_time: r.elevationExpireTime?.toISOString() });
     } catch (err) {
       if (!(err instanceof StepUpError)) throw err;
       // The sidecar says why (e.g. EVIDENCE_EXPIRED, EVIDENCE_MISMATCH).

@@ -100,7 +100,7 @@ export function createApp(o: AppOptions): FastifyInstance {
     const idToken = typeof req.body.id_token === "string" ? req.body.id_token : "";
     try {
       const r = await o.client.recordStepUp({ evidence: idToken, subjectId: String(req.claims.sub ?? "") });
-      return { elevated_until: r.elevationExpireTime?.toISOString() };
+      return { elevation_expire_time: r.elevationExpireTime?.toISOString() };
     } catch (err) {
       if (!(err instanceof StepUpError)) throw err;
       // The sidecar says why (e.g. EVIDENCE_EXPIRED, EVIDENCE_MISMATCH).

@@ -101,9 +101,18 @@ export interface StepUpClientOptions {
    */
   readonly timeoutMs?: number;
   /**
-   * Retries of Decide and DecideBatch after UNAVAILABLE (the call did not
-   * run: sidecar unreachable, restarting or shutting down), within the
-   * deadline. Default 2. RecordStepUp is never retried.
+   * Retries of a Decide or DecideBatch that the sidecar certainly did not
+   * run, within the deadline. Default 2. Only two failures are retried:
+   * UNAVAILABLE before any HTTP/2 stream was opened for the call (grpc-js
+   * found no connection to send it on: connection refused, no such socket,
+   * name resolution or the TLS handshake failed), and UNAVAILABLE with the
+   * `google.rpc.ErrorInfo` reason `SHUTTING_DOWN` (domain `stepup`: the
+   * sidecar stopped before running the call), which stepup sends in the
+   * `grpc-status-details-bin` trailer. Never a
+   * connection that broke once the call was sent, DEADLINE_EXCEEDED or
+   * RESOURCE_EXHAUSTED: the sidecar may have decided and recorded the
+   * request in its history (refund counts and the like), which a retry
+   * would count twice. RecordStepUp is never retried.
    */
   readonly retries?: number;
   /** The first retry's backoff in milliseconds, doubled for each next one (with jitter). Default 20. */
@@ -139,7 +148,12 @@ function channelSetup(options: StepUpClientOptions): {
   credentials: ChannelCredentials;
   channelOptions: ChannelOptions;
 } {
-  const channelOptions: ChannelOptions = {};
+  const channelOptions: ChannelOptions = {
+    // No service config from DNS TXT records: one could turn on grpc-js's
+    // own retries of Decide, which would run it twice after a connection
+    // broke mid-call. The client retries what is safe itself.
+    "grpc.service_config_disable_resolution": 1,
+  };
   if (options.target.startsWith("unix:")) {
     // stepup refuses a request whose :authority is not a host name; some
     // grpc-js versions send the socket path as the authority.
@@ -164,6 +178,31 @@ function channelSetup(options: StepUpClientOptions): {
   return { credentials, channelOptions: { ...channelOptions, ...options.channelOptions } };
 }
 
+/** How one attempt ended. */
+type Attempt<Res> =
+  | { readonly ok: true; readonly response: Res }
+  | {
+      readonly ok: false;
+      readonly error: StepUpError;
+      /**
+       * Whether grpc-js opened an HTTP/2 stream for the call: from then on
+       * the request may have reached the sidecar.
+       */
+      readonly streamOpened: boolean;
+    };
+
+/**
+ * True when a failed attempt may be made again without the sidecar running
+ * the request twice: UNAVAILABLE before grpc-js opened a stream for it (the
+ * request was never sent), or UNAVAILABLE `SHUTTING_DOWN` from stepup (it
+ * stopped before running the call).
+ */
+function retryIsSafe(error: StepUpError, streamOpened: boolean): boolean {
+  if (error.code !== GrpcStatus.UNAVAILABLE) return false;
+  if (!streamOpened) return true;
+  return error.reason === "SHUTTING_DOWN" && error.domain === "stepup";
+}
+
 function safely(hook: (() => void) | undefined): void {
   try {
     hook?.();
@@ -183,10 +222,13 @@ export class StepUpClient {
   readonly #retries: number;
   readonly #backoffMs: number;
   readonly #hooks: ClientHooks;
+  /** The channel's target as grpc-js spells it (e.g. `dns:127.0.0.1:7171`). */
+  readonly #channelTarget: string;
 
   constructor(options: StepUpClientOptions) {
     const { credentials, channelOptions } = channelSetup(options);
     this.#client = new DecisionServiceClient(options.target, credentials, channelOptions);
+    this.#channelTarget = this.#client.getChannel().getTarget();
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#retries = Math.max(0, Math.floor(options.retries ?? DEFAULT_RETRIES));
     this.#backoffMs = options.retryBackoffMs ?? DEFAULT_BACKOFF_MS;
@@ -197,7 +239,8 @@ export class StepUpClient {
   /**
    * Asks whether the request may go ahead. Resolves to the decision (ALLOW,
    * CHALLENGE or DENY); rejects with a StepUpError when the sidecar does not
-   * answer in time or refuses the request. Retried after UNAVAILABLE.
+   * answer in time or refuses the request. Retried only when the sidecar
+   * certainly did not run it (see `retries`).
    */
   decide(request: DecideRequestInit, options?: CallOptionsInit): Promise<DecideResponse> {
     const message = DecideRequest.fromPartial(request);
@@ -210,7 +253,7 @@ export class StepUpClient {
     );
   }
 
-  /** Decides up to 100 requests in one call (see the proto). Retried after UNAVAILABLE. */
+  /** Decides up to 100 requests in one call (see the proto). Retried like `decide`. */
   decideBatch(request: DecideBatchRequestInit, options?: CallOptionsInit): Promise<DecideBatchResponse> {
     const message = DecideBatchRequest.fromPartial(request);
     return this.#unary<DecideBatchResponse>(
@@ -260,9 +303,9 @@ export class StepUpClient {
     const deadline = Date.now() + (options?.timeoutMs ?? this.#timeoutMs);
     const maxAttempts = retryable ? 1 + this.#retries : 1;
     for (let attempt = 1; ; attempt++) {
-      try {
-        const res = await this.#once(method, invoke, deadline, options);
-        const outcome = outcomeOf?.(res);
+      const result = await this.#once(method, invoke, deadline, options);
+      if (result.ok) {
+        const outcome = outcomeOf?.(result.response);
         safely(() =>
           this.#hooks.onCall?.({
             method,
@@ -271,43 +314,66 @@ export class StepUpClient {
             ...(outcome === undefined ? {} : { outcome }),
           }),
         );
-        return res;
-      } catch (err) {
-        const error = toStepUpError(method, err).withAttempts(attempt);
-        const backoff = this.#backoffMs * 2 ** (attempt - 1) * (0.5 + Math.random() / 2);
-        const again =
-          attempt < maxAttempts &&
-          error.code === GrpcStatus.UNAVAILABLE &&
-          options?.signal?.aborted !== true &&
-          Date.now() + backoff < deadline;
-        if (again) {
-          safely(() => this.#hooks.onRetry?.({ method, attempt, error }));
-          await sleep(backoff);
-          continue;
-        }
-        safely(() =>
-          this.#hooks.onCall?.({ method, durationMs: performance.now() - started, attempts: attempt, error }),
-        );
-        throw error;
+        return result.response;
       }
+      const error = result.error.withAttempts(attempt);
+      const backoff = this.#backoffMs * 2 ** (attempt - 1) * (0.5 + Math.random() / 2);
+      const again =
+        attempt < maxAttempts &&
+        retryIsSafe(error, result.streamOpened) &&
+        options?.signal?.aborted !== true &&
+        Date.now() + backoff < deadline;
+      if (again) {
+        safely(() => this.#hooks.onRetry?.({ method, attempt, error }));
+        await sleep(backoff);
+        continue;
+      }
+      safely(() =>
+        this.#hooks.onCall?.({ method, durationMs: performance.now() - started, attempts: attempt, error }),
+      );
+      throw error;
     }
   }
 
-  #once<Res>(method: Method, invoke: Invoke<Res>, deadline: number, options: CallOptionsInit | undefined): Promise<Res> {
-    return new Promise<Res>((resolve, reject) => {
+  /** One attempt; it never rejects. */
+  #once<Res>(
+    method: Method,
+    invoke: Invoke<Res>,
+    deadline: number,
+    options: CallOptionsInit | undefined,
+  ): Promise<Attempt<Res>> {
+    return new Promise<Attempt<Res>>((resolve) => {
       const signal = options?.signal;
       if (signal?.aborted) {
-        reject(new StepUpError({ method, code: GrpcStatus.CANCELLED, details: "cancelled before the call" }));
+        const error = new StepUpError({ method, code: GrpcStatus.CANCELLED, details: "cancelled before the call" });
+        resolve({ ok: false, error, streamOpened: false });
         return;
       }
       const metadata = new Metadata();
       for (const [k, v] of Object.entries(options?.metadata ?? {})) metadata.set(k, v);
       const onAbort = (): void => call.cancel();
-      const call = invoke(metadata, { deadline }, (error, response) => {
-        signal?.removeEventListener("abort", onAbort);
-        if (error) reject(toStepUpError(method, error));
-        else resolve(response);
-      });
+      let call: ClientUnaryCall;
+      try {
+        call = invoke(metadata, { deadline }, (error, response) => {
+          signal?.removeEventListener("abort", onAbort);
+          if (!error) {
+            resolve({ ok: true, response });
+            return;
+          }
+          // grpc-js names the connection's remote address as the call's
+          // peer once it has opened an HTTP/2 stream for it (which it does
+          // only on a connection whose server sent its HTTP/2 SETTINGS);
+          // until then (the pick failed: no connection, name resolution
+          // failed) the peer is the channel's target. Any other peer counts
+          // as opened: never retried but for SHUTTING_DOWN.
+          const streamOpened = call.getPeer() !== this.#channelTarget;
+          resolve({ ok: false, error: toStepUpError(method, error), streamOpened });
+        });
+      } catch (err) {
+        // grpc-js refused to start the call: nothing was sent.
+        resolve({ ok: false, error: toStepUpError(method, err), streamOpened: false });
+        return;
+      }
       signal?.addEventListener("abort", onAbort, { once: true });
     });
   }

@@ -9,7 +9,7 @@
  * ```
  */
 import type { NextFunction, Request, RequestHandler, Response } from "express";
-import { check, type StepUpOptions, type StepUpResult } from "./middleware.js";
+import { answerBytes, check, type StepUpOptions, type StepUpResult } from "./middleware.js";
 
 export { httpAnswer, type FailMode, type HttpAnswer, type StepUpOptions, type StepUpResult } from "./middleware.js";
 
@@ -31,7 +31,11 @@ export function stepUp(options: StepUpOptions<Request>): RequestHandler {
         next();
         return;
       }
-      res.status(answer.status).set(answer.headers).json(answer.body);
+      // The headers as they are (Express's `set` would add a charset to the
+      // Content-Type) and the JSON body as bytes.
+      res.status(answer.status);
+      for (const [name, value] of Object.entries(answer.headers)) res.setHeader(name, value);
+      res.end(answerBytes(answer));
     }, next);
   };
 }

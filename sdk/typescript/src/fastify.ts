@@ -12,7 +12,7 @@
  * read it (a refund's amount).
  */
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { check, type StepUpOptions, type StepUpResult } from "./middleware.js";
+import { answerBytes, check, type StepUpOptions, type StepUpResult } from "./middleware.js";
 
 export { httpAnswer, type FailMode, type HttpAnswer, type StepUpOptions, type StepUpResult } from "./middleware.js";
 
@@ -32,6 +32,8 @@ export function stepUpHook(
     if (result !== undefined) request.stepup = result;
     if (answer === undefined) return undefined;
     // Returning the reply after `send` ends the hook chain: the handler does not run.
-    return reply.code(answer.status).headers(answer.headers).send(answer.body);
+    // The body as bytes: Fastify sends a Buffer with the Content-Type as set
+    // (it would add a charset to a serialized object's).
+    return reply.code(answer.status).headers(answer.headers).send(answerBytes(answer));
   };
 }

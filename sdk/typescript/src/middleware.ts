@@ -1,17 +1,19 @@
 /**
  * What the Express and Fastify middleware share: ask the sidecar, apply the
  * fail mode, and turn the result into the HTTP answer (401 with the RFC 9470
- * challenge, 403, 503) or a go-ahead.
+ * challenge, 403, 503, 500: one JSON body schema, see `httpAnswer`) or a
+ * go-ahead.
  */
 import type { StepUpClient, DecideRequestInit } from "./client.js";
 import { StepUpError } from "./errors.js";
-import { Outcome, type DecideResponse } from "./gen/stepup/v1/decision.js";
+import { Effect, Outcome, type DecideResponse } from "./gen/stepup/v1/decision.js";
 
 /**
  * What to do when the sidecar cannot answer (unreachable, too slow,
- * overloaded): `closed` answers 503 (the default), `deny` answers 403 as a
- * DENY would, `allow` lets the request go ahead (fail open: choose it only
- * for requests that are safe without a decision).
+ * overloaded): `closed` answers 503 `temporarily_unavailable` with
+ * `Retry-After: 1` (the default), `deny` answers 403 as a DENY would (with
+ * no reason and an empty `decision_id`), `allow` lets the request go ahead
+ * (fail open: choose it only for requests that are safe without a decision).
  */
 export type FailMode = "closed" | "deny" | "allow";
 
@@ -29,9 +31,9 @@ export interface StepUpResult {
 export interface HttpAnswer {
   /** 401, 403, 500 or 503. */
   readonly status: number;
-  /** Headers to set, e.g. `WWW-Authenticate`. */
+  /** Headers to set: `Content-Type`, `Cache-Control`, and `WWW-Authenticate` or `Retry-After`. */
   readonly headers: Readonly<Record<string, string>>;
-  /** The JSON body. */
+  /** The JSON body: `error`, `error_description`, and for a decision its fields and `decision_id`. */
   readonly body: Readonly<Record<string, unknown>>;
 }
 
@@ -68,41 +70,96 @@ export interface StepUpOptions<Req> {
   readonly onError?: (error: StepUpError, req: Req) => void;
 }
 
-/** The answer for a result: 401 (CHALLENGE), 403 (DENY), or undefined to go ahead (ALLOW). */
+/** The `WWW-Authenticate` of a CHALLENGE whose decision carries none: the RFC 9470 error alone. */
+const BARE_CHALLENGE = 'Bearer error="insufficient_user_authentication"';
+
+/** The headers of every answer the middleware sends: a JSON body no cache may keep. */
+const JSON_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+  "Content-Type": "application/json",
+  "Cache-Control": "no-store",
+});
+
+/** The message of the first reason with `effect` that has one: written for the end user. */
+function reasonMessage(response: DecideResponse | undefined, effect: Effect): string | null {
+  return response?.reasons.find((r) => r.effect === effect && r.message !== "")?.message ?? null;
+}
+
+/**
+ * The answer for a result: undefined to go ahead (ALLOW); else a JSON
+ * answer with `Content-Type: application/json` and `Cache-Control:
+ * no-store`:
+ *
+ * - CHALLENGE: 401, `WWW-Authenticate` the decision's `wwwAuthenticate`
+ *   byte for byte (`Bearer error="insufficient_user_authentication"` when it
+ *   is empty), body `{"error":"insufficient_user_authentication",
+ *   "error_description", "acr_values", "max_age", "decision_id"}`:
+ *   `error_description` is the message of the first CHALLENGE reason that
+ *   has one (else null), `acr_values` the ACR values joined by one space,
+ *   `max_age` whole seconds (else null);
+ * - DENY, and an outcome this version does not know: 403, body
+ *   `{"error":"access_denied","error_description","decision_id"}` with the
+ *   first DENY reason's message (else null).
+ *
+ * `decision_id` is empty when the fail mode answered (no decision was made).
+ */
 export function httpAnswer(result: StepUpResult): HttpAnswer | undefined {
-  const decisionId = result.response?.decisionId ?? "";
+  const res = result.response;
+  const decisionId = res?.decisionId ?? "";
   switch (result.outcome) {
     case Outcome.OUTCOME_ALLOW:
       return undefined;
-    case Outcome.OUTCOME_CHALLENGE: {
-      const res = result.response;
-      const body: Record<string, unknown> = { error: "insufficient_user_authentication" };
-      if (res !== undefined && res.acrValues.length > 0) body["acr_values"] = res.acrValues.join(" ");
-      if (res?.maxAge !== undefined) body["max_age"] = res.maxAge.seconds;
-      body["decision_id"] = decisionId;
-      const headers: Record<string, string> =
-        res !== undefined && res.wwwAuthenticate !== "" ? { "WWW-Authenticate": res.wwwAuthenticate } : {};
-      return { status: 401, headers, body };
-    }
+    case Outcome.OUTCOME_CHALLENGE:
+      return {
+        status: 401,
+        headers: {
+          ...JSON_HEADERS,
+          "WWW-Authenticate": res !== undefined && res.wwwAuthenticate !== "" ? res.wwwAuthenticate : BARE_CHALLENGE,
+        },
+        body: {
+          error: "insufficient_user_authentication",
+          error_description: reasonMessage(res, Effect.EFFECT_CHALLENGE),
+          acr_values: (res?.acrValues ?? []).join(" "),
+          max_age: res?.maxAge?.seconds ?? null,
+          decision_id: decisionId,
+        },
+      };
+    case Outcome.OUTCOME_DENY:
+      return {
+        status: 403,
+        headers: JSON_HEADERS,
+        body: { error: "access_denied", error_description: reasonMessage(res, Effect.EFFECT_DENY), decision_id: decisionId },
+      };
     default:
-      // DENY, and any outcome this version does not know: refuse.
-      return { status: 403, headers: {}, body: { error: "access_denied", decision_id: decisionId } };
+      // An outcome this version does not know (never sent by a sidecar): refuse.
+      return {
+        status: 403,
+        headers: JSON_HEADERS,
+        body: { error: "access_denied", error_description: null, decision_id: decisionId },
+      };
   }
 }
 
-/** The 503 of fail mode `closed`. */
+/** The 503 of fail mode `closed`: the sidecar gave no answer (unreachable, too slow, overloaded). */
 const UNAVAILABLE: HttpAnswer = {
   status: 503,
-  headers: {},
-  body: { error: "stepup_unavailable", error_description: "the authorization service did not answer" },
+  headers: { ...JSON_HEADERS, "Retry-After": "1" },
+  body: {
+    error: "temporarily_unavailable",
+    error_description: "the authorization service is unavailable; the request was refused (fail closed)",
+  },
 };
 
-/** The 500 of a request the sidecar refused (a bug in the context function, never a fail-mode case). */
+/** The 500 of any other failed check (a request the sidecar refused: a bug in the context function, never a fail-mode case). */
 const FAILED: HttpAnswer = {
   status: 500,
-  headers: {},
-  body: { error: "stepup_error", error_description: "the authorization check failed" },
+  headers: JSON_HEADERS,
+  body: { error: "server_error", error_description: "the authorization check failed; the request was refused" },
 };
+
+/** An answer's body as the bytes to send (JSON, UTF-8); sent as bytes, the frameworks add no charset to the Content-Type. */
+export function answerBytes(answer: HttpAnswer): Buffer {
+  return Buffer.from(JSON.stringify(answer.body), "utf8");
+}
 
 function safely(hook: () => void): void {
   try {

@@ -10,7 +10,7 @@ import { after, before, describe, it } from "node:test";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import { GrpcStatus, Outcome, StepUpClient, StepUpError, type CallEvent, type RetryEvent } from "@stepup/client";
 import { DecideRequest, DecisionServiceClient } from "../src/gen/stepup/v1/decision.js";
-import { freePort, Sidecar, tempDir } from "./support.js";
+import { CutAtAnswer, freePort, ScriptedSidecar, Sidecar, tempDir, type ScriptedError } from "./support.js";
 
 const refund = (id: string, amount: number) => ({
   action: "payments.refund",
@@ -106,10 +106,10 @@ describe("client over TCP", () => {
 });
 
 describe("retries", () => {
-  it("retries Decide after UNAVAILABLE, never RecordStepUp, and reports both to the hooks", async () => {
+  it("retries a Decide that was never sent (nothing listens), never RecordStepUp, reports both to the hooks, and fails closed", async () => {
     const calls: CallEvent[] = [];
     const retries: RetryEvent[] = [];
-    // Nothing listens on this port.
+    // Nothing listens on this port: every attempt fails before a stream is opened.
     const client = new StepUpClient({
       target: `127.0.0.1:${await freePort()}`,
       timeoutMs: 2000,
@@ -122,12 +122,13 @@ describe("retries", () => {
     try {
       const decide = await rejection(client.decide(refund("r1", 1)));
       assert.equal(decide.code, GrpcStatus.UNAVAILABLE);
+      assert.ok(decide.unavailable, "the fail mode answers it");
       assert.equal(decide.attempts, 3);
       assert.deepEqual(
-        retries.map((r) => [r.method, r.attempt]),
+        retries.map((r) => [r.method, r.attempt, r.error.code]),
         [
-          ["Decide", 1],
-          ["Decide", 2],
+          ["Decide", 1, GrpcStatus.UNAVAILABLE],
+          ["Decide", 2, GrpcStatus.UNAVAILABLE],
         ],
       );
       const record = await rejection(client.recordStepUp({ subjectId: "r1", evidence: "a.b.c" }));
@@ -143,6 +144,92 @@ describe("retries", () => {
       );
     } finally {
       client.close();
+    }
+  });
+
+  it("never retries a Decide whose connection broke after the sidecar decided: one decision, fails closed", async () => {
+    const sidecar = await Sidecar.start({ admin: true });
+    const proxy = await CutAtAnswer.start(sidecar.target);
+    const retries: RetryEvent[] = [];
+    const client = new StepUpClient({
+      target: proxy.target,
+      timeoutMs: 2000,
+      retries: 2,
+      hooks: { onRetry: (e) => retries.push(e) },
+    });
+    try {
+      assert.equal(await sidecar.metric("stepup_decisions_total"), 0);
+      const err = await rejection(client.decide(refund("cut1", 1)));
+      assert.equal(err.code, GrpcStatus.UNAVAILABLE, err.message);
+      assert.ok(err.unavailable, "the fail mode answers it");
+      assert.equal(err.attempts, 1);
+      assert.deepEqual(retries, []);
+      assert.equal(proxy.cuts, 1, "the proxy broke the connection at the answer");
+      assert.equal(await sidecar.metric("stepup_decisions_total"), 1, "the sidecar decided once");
+      assert.equal(await sidecar.metric("stepup_grpc_requests_total", { method: "Decide" }), 1);
+      // The sidecar itself still answers.
+      const direct = new StepUpClient({ target: sidecar.target, timeoutMs: 2000 });
+      try {
+        assert.equal((await direct.decide(refund("cut1", 1))).outcome, Outcome.OUTCOME_ALLOW);
+      } finally {
+        direct.close();
+      }
+      assert.equal(await sidecar.metric("stepup_decisions_total"), 2);
+    } finally {
+      client.close();
+      await proxy.close();
+      await sidecar.stop();
+    }
+  });
+
+  it("retries UNAVAILABLE SHUTTING_DOWN from stepup, and no other status from a server that got the call", async () => {
+    const cases: { name: string; errors: ScriptedError[]; runs: number; ok: boolean }[] = [
+      {
+        name: "SHUTTING_DOWN twice, then an answer",
+        errors: [
+          { code: GrpcStatus.UNAVAILABLE, reason: "SHUTTING_DOWN" },
+          { code: GrpcStatus.UNAVAILABLE, reason: "SHUTTING_DOWN" },
+        ],
+        runs: 3,
+        ok: true,
+      },
+      { name: "UNAVAILABLE without details", errors: [{ code: GrpcStatus.UNAVAILABLE }], runs: 1, ok: false },
+      {
+        name: "SHUTTING_DOWN of another domain",
+        errors: [{ code: GrpcStatus.UNAVAILABLE, reason: "SHUTTING_DOWN", domain: "example.com" }],
+        runs: 1,
+        ok: false,
+      },
+      { name: "UNAVAILABLE for another reason", errors: [{ code: GrpcStatus.UNAVAILABLE, reason: "OTHER" }], runs: 1, ok: false },
+      { name: "RESOURCE_EXHAUSTED OVERLOADED", errors: [{ code: GrpcStatus.RESOURCE_EXHAUSTED, reason: "OVERLOADED" }], runs: 1, ok: false },
+      { name: "DEADLINE_EXCEEDED", errors: [{ code: GrpcStatus.DEADLINE_EXCEEDED }], runs: 1, ok: false },
+    ];
+    for (const c of cases) {
+      const server = await ScriptedSidecar.start(c.errors.map((error) => ({ error })));
+      const retries: RetryEvent[] = [];
+      const client = new StepUpClient({ target: server.target, timeoutMs: 2000, retries: 2, hooks: { onRetry: (e) => retries.push(e) } });
+      try {
+        if (c.ok) {
+          assert.equal((await client.decide(refund("sd1", 1))).outcome, Outcome.OUTCOME_ALLOW, c.name);
+          assert.deepEqual(
+            retries.map((r) => [r.attempt, r.error.reason]),
+            [
+              [1, "SHUTTING_DOWN"],
+              [2, "SHUTTING_DOWN"],
+            ],
+          );
+        } else {
+          const err = await rejection(client.decide(refund("sd1", 1)));
+          assert.equal(err.code, c.errors[0]?.code, c.name);
+          assert.equal(err.reason, c.errors[0]?.reason, c.name);
+          assert.equal(err.attempts, 1, c.name);
+          assert.deepEqual(retries, [], c.name);
+        }
+        assert.equal(server.runs, c.runs, c.name);
+      } finally {
+        client.close();
+        await server.close();
+      }
     }
   });
 
@@ -264,15 +351,18 @@ describe("TLS", () => {
     }
   });
 
-  it("fails without the client certificate, and against an untrusted CA", async () => {
+  it("fails without the client certificate, and against an untrusted CA: never sent, so retried", async () => {
     for (const tls of [
       { ca: readFileSync(certs.ca), serverName: "stepup.test" },
       { ca: readFileSync(certs.clientCert), cert: readFileSync(certs.clientCert), key: readFileSync(certs.clientKey), serverName: "stepup.test" },
     ]) {
-      const client = new StepUpClient({ target: sidecar.target, timeoutMs: 2000, retries: 0, tls });
+      const client = new StepUpClient({ target: sidecar.target, timeoutMs: 2000, retries: 2, tls });
       try {
         const err = await rejection(client.decide(refund("t2", 1)));
         assert.equal(err.code, GrpcStatus.UNAVAILABLE, err.message);
+        // grpc-js sends a call only once the server's HTTP/2 SETTINGS came,
+        // after the handshake: a refused handshake never carried the call.
+        assert.equal(err.attempts, 3, err.message);
       } finally {
         client.close();
       }

@@ -26,6 +26,12 @@ export const REFUND_CHALLENGE =
   'acr_values="urn:stepup:aal2 urn:okta:loa:2fa:any http://schemas.openid.net/pape/policies/2007/06/multi-factor", ' +
   'max_age="300"';
 
+/** The body of the middleware's 503 (fail closed). */
+export const UNAVAILABLE_BODY = {
+  error: "temporarily_unavailable",
+  error_description: "the authorization service is unavailable; the request was refused (fail closed)",
+};
+
 /** The scenario for the app that `start` runs, with the sidecar on `transport`. */
 export function appScenario(
   name: string,
@@ -94,14 +100,16 @@ export function appScenario(
       const res = await call("POST", "/refunds", await password(), { amount: 5000 });
       assert.equal(res.status, 401);
       assert.equal(res.headers.get("www-authenticate"), REFUND_CHALLENGE);
-      assert.match(res.headers.get("content-type") ?? "", /^application\/json/);
-      assert.equal(res.json["error"], "insufficient_user_authentication");
-      assert.equal(
-        res.json["acr_values"],
-        "urn:stepup:aal2 urn:okta:loa:2fa:any http://schemas.openid.net/pape/policies/2007/06/multi-factor",
-      );
-      assert.equal(res.json["max_age"], 300);
+      assert.equal(res.headers.get("content-type"), "application/json");
+      assert.equal(res.headers.get("cache-control"), "no-store");
       assert.match(String(res.json["decision_id"]), /^[0-9a-f-]{36}$/);
+      assert.deepEqual(res.json, {
+        error: "insufficient_user_authentication",
+        error_description: "Refunds above 1,000 need re-verification",
+        acr_values: "urn:stepup:aal2 urn:okta:loa:2fa:any http://schemas.openid.net/pape/policies/2007/06/multi-factor",
+        max_age: 300,
+        decision_id: res.json["decision_id"],
+      });
       assert.equal(calls.at(-1)?.method, "Decide");
     });
 
@@ -134,7 +142,7 @@ export function appScenario(
       const idToken = await idp.token({ sub, sid, acr: "urn:stepup:aal2", amr: ["pwd", "otp"] });
       const stepUp = await call("POST", "/step-up", await password(), { id_token: idToken });
       assert.equal(stepUp.status, 200, JSON.stringify(stepUp.json));
-      assert.ok(Date.parse(String(stepUp.json["elevated_until"])) > Date.now());
+      assert.ok(Date.parse(String(stepUp.json["elevation_expire_time"])) > Date.now());
       // The same password-only session token: the elevation window counts.
       const res = await call("POST", "/refunds", await password(), { amount: 5000 });
       assert.equal(res.status, 200, JSON.stringify(res.json));
@@ -151,8 +159,13 @@ export function appScenario(
       const res = await call("POST", "/refunds", await password(`${sub}-deny`), { amount: 10 }, { "x-client-country": "KP" });
       assert.equal(res.status, 403);
       assert.equal(res.headers.get("www-authenticate"), null);
-      assert.equal(res.json["error"], "access_denied");
+      assert.equal(res.headers.get("cache-control"), "no-store");
       assert.match(String(res.json["decision_id"]), /^[0-9a-f-]{36}$/);
+      assert.deepEqual(res.json, {
+        error: "access_denied",
+        error_description: "This service is not available in your region",
+        decision_id: res.json["decision_id"],
+      });
     });
 
     it("fails closed with 503 when the sidecar is too slow, within the deadline", async () => {
@@ -161,7 +174,8 @@ export function appScenario(
         const started = Date.now();
         const res = await call("POST", "/refunds", await password(`${sub}-slow`), { amount: 10 });
         assert.equal(res.status, 503);
-        assert.equal(res.json["error"], "stepup_unavailable");
+        assert.equal(res.headers.get("retry-after"), "1");
+        assert.deepEqual(res.json, UNAVAILABLE_BODY);
         const took = Date.now() - started;
         assert.ok(took >= 1900 && took < 6000, `answered after ${took} ms`);
         assert.equal(calls.at(-1)?.error?.code, 4 /* DEADLINE_EXCEEDED */);
@@ -179,10 +193,11 @@ export function appScenario(
       await sidecar.stop();
       const refund = await call("POST", "/refunds", await password(), { amount: 10 });
       assert.equal(refund.status, 503);
-      assert.equal(refund.json["error"], "stepup_unavailable");
+      assert.equal(refund.headers.get("retry-after"), "1");
+      assert.deepEqual(refund.json, UNAVAILABLE_BODY);
       const last = calls.at(-1);
       assert.equal(last?.error?.code, 14 /* UNAVAILABLE */);
-      assert.equal(last?.attempts, 3, "Decide is retried twice after UNAVAILABLE");
+      assert.equal(last?.attempts, 3, "a Decide that could not be sent is retried twice");
 
       const read = await call("GET", "/balance", await password());
       assert.equal(read.status, 200);
