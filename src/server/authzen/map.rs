@@ -312,9 +312,10 @@ pub fn outcome_name(o: Outcome) -> &'static str {
 }
 
 /// The methods that satisfy every unmet requirement naming methods (their
-/// intersection, in the first one's order); empty when none names any or
-/// they have none in common.
-fn methods(d: &Decision) -> Vec<String> {
+/// intersection, in the first one's order); `None` when none names any (any
+/// method will do), an empty list when they have none in common (no one
+/// step-up satisfies them all).
+fn methods(d: &Decision) -> Option<Vec<&str>> {
     let mut out: Option<Vec<&str>> = None;
     let named = d
         .unmet
@@ -331,10 +332,7 @@ fn methods(d: &Decision) -> Vec<String> {
                 .collect(),
         });
     }
-    out.unwrap_or_default()
-        .into_iter()
-        .map(str::to_owned)
-        .collect()
+    out
 }
 
 /// The AuthZEN decision object of `d`: `decision` is `true` only for
@@ -348,7 +346,13 @@ pub fn decision(d: &Decision) -> Json {
         if let Some(max_age) = d.max_age {
             ctx.insert("max_age".into(), max_age.as_secs().into());
         }
-        ctx.insert("amr".into(), json!(methods(d)));
+        let methods = methods(d);
+        // An empty `amr` alone would read as "any method will do".
+        ctx.insert(
+            "amr_conflict".into(),
+            methods.as_ref().is_some_and(Vec::is_empty).into(),
+        );
+        ctx.insert("amr".into(), json!(methods.unwrap_or_default()));
         if let Some(w) = d.www_authenticate() {
             ctx.insert("www_authenticate".into(), w.into());
         }

@@ -232,6 +232,7 @@ fn decisions_carry_the_profile_context() {
     assert_eq!(c["acr_values"][0], "urn:stepup:aal2");
     assert_eq!(c["max_age"], 300);
     assert_eq!(c["amr"], json!(["hwk", "otp"]));
+    assert_eq!(c["amr_conflict"], false);
     assert_eq!(
         c["www_authenticate"],
         d.www_authenticate().unwrap().as_str()
@@ -260,6 +261,52 @@ fn decisions_carry_the_profile_context() {
         (json!(true), json!("allow"))
     );
     assert!(v["context"].get("amr").is_none());
+}
+
+/// Two challenges whose methods have none in common: `amr` is empty and
+/// `amr_conflict` says why; a challenge naming no method has an empty `amr`
+/// without a conflict.
+#[test]
+fn methods_no_one_step_up_satisfies_are_a_conflict() {
+    let set = |methods: [&str; 2]| {
+        let (policy, _) = crate::policy::PolicySet::from_str(
+            "p.yaml",
+            &format!(
+                "apiVersion: stepup/v1\nkind: Levels\nlevels:\n  - name: aal1\n    acr: [\"a1\"]\n  - name: aal2\n    acr: [\"a2\"]\n---\n\
+                 apiVersion: stepup/v1\nkind: Policy\nname: p\nrules:\n\
+                 \x20 - id: r1\n    actions: [\"a.write\"]\n    effect: challenge\n    require: {{level: aal2{}}}\n\
+                 \x20 - id: r2\n    actions: [\"a.write\"]\n    effect: challenge\n    require: {{level: aal2{}}}\n",
+                methods[0], methods[1]
+            ),
+        )
+        .unwrap_or_else(|r| panic!("{r}"));
+        crate::service::Service::new(policy, crate::cache::CacheConfig::default())
+    };
+    let req = one(json!({
+      "subject": { "type": "user", "id": "alice" },
+      "action": { "name": "a.write" },
+      "resource": { "type": "thing", "id": "t-1" },
+      "context": { "session": { "acr": "a1", "amr": ["pwd"], "authTime": "2026-11-27T09:00:00Z" } }
+    }))
+    .unwrap();
+    let now = "2026-11-27T10:00:00Z".parse().unwrap();
+    let context = |methods| {
+        let v = map::decision(&set(methods).decide(&req, now, false));
+        assert_eq!(v["context"]["outcome"], "challenge", "{v}");
+        (
+            v["context"]["amr"].clone(),
+            v["context"]["amr_conflict"].clone(),
+        )
+    };
+    assert_eq!(
+        context([", methods: [hwk]", ", methods: [otp]"]),
+        (json!([]), json!(true))
+    );
+    assert_eq!(
+        context([", methods: [hwk, otp]", ", methods: [otp]"]),
+        (json!(["otp"]), json!(false))
+    );
+    assert_eq!(context(["", ""]), (json!([]), json!(false)));
 }
 
 // ------------------------------------------------------------- the handler
