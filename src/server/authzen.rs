@@ -17,14 +17,11 @@
 
 pub mod listener;
 pub mod map;
+mod mount;
 #[cfg(test)]
 mod tests;
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,9 +30,6 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::header::{ALLOW, CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::{Map, Value as Json, json};
-use tonic::body::Body;
-use tonic::codegen::Service as TowerService;
-use tonic::server::NamedService;
 use tracing::Instrument as _;
 
 use super::in_flight::InFlight;
@@ -45,6 +39,7 @@ use crate::proto::v1::DecideRequest;
 use crate::request::validate_within;
 use crate::service::Service;
 use map::{BadRequest, Origins, Semantic};
+pub use mount::Mounted;
 
 /// `POST`: one decision.
 pub const EVALUATION_PATH: &str = "/access/v1/evaluation";
@@ -700,113 +695,5 @@ impl AuthZen {
             }
         }
         Ok((decided, decisions))
-    }
-}
-
-/// The AuthZEN endpoints of one server: the services the gRPC port
-/// routes to (unless [`ServeOptions::authzen`](super::ServeOptions::authzen)
-/// is off) and the task serving the `--http` listener, if there is one.
-#[derive(Debug)]
-pub struct Mounted {
-    access: Option<AccessApi>,
-    well_known: Option<WellKnownApi>,
-    /// Tells the `--http` listener to stop.
-    stop: tokio::sync::watch::Sender<bool>,
-    http: Option<tokio::task::JoinHandle<()>>,
-}
-
-/// The parts of [`Mounted`]: the two services, the stop signal and the
-/// `--http` listener's task.
-pub type MountedParts = (
-    Option<AccessApi>,
-    Option<WellKnownApi>,
-    tokio::sync::watch::Sender<bool>,
-    Option<tokio::task::JoinHandle<()>>,
-);
-
-impl Mounted {
-    /// Mounts `api` per `options`, and starts serving it on `http` (with
-    /// the gRPC listener's TLS settings and handshake deadline).
-    pub fn start(
-        api: Arc<AuthZen>,
-        http: Option<super::listen::Listener>,
-        options: &super::ServeOptions,
-    ) -> Self {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let http = http.map(|l| {
-            tokio::spawn(listener::serve(
-                l,
-                options.tls.clone(),
-                options.handshake_timeout,
-                Arc::clone(&api),
-                stopped,
-                super::SHUTDOWN_GRACE,
-            ))
-        });
-        let (access, well_known) = if options.authzen {
-            (Some(AccessApi(Arc::clone(&api))), Some(WellKnownApi(api)))
-        } else {
-            (None, None)
-        };
-        Self {
-            access,
-            well_known,
-            stop,
-            http,
-        }
-    }
-
-    /// The services, the stop signal and the listener task.
-    pub fn into_parts(self) -> MountedParts {
-        (self.access, self.well_known, self.stop, self.http)
-    }
-}
-
-/// `/access/*` on the gRPC port.
-#[derive(Debug, Clone)]
-pub struct AccessApi(pub Arc<AuthZen>);
-
-/// `/.well-known/*` on the gRPC port.
-#[derive(Debug, Clone)]
-pub struct WellKnownApi(pub Arc<AuthZen>);
-
-impl NamedService for AccessApi {
-    const NAME: &'static str = "access";
-}
-
-impl NamedService for WellKnownApi {
-    const NAME: &'static str = ".well-known";
-}
-
-/// The future of one request on the gRPC port.
-type Answer = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-impl TowerService<Request<Body>> for AccessApi {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let api = Arc::clone(&self.0);
-        Box::pin(async move { Ok(api.handle(req).await.map(Body::new)) })
-    }
-}
-
-impl TowerService<Request<Body>> for WellKnownApi {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let api = Arc::clone(&self.0);
-        Box::pin(async move { Ok(api.handle(req).await.map(Body::new)) })
     }
 }
