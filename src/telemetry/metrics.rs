@@ -21,6 +21,11 @@ use dashmap::DashMap;
 use crate::engine::{Decision, Outcome};
 use crate::policy::PolicySet;
 
+mod exposition;
+mod histogram;
+pub use exposition::exposition;
+use histogram::Histogram;
+
 /// Upper bounds of the decision latency histogram, in seconds.
 pub const LATENCY_BUCKETS: [f64; 14] = [
     0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5,
@@ -71,65 +76,6 @@ pub fn server_error(code: tonic::Code) -> bool {
         code,
         Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss
     )
-}
-
-/// A latency histogram with fixed buckets (`N` upper bounds, the `+Inf`
-/// bucket being the count).
-#[derive(Debug)]
-struct Histogram<const N: usize> {
-    buckets: [AtomicU64; N],
-    count: AtomicU64,
-    sum_nanos: AtomicU64,
-}
-
-impl<const N: usize> Default for Histogram<N> {
-    fn default() -> Self {
-        Self {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            count: AtomicU64::new(0),
-            sum_nanos: AtomicU64::new(0),
-        }
-    }
-}
-
-impl<const N: usize> Histogram<N> {
-    /// Counts `d` in the first bucket whose bound holds it: no allocation,
-    /// three relaxed atomic adds.
-    fn observe(&self, bounds: &[f64; N], d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = bounds.iter().position(|b| secs <= *b)
-            && let Some(b) = self.buckets.get(i)
-        {
-            b.fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(
-            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// `name_bucket`, `name_sum` and `name_count` lines, with `labels`
-    /// (`key="value",`, ending in a comma, or empty) on every line.
-    fn render(&self, w: &mut String, name: &str, labels: &str, bounds: &[f64; N]) {
-        let mut cumulative = 0;
-        for (b, bound) in self.buckets.iter().zip(bounds) {
-            cumulative += b.load(Ordering::Relaxed);
-            let _ = writeln!(w, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(w, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let labels = labels.trim_end_matches(',');
-        if labels.is_empty() {
-            let _ = writeln!(w, "{name}_sum {sum}\n{name}_count {count}");
-        } else {
-            let _ = writeln!(
-                w,
-                "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {count}"
-            );
-        }
-    }
 }
 
 /// Every metric the sidecar exports.
@@ -699,84 +645,6 @@ pub struct ScrapeState<'a> {
     pub reloads_failed: u64,
     /// Whether the last reload failed.
     pub last_reload_failed: bool,
-}
-
-/// The content type of the Prometheus text format 0.0.4.
-pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// The content type of OpenMetrics 1.0.
-pub const OPENMETRICS_FORMAT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// The exposition `accept` (a request's `Accept` header) asks for: the
-/// content type and `text` (a [`Metrics::render`] body with any metrics
-/// appended to it) in that format. OpenMetrics 1.0 when the scraper accepts
-/// `application/openmetrics-text` (Prometheus does by default), else text
-/// 0.0.4 as it is.
-pub fn exposition(accept: Option<&str>, text: String) -> (&'static str, String) {
-    let wants_openmetrics = accept.is_some_and(|a| {
-        a.split(',').any(|range| {
-            let mut params = range.split(';').map(str::trim);
-            let media = params.next().unwrap_or_default();
-            // `q=0` is "not acceptable".
-            media.eq_ignore_ascii_case("application/openmetrics-text")
-                && !params.any(|p| {
-                    p.strip_prefix("q=")
-                        .and_then(|q| q.parse::<f64>().ok())
-                        .is_some_and(|q| q <= 0.0)
-                })
-        })
-    });
-    if wants_openmetrics {
-        (OPENMETRICS_FORMAT, openmetrics(&text))
-    } else {
-        (TEXT_FORMAT, text)
-    }
-}
-
-/// Text format 0.0.4 as OpenMetrics 1.0: a counter's family is named
-/// without `_total` (its samples keep it, or gain it), families named for a
-/// unit (`_seconds`, `_bytes`) say so in `# UNIT`, and `# EOF` ends it.
-fn openmetrics(text: &str) -> String {
-    let counters: std::collections::HashSet<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
-    let family = |name: &'_ str| -> String {
-        if counters.contains(name) {
-            name.strip_suffix("_total").unwrap_or(name).to_owned()
-        } else {
-            name.to_owned()
-        }
-    };
-    let mut out = String::with_capacity(text.len() + 1024);
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-            let _ = writeln!(out, "# HELP {} {help}", family(name));
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
-            let name = family(name);
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            if let Some(unit) = ["seconds", "bytes"]
-                .into_iter()
-                .find(|u| name.ends_with(&format!("_{u}")))
-            {
-                let _ = writeln!(out, "# UNIT {name} {unit}");
-            }
-        } else if line.is_empty() || line.starts_with('#') {
-            // Comments other than HELP and TYPE have no place in OpenMetrics.
-        } else {
-            let end = line.find(['{', ' ']).unwrap_or(line.len());
-            let (name, rest) = line.split_at(end);
-            if counters.contains(name) && !name.ends_with("_total") {
-                let _ = writeln!(out, "{name}_total{rest}");
-            } else {
-                let _ = writeln!(out, "{line}");
-            }
-        }
-    }
-    out.push_str("# EOF\n");
-    out
 }
 
 fn header(w: &mut String, name: &str, kind: &str, help: &str) {
