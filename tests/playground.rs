@@ -715,3 +715,319 @@ fn a_file_is_saved_only_with_write_and_only_when_the_set_stays_valid() {
     assert_eq!(status, 400, "{v}");
     assert!(!dir.path().join("new_test.yaml").exists());
 }
+
+/// A `DecideRequest` with every field set to a value that is not the
+/// default, so its proto3 JSON names every field. The struct literals name
+/// every field: a field added to the proto fails to compile here until it
+/// is set.
+fn every_field() -> stepup::proto::v1::DecideRequest {
+    use stepup::proto::v1::{DecideRequest, Device, Network, Resource, Session, Subject};
+    let attributes = || {
+        std::iter::once((
+            "k".to_owned(),
+            pbjson_types::Value {
+                kind: Some(pbjson_types::value::Kind::StringValue("v".into())),
+            },
+        ))
+        .collect()
+    };
+    let at = pbjson_types::Timestamp {
+        seconds: 1_795_000_000,
+        nanos: 0,
+    };
+    DecideRequest {
+        action: "payments.refund".into(),
+        subject: Some(Subject {
+            id: "alice".into(),
+            tenant: "acme".into(),
+            roles: vec!["support".into()],
+            attributes: attributes(),
+        }),
+        session: Some(Session {
+            id: "s-1".into(),
+            acr: "urn:stepup:aal1".into(),
+            amr: vec!["pwd".into()],
+            auth_time: Some(at),
+        }),
+        device: Some(Device {
+            id: "d-1".into(),
+            trusted: true,
+            platform: "web".into(),
+            attributes: attributes(),
+        }),
+        network: Some(Network {
+            ip: "203.0.113.7".into(),
+            country: "DE".into(),
+            asn: 3320,
+            attributes: attributes(),
+        }),
+        resource: Some(Resource {
+            r#type: "order".into(),
+            id: "o-1".into(),
+            attributes: attributes(),
+        }),
+        attributes: attributes(),
+        time: Some(at),
+        explain: true,
+    }
+}
+
+/// Checks that the schema `fields` names exactly the keys of the proto3
+/// JSON object `json` at `path`, and that each value has the schema's type.
+fn assert_schema_matches(fields: &Value, json: &Value, path: &str) {
+    let fields = fields
+        .as_array()
+        .unwrap_or_else(|| panic!("{path}: no fields"));
+    let object = json.as_object().unwrap();
+    let names: std::collections::BTreeSet<&str> =
+        fields.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    let keys: std::collections::BTreeSet<&str> = object.keys().map(String::as_str).collect();
+    assert_eq!(
+        names, keys,
+        "{path}: the schema's fields and the JSON's keys"
+    );
+    for f in fields {
+        let name = f["name"].as_str().unwrap();
+        let at = format!("{path}.{name}");
+        let v = &object[name];
+        let values: Vec<&Value> = if f["repeated"] == true {
+            v.as_array()
+                .unwrap_or_else(|| panic!("{at}: a list"))
+                .iter()
+                .collect()
+        } else {
+            assert!(!v.is_array(), "{at}: not a list");
+            vec![v]
+        };
+        for v in values {
+            match f["type"].as_str().unwrap() {
+                "string" => assert!(v.is_string(), "{at}: {v}"),
+                "bool" => assert!(v.is_boolean(), "{at}: {v}"),
+                // proto3 JSON writes 64-bit integers as strings.
+                "number" => assert!(
+                    v.is_number() || v.as_str().is_some_and(|s| s.parse::<f64>().is_ok()),
+                    "{at}: {v}"
+                ),
+                "timestamp" => assert!(
+                    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).is_ok(),
+                    "{at}: {v}"
+                ),
+                "map" => {
+                    assert_eq!(f["key"], "string", "{at}");
+                    assert_eq!(f["value"]["type"], "value", "{at}");
+                    assert!(v.is_object(), "{at}: {v}");
+                }
+                "message" => assert_schema_matches(&f["fields"], v, &at),
+                other => panic!("{at}: unexpected type {other} in {f}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn the_schema_is_the_decide_request_of_the_proto() {
+    let dir = examples();
+    let p = Playground::start(dir.path(), &[]);
+    let (status, body) = p.get("/api/v1/schema");
+    assert_eq!(status, 200, "{body}");
+    let schema: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(schema["message"], "stepup.v1.DecideRequest");
+    // Every field of a fully set request, by its proto3 JSON name, and
+    // nothing else, with the type its JSON has.
+    let json = serde_json::to_value(every_field()).unwrap();
+    assert_schema_matches(&schema["fields"], &json, "request");
+    // The fields the page completes and checks, with their proto names
+    // and types.
+    let field = |path: &[&str]| {
+        let mut fields = &schema["fields"];
+        let mut found = &Value::Null;
+        for name in path {
+            found = fields
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["name"] == *name)
+                .unwrap_or_else(|| panic!("no field {name} in {schema}"));
+            fields = &found["fields"];
+        }
+        found.clone()
+    };
+    let auth_time = field(&["session", "authTime"]);
+    assert_eq!(auth_time["proto"], "auth_time");
+    assert_eq!(auth_time["type"], "timestamp");
+    assert_eq!(field(&["session"])["message"], "stepup.v1.Session");
+    assert_eq!(field(&["subject", "roles"])["repeated"], true);
+    assert_eq!(field(&["network", "asn"])["type"], "number");
+    assert_eq!(field(&["device", "trusted"])["type"], "bool");
+    assert_eq!(field(&["explain"])["type"], "bool");
+    assert!(field(&["action"]).get("repeated").is_none());
+    // A proto name is read as its JSON name, as the page accepts it.
+    let files = p.files()["files"].clone();
+    let mut request = refund();
+    request["session"]["auth_time"] = request["session"]["authTime"].take();
+    request["session"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authTime");
+    let (_, v) = p.post(
+        "/api/v1/evaluate",
+        &json!({ "files": files, "request": request, "now": "2026-11-27T10:00:00Z" }),
+    );
+    assert_eq!(outcome(&v), "OUTCOME_CHALLENGE", "{v}");
+    assert_eq!(p.call("POST", "/api/v1/schema", Some(b"{}")).0, 405);
+}
+
+/// What the page's "Trip Berlin → Sydney" button does (`simulate("trip")`
+/// in app.js): an earlier request from Berlin 45 minutes ago, and the
+/// current one moved to Sydney.
+fn trip(request: &mut Value) -> Value {
+    request["network"]["country"] = json!("AU");
+    request["network"]["attributes"] = json!({ "lat": -33.87, "lon": 151.21 });
+    json!([{ "ago": "45m", "request": { "action": "orders.list",
+             "network": { "country": "DE", "attributes": { "lat": 52.52, "lon": 13.405 } } } }])
+}
+
+#[test]
+fn the_trip_button_is_impossible_travel() {
+    let dir = examples();
+    let p = Playground::start(dir.path(), &[]);
+    let files = p.files()["files"].clone();
+    let mut request = refund();
+    request["resource"]["attributes"]["amount"] = json!(50);
+    request["subject"]["attributes"] = json!({ "usual_countries": ["DE", "FR"] });
+    let decide = |request: &Value, history: &Value| {
+        let (status, v) = p.post(
+            "/api/v1/evaluate",
+            &json!({ "files": files, "request": request, "now": "2026-11-27T10:00:00Z",
+                     "history": history }),
+        );
+        assert_eq!(status, 200, "{v}");
+        assert!(v["scenario"].is_null(), "{v}");
+        v
+    };
+    let fired = |v: &Value, kind: &str, id: &str| {
+        v["decision"]["trace"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["kind"] == kind && t["id"] == id && t["fired"] == true)
+    };
+    assert_eq!(outcome(&decide(&request, &json!([]))), "OUTCOME_ALLOW");
+    let history = trip(&mut request);
+    let v = decide(&request, &history);
+    assert_eq!(outcome(&v), "OUTCOME_CHALLENGE", "{v}");
+    assert_eq!(reasons(&v), ["impossible-travel"], "{v}");
+    let req = &v["decision"]["requirements"][0];
+    assert_eq!(req["ruleId"], "impossible-travel", "{v}");
+    assert_eq!(req["level"], "aal2");
+    assert_eq!(req["methods"], json!(["hwk", "otp"]));
+    assert!(fired(&v, "KIND_RULE", "impossible-travel"), "{v}");
+    // Sydney is outside Alice's usual countries: the risk signal fires too.
+    let risk = v["risk"].as_array().unwrap();
+    assert!(
+        risk.iter()
+            .any(|s| s["signal"] == "unusual-country" && s["fired"] == true),
+        "{v}"
+    );
+    // Sydney without Berlin before it, or Berlin a day before (670 km/h):
+    // no impossible travel.
+    let v = decide(&request, &json!([]));
+    assert!(!fired(&v, "KIND_RULE", "impossible-travel"), "{v}");
+    assert!(
+        !reasons(&v).contains(&"impossible-travel".to_owned()),
+        "{v}"
+    );
+    let mut a_day = history.clone();
+    a_day[0]["ago"] = json!("24h");
+    let v = decide(&request, &a_day);
+    assert!(!fired(&v, "KIND_RULE", "impossible-travel"), "{v}");
+    assert_eq!(outcome(&v), "OUTCOME_ALLOW", "{v}");
+}
+
+#[test]
+fn the_config_files_cost_limit_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/levels.yaml"),
+        policies.join("levels.yaml"),
+    )
+    .unwrap();
+    let cheap = "  - id: cheap\n    actions: [\"orders.*\"]\n    when: 'subject.id == \"mallory\"'\n    effect: deny\n";
+    let costly = "  - id: costly\n    actions: [\"orders.*\"]\n    when: 'subject.roles.exists(r, r == \"admin\")'\n    effect: deny\n";
+    let policy =
+        |rules: &str| format!("apiVersion: stepup/v1\nkind: Policy\nname: costs\nrules:\n{rules}");
+    std::fs::write(
+        policies.join("costs.yaml"),
+        policy(&format!("{cheap}{costly}")),
+    )
+    .unwrap();
+    let limit = 100;
+    let config = dir.path().join("stepup.toml");
+    std::fs::write(&config, format!("[limits]\nmax_condition_cost = {limit}\n")).unwrap();
+    let cfg = config.to_str().unwrap();
+
+    // Without the config file the set is valid, the costly condition
+    // above the limit the file sets and the cheap one below it.
+    let p = Playground::start(&policies, &[]);
+    let files = p.files()["files"].clone();
+    let (_, v) = p.post("/api/v1/evaluate", &json!({ "files": files }));
+    assert_eq!(v["valid"], true, "{v}");
+    let cost = |id: &str| {
+        v["costs"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap()["cost"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(cost("costly") > limit && cost("cheap") <= limit, "{v}");
+    assert!(
+        v["costs"]["limit"].as_u64().unwrap() > cost("costly"),
+        "{v}"
+    );
+    drop(p);
+
+    // With it, the costly condition is the error `stepup check` reports.
+    let p = Playground::start(&policies, &["--config", cfg]);
+    let (status, v) = p.post("/api/v1/evaluate", &json!({ "files": files }));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["valid"], false, "{v}");
+    let diagnostics = v["diagnostics"].as_array().unwrap();
+    assert_eq!(diagnostics.len(), 1, "{v}");
+    let d = &diagnostics[0];
+    assert_eq!(d["code"], "cost-limit", "{v}");
+    assert_eq!(d["severity"], "error");
+    assert_eq!(d["file"], "costs.yaml");
+    assert_eq!(d["location"]["line"], 11, "{v}");
+    assert!(
+        d["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("above the limit of {limit}")),
+        "{d}"
+    );
+    let out = stepup(&[
+        "check",
+        "--format",
+        "json",
+        "--config",
+        cfg,
+        "--policies",
+        policies.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let check: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["code", "message", "location", "help", "severity"] {
+        assert_eq!(d[key], check["diagnostics"][0][key], "{key}");
+    }
+    // Without the costly rule the set is valid, under the file's limit.
+    let mut files = files;
+    files["costs.yaml"] = json!(policy(cheap));
+    let (_, v) = p.post("/api/v1/evaluate", &json!({ "files": files }));
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["costs"]["limit"], limit, "{v}");
+}

@@ -3,6 +3,9 @@
 //! - `GET /api/v1/files`: the set on disk (`files`, name → text), the
 //!   presets of its `*_test.yaml` cases and of `--requests`, and whether
 //!   saving is allowed (`write`).
+//! - `GET /api/v1/schema`: the fields of `DecideRequest` by their JSON
+//!   names, with their types, from the embedded proto descriptor
+//!   ([`super::schema`]).
 //! - `POST /api/v1/evaluate` with `{files, request, now, history}`: the
 //!   diagnostics of the edited set (those of `stepup check`: code, message,
 //!   file, line, column, help) and, when it is valid and a request is given,

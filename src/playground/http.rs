@@ -155,6 +155,12 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Response<Full<Bytes
             respond(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS)
         }
         (&Method::GET, "/api/v1/files") => run(state, Value::Null, |s, _| api::files(s)).await,
+        (&Method::GET, "/api/v1/schema") => {
+            run(state, Value::Null, |_, _| {
+                super::schema::request_schema().map_err(ApiError::Io)
+            })
+            .await
+        }
         (
             &Method::POST,
             "/api/v1/evaluate" | "/api/v1/test" | "/api/v1/save-test" | "/api/v1/save-file",
@@ -170,7 +176,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Response<Full<Bytes
                 _ => run(state, body, super::save::save_test).await,
             }
         }
-        (_, "/" | "/index.html" | "/app.css" | "/app.js" | "/api/v1/files") => {
+        (_, "/" | "/index.html" | "/app.css" | "/app.js" | "/api/v1/files" | "/api/v1/schema") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
         }
         (_, "/api/v1/evaluate" | "/api/v1/test" | "/api/v1/save-test" | "/api/v1/save-file") => {

@@ -12,6 +12,7 @@
 pub mod api;
 mod http;
 pub mod save;
+pub mod schema;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -140,6 +140,17 @@ def main():
             request.press("End")
             request.press("Control+Space")
             assert request.input_value().endswith('{"id": "s", "authTime": '), request.input_value()
+            # The field names and types come from the proto (/api/v1/schema).
+            request.fill('{"expl')
+            request.press("End")
+            request.press("Control+Space")
+            assert request.input_value() == '{"explain": ', request.input_value()
+            expect(page.locator("#field-list")).to_contain_text("explain (bool)")
+            request.fill('{"action": "x", "sesion": {}, "device": {"trusted": "yes"}, "session": {"authTime": "today"}}')
+            error = page.locator("#request-error")
+            expect(error).to_contain_text("unknown field `sesion` (did you mean `session`?)", timeout=TIMEOUT)
+            expect(error).to_contain_text('`device.trusted`: expected bool, got string "yes"')
+            expect(error).to_contain_text("`session.authTime`: expected RFC 3339 timestamp")
             request.fill(saved)
             outcome(page, "challenge")
 
@@ -158,6 +169,18 @@ def main():
             run = subprocess.run([stepup, "test", "--policies", policies], capture_output=True, text=True)
             assert run.returncode == 0, run.stdout + run.stderr
             assert "ten refunds in an hour ask for a step-up" in run.stdout, run.stdout
+
+            # A trip from Berlin to Sydney in 45 minutes: impossible travel.
+            page.locator("#sim-clear").click()
+            outcome(page, "allow")
+            page.locator("#sim-trip").click()
+            outcome(page, "challenge")
+            expect(page.locator("#history-count")).to_have_text("(1 events)")
+            expect(page.locator('#decision a.rule[data-rule="impossible-travel"]').first).to_be_visible()
+            expect(page.locator("#decision table").first).to_contain_text("impossible-travel")
+            # Sydney is outside Alice's usual countries: that risk signal fired.
+            expect(page.locator('#decision tr:has(td.bar-cell):has(a[data-rule="unusual-country"]) td.fired')).to_have_count(1)
+            assert '"AU"' in request.input_value(), request.input_value()
 
             # Save the open policy file (valid: it is written).
             page.locator('[role=tab][data-file="payments.yaml"]').click()

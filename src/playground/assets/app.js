@@ -17,15 +17,7 @@ const state = {
   last: null,      // the last /evaluate answer
   seq: 0,          // to drop answers to outdated calls
   decideSeq: 0,    // the latest call that asked for a decision
-};
-
-const REQUEST_FIELDS = {
-  "": ["action", "subject", "session", "device", "network", "resource", "attributes", "time"],
-  subject: ["id", "tenant", "roles", "attributes"],
-  session: ["id", "acr", "amr", "authTime"],
-  device: ["id", "trusted", "platform", "attributes"],
-  network: ["ip", "country", "asn", "attributes"],
-  resource: ["type", "id", "attributes"],
+  schema: null,    // DecideRequest's fields, from /api/v1/schema (the proto)
 };
 
 // ---------------------------------------------------------------- helpers
@@ -320,20 +312,77 @@ function readJson(id, errId, fallback) {
   }
 }
 
+// ----------------------------------------------------------------- schema
+// A field of /api/v1/schema: {name (JSON), proto, type, repeated?, and
+// fields (message), values (enum), key and value (map)}.
+
+function fieldNamed(fields, key) {
+  return (fields || []).find((f) => f.name === key || f.proto === key);
+}
+
+function typeName(t) {
+  const one = t.type === "message" || t.type === "struct" || t.type === "any" ? "object"
+    : t.type === "map" ? `map of ${typeName(Object.assign({}, t.value, { repeated: false }))}`
+    : t.type === "value" ? "any JSON value"
+    : t.type === "list" ? "list"
+    : t.type === "enum" ? `one of ${(t.values || []).join(", ")}`
+    : t.type === "timestamp" ? "RFC 3339 timestamp"
+    : t.type === "duration" ? "duration such as \"300s\""
+    : t.type;
+  return t.repeated ? `list of ${one}` : one;
+}
+
+function jsonKind(v) {
+  return v === null ? "null" : Array.isArray(v) ? "a list" : typeof v === "object" ? "an object" : `${typeof v === "boolean" ? "bool" : typeof v} ${JSON.stringify(v)}`;
+}
+
+const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/i;
+
+// Whether the JSON value `v` is one of type `t` (not a list of it), as
+// proto3 JSON reads it.
+function fits(v, t) {
+  const object = typeof v === "object" && v !== null && !Array.isArray(v);
+  switch (t.type) {
+    case "string": case "bytes": return typeof v === "string";
+    // 64-bit integers may be strings; "NaN" and "Infinity" are numbers too.
+    case "number": return typeof v === "number" || (typeof v === "string" && v.trim() !== "" && !Number.isNaN(Number(v))) || ["NaN", "Infinity", "-Infinity"].includes(v);
+    case "bool": return typeof v === "boolean";
+    case "timestamp": return typeof v === "string" && RFC3339.test(v) && !Number.isNaN(Date.parse(v));
+    case "duration": return typeof v === "string" && /^-?\d+(\.\d+)?s$/.test(v);
+    case "enum": return (typeof v === "string" && (t.values || []).includes(v)) || Number.isInteger(v);
+    case "message": case "map": case "struct": case "any": return object;
+    case "list": return Array.isArray(v);
+    default: return true; // "value": any JSON
+  }
+}
+
 function checkFields(req) {
-  // Unknown field names, with the closest known one.
+  // Unknown field names, with the closest known one, and values of the
+  // wrong type, by the schema of the proto.
+  if (!state.schema) return [];
   const problems = [];
-  const walk = (obj, path) => {
-    const known = REQUEST_FIELDS[path];
-    if (!known || !obj || typeof obj !== "object" || Array.isArray(obj)) return;
-    for (const k of Object.keys(obj)) {
-      if (!known.includes(k)) {
-        const near = known.filter((n) => distance(n, k) <= Math.max(1, Math.floor(k.length / 3)));
-        problems.push(`unknown field \`${path ? path + "." : ""}${k}\`${near.length ? ` (did you mean \`${near[0]}\`?)` : ""}`);
-      } else if (path === "" && REQUEST_FIELDS[k]) walk(obj[k], k);
+  const value = (v, t, at) => {
+    if (v === null) return; // proto3 JSON: the default
+    if (t.repeated) {
+      if (!Array.isArray(v)) { problems.push(`\`${at}\`: expected a ${typeName(t)}, got ${jsonKind(v)}`); return; }
+      const one = Object.assign({}, t, { repeated: false });
+      v.forEach((x, i) => value(x, one, `${at}[${i}]`));
+      return;
+    }
+    if (!fits(v, t)) { problems.push(`\`${at}\`: expected ${typeName(t)}, got ${jsonKind(v)}`); return; }
+    if (t.type === "message" && t.fields) object(v, t.fields, at);
+    if (t.type === "map") for (const [k, x] of Object.entries(v)) value(x, t.value, `${at}.${k}`);
+  };
+  const object = (obj, fields, path) => {
+    for (const [k, v] of Object.entries(obj)) {
+      const f = fieldNamed(fields, k);
+      if (f) { value(v, f, path ? `${path}.${k}` : k); continue; }
+      const near = fields.map((n) => n.name).filter((n) => distance(n, k) <= Math.max(1, Math.floor(k.length / 3)));
+      problems.push(`unknown field \`${path ? path + "." : ""}${k}\`${near.length ? ` (did you mean \`${near[0]}\`?)` : ""}`);
     }
   };
-  walk(req, "");
+  if (typeof req !== "object" || req === null || Array.isArray(req)) return [`the request must be a JSON object, got ${jsonKind(req)}`];
+  object(req, state.schema.fields, "");
   return problems;
 }
 
@@ -345,8 +394,9 @@ function distance(a, b) {
   return d[a.length][b.length];
 }
 
-// The keys of the objects enclosing the end of `text` (a JSON prefix),
-// outermost first: "" for the request itself, null inside a list.
+// The objects and lists enclosing the end of `text` (a JSON prefix),
+// outermost first: {key, list}, `key` the field whose value it is (null
+// for the request itself and inside a list).
 function enclosing(text) {
   const stack = [];
   let key = null;
@@ -357,19 +407,33 @@ function enclosing(text) {
       while (j < text.length && text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
       if (/^\s*:/.test(text.slice(j + 1, j + 40))) key = text.slice(i + 1, j);
       i = j;
-    } else if (c === "{") { stack.push(key ?? ""); key = null; }
-    else if (c === "[") { stack.push(null); key = null; }
-    else if (c === "}" || c === "]") stack.pop();
+    } else if (c === "{" || c === "[") { stack.push({ key, list: c === "[" }); key = null; }
+    else if (c === ",") key = null;
+    else if (c === "}" || c === "]") { stack.pop(); key = null; }
   }
   return stack;
 }
 
-// The field names the schema allows where `before` ends.
+// The fields the schema allows where `before` ends: those of the message
+// the innermost object is, none in a map, a list or free-form JSON.
 function fieldsAt(before) {
+  if (!state.schema) return [];
   const stack = enclosing(before);
-  if (stack.length === 1) return REQUEST_FIELDS[""];
-  const top = stack[stack.length - 1];
-  return stack.length === 2 && top && REQUEST_FIELDS[top] ? REQUEST_FIELDS[top] : [];
+  if (!stack.length || stack[0].list) return [];
+  let here = { type: "message", fields: state.schema.fields };
+  for (const c of stack.slice(1)) {
+    let t;
+    if (here.repeated) t = c.key === null ? Object.assign({}, here, { repeated: false }) : null;
+    else if (here.type === "message") t = c.key === null ? null : fieldNamed(here.fields, c.key);
+    else if (here.type === "map") t = c.key === null ? null : here.value;
+    if (!t || c.list !== Boolean(t.repeated)) return [];
+    here = t;
+  }
+  return here.type === "message" && !here.repeated ? here.fields || [] : [];
+}
+
+function showFields(fields) {
+  $("field-list").textContent = fields.length ? fields.map((f) => `${f.name} (${typeName(f)})`).join(", ") : "none here";
 }
 
 function completeField(e) {
@@ -381,13 +445,13 @@ function completeField(e) {
   const before = t.value.slice(0, t.selectionStart);
   const m = /"([A-Za-z]*)$/.exec(before);
   const fields = fieldsAt(m ? before.slice(0, -m[0].length) : before);
-  if (!m) { $("field-list").textContent = fields.join(", "); return; }
-  const matches = fields.filter((f) => f.startsWith(m[1]));
+  if (!m) { showFields(fields); return; }
+  const matches = fields.filter((f) => f.name.startsWith(m[1]));
   if (matches.length === 1) {
-    t.setRangeText(`${matches[0].slice(m[1].length)}": `, t.selectionStart, t.selectionEnd, "end");
+    t.setRangeText(`${matches[0].name.slice(m[1].length)}": `, t.selectionStart, t.selectionEnd, "end");
     scheduleEvaluate();
   }
-  $("field-list").textContent = (matches.length ? matches : fields).join(", ");
+  showFields(matches.length ? matches : fields);
 }
 
 function nowValue() {
@@ -760,7 +824,13 @@ function renderPresets() {
 }
 
 async function load() {
-  const r = await api("/api/v1/files");
+  const [r, schema] = await Promise.all([api("/api/v1/files"), api("/api/v1/schema")]);
+  if (schema.status === 200 && Array.isArray(schema.body.fields)) {
+    state.schema = schema.body;
+    showFields(state.schema.fields);
+  } else {
+    $("field-list").textContent = `unavailable (${schema.body.error || `HTTP ${schema.status}`}): field names and types are not checked here`;
+  }
   if (r.status !== 200) { $("decision").textContent = r.body.error || "cannot load the files"; return; }
   const v = r.body;
   state.disk = Object.assign({}, v.files);
@@ -781,7 +851,6 @@ async function load() {
 }
 
 function init() {
-  $("field-list").textContent = REQUEST_FIELDS[""].join(", ");
   const t = editor();
   t.addEventListener("input", onEdit);
   t.addEventListener("scroll", syncScroll);
