@@ -1022,41 +1022,9 @@ fn each_request_gets_an_http_server_span_in_the_callers_trace() {
 // ------------------------------------------------ a client written by others
 
 /// A Python with decern's AuthZEN client (tests/authzen_client/
-/// requirements.txt) in a virtualenv under the target directory, made on
-/// first use.
+/// requirements.txt).
 fn decern_python() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/authzen_client");
-    let requirements = std::fs::read_to_string(here.join("requirements.txt")).unwrap();
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("authzen-venv");
-    let python = venv.join("bin/python");
-    let stamp = venv.join(".requirements");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(requirements.as_str()) {
-        let _ = std::fs::remove_dir_all(&venv);
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap_or_else(|e| panic!("python3 is needed for the AuthZEN client test: {e}"));
-        assert!(made.success(), "python3 -m venv {}", venv.display());
-        let installed = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(["--no-input", "-r"])
-            .arg(here.join("requirements.txt"))
-            .status()
-            .unwrap();
-        assert!(
-            installed.success(),
-            "pip install -r tests/authzen_client/requirements.txt failed"
-        );
-        std::fs::write(&stamp, &requirements).unwrap();
-    }
-    python
+    common::python::venv("authzen_client", "the AuthZEN client test")
 }
 
 /// decern's client (Python, urllib, HTTP/1.1) asks both ports: it reads

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcgen::ExtendedKeyUsagePurpose;
@@ -562,52 +562,9 @@ async fn plaintext_on_a_non_loopback_address_warns_and_names_the_fixes() {
 
 // ---------------------------------------------------------------- grpcio
 
-/// A Python with grpcio (tests/grpcio/requirements.txt) in a virtualenv
-/// under the target directory, made on first use. No python3 fails the test
-/// (CI has one): a client written by others is part of what is checked.
+/// A Python with grpcio (tests/grpcio/requirements.txt).
 fn grpcio_python() -> PathBuf {
-    // Two tests may ask at once: one makes the virtualenv.
-    static MAKING: Mutex<()> = Mutex::new(());
-    let _making = MAKING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    assert!(
-        Command::new("python3").arg("--version").output().is_ok(),
-        "no python3 on PATH for the grpcio client: install python3 (with venv and pip)"
-    );
-    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpcio");
-    let requirements = std::fs::read_to_string(here.join("requirements.txt")).unwrap();
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grpcio-venv");
-    let python = venv.join("bin/python");
-    let stamp = venv.join(".requirements");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(requirements.as_str()) {
-        let _ = std::fs::remove_dir_all(&venv);
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(made.success(), "python3 -m venv {}", venv.display());
-        let installed = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-input",
-                "-r",
-            ])
-            .arg(here.join("requirements.txt"))
-            .status()
-            .unwrap();
-        assert!(
-            installed.success(),
-            "pip install -r tests/grpcio/requirements.txt failed (the grpcio client needs it)"
-        );
-        std::fs::write(&stamp, &requirements).unwrap();
-    }
-    python
+    common::python::venv("grpcio", "the grpcio client")
 }
 
 /// One call with the grpcio client: the response bytes, or its error line.

@@ -204,5 +204,6 @@ pub async fn raw_call(
     tonic::Status::from_header_map(body.trailers().unwrap()).unwrap()
 }
 pub mod evidence;
+pub mod python;
 pub mod redis;
 pub mod tls;
