@@ -776,15 +776,8 @@ fn exit_code_page_covers_every_command() {
 mod metrics {
     use super::*;
     use std::process::{Command, Stdio};
-    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-        MetricsService, MetricsServiceServer,
-    };
-    use opentelemetry_proto::tonic::collector::metrics::v1::{
-        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-    };
     use opentelemetry_proto::tonic::metrics::v1::Metric;
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;
     use stepup::proto::v1::{DecideRequest, Resource, Subject};
@@ -794,25 +787,7 @@ mod metrics {
     /// lists them whether or not this build did.
     const OPTIONAL_LABELS: &[(&str, &[&str])] = &[("stepup_build_info", &["revision", "rustc"])];
 
-    /// An OTLP collector that keeps every metric it is sent.
-    #[derive(Clone, Default)]
-    struct Collector(Arc<Mutex<Vec<Metric>>>);
-
-    #[tonic::async_trait]
-    impl MetricsService for Collector {
-        async fn export(
-            &self,
-            request: tonic::Request<ExportMetricsServiceRequest>,
-        ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-            let mut metrics = self.0.lock().unwrap();
-            for rm in request.into_inner().resource_metrics {
-                for sm in rm.scope_metrics {
-                    metrics.extend(sm.metrics);
-                }
-            }
-            Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
-        }
-    }
+    use common::otlp::Collector;
 
     /// A metric family of the Prometheus exposition.
     #[derive(Default)]
@@ -845,17 +820,7 @@ mod metrics {
             .build()
             .unwrap();
         let collector = Collector::default();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let otlp = listener.local_addr().unwrap();
-        let service = MetricsServiceServer::new(collector.clone());
-        rt.spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await
-        });
+        let otlp = collector.start(&rt);
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("stepup.toml");
         let closed = common::free_port();
@@ -942,7 +907,7 @@ mod metrics {
         let exported = Exported {
             text: scrape(&admin, "text/plain"),
             openmetrics: scrape(&admin, "application/openmetrics-text"),
-            otlp: collector.0.lock().unwrap().clone(),
+            otlp: collector.metrics.lock().unwrap().clone(),
         };
         drop(child);
         exported
@@ -956,7 +921,7 @@ mod metrics {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let done = {
-                let metrics = collector.0.lock().unwrap();
+                let metrics = collector.metrics.lock().unwrap();
                 let has = |name: &&str| {
                     metrics
                         .iter()

@@ -12,95 +12,22 @@
 //! test).
 
 mod common;
+use common::otlp::Collector;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::{HistogramDataPoint, Metric};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
 use stepup::proto::v1::{DecideRequest, RecordStepUpRequest, Subject};
-
-#[derive(Clone, Default)]
-struct Collector(
-    Arc<Mutex<Vec<Span>>>,
-    Arc<Mutex<Vec<Metric>>>,
-    Arc<Mutex<Vec<LogRecord>>>,
-);
-
-#[tonic::async_trait]
-impl MetricsService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let mut metrics = self.1.lock().unwrap();
-        for rm in request.into_inner().resource_metrics {
-            for sm in rm.scope_metrics {
-                metrics.extend(sm.metrics);
-            }
-        }
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
-    }
-}
-
-#[tonic::async_trait]
-impl LogsService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let mut logs = self.2.lock().unwrap();
-        for rl in request.into_inner().resource_logs {
-            for sl in rl.scope_logs {
-                logs.extend(sl.log_records);
-            }
-        }
-        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.0.lock().unwrap();
-        for rs in request.into_inner().resource_spans {
-            for ss in rs.scope_spans {
-                spans.extend(ss.spans);
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
 
 #[test]
 fn otlp_traces_metrics_and_decision_log() {
@@ -110,21 +37,7 @@ fn otlp_traces_metrics_and_decision_log() {
         .build()
         .unwrap();
     let collector = Collector::default();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let otlp = listener.local_addr().unwrap();
-    let service = TraceServiceServer::new(collector.clone());
-    let metrics_service = MetricsServiceServer::new(collector.clone());
-    let logs_service = LogsServiceServer::new(collector.clone());
-    rt.spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .add_service(metrics_service)
-            .add_service(logs_service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-    });
+    let otlp = collector.start(&rt);
 
     let addr = format!("127.0.0.1:{}", common::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_stepup"))
@@ -190,6 +103,7 @@ fn otlp_traces_metrics_and_decision_log() {
 
     check_spans(&collector, trace_id, parent_id, record_code, check_code);
     check_metrics(&collector);
+    check_logs(&collector);
 
     assert!(
         Command::new("kill")
@@ -199,6 +113,42 @@ fn otlp_traces_metrics_and_decision_log() {
             .success()
     );
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// The decision log as OTLP log records: an `Info` event
+/// `stepup.decision` per decision, whose body is the JSON line the file and
+/// stdout sinks write.
+fn check_logs(collector: &Collector) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        let found = collector.logs.lock().unwrap().iter().find_map(|r| {
+            let Some(Value::StringValue(body)) = r.body.clone().and_then(|b| b.value) else {
+                return None;
+            };
+            let line: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (line["request"]["action"] == "account.password.change").then(|| (r.clone(), line))
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no decision log record for the Decide: {:#?}",
+            collector.logs.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (record, line) = line;
+    assert_eq!(record.event_name, "stepup.decision");
+    assert_eq!(record.severity_number, 9, "INFO");
+    assert!(record.time_unix_nano > 0);
+    assert_eq!(line["decision"]["outcome"], "OUTCOME_CHALLENGE", "{line}");
+    assert_eq!(line["source"], "decide", "{line}");
+    assert_eq!(
+        line["decision"]["decisionId"].as_str().map(str::len),
+        Some(36),
+        "{line}"
+    );
 }
 
 /// The server spans of the calls: `Decide` joined to the caller's trace
@@ -211,7 +161,7 @@ fn check_spans(
     record_code: tonic::Code,
     check_code: tonic::Code,
 ) {
-    let spans = wait_for(&collector.0, 4, "spans");
+    let spans = wait_for(&collector.spans, 4, "spans");
     let named =
         |name: &str| -> Vec<Span> { spans.iter().filter(|s| s.name == name).cloned().collect() };
     let decides = named("stepup.v1.DecisionService/Decide");
@@ -320,7 +270,7 @@ fn histogram(collector: &Collector, name: &str, min: u64) -> (Metric, Vec<Histog
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let latest = collector
-            .1
+            .metrics
             .lock()
             .unwrap()
             .iter()
@@ -383,7 +333,7 @@ fn check_metrics(collector: &Collector) {
             .is_some_and(|b| *b <= 0.000_01)
     );
 
-    let metrics = collector.1.lock().unwrap().clone();
+    let metrics = collector.metrics.lock().unwrap().clone();
     let decisions = metrics
         .iter()
         .rev()

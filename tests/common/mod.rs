@@ -204,6 +204,7 @@ pub async fn raw_call(
     tonic::Status::from_header_map(body.trailers().unwrap()).unwrap()
 }
 pub mod evidence;
+pub mod otlp;
 pub mod python;
 pub mod redis;
 pub mod tls;
