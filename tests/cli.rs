@@ -34,7 +34,7 @@ fn examples() -> String {
 
 #[test]
 fn check_accepts_the_examples() {
-    let out = stepup(&["check", &examples()]);
+    let out = stepup(&["check", "--policies", &examples()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("ok: `"), "{stdout}");
@@ -57,7 +57,7 @@ fn check_prints_every_diagnostic_and_fails() {
         "apiVersion: stepup/v1\nkind: Policy\nname: bad\nrules:\n  - id: r1\n    actions: [a]\n    when: \"devce.trusted\"\n    effect: challenge\n    require: { level: aal9 }\n",
     )
     .unwrap();
-    let out = stepup(&["check", &dir.path().display().to_string()]);
+    let out = stepup(&["check", "--policies", &dir.path().display().to_string()]);
     assert_eq!(out.status.code(), Some(3));
     let stderr = text(&out.stderr);
     let file = dir.path().join("bad.yaml").display().to_string();
@@ -80,6 +80,7 @@ fn check_prints_every_diagnostic_and_fails() {
         "check",
         "--format",
         "json",
+        "--policies",
         &dir.path().display().to_string(),
     ]);
     assert_eq!(out.status.code(), Some(3));
@@ -94,7 +95,7 @@ fn check_prints_every_diagnostic_and_fails() {
 
 #[test]
 fn check_of_a_missing_directory_names_it() {
-    let out = stepup(&["check", "/nonexistent/policies"]);
+    let out = stepup(&["check", "--policies", "/nonexistent/policies"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(
         text(&out.stderr)
@@ -593,7 +594,7 @@ fn check_warns_about_a_rule_on_an_action_nothing_else_uses() {
         "apiVersion: stepup/v1\nkind: Policy\nname: typo\nrules:\n  - id: refund-typo\n    actions: [payments.refnud]\n    effect: deny\n",
     )
     .unwrap();
-    let out = stepup(&["check", &dir.path().display().to_string()]);
+    let out = stepup(&["check", "--policies", &dir.path().display().to_string()]);
     assert_eq!(out.status.code(), Some(0), "warnings do not fail the check");
     let stdout = text(&out.stdout);
     assert!(
@@ -638,7 +639,7 @@ fn probes() -> String {
 fn check_refuses_the_probes_of_issue_14_with_both_numbers() {
     let dir = policy_dir(&probes());
     let path = dir.path().display().to_string();
-    let out = stepup(&["check", &path]);
+    let out = stepup(&["check", "--policies", &path]);
     assert_eq!(out.status.code(), Some(3));
     let stderr = text(&out.stderr);
     let file = dir.path().join("p.yaml").display().to_string();
@@ -665,7 +666,7 @@ fn check_refuses_the_probes_of_issue_14_with_both_numbers() {
         "{stderr}"
     );
 
-    let out = stepup(&["check", "--format", "json", &path]);
+    let out = stepup(&["check", "--format", "json", "--policies", &path]);
     assert_eq!(out.status.code(), Some(3));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let codes: Vec<&str> = json["diagnostics"]
@@ -684,17 +685,29 @@ fn the_cost_limit_is_set_in_the_config_file() {
     std::fs::write(&config, "[limits]\nmax_condition_cost = 1000000000000\n").unwrap();
     let path = dir.path().display().to_string();
     let config = config.display().to_string();
-    let out = stepup(&["check", "--config", &config, &path]);
+    let out = stepup(&["check", "--config", &config, "--policies", &path]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
     // And a limit below the examples' dearest condition rejects them.
     let low = dir.path().join("low.toml");
     std::fs::write(&low, "[limits]\nmax_condition_cost = 5\n").unwrap();
-    let out = stepup(&["check", "--config", &low.display().to_string(), &examples()]);
+    let out = stepup(&[
+        "check",
+        "--config",
+        &low.display().to_string(),
+        "--policies",
+        &examples(),
+    ]);
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("above the limit of 5 (in `"));
     std::fs::write(&low, "[limits]\nmax_condition_cost = 0\n").unwrap();
-    let out = stepup(&["check", "--config", &low.display().to_string(), &examples()]);
+    let out = stepup(&[
+        "check",
+        "--config",
+        &low.display().to_string(),
+        "--policies",
+        &examples(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         text(&out.stderr),
@@ -704,7 +717,7 @@ fn the_cost_limit_is_set_in_the_config_file() {
 
 #[test]
 fn check_costs_lists_every_condition_with_its_estimate() {
-    let out = stepup(&["check", "--costs", &examples()]);
+    let out = stepup(&["check", "--costs", "--policies", &examples()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let header = stdout.lines().next().unwrap();
@@ -721,7 +734,14 @@ fn check_costs_lists_every_condition_with_its_estimate() {
     );
     assert!(stdout.contains("ok: `"), "{stdout}");
 
-    let out = stepup(&["check", "--costs", "--format", "json", &examples()]);
+    let out = stepup(&[
+        "check",
+        "--costs",
+        "--format",
+        "json",
+        "--policies",
+        &examples(),
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let costs = &json["costs"];

@@ -69,7 +69,7 @@ cases:
 #[test]
 fn the_examples_pass_with_every_rule_covered() {
     let dir = examples().display().to_string();
-    let out = stepup(&["test", &dir, "--require-coverage"]);
+    let out = stepup(&["test", "--policies", &dir, "--require-coverage"]);
     let stdout = text(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -99,7 +99,7 @@ fn the_examples_pass_with_every_rule_covered() {
 #[test]
 fn a_failing_case_shows_expected_actual_and_its_trace() {
     let dir = with_suite(SUITE);
-    let out = stepup(&["test", &dir.path().display().to_string()]);
+    let out = stepup(&["test", "--policies", &dir.path().display().to_string()]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     let file = dir.path().join("s_test.yaml").display().to_string();
@@ -130,7 +130,7 @@ fn an_invalid_suite_exits_2_with_a_positioned_diagnostic() {
         "expect: { outcome: allow, risk_score: 0 }",
         "expect: { outcome: allow, reasons: [refund-lage] }",
     ));
-    let out = stepup(&["test", &dir.path().display().to_string()]);
+    let out = stepup(&["test", "--policies", &dir.path().display().to_string()]);
     assert_eq!(out.status.code(), Some(2));
     let file = dir.path().join("s_test.yaml").display().to_string();
     assert_eq!(
@@ -143,6 +143,7 @@ fn an_invalid_suite_exits_2_with_a_positioned_diagnostic() {
 
     let out = stepup(&[
         "test",
+        "--policies",
         &dir.path().display().to_string(),
         "--format",
         "json",
@@ -163,7 +164,7 @@ fn invalid_policies_exit_3() {
         "apiVersion: stepup/v1\nkind: Policy\n",
     )
     .unwrap();
-    let out = stepup(&["test", &dir.path().display().to_string()]);
+    let out = stepup(&["test", "--policies", &dir.path().display().to_string()]);
     assert_eq!(out.status.code(), Some(3));
     let stderr = text(&out.stderr);
     assert!(
@@ -180,7 +181,7 @@ fn invalid_policies_exit_3() {
 fn no_suites_exit_2() {
     let dir = with_suite(SUITE);
     std::fs::remove_file(dir.path().join("s_test.yaml")).unwrap();
-    let out = stepup(&["test", &dir.path().display().to_string()]);
+    let out = stepup(&["test", "--policies", &dir.path().display().to_string()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).starts_with("error: no test suites in `"));
 }
@@ -191,6 +192,7 @@ fn junit_output_is_valid_xml() {
     let junit = dir.path().join("junit.xml");
     let out = stepup(&[
         "test",
+        "--policies",
         &dir.path().display().to_string(),
         "--junit",
         &junit.display().to_string(),
@@ -231,6 +233,7 @@ fn json_output() {
     let dir = with_suite(SUITE);
     let out = stepup(&[
         "test",
+        "--policies",
         &dir.path().display().to_string(),
         "--format",
         "json",
@@ -260,7 +263,7 @@ fn json_output() {
 fn filter_and_require_coverage() {
     let dir = with_suite(SUITE);
     let d = dir.path().display().to_string();
-    let out = stepup(&["test", &d, "--filter", "small"]);
+    let out = stepup(&["test", "--policies", &d, "--filter", "small"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         text(&out.stdout),
@@ -269,6 +272,7 @@ fn filter_and_require_coverage() {
 
     let out = stepup(&[
         "test",
+        "--policies",
         &d,
         "--filter",
         "refunds › small*",
@@ -287,7 +291,7 @@ fn filter_and_require_coverage() {
         "{stderr}"
     );
 
-    let out = stepup(&["test", &d, "--filter", "nothing"]);
+    let out = stepup(&["test", "--policies", &d, "--filter", "nothing"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(text(&out.stdout), "0 passed, 0 failed\n");
     assert_eq!(
