@@ -62,8 +62,9 @@ pub enum CallError {
         /// The gRPC status code.
         code: tonic::Code,
         /// The `google.rpc.ErrorInfo` reason (e.g. `INVALID_FIELD`,
-        /// `EVIDENCE_EXPIRED`, `OVERLOADED`); `None` for transport errors,
-        /// which carry no details.
+        /// `EVIDENCE_EXPIRED`, `OVERLOADED`) in the `stepup` domain; `None`
+        /// for transport errors, which carry no details, and for another
+        /// domain's (a proxy's).
         reason: Option<String>,
         /// The `ErrorInfo` metadata (e.g. `field`, `check`).
         metadata: HashMap<String, String>,
@@ -120,9 +121,11 @@ impl CallError {
             };
         }
         let info = status.get_error_details().error_info().cloned();
+        // Only the sidecar's own reasons count: a proxy between the two may
+        // answer with ErrorInfo of its own domain.
         let (reason, metadata) = match info {
-            Some(info) => (Some(info.reason), info.metadata),
-            None => (None, HashMap::new()),
+            Some(info) if info.domain == "stepup" => (Some(info.reason), info.metadata),
+            _ => (None, HashMap::new()),
         };
         Self::Status {
             code: status.code(),
@@ -130,5 +133,27 @@ impl CallError {
             metadata,
             message: status.message().to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::ErrorDetails;
+
+    fn status(domain: &str) -> tonic::Status {
+        tonic::Status::with_error_details(
+            tonic::Code::Unavailable,
+            "stopping",
+            ErrorDetails::with_error_info("SHUTTING_DOWN", domain, HashMap::new()),
+        )
+    }
+
+    #[test]
+    fn only_the_sidecars_domain_gives_a_reason() {
+        let ours = CallError::from_status("t", &status("stepup"));
+        assert_eq!(ours.reason(), Some("SHUTTING_DOWN"));
+        let theirs = CallError::from_status("t", &status("proxy.example"));
+        assert_eq!(theirs.reason(), None);
     }
 }
