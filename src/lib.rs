@@ -162,4 +162,22 @@ pub mod proto {
     /// reflection (the `envoy-types` crate exports none).
     pub const ENVOY_FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("envoy_descriptor");
+
+    /// A field's proto3 JSON name, by protoc's rule: `auth_time` ->
+    /// `authTime` (each `_` dropped, the letter after it upper-cased).
+    pub(crate) fn json_name(field: &str) -> String {
+        let mut out = String::with_capacity(field.len());
+        let mut upper = false;
+        for c in field.chars() {
+            if c == '_' {
+                upper = true;
+            } else if upper {
+                out.extend(c.to_uppercase());
+                upper = false;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
 }

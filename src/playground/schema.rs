@@ -235,19 +235,7 @@ fn json_name(field: &FieldDescriptorProto) -> String {
     if let Some(n) = field.json_name.as_deref().filter(|n| !n.is_empty()) {
         return n.to_owned();
     }
-    let mut out = String::new();
-    let mut upper = false;
-    for c in field.name().chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::proto::json_name(field.name())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! wherever it stands as a whole word in the line's strings and keys (by
 //! its hash, or `[dropped]`).
 
+use crate::proto::json_name;
 use sha2::{Digest, Sha256};
 
 /// The paths to hash and to drop, and the hash key.
@@ -29,23 +30,6 @@ pub(super) fn split(path: &str) -> Vec<String> {
     path.split('.').map(str::to_owned).collect()
 }
 
-/// `auth_time` -> `authTime`: the JSON form uses lowerCamelCase names.
-pub(super) fn camel(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut upper = false;
-    for c in s.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The value at `path` (field names as in policies or in JSON), for editing.
 pub(super) fn locate<'v>(
     root: &'v mut serde_json::Value,
@@ -58,7 +42,7 @@ pub(super) fn locate<'v>(
         let key = if obj.contains_key(seg) {
             seg.clone()
         } else {
-            camel(seg)
+            json_name(seg)
         };
         cur = obj.get_mut(&key)?;
     }
@@ -66,7 +50,7 @@ pub(super) fn locate<'v>(
     let key = if obj.contains_key(last) {
         last.clone()
     } else {
-        camel(last)
+        json_name(last)
     };
     obj.contains_key(&key).then_some((obj, key))
 }
