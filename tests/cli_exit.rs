@@ -14,46 +14,14 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-/// `stepup` with `args`, with no STEPUP_* variable from the test's
-/// environment, plus `env`.
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stepup"))
-        .args(args)
-        .env_remove("STEPUP_POLICIES")
-        .env_remove("STEPUP_CONFIG")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stepup(args: &[&str]) -> Output {
-    run(args, &[])
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+#[path = "common/cli.rs"]
+mod cli;
+use cli::{examples, refund, run, stepup, text};
 
 fn code(out: &Output) -> Option<i32> {
     out.status.code()
 }
 
-fn examples() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("policies")
-        .display()
-        .to_string()
-}
-
-fn refund() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/refund.json")
-        .display()
-        .to_string()
-}
-
-/// A requests file for `replay`: the refund example as one JSON line.
 fn requests(dir: &Path) -> String {
     let request: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(refund()).unwrap()).unwrap();

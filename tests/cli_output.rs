@@ -10,38 +10,12 @@
 //! examples, exit codes) and `stepup completions` (a script each shell
 //! accepts).
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-fn stepup(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stepup"))
-        .args(args)
-        .env_remove("STEPUP_POLICIES")
-        .env_remove("STEPUP_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+#[path = "common/cli.rs"]
+mod cli;
+use cli::{examples, refund, stepup, text};
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn examples() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("policies")
-        .display()
-        .to_string()
-}
-
-fn refund() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/refund.json")
-        .display()
-        .to_string()
-}
-
-/// The JSON document a successful command printed on standard output.
 fn json(args: &[&str]) -> serde_json::Value {
     let out = stepup(args);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{TestServer, examples};
+use common::{TestServer, error_info, examples};
 use pbjson_types::{Timestamp, Value};
 use stepup::CacheConfig;
 use stepup::PolicySet;
@@ -32,16 +32,6 @@ fn request() -> DecideRequest {
         }),
         ..Default::default()
     }
-}
-
-/// The ErrorInfo of `status`: in the `stepup` domain, with `reason`.
-fn error_info(status: &Status, reason: &str) -> std::collections::HashMap<String, String> {
-    let info = status
-        .get_details_error_info()
-        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
-    assert_eq!(info.domain, "stepup");
-    assert_eq!(info.reason, reason, "{status:?}");
-    info.metadata
 }
 
 /// INVALID_ARGUMENT whose message, BadRequest and ErrorInfo all name

@@ -35,6 +35,21 @@ pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
 
+/// The `google.rpc.ErrorInfo` of `status`: in the `stepup` domain, with
+/// `reason`; its metadata.
+pub fn error_info(
+    status: &tonic::Status,
+    reason: &str,
+) -> std::collections::HashMap<String, String> {
+    use tonic_types::StatusExt as _;
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "stepup");
+    assert_eq!(info.reason, reason, "{status:?}");
+    info.metadata
+}
+
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
     pub engine: Arc<Service>,
